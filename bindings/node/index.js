@@ -1,0 +1,26 @@
+'use strict';
+// flowmesh for Node.js: a Promise API over the native libflowmesh C ABI.
+// Library path: $FLOWMESH_LIB, else ../../target/release/libflowmesh.so.
+
+const { connect, Client, version } = require('./lib/client');
+const { Subscription } = require('./lib/subscription');
+const errors = require('./lib/errors');
+
+module.exports = {
+  connect,
+  version,
+  Client,
+  Subscription,
+  FlowMeshError: errors.FlowMeshError,
+  InvalidArgumentError: errors.InvalidArgumentError,
+  NotFoundError: errors.NotFoundError,
+  TimeoutError: errors.TimeoutError,
+  DisconnectedError: errors.DisconnectedError,
+  UnauthorizedError: errors.UnauthorizedError,
+  ClosedError: errors.ClosedError,
+  AlreadyExistsError: errors.AlreadyExistsError,
+  ConflictError: errors.ConflictError,
+  TooLargeError: errors.TooLargeError,
+  UnavailableError: errors.UnavailableError,
+  InternalError: errors.InternalError,
+};

@@ -1,0 +1,381 @@
+'use strict';
+// The Promise API. Every method converts its arguments, runs one op in the
+// worker pool (lib/ops.js) and converts the result: Uint8Array -> Buffer,
+// native failures -> FlowMeshError subclasses.
+
+const { koffi, load, decodeMessage, copyBytes } = require('./native');
+const errors = require('./errors');
+const { pool } = require('./pool');
+const { Subscription } = require('./subscription');
+
+// ---- library state on the main thread (status names, version) -----------
+
+let mainLib = null;
+function lib() {
+  if (mainLib) return mainLib;
+  mainLib = load();
+  const { fn } = mainLib;
+  const byName = new Map();
+  for (let s = 0; s < 64; s++) {
+    const name = fn.fm_status_str(s);
+    if (name && !byName.has(name)) byName.set(name, s);
+  }
+  errors.bindStatusNames((s) => fn.fm_status_str(s) || `FM_STATUS_${s}`, (name) => byName.get(name));
+  return mainLib;
+}
+
+/** The native library's semantic version, e.g. "0.1.0". */
+function version() {
+  return lib().fn.fm_version();
+}
+
+// ---- argument conversion ---------------------------------------------------
+
+function toBuffer(u8) {
+  return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+}
+
+function bytes(value, what = 'payload') {
+  if (typeof value === 'string') return Buffer.from(value, 'utf8');
+  if (value instanceof Uint8Array) return value;
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  throw new TypeError(`${what} must be a string, Buffer, Uint8Array or ArrayBuffer`);
+}
+
+function headerPairs(headers) {
+  if (headers == null) return [];
+  const entries = headers instanceof Map || Array.isArray(headers) ? [...headers] : Object.entries(headers);
+  return entries.map(([k, v]) => [String(k), String(v)]);
+}
+
+// payload or { payload, key, headers } -> the plain shape ops.cMsg expects.
+function outgoing(payload, opts = {}) {
+  return {
+    payload: bytes(payload),
+    key: opts.key == null ? null : bytes(opts.key, 'key'),
+    headers: headerPairs(opts.headers),
+  };
+}
+
+function batchItem(item) {
+  const isMsg = item !== null && typeof item === 'object' && 'payload' in item
+    && !(item instanceof Uint8Array) && !(item instanceof ArrayBuffer);
+  return isMsg ? outgoing(item.payload, item) : outgoing(item);
+}
+
+// Non-negative integer (number or bigint) for u32/u64 arguments.
+function uint(value, name, fallback) {
+  if (value === undefined || value === null) {
+    if (fallback === undefined) throw new TypeError(`${name} is required`);
+    return fallback;
+  }
+  if (typeof value === 'bigint' && value >= 0n) return value;
+  if (Number.isSafeInteger(value) && value >= 0) return value;
+  throw new TypeError(`${name} must be a non-negative integer`);
+}
+
+function int32(value, name, fallback) {
+  if (value === undefined || value === null) return fallback;
+  if (Number.isInteger(value) && value >= -0x80000000 && value <= 0x7fffffff) return value;
+  throw new TypeError(`${name} must be a 32-bit integer`);
+}
+
+// { tenant: 'a', maxAgeMs: 5 } -> [['tenant','a'], ['max_age_ms','5']]. Keys are
+// the native option names; camelCase is accepted for convenience.
+function optionPairs(options, skip = []) {
+  if (options == null) return [];
+  if (typeof options !== 'object') throw new TypeError('options must be an object');
+  const pairs = [];
+  for (const [k, v] of Object.entries(options)) {
+    if (v === undefined || v === null || skip.includes(k)) continue;
+    pairs.push([k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), String(v)]);
+  }
+  return pairs;
+}
+
+const KV_OPS = { 1: 'put', 2: 'delete', 3: 'expire' };
+
+function message(m) {
+  m.payload = toBuffer(m.payload);
+  if (m.key) m.key = toBuffer(m.key);
+  return m;
+}
+
+function job(j) {
+  j.payload = toBuffer(j.payload);
+  return j;
+}
+
+// ---- the client --------------------------------------------------------------
+
+class Client {
+  constructor(handle, url) {
+    this._handle = handle;
+    this.url = url;
+    this._state = 'open'; // open -> closing -> closed
+    this._inflight = new Set();
+    this._subs = new Set();
+    this._closing = null;
+  }
+
+  /** True once close() was called. */
+  get closed() {
+    return this._state !== 'open';
+  }
+
+  // Runs an op for the user: refused once close() started.
+  _call(op, args, long = false) {
+    if (this._state !== 'open') return Promise.reject(errors.byName('FM_ERR_CLOSED', 'client is closed'));
+    return this._run(op, args, long);
+  }
+
+  // Runs an op for the binding itself (commits, unsubscribes during close).
+  _internal(op, args) {
+    if (this._state === 'closed') return Promise.reject(errors.byName('FM_ERR_CLOSED', 'client is closed'));
+    return this._run(op, args, false);
+  }
+
+  _run(op, args, long) {
+    const p = pool().run(op, op === 'unsubscribe' ? args : [this._handle, ...args], long).then(settle);
+    const tracked = p.catch(() => {}).finally(() => this._inflight.delete(tracked));
+    this._inflight.add(tracked);
+    return p;
+  }
+
+  _forget(sub) {
+    this._subs.delete(sub);
+  }
+
+  async health() { await this._call('health', []); }
+  async readiness() { await this._call('readiness', []); }
+
+  // ---- streams
+
+  async createStream(stream, options) {
+    await this._call('createStream', [stream, optionPairs(options)]);
+  }
+
+  async partitions(stream) {
+    return this._call('partitions', [stream]);
+  }
+
+  async publish(stream, payload, options) {
+    return this._call('publish', [stream, outgoing(payload, options)]);
+  }
+
+  async publishBatch(stream, items) {
+    if (!Array.isArray(items)) throw new TypeError('items must be an array');
+    return this._call('publishBatch', [stream, items.map(batchItem)]);
+  }
+
+  async read(stream, options = {}) {
+    const list = await this._call('read', [stream,
+      uint(options.partition, 'partition', 0), uint(options.offset, 'offset', 0),
+      uint(options.max, 'max', 100)]);
+    return list.map(message);
+  }
+
+  async subscribe(stream, options, handler) {
+    if (typeof options === 'function') [options, handler] = [undefined, options];
+    const opts = { ...(options || {}) };
+    const autoCommit = opts.autoCommit ?? opts.auto_commit;
+    const group = opts.group;
+    const ours = group != null && autoCommit !== false && autoCommit !== 'false';
+    if (group != null) {
+      // With a group the binding commits after processing (see subscription.js).
+      delete opts.autoCommit;
+      opts.auto_commit = false;
+    }
+    const commit = ours
+      ? (p, o) => this._internal('commitOffset', [stream, String(group), p, o])
+      : null;
+    return this._subscribe((sub) => (ud, ptr) => sub._push(message(decodeMessage(ptr))),
+      'subscribe', [stream, optionPairs(opts)], commit, handler);
+  }
+
+  async _subscribe(makeCallback, op, args, commit, handler) {
+    if (handler !== undefined && typeof handler !== 'function') throw new TypeError('handler must be a function');
+    if (this._state !== 'open') throw errors.byName('FM_ERR_CLOSED', 'client is closed');
+    const { types } = lib();
+    const sub = new Subscription(this, commit);
+    this._subs.add(sub);
+    const proto = op === 'subscribe' ? types.messageCb : types.kvWatchCb;
+    const cb = koffi.register(makeCallback(sub), koffi.pointer(proto));
+    await sub._open(cb, this._call(op, [...args, cb]), handler);
+    return sub;
+  }
+
+  async commitOffset(stream, group, partition, offset) {
+    return this._call('commitOffset', [stream, group, uint(partition, 'partition'), uint(offset, 'offset')]);
+  }
+
+  /** The group's committed offset, or null when it has none. */
+  async getOffset(stream, group, partition = 0) {
+    try {
+      return await this._call('getOffset', [stream, group, uint(partition, 'partition')]);
+    } catch (err) {
+      if (err instanceof errors.NotFoundError) return null;
+      throw err;
+    }
+  }
+
+  async latestOffset(stream, partition = 0) {
+    return this._call('latestOffset', [stream, uint(partition, 'partition')]);
+  }
+
+  // ---- queues
+
+  async enqueue(queue, payload, options = {}) {
+    return this._call('enqueue', [queue, outgoing(payload, options),
+      uint(options.delayMs, 'delayMs', 0), int32(options.priority, 'priority', 0)]);
+  }
+
+  async reserve(queue, options = {}) {
+    const wait = uint(options.waitMs, 'waitMs', 0);
+    const j = await this._call('reserve', [queue, uint(options.visibilityMs, 'visibilityMs', 30000), wait], wait > 0);
+    return j && job(j);
+  }
+
+  async receive(queue, options = {}) {
+    const wait = uint(options.waitMs, 'waitMs', 0);
+    const jobs = await this._call('receive', [queue, uint(options.max, 'max', 10),
+      uint(options.visibilityMs, 'visibilityMs', 30000), wait], wait > 0);
+    return jobs.map(job);
+  }
+
+  async ack(queue, jobId) { await this._call('ack', [queue, uint(jobId, 'jobId')]); }
+
+  async nack(queue, jobId, options = {}) {
+    await this._call('nack', [queue, uint(jobId, 'jobId'), uint(options.delayMs, 'delayMs', 0)]);
+  }
+
+  async stats(queue) {
+    return this._call('stats', [queue]);
+  }
+
+  async setRetryPolicy(queue, policy = {}) {
+    const multiplier = policy.multiplier ?? 2;
+    if (typeof multiplier !== 'number') throw new TypeError('multiplier must be a number');
+    await this._call('setRetryPolicy', [queue, uint(policy.maxAttempts, 'maxAttempts'),
+      uint(policy.initialBackoffMs, 'initialBackoffMs', 0), uint(policy.maxBackoffMs, 'maxBackoffMs', 0),
+      multiplier]);
+  }
+
+  async getRetryPolicy(queue) {
+    return this._call('getRetryPolicy', [queue]);
+  }
+
+  async dlqList(queue, options = {}) {
+    const jobs = await this._call('dlqList', [queue, uint(options.max, 'max', 100)]);
+    return jobs.map(job);
+  }
+
+  async dlqReplay(queue, jobId) { await this._call('dlqReplay', [queue, uint(jobId, 'jobId')]); }
+
+  /** Replays every dead job, or only those whose header `key` equals `value`. */
+  async dlqReplayAll(queue, filter = {}) {
+    const hasKey = filter.headerKey != null;
+    return this._call('dlqReplayAll', [queue, hasKey ? String(filter.headerKey) : null,
+      hasKey ? String(filter.headerValue ?? '') : null]);
+  }
+
+  // ---- key-value
+
+  async set(bucket, key, value, options = {}) {
+    return this._call('kvSet', [bucket, key, bytes(value, 'value'), uint(options.ttlMs, 'ttlMs', 0)]);
+  }
+
+  /** expectedRevision 0 means "the key must not exist". */
+  async cas(bucket, key, value, expectedRevision) {
+    return this._call('kvCas', [bucket, key, bytes(value, 'value'), uint(expectedRevision, 'expectedRevision')]);
+  }
+
+  /** The value as a Buffer, or null when the key is absent. */
+  async get(bucket, key) {
+    try {
+      return toBuffer(await this._call('kvGet', [bucket, key]));
+    } catch (err) {
+      if (err instanceof errors.NotFoundError) return null;
+      throw err;
+    }
+  }
+
+  /** { value, revision }, or null when the key is absent. */
+  async getEntry(bucket, key) {
+    try {
+      const e = await this._call('kvGetEntry', [bucket, key]);
+      return { value: toBuffer(e.value), revision: e.revision };
+    } catch (err) {
+      if (err instanceof errors.NotFoundError) return null;
+      throw err;
+    }
+  }
+
+  async delete(bucket, key) { await this._call('kvDelete', [bucket, key]); }
+
+  async exists(bucket, key) {
+    return this._call('kvExists', [bucket, key]);
+  }
+
+  async listKeys(bucket, prefix = '') {
+    return this._call('kvListKeys', [bucket, prefix]);
+  }
+
+  async watch(bucket, prefix, handler) {
+    if (typeof prefix === 'function') [prefix, handler] = ['', prefix];
+    const onEvent = (sub) => (ud, op, keyPtr, valuePtr, len, revision) => {
+      sub._push({
+        op: KV_OPS[op] || String(op),
+        key: keyPtr ? koffi.decode(keyPtr, 'char', -1) : '',
+        value: op === 1 ? toBuffer(copyBytes(valuePtr, len)) : null,
+        revision: Number(revision),
+      });
+    };
+    return this._subscribe(onEvent, 'kvWatch', [bucket, prefix ?? ''], null, handler);
+  }
+
+  // ---- lifecycle
+
+  /**
+   * Closes subscriptions (committing what was processed), waits for calls in
+   * flight, then closes the native client. Idempotent. Safe inside a handler.
+   */
+  close() {
+    if (!this._closing) this._closing = this._shutdown();
+    return this._closing;
+  }
+
+  async _shutdown() {
+    this._state = 'closing';
+    await Promise.all([...this._subs].map((s) => s.close()));
+    // fm_client_close must not race a call using the handle on another thread.
+    while (this._inflight.size > 0) await Promise.all([...this._inflight]);
+    this._state = 'closed';
+    await pool().run('close', [this._handle], true).then(settle);
+  }
+
+  async [Symbol.asyncDispose]() {
+    await this.close();
+  }
+}
+
+// Worker reply -> result, or the matching error.
+function settle(reply) {
+  if (reply.status !== undefined) throw errors.fromStatus(reply.status, reply.message);
+  if (reply.jsError) {
+    const Cls = reply.jsError.name === 'TypeError' ? TypeError : Error;
+    throw new Cls(reply.jsError.message);
+  }
+  return reply.result;
+}
+
+/** Connects to `url` (mem://, file:///dir, grpc://host:port, grpcs://...). */
+async function connect(url, options) {
+  if (typeof url !== 'string') throw new TypeError('url must be a string');
+  lib();
+  const handle = settle(await pool().run('connect', [url, optionPairs(options)]));
+  return new Client(handle, url);
+}
+
+module.exports = { connect, Client, version };

@@ -1,0 +1,173 @@
+'use strict';
+// koffi declarations of the flowmesh C ABI (shared/ABI.md + docs/ABI-EXTRAS.md).
+// Loaded on the main thread (types, fm_status_str, callback decoding) and in
+// every pool worker (the actual calls). Handles are BigInt addresses (koffi 3),
+// which is what lets us pass them between threads.
+
+const path = require('node:path');
+const koffi = require('koffi');
+
+const DEFAULT_LIB = path.resolve(__dirname, '..', '..', '..', 'target', 'release', 'libflowmesh.so');
+
+function libraryPath() {
+  return process.env.FLOWMESH_LIB || DEFAULT_LIB;
+}
+
+// Types are registered once per thread: koffi keeps a per-instance type table.
+let types = null;
+function declareTypes() {
+  if (types) return types;
+  for (const name of ['fm_options', 'fm_client', 'fm_subscription', 'fm_messages',
+    'fm_job', 'fm_jobs', 'fm_buf', 'fm_strings']) {
+    koffi.opaque(name);
+  }
+  const header = koffi.struct('fm_header', { key: 'const char *', value: 'const char *' });
+  const msg = koffi.struct('fm_msg', {
+    payload: 'const uint8_t *', payload_len: 'size_t',
+    key: 'const uint8_t *', key_len: 'size_t',
+    headers: 'const fm_header *', headers_len: 'size_t',
+  });
+  const position = koffi.struct('fm_position', { partition: 'uint32_t', offset: 'uint64_t' });
+  // Incoming message: pointer members stay raw (void *) so we copy the exact byte
+  // ranges ourselves instead of letting koffi guess lengths.
+  const message = koffi.struct('fm_message', {
+    stream: 'const char *', partition: 'uint32_t', offset: 'uint64_t', timestamp_ms: 'int64_t',
+    key: 'void *', key_len: 'size_t',
+    payload: 'void *', payload_len: 'size_t',
+    headers: 'void *', headers_len: 'size_t',
+  });
+  const stats = koffi.struct('fm_queue_stats', {
+    pending: 'uint64_t', in_flight: 'uint64_t', delayed: 'uint64_t', dead: 'uint64_t',
+  });
+  const retry = koffi.struct('fm_retry_policy', {
+    max_attempts: 'uint32_t', initial_backoff_ms: 'uint64_t',
+    max_backoff_ms: 'uint64_t', multiplier: 'double',
+  });
+  const messageCb = koffi.proto('void fm_message_cb(void *user_data, void *msg)');
+  // key is taken as void * so a NULL key cannot crash the string decoder.
+  const kvWatchCb = koffi.proto('void fm_kv_watch_cb(void *user_data, int op, void *key, void *value, size_t len, uint64_t revision)');
+  types = { header, msg, position, message, stats, retry, messageCb, kvWatchCb };
+  return types;
+}
+
+const PROTOTYPES = [
+  'const char *fm_version(void)',
+  'const char *fm_status_str(int32_t status)',
+  'const char *fm_last_error(void)',
+
+  'fm_options *fm_options_new(void)',
+  'int32_t fm_options_set(fm_options *opts, const char *key, const char *value)',
+  'void fm_options_free(fm_options *opts)',
+
+  'int32_t fm_client_connect(const char *url, const fm_options *opts, _Out_ fm_client **out)',
+  'int32_t fm_client_health(fm_client *c)',
+  'int32_t fm_client_readiness(fm_client *c)',
+  'void fm_client_close(fm_client *c)',
+
+  'int32_t fm_stream_create(fm_client *c, const char *stream, const fm_options *opts)',
+  'int32_t fm_stream_partitions(fm_client *c, const char *stream, _Out_ uint32_t *out)',
+  'int32_t fm_publish(fm_client *c, const char *stream, const fm_msg *msg, _Out_ fm_position *out)',
+  // out is a caller-sized byte buffer of n fm_position structs.
+  'int32_t fm_publish_batch(fm_client *c, const char *stream, const fm_msg *msgs, size_t n, void *out)',
+  'int32_t fm_read(fm_client *c, const char *stream, uint32_t partition, uint64_t offset, size_t max, _Out_ fm_messages **out)',
+  'size_t fm_messages_len(const fm_messages *m)',
+  'const fm_message *fm_messages_get(const fm_messages *m, size_t i)',
+  'void fm_messages_free(fm_messages *m)',
+  'int32_t fm_subscribe(fm_client *c, const char *stream, const fm_options *opts, fm_message_cb *cb, void *user_data, _Out_ fm_subscription **out)',
+  'int32_t fm_unsubscribe(fm_subscription *sub)',
+  'int32_t fm_commit_offset(fm_client *c, const char *stream, const char *group, uint32_t partition, uint64_t offset)',
+  'int32_t fm_get_offset(fm_client *c, const char *stream, const char *group, uint32_t partition, _Out_ uint64_t *out)',
+  'int32_t fm_get_latest_offset(fm_client *c, const char *stream, uint32_t partition, _Out_ uint64_t *out)',
+
+  'int32_t fm_queue_enqueue(fm_client *c, const char *queue, const fm_msg *msg, uint64_t delay_ms, int32_t priority, _Out_ uint64_t *job_id_out)',
+  'int32_t fm_queue_reserve(fm_client *c, const char *queue, uint64_t visibility_ms, uint64_t wait_ms, _Out_ fm_job **out)',
+  'int32_t fm_queue_receive(fm_client *c, const char *queue, size_t max_jobs, uint64_t visibility_ms, uint64_t wait_ms, _Out_ fm_jobs **out)',
+  'uint64_t fm_job_id(const fm_job *job)',
+  'uint32_t fm_job_attempt(const fm_job *job)',
+  'int32_t fm_job_priority(const fm_job *job)',
+  'void *fm_job_payload(const fm_job *job, _Out_ size_t *len_out)',
+  'size_t fm_job_headers_len(const fm_job *job)',
+  'void *fm_job_headers(const fm_job *job)',
+  'void fm_job_free(fm_job *job)',
+  'int32_t fm_queue_ack(fm_client *c, const char *queue, uint64_t job_id)',
+  'int32_t fm_queue_nack(fm_client *c, const char *queue, uint64_t job_id, uint64_t delay_ms)',
+  'int32_t fm_queue_get_stats(fm_client *c, const char *queue, _Out_ fm_queue_stats *out)',
+  'int32_t fm_queue_set_retry_policy(fm_client *c, const char *queue, uint32_t max_attempts, uint64_t initial_backoff_ms, uint64_t max_backoff_ms, double multiplier)',
+  'int32_t fm_queue_get_retry_policy(fm_client *c, const char *queue, _Out_ fm_retry_policy *out)',
+  'int32_t fm_queue_dlq_list(fm_client *c, const char *queue, size_t max, _Out_ fm_jobs **out)',
+  'size_t fm_jobs_len(const fm_jobs *jobs)',
+  'const fm_job *fm_jobs_get(const fm_jobs *jobs, size_t i)',
+  'void fm_jobs_free(fm_jobs *jobs)',
+  'int32_t fm_queue_dlq_replay(fm_client *c, const char *queue, uint64_t job_id)',
+  'int32_t fm_queue_dlq_replay_all(fm_client *c, const char *queue, const char *header_key, const char *header_value, _Out_ uint64_t *replayed_out)',
+
+  'void *fm_buf_data(const fm_buf *buf, _Out_ size_t *len_out)',
+  'void fm_buf_free(fm_buf *buf)',
+  'int32_t fm_kv_set(fm_client *c, const char *bucket, const char *key, const uint8_t *value, size_t len, uint64_t ttl_ms, _Out_ uint64_t *revision_out)',
+  'int32_t fm_kv_cas(fm_client *c, const char *bucket, const char *key, const uint8_t *value, size_t len, uint64_t expected_revision, _Out_ uint64_t *revision_out)',
+  'int32_t fm_kv_get(fm_client *c, const char *bucket, const char *key, _Out_ fm_buf **out)',
+  'int32_t fm_kv_get_entry(fm_client *c, const char *bucket, const char *key, _Out_ fm_buf **value_out, _Out_ uint64_t *revision_out)',
+  'int32_t fm_kv_delete(fm_client *c, const char *bucket, const char *key)',
+  'int32_t fm_kv_exists(fm_client *c, const char *bucket, const char *key, _Out_ bool *out)',
+  'int32_t fm_kv_list_keys(fm_client *c, const char *bucket, const char *prefix, _Out_ fm_strings **out)',
+  'size_t fm_strings_len(const fm_strings *s)',
+  'const char *fm_strings_get(const fm_strings *s, size_t i)',
+  'void fm_strings_free(fm_strings *s)',
+  'int32_t fm_kv_watch(fm_client *c, const char *bucket, const char *prefix, fm_kv_watch_cb *cb, void *user_data, _Out_ fm_subscription **out)',
+];
+
+let loaded = null;
+
+// Loads the library once per thread. Throws a plain Error naming the path when
+// the library is missing, so the cause is obvious.
+function load() {
+  if (loaded) return loaded;
+  const file = libraryPath();
+  let lib;
+  try {
+    lib = koffi.load(file);
+  } catch (err) {
+    throw new Error(`flowmesh: cannot load the native library ${file} (set FLOWMESH_LIB): ${err.message}`);
+  }
+  declareTypes();
+  const fn = {};
+  for (const proto of PROTOTYPES) {
+    const f = lib.func(proto);
+    fn[f.info.name] = f;
+  }
+  loaded = { file, fn, types };
+  return loaded;
+}
+
+// Copies `len` bytes at a native address into a fresh, unshared Uint8Array
+// (safe to transfer to another thread, and valid after the native memory dies).
+function copyBytes(ptr, len) {
+  const n = Number(len);
+  const out = new Uint8Array(n);
+  if (n > 0 && ptr) out.set(new Uint8Array(koffi.view(ptr, n)));
+  return out;
+}
+
+function decodeHeaders(ptr, len) {
+  const n = Number(len);
+  const headers = {};
+  if (n === 0 || !ptr) return headers;
+  for (const h of koffi.decode(ptr, types.header, n)) headers[h.key] = h.value;
+  return headers;
+}
+
+// Decodes a borrowed fm_message into plain JS data (payload/key copied).
+function decodeMessage(ptr) {
+  const m = koffi.decode(ptr, types.message);
+  return {
+    stream: m.stream,
+    partition: m.partition,
+    offset: Number(m.offset),
+    timestamp: Number(m.timestamp_ms),
+    key: m.key && Number(m.key_len) > 0 ? copyBytes(m.key, m.key_len) : null,
+    payload: copyBytes(m.payload, m.payload_len),
+    headers: decodeHeaders(m.headers, m.headers_len),
+  };
+}
+
+module.exports = { koffi, load, libraryPath, copyBytes, decodeHeaders, decodeMessage };

@@ -1,0 +1,108 @@
+'use strict';
+// A small pool of worker threads that run the blocking native calls, so the
+// event loop never waits on the library. Why not koffi's `fn.async`: see
+// README.md ("Why worker threads"): fm_last_error() is per thread, long polls
+// would starve libuv's threadpool, and koffi caps queued async calls.
+//
+// Dispatch: an idle worker first; else a new worker while under `max`; else the
+// least-loaded worker that is not inside a possibly long call (reserve/receive
+// with a wait, close). Only when every worker is inside a long call do requests
+// wait here. A worker keeps the process alive only while it has work.
+
+const path = require('node:path');
+const os = require('node:os');
+const { Worker } = require('node:worker_threads');
+
+const WORKER_FILE = path.join(__dirname, 'worker.js');
+const PIPELINE = 32; // requests queued on one busy worker before we grow the pool
+
+function defaultMax() {
+  const env = Number(process.env.FLOWMESH_NODE_THREADS);
+  if (Number.isInteger(env) && env > 0) return env;
+  return Math.min(16, Math.max(4, os.availableParallelism ? os.availableParallelism() : os.cpus().length));
+}
+
+class Pool {
+  constructor(max = defaultMax()) {
+    this.max = max;
+    this.workers = [];
+    this.waiting = []; // requests that found every worker in a long call
+    this.nextId = 1;
+  }
+
+  // Runs ops[op](...args) in a worker. `long` marks calls that may block for a
+  // while (nothing gets queued behind them). Settles with the worker's reply.
+  run(op, args, long = false) {
+    return new Promise((resolve, reject) => {
+      const req = { id: this.nextId++, op, args, long, resolve, reject };
+      const w = this.pick();
+      if (w) this.send(w, req);
+      else this.waiting.push(req);
+    });
+  }
+
+  pick() {
+    let best = null;
+    for (const w of this.workers) {
+      if (w.pending.size === 0) return w;
+      if (w.longCalls === 0 && (!best || w.pending.size < best.pending.size)) best = w;
+    }
+    if (this.workers.length < this.max && (!best || best.pending.size >= PIPELINE)) return this.spawn();
+    return best;
+  }
+
+  spawn() {
+    const worker = new Worker(WORKER_FILE);
+    worker.unref();
+    const w = { worker, pending: new Map(), longCalls: 0 };
+    worker.on('message', (reply) => this.settle(w, reply));
+    worker.on('error', (err) => this.fail(w, err));
+    worker.on('exit', (code) => this.fail(w, new Error(`flowmesh worker exited with code ${code}`)));
+    this.workers.push(w);
+    return w;
+  }
+
+  send(w, req) {
+    if (w.pending.size === 0) w.worker.ref();
+    w.pending.set(req.id, req);
+    if (req.long) w.longCalls++;
+    w.worker.postMessage({ id: req.id, op: req.op, args: req.args });
+  }
+
+  settle(w, reply) {
+    const req = w.pending.get(reply.id);
+    if (!req) return;
+    w.pending.delete(reply.id);
+    if (req.long) w.longCalls--;
+    if (w.pending.size === 0) w.worker.unref();
+    req.resolve(reply);
+    this.drain();
+  }
+
+  drain() {
+    while (this.waiting.length > 0) {
+      const w = this.pick();
+      if (!w) return;
+      this.send(w, this.waiting.shift());
+    }
+  }
+
+  // A worker died (a crash in native code usually takes the process with it,
+  // so this is mostly a failed load): fail its requests, forget it.
+  fail(w, err) {
+    const i = this.workers.indexOf(w);
+    if (i < 0) return;
+    this.workers.splice(i, 1);
+    for (const req of w.pending.values()) req.reject(err);
+    w.pending.clear();
+    this.drain();
+  }
+}
+
+let shared = null;
+function pool() {
+  if (!shared) shared = new Pool();
+  return shared;
+}
+
+module.exports = { Pool, pool };
