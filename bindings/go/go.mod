@@ -1,0 +1,3 @@
+module github.com/flowmesh/flowmesh/bindings/go
+
+go 1.22

@@ -1,0 +1,18 @@
+/* Small C helpers for the Go binding. Callbacks cannot be Go function
+ * values, so these wrappers pass fixed C trampolines to the library and
+ * carry a runtime/cgo.Handle (an integer, never a Go pointer) as user_data. */
+#ifndef FLOWMESH_GO_SHIM_H
+#define FLOWMESH_GO_SHIM_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <flowmesh.h>
+
+fm_status fmgo_subscribe(fm_client *c, const char *stream, const fm_options *opts,
+                         uintptr_t handle, fm_subscription **out);
+fm_status fmgo_kv_watch(fm_client *c, const char *bucket, const char *prefix,
+                        uintptr_t handle, fm_subscription **out);
+fm_status fmgo_publish_async(fm_client *c, const char *stream, const fm_msg *msg,
+                             uintptr_t handle);
+
+#endif
