@@ -1,0 +1,238 @@
+"""Running blocking native calls off the event loop, and closing safely.
+
+A ``Core`` owns the native client handle and a thread pool. Every native
+call runs on the pool (never on the loop thread) between ``enter`` and
+``leave``, so ``shutdown`` can wait for calls in flight before it frees the
+handle: a cancelled task's call may still be running, and freeing the handle
+under it would be a use-after-free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Set, Type, TypeVar
+
+from ._errors import FlowMeshClosedError, check
+from ._native import lib
+
+if TYPE_CHECKING:
+    from ._bridge import SubState
+
+T = TypeVar("T")
+
+
+class Options:
+    """An fm_options handle filled from a dict, freed on exit (the library
+    copies options, so they never need to outlive the call)."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = values
+        self.handle: Optional[int] = None
+
+    def __enter__(self) -> Optional[int]:
+        if not self._values:
+            return None
+        self.handle = lib().fm_options_new()
+        try:
+            for key, value in self._values.items():
+                status = lib().fm_options_set(self.handle, key.encode(), str(value).encode())
+                check(status, f"option {key!r}")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self.handle
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        if self.handle is not None:
+            lib().fm_options_free(self.handle)
+            self.handle = None
+
+
+class Call:
+    """Handed to the function running on the pool, so long operations can
+    stop early once nobody waits for them (task cancelled or client closing)."""
+
+    __slots__ = ("_core", "_abandoned")
+
+    def __init__(self, core: "Core") -> None:
+        self._core = core
+        self._abandoned = threading.Event()
+
+    def abandon(self) -> None:
+        self._abandoned.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._abandoned.is_set() or self._core.closing
+
+
+class Core:
+    def __init__(self, max_workers: Optional[int] = None) -> None:
+        self.handle: Optional[int] = None
+        self.closing = False
+        self._cond = threading.Condition()
+        self._inflight = 0
+        self._pool = ThreadPoolExecutor(
+            max_workers=max_workers or 16, thread_name_prefix="flowmesh"
+        )
+        self.subs: Set["SubState[Any]"] = set()
+
+    # ---- in-flight accounting (runs on pool threads) ----------------------
+    def enter(self) -> int:
+        with self._cond:
+            if self.closing or self.handle is None:
+                raise FlowMeshClosedError("the client is closed or not connected")
+            self._inflight += 1
+            return self.handle
+
+    def leave(self) -> None:
+        with self._cond:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._cond.notify_all()
+
+    def check_open(self) -> None:
+        """Fail fast on the loop thread, before queueing work."""
+        if self.closing or self.handle is None:
+            raise FlowMeshClosedError("the client is closed or not connected")
+
+    def register(self, sub: "SubState[Any]") -> None:
+        with self._cond:
+            if self.closing:
+                raise FlowMeshClosedError("the client is closed")
+            self.subs.add(sub)
+
+    def unregister(self, sub: "SubState[Any]") -> None:
+        with self._cond:
+            self.subs.discard(sub)
+
+    # ---- running calls ---------------------------------------------------------
+    async def run(
+        self,
+        fn: Callable[[int, Call], T],
+        on_abandoned: Optional[Callable[[int, T], None]] = None,
+    ) -> T:
+        """Run ``fn(handle, call)`` on the pool and await its result.
+
+        If the awaiting task is cancelled the call is abandoned: it finishes
+        on its thread, and ``on_abandoned`` receives a result nobody will
+        read (e.g. to hand back a job that was reserved meanwhile); it runs
+        on the pool with a live handle, or not at all once the client closed.
+        """
+        self.check_open()
+        call = Call(self)
+
+        def work() -> T:
+            handle = self.enter()
+            try:
+                return fn(handle, call)
+            finally:
+                self.leave()
+
+        try:
+            cf = self._pool.submit(work)
+        except RuntimeError:  # pool shut down: the client was closed
+            raise FlowMeshClosedError("the client is closed") from None
+        try:
+            return await asyncio.wrap_future(cf)
+        except asyncio.CancelledError:
+            call.abandon()
+            if on_abandoned is not None:
+                cf.add_done_callback(lambda f: self._hand_back(on_abandoned, f))
+            raise
+
+    def _hand_back(
+        self, fn: Callable[[int, T], None], f: "concurrent.futures.Future[T]"
+    ) -> None:
+        # May run on the loop thread (if f was already done): only queue work.
+        if f.cancelled() or f.exception() is not None:
+            return
+        result = f.result()
+
+        def work() -> None:
+            try:
+                handle = self.enter()
+            except FlowMeshClosedError:
+                return
+            try:
+                fn(handle, result)
+            except Exception:  # best effort: the result is dropped either way
+                pass
+            finally:
+                self.leave()
+
+        try:
+            self._pool.submit(work)
+        except RuntimeError:
+            pass
+
+    def connect_sync(self, url: str, options: Mapping[str, str]) -> None:
+        out = ctypes.c_void_p()
+        with Options(options) as opts:
+            check(lib().fm_client_connect(url.encode(), opts, ctypes.byref(out)), "connect")
+        with self._cond:
+            if self.closing:  # closed while connecting: do not leak the handle
+                lib().fm_client_close(out.value)
+                raise FlowMeshClosedError("the client was closed while connecting")
+            self.handle = out.value
+
+    async def run_unlocked(self, fn: Callable[[], T]) -> T:
+        """Run on the pool without a handle (connect)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn)
+
+    # ---- closing -------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Close everything; blocking, idempotent, safe from any non-loop thread.
+
+        Order matters: subscriptions first (their callbacks may be blocked on
+        a full buffer, and fm_client_close waits for running callbacks), then
+        wait for calls in flight, then free the handle.
+        """
+        with self._cond:
+            self.closing = True
+            subs = list(self.subs)
+        for sub in subs:
+            sub.release()
+        with self._cond:
+            while self._inflight:
+                self._cond.wait()
+            handle, self.handle = self.handle, None
+        if handle:
+            lib().fm_client_close(handle)
+        self._pool.shutdown(wait=False)
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        # A fresh thread, not the pool: every pool thread may be busy.
+        done: asyncio.Future[None] = loop.create_future()
+
+        def target() -> None:
+            try:
+                self.shutdown()
+                loop.call_soon_threadsafe(_set_result, done, None)
+            except BaseException as exc:  # pragma: no cover - defensive
+                loop.call_soon_threadsafe(_set_exception, done, exc)
+
+        threading.Thread(target=target, name="flowmesh-close", daemon=True).start()
+        await asyncio.shield(done)
+
+
+def _set_result(fut: "asyncio.Future[None]", value: None) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: "asyncio.Future[None]", exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

@@ -1,0 +1,156 @@
+"""The FlowMesh client: connection lifetime and the three service clients."""
+
+from __future__ import annotations
+
+import weakref
+from types import TracebackType
+from typing import Dict, Mapping, Optional, Type
+
+from . import _native as n
+from ._core import Call, Core
+from ._errors import (
+    FlowMeshClosedError,
+    FlowMeshDisconnectedError,
+    FlowMeshInvalidArgumentError,
+    FlowMeshTimeoutError,
+    FlowMeshUnavailableError,
+    check,
+)
+from .kv import KVClient
+from .queue import QueueClient
+from .stream import StreamClient
+
+DEFAULT_ENDPOINT = "localhost:50051"
+_SCHEMES = ("grpc://", "grpcs://", "mem://", "file://")
+
+
+def endpoint_url(endpoint: str) -> str:
+    """``host:port`` means a plaintext gRPC broker; URLs pass through."""
+    if not isinstance(endpoint, str) or not endpoint:
+        raise FlowMeshInvalidArgumentError("endpoint must be a non-empty str")
+    if "://" in endpoint:
+        if not endpoint.startswith(_SCHEMES):
+            raise FlowMeshInvalidArgumentError(
+                f"unsupported endpoint {endpoint!r}: use host:port, grpc://, grpcs://, mem:// or file:///dir"
+            )
+        return endpoint
+    return f"grpc://{endpoint}"
+
+
+class FlowMesh:
+    """Async client for streams, queues and KV over the native core.
+
+    ``endpoint``: ``host:port`` (gRPC broker), ``grpc://host:port``,
+    ``grpcs://host:port``, ``mem://`` (embedded, in memory) or
+    ``file:///dir`` (embedded, durable). ``options`` are native connect
+    options (``tenant``, ``namespace``, ``max_payload_bytes``, ``fsync``,
+    ``connect_timeout_ms``, ``request_timeout_ms``, ...). Blocking native
+    calls run on a pool of ``max_workers`` threads, never on the event loop.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        auth_token: Optional[str] = None,
+        *,
+        options: Optional[Mapping[str, object]] = None,
+        max_workers: Optional[int] = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.auth_token = auth_token
+        self.url = endpoint_url(endpoint)
+        self._options: Dict[str, str] = {k: str(v) for k, v in (options or {}).items()}
+        if auth_token is not None:
+            self._options["token"] = auth_token
+        self._max_workers = max_workers
+        self._state: Optional[Core] = None
+        self._finalizer: "Optional[weakref.finalize[[], FlowMesh]]" = None
+        self._closed = False
+        self.stream = StreamClient(self)
+        self.queue = QueueClient(self)
+        self.kv = KVClient(self)
+
+    # ---- lifetime -------------------------------------------------------------
+    async def connect(self) -> None:
+        """Open the engine (embedded) or the connection (remote). Idempotent."""
+        if self._closed:
+            raise FlowMeshClosedError("the client is closed")
+        if self._state is not None:
+            return
+        core = Core(self._max_workers)
+        url, options = self.url, dict(self._options)
+        try:
+            await core.run_unlocked(lambda: core.connect_sync(url, options))
+        except BaseException:
+            core.shutdown()  # no handle yet: only stops the pool
+            raise
+        if self._closed or self._state is not None:  # raced with close/connect
+            await core.aclose()
+            if self._closed:
+                raise FlowMeshClosedError("the client was closed while connecting")
+            return
+        self._state = core
+        # Free the native client if the object is dropped without close().
+        self._finalizer = weakref.finalize(self, core.shutdown)
+
+    async def close(self) -> None:
+        """End subscriptions, wait for calls in flight, free the native client.
+        Idempotent; the client cannot be reused."""
+        self._closed = True
+        core, self._state = self._state, None
+        if core is None:
+            return
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        await core.aclose()
+
+    @property
+    def is_connected(self) -> bool:
+        return self._state is not None
+
+    def _core(self) -> Core:
+        if self._state is None:
+            raise FlowMeshClosedError(
+                "the client is closed" if self._closed else "the client is not connected: call connect() or use async with"
+            )
+        return self._state
+
+    async def __aenter__(self) -> "FlowMesh":
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await self.close()
+
+    # ---- health ---------------------------------------------------------------
+    async def health_check(self) -> bool:
+        """True when the engine answers; False when it is unreachable."""
+        return await self._probe("fm_client_health", "health_check")
+
+    async def readiness_check(self) -> bool:
+        """True when the engine is ready to serve requests."""
+        return await self._probe("fm_client_readiness", "readiness_check")
+
+    async def _probe(self, function: str, operation: str) -> bool:
+        def work(h: int, _: Call) -> bool:
+            try:
+                check(getattr(n.lib(), function)(h), operation)
+            except (FlowMeshDisconnectedError, FlowMeshUnavailableError, FlowMeshTimeoutError):
+                return False
+            return True
+
+        return await self._core().run(work)
+
+    @staticmethod
+    def native_version() -> str:
+        """Version of the loaded libflowmesh."""
+        return n.version()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "connected" if self._state else "not connected"
+        return f"FlowMesh({self.endpoint!r}, {state})"

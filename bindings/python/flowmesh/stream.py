@@ -1,0 +1,301 @@
+"""Streams: append-only partitioned logs (``client.stream``)."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+
+from . import _native as n
+from ._bridge import SubState, Subscription, copy_bytes
+from ._core import Call, Options
+from ._errors import FlowMeshInvalidArgumentError, FlowMeshNotFoundError, check
+from ._native import lib
+from ._util import Duration, millis, non_negative, payload_bytes, resource, text
+from .types import ConsumerGroupState, Event, Message
+
+if TYPE_CHECKING:
+    from .client import FlowMesh
+
+log = logging.getLogger("flowmesh")
+
+START_LATEST = -2
+START_COMMITTED = -1
+
+
+def _message(m: Any) -> Message:
+    """Copy a borrowed fm_message (valid only during the call/callback)."""
+    stream = m.stream.decode("utf-8", "replace") if m.stream else ""
+    return Message(
+        id=f"{m.partition}-{m.offset}",
+        resource_path=stream,
+        partition=int(m.partition),
+        offset=int(m.offset),
+        payload=copy_bytes(m.payload, m.payload_len),
+        headers=n.headers_dict(m.headers, m.headers_len),
+        timestamp_ms=int(m.timestamp_ms),
+        key=copy_bytes(m.key, m.key_len) if m.key else None,
+    )
+
+
+class StreamClient:
+    def __init__(self, client: "FlowMesh") -> None:
+        self._client = client
+
+    async def create(
+        self,
+        tenant: str,
+        namespace: str,
+        stream: str,
+        partitions: int = 1,
+        *,
+        max_age: Optional[Duration] = None,
+        max_bytes: Optional[int] = None,
+        max_messages: Optional[int] = None,
+    ) -> None:
+        """Create a stream (streams are also created on first write).
+
+        OK if it exists with the same partition count;
+        FlowMeshAlreadyExistsError if it exists with another.
+        """
+        name = resource(tenant, namespace, stream)
+        opts: Dict[str, str] = {"partitions": str(non_negative(partitions, "partitions"))}
+        if max_age is not None:
+            opts["max_age_ms"] = str(millis(max_age, label="max_age"))
+        if max_bytes is not None:
+            opts["max_bytes"] = str(non_negative(max_bytes, "max_bytes"))
+        if max_messages is not None:
+            opts["max_messages"] = str(non_negative(max_messages, "max_messages"))
+
+        def work(h: int, _: Call) -> None:
+            with Options(opts) as o:
+                check(lib().fm_stream_create(h, name, o), "stream.create")
+
+        await self._client._core().run(work)
+
+    async def partitions(self, tenant: str, namespace: str, stream: str) -> int:
+        name = resource(tenant, namespace, stream)
+
+        def work(h: int, _: Call) -> int:
+            out = ctypes.c_uint32()
+            check(lib().fm_stream_partitions(h, name, ctypes.byref(out)), "stream.partitions")
+            return int(out.value)
+
+        return await self._client._core().run(work)
+
+    async def write(
+        self, tenant: str, namespace: str, stream: str, events: Sequence[Event]
+    ) -> List[int]:
+        """Append events in one batch; returns the offset of each."""
+        name = resource(tenant, namespace, stream)
+        out_msgs = [
+            n.OutMsg(payload_bytes(e.payload), e.key, e.headers) for e in events
+        ]
+        if not out_msgs:
+            return []
+        count = len(out_msgs)
+
+        def work(h: int, _: Call) -> List[int]:
+            msgs = (n.fm_msg * count)()
+            for i, om in enumerate(out_msgs):
+                om.fill(msgs[i])
+            positions = (n.fm_position * count)()
+            check(lib().fm_publish_batch(h, name, msgs, count, positions), "stream.write")
+            return [int(p.offset) for p in positions]
+
+        return await self._client._core().run(work)
+
+    async def read(
+        self,
+        tenant: str,
+        namespace: str,
+        stream: str,
+        partition: int = 0,
+        offset: int = 0,
+        max_messages: int = 10,
+    ) -> List[Message]:
+        name = resource(tenant, namespace, stream)
+        non_negative(partition, "partition")
+        non_negative(offset, "offset")
+        non_negative(max_messages, "max_messages")
+
+        def work(h: int, _: Call) -> List[Message]:
+            out = ctypes.c_void_p()
+            check(
+                lib().fm_read(h, name, partition, offset, max_messages, ctypes.byref(out)),
+                "stream.read",
+            )
+            try:
+                count = lib().fm_messages_len(out)
+                return [_message(lib().fm_messages_get(out, i).contents) for i in range(count)]
+            finally:
+                lib().fm_messages_free(out)
+
+        return await self._client._core().run(work)
+
+    def subscribe(
+        self,
+        tenant: str,
+        namespace: str,
+        stream: str,
+        consumer_group: Optional[str] = None,
+        partition: Optional[int] = 0,
+        start_offset: int = START_COMMITTED,
+        *,
+        auto_commit: bool = False,
+        buffer_size: int = 1024,
+    ) -> Subscription[Message]:
+        """An async iterator of messages.
+
+        start_offset: -2 latest (only new messages), -1 committed (after the
+        group's last committed offset; from the beginning when nothing is
+        committed or there is no group), >= 0 that offset. ``partition=None``
+        delivers every partition. Offsets are committed by the caller
+        (``commit_offset``) unless ``auto_commit`` is true; auto-commit marks a
+        message done once it is buffered here, not once you processed it.
+        At most ``buffer_size`` messages wait in memory; beyond that delivery
+        pauses until the consumer catches up.
+        """
+        name = resource(tenant, namespace, stream)
+        opts: Dict[str, str] = {}
+        if consumer_group:
+            opts["group"] = consumer_group
+            opts["auto_commit"] = "true" if auto_commit else "false"
+        elif auto_commit:
+            raise FlowMeshInvalidArgumentError("auto_commit needs a consumer_group")
+        if partition is not None:
+            opts["partition"] = str(non_negative(partition, "partition"))
+        if start_offset == START_LATEST:
+            opts["start"] = "latest"
+        elif start_offset == START_COMMITTED:
+            opts["start"] = "committed" if consumer_group else "earliest"
+        elif isinstance(start_offset, int) and start_offset >= 0:
+            opts["start"] = str(start_offset)
+        else:
+            raise FlowMeshInvalidArgumentError(
+                f"start_offset must be -2 (latest), -1 (committed) or >= 0, got {start_offset!r}"
+            )
+
+        def do_subscribe(h: int, _: Call, state: SubState[Message]) -> int:
+            channel = state.channel
+
+            def on_message(_user: Optional[int], msg: Any) -> None:
+                # Runs on a library thread; an exception must not reach C.
+                try:
+                    message = _message(msg.contents)
+                except Exception:  # pragma: no cover - defensive
+                    log.exception("flowmesh: could not convert a message")
+                    return
+                channel.put(message)
+
+            state.callback = n.MESSAGE_CB(on_message)
+            out = ctypes.c_void_p()
+            with Options(opts) as o:
+                check(
+                    lib().fm_subscribe(h, name, o, state.callback, None, ctypes.byref(out)),
+                    "stream.subscribe",
+                )
+            assert out.value is not None
+            return int(out.value)
+
+        return Subscription(self._client._core, do_subscribe, buffer_size)
+
+    async def commit_offset(
+        self,
+        tenant: str,
+        namespace: str,
+        stream: str,
+        consumer_group: str,
+        partition: int,
+        offset: int,
+    ) -> None:
+        """Record ``offset`` as the last message the group processed."""
+        name = resource(tenant, namespace, stream)
+        group = text(consumer_group, "consumer_group")
+        non_negative(partition, "partition")
+        non_negative(offset, "offset")
+
+        def work(h: int, _: Call) -> None:
+            check(
+                lib().fm_commit_offset(h, name, group, partition, offset), "stream.commit_offset"
+            )
+
+        await self._client._core().run(work)
+
+    async def get_offset(
+        self,
+        tenant: str,
+        namespace: str,
+        stream: str,
+        consumer_group: str,
+        partition: int = 0,
+    ) -> int:
+        """The group's committed offset; FlowMeshNotFoundError if none."""
+        name = resource(tenant, namespace, stream)
+        group = text(consumer_group, "consumer_group")
+        non_negative(partition, "partition")
+
+        def work(h: int, _: Call) -> int:
+            out = ctypes.c_uint64()
+            check(
+                lib().fm_get_offset(h, name, group, partition, ctypes.byref(out)),
+                "stream.get_offset",
+            )
+            return int(out.value)
+
+        return await self._client._core().run(work)
+
+    async def get_latest_offset(
+        self, tenant: str, namespace: str, stream: str, partition: int = 0
+    ) -> int:
+        """The offset the next message of the partition will get (0 if empty)."""
+        name = resource(tenant, namespace, stream)
+        non_negative(partition, "partition")
+
+        def work(h: int, _: Call) -> int:
+            out = ctypes.c_uint64()
+            check(
+                lib().fm_get_latest_offset(h, name, partition, ctypes.byref(out)),
+                "stream.get_latest_offset",
+            )
+            return int(out.value)
+
+        return await self._client._core().run(work)
+
+    async def get_consumer_group_state(
+        self,
+        tenant: str,
+        namespace: str,
+        stream: str,
+        consumer_group: str,
+        partition: int = 0,
+    ) -> ConsumerGroupState:
+        name = resource(tenant, namespace, stream)
+        group = text(consumer_group, "consumer_group")
+        non_negative(partition, "partition")
+
+        def work(h: int, _: Call) -> ConsumerGroupState:
+            latest = ctypes.c_uint64()
+            check(
+                lib().fm_get_latest_offset(h, name, partition, ctypes.byref(latest)),
+                "stream.get_consumer_group_state",
+            )
+            committed = ctypes.c_uint64()
+            try:
+                check(
+                    lib().fm_get_offset(h, name, group, partition, ctypes.byref(committed)),
+                    "stream.get_consumer_group_state",
+                )
+                last = int(committed.value)
+            except FlowMeshNotFoundError:
+                last = -1  # nothing committed yet
+            return ConsumerGroupState(
+                stream=name.decode(),
+                group=consumer_group,
+                partition=partition,
+                committed_offset=last,
+                latest_offset=int(latest.value),
+                lag=max(0, int(latest.value) - (last + 1)),
+            )
+
+        return await self._client._core().run(work)
