@@ -1,0 +1,121 @@
+"""Shared fixtures: engines to run against, unique names, a real broker.
+
+Async tests run with plain asyncio.run (no plugin), each under a time limit
+so a hang fails the test instead of the whole run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent.parent
+TEST_TIMEOUT_S = float(os.environ.get("FLOWMESH_TEST_TIMEOUT", "60"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: Any) -> Any:
+    fn = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(fn):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+
+    async def limited() -> None:
+        await asyncio.wait_for(fn(**kwargs), TEST_TIMEOUT_S)
+
+    asyncio.run(limited())
+    return True
+
+
+# ---- a real broker ----------------------------------------------------------
+def _broker_binary() -> Path:
+    return Path(os.environ.get("FLOWMESH_BIN", str(REPO / "target" / "release" / "flowmesh")))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(port: int, proc: "subprocess.Popen[bytes]", timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"flowmesh serve exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"flowmesh serve did not listen on port {port} within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> Iterator[str]:
+    """grpc:// URL of a broker started for this session on a free loopback
+    port (in-memory data), stopped afterwards. Skips when there is no binary
+    with a `serve` command."""
+    binary = _broker_binary()
+    if not binary.is_file():
+        pytest.skip(f"no broker: {binary} is not built")
+    probe = subprocess.run([str(binary), "serve", "--help"], capture_output=True, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip(f"no broker: {binary} has no working `serve` command")
+    port = _free_port()
+    log = open(os.environ.get("FLOWMESH_BROKER_LOG", os.devnull), "wb")
+    proc = subprocess.Popen(
+        [str(binary), "serve", "--listen", f"127.0.0.1:{port}", "--data", "mem://"],
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        _wait_listening(port, proc, timeout=20)
+        yield f"grpc://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+# ---- engines ----------------------------------------------------------------------
+ENGINES = ["mem", "file", "grpc"]
+
+
+@pytest.fixture(params=ENGINES)
+def url(request: Any, tmp_path: Path) -> str:
+    """Every core test runs on the embedded memory engine, the durable file
+    engine (fresh directory) and a real broker over gRPC."""
+    if request.param == "mem":
+        return "mem://"
+    if request.param == "file":
+        return f"file://{tmp_path / 'data'}"
+    return str(request.getfixturevalue("broker_url"))
+
+
+@pytest.fixture
+def embedded_url(tmp_path: Path) -> str:
+    return f"file://{tmp_path / 'data'}"
+
+
+@pytest.fixture
+def name() -> str:
+    """A unique resource name: the broker is shared by the whole session."""
+    return f"r-{uuid.uuid4().hex[:12]}"
+
+
