@@ -83,7 +83,10 @@ func (e *Error) Unwrap() error { return e.err }
 
 // statusError turns a native status into an error; nil for FM_OK.
 func statusError(op string, st C.fm_status, detail string) error {
-	code := int(st)
+	return codeError(op, int(st), detail)
+}
+
+func codeError(op string, code int, detail string) error {
 	if code == statusOK {
 		return nil
 	}
@@ -91,7 +94,7 @@ func statusError(op string, st C.fm_status, detail string) error {
 	if code > 0 && code < len(sentinels) {
 		sentinel = sentinels[code]
 	}
-	return &Error{Op: op, Code: code, Status: C.GoString(C.fm_status_str(st)), Detail: detail, err: sentinel}
+	return &Error{Op: op, Code: code, Status: C.GoString(C.fm_status_str(C.fm_status(code))), Detail: detail, err: sentinel}
 }
 
 // goError builds an Error for a failure detected on the Go side, before any
@@ -103,7 +106,7 @@ func goError(op string, sentinel error, detail string) error {
 			code = i
 		}
 	}
-	return &Error{Op: op, Code: code, Status: C.GoString(C.fm_status_str(C.fm_status(code))), Detail: detail, err: sentinel}
+	return codeError(op, code, detail)
 }
 
 // call runs f, which makes native calls, and converts its status. The OS

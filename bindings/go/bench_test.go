@@ -1,0 +1,82 @@
+package flowmesh
+
+import (
+	"context"
+	"testing"
+)
+
+func BenchmarkPublish(b *testing.B) {
+	ctx := context.Background()
+	c, err := Connect(ctx, "mem://")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	payload := make([]byte, 128)
+	b.SetBytes(int64(len(payload)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Publish(ctx, "bench", payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkPublishAsync(b *testing.B) {
+	ctx := context.Background()
+	c, err := Connect(ctx, "mem://")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	payload := make([]byte, 128)
+	b.SetBytes(int64(len(payload)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.PublishAsync(ctx, "bench", payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := c.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func BenchmarkKVGet(b *testing.B) {
+	ctx := context.Background()
+	c, err := Connect(ctx, "mem://")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Set(ctx, "bench", "key", make([]byte, 128)); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Get(ctx, "bench", "key"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// The same Get with a cancellable context, which runs the native call on a
+// helper goroutine; the difference is the price of cancellation.
+func BenchmarkKVGetWithDeadline(b *testing.B) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, err := Connect(ctx, "mem://")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Set(ctx, "bench", "key", make([]byte, 128)); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Get(ctx, "bench", "key"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,181 @@
+package flowmesh
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// brokerURL is grpc://127.0.0.1:PORT of the broker TestMain started, or ""
+// with brokerSkip saying why there is none.
+var (
+	brokerURL  string
+	brokerSkip string
+)
+
+func TestMain(m *testing.M) {
+	stop := startBroker()
+	code := m.Run()
+	stop()
+	os.Exit(code)
+}
+
+// startBroker runs `flowmesh serve` from the repository build on a free
+// loopback port so the suite also exercises the remote engine.
+func startBroker() (stop func()) {
+	stop = func() {}
+	bin, _ := filepath.Abs("../../target/release/flowmesh")
+	if _, err := os.Stat(bin); err != nil {
+		brokerSkip = "no broker binary at " + bin
+		return
+	}
+	help, _ := exec.Command(bin, "serve", "--help").CombinedOutput()
+	if !strings.Contains(string(help), "--listen") {
+		brokerSkip = "the flowmesh binary has no `serve --listen` command yet"
+		return
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		brokerSkip = "no free loopback port: " + err.Error()
+		return
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cmd := exec.Command(bin, "serve", "--listen", addr, "--data", "mem://")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		brokerSkip = "cannot start broker: " + err.Error()
+		return
+	}
+	stop = func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+	url := "grpc://" + addr
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := Connect(ctx, url)
+		if err == nil {
+			err = c.Health(ctx)
+			c.Close()
+		}
+		cancel()
+		if err == nil {
+			brokerURL = url
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	brokerSkip = "broker did not become healthy at " + url
+	return
+}
+
+type engine struct {
+	name string
+	url  func(t *testing.T) string
+}
+
+func engines() []engine {
+	return []engine{
+		{"mem", func(*testing.T) string { return "mem://" }},
+		{"file", func(t *testing.T) string { return "file://" + t.TempDir() }},
+		{"grpc", func(t *testing.T) string {
+			if brokerURL == "" {
+				t.Skip("remote engine: " + brokerSkip)
+			}
+			return brokerURL
+		}},
+	}
+}
+
+// forEachEngine runs f once per engine with a fresh connected client.
+func forEachEngine(t *testing.T, f func(t *testing.T, c *Client)) {
+	t.Helper()
+	for _, e := range engines() {
+		t.Run(e.name, func(t *testing.T) {
+			c := connect(t, e.url(t))
+			f(t, c)
+		})
+	}
+}
+
+func connect(t *testing.T, url string, opts ...Option) *Client {
+	t.Helper()
+	c, err := Connect(ctxT(t), url, opts...)
+	if err != nil {
+		t.Fatalf("Connect(%q): %v", url, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// ctxT bounds one test's calls so a hang fails instead of stalling the suite.
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var seq atomic.Int64
+
+// uniq gives a resource name unique across tests, since the broker is
+// shared by every test of the run.
+func uniq(prefix string) string {
+	return fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), seq.Add(1))
+}
+
+// must(f()).get(t) fails the test when f returned an error.
+func must[T any](v T, err error) result[T] { return result[T]{v, err} }
+
+type result[T any] struct {
+	v   T
+	err error
+}
+
+func (r result[T]) get(t *testing.T) T {
+	t.Helper()
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return r.v
+}
+
+func ok(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// eventually polls cond for up to d.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// settleGoroutines waits until the goroutine count drops to at most n.
+func settleGoroutines(n int, d time.Duration) int {
+	end := time.Now().Add(d)
+	for {
+		g := runtime.NumGoroutine()
+		if g <= n || time.Now().After(end) {
+			return g
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
