@@ -99,7 +99,7 @@ class Channel(Generic[T]):
             try:
                 await fut
             finally:
-                if not fut.done():  # cancelled while waiting
+                if fut.cancelled():  # the consumer was cancelled: forget it
                     with self._cond:
                         if fut in self._waiters:
                             self._waiters.remove(fut)
