@@ -1,1 +1,13 @@
-pub fn x() {}
+//! flowmesh: one messaging core (streams, queues, key-value) for every language.
+pub mod blocking;
+pub mod client;
+pub mod engine;
+pub mod error;
+pub mod ffi;
+pub mod names;
+pub mod options;
+
+pub use client::{Client, ClientConfig, Endpoint};
+pub use engine::*;
+pub use error::{Error, Result};
+pub use options::Options;

@@ -242,7 +242,10 @@ func (c *Client) Watch(ctx context.Context, bucket, prefix string, handler func(
 	}
 	s := newSubscription(c)
 	s.onKV = handler
-	return s, c.watch(ctx, bucket, prefix, s)
+	if err := c.watch(ctx, bucket, prefix, s); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // WatchChan is Watch delivering into a channel of capacity buffer (64 if

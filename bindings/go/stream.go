@@ -552,7 +552,10 @@ func (c *Client) Subscribe(ctx context.Context, stream string, handler func(*Mes
 	sc := buildSub(opts)
 	s := newSubscription(c)
 	s.onMessage = handler
-	return s, c.subscribe(ctx, stream, &sc, s)
+	if err := c.subscribe(ctx, stream, &sc, s); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // SubscribeChan is Subscribe delivering into a channel of capacity

@@ -1,0 +1,122 @@
+//! Callback delivery on library threads. A tokio task pulls the engine's feed
+//! into a small bounded channel (so a slow callback back-pressures the feed
+//! instead of growing memory); one dispatcher thread per subscription runs
+//! the callbacks in order, outside every lock and outside the runtime, so a
+//! callback may call any blocking client method, including unsubscribing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{JoinHandle, ThreadId};
+
+use futures::{Stream, StreamExt};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+
+/// Items buffered between the feed and a slow callback.
+const DISPATCH_BUFFER: usize = 256;
+
+/// What a subscription does with each item.
+pub trait Delivery<T>: Send + 'static {
+    fn deliver(&mut self, item: T);
+    /// Called when the buffer is momentarily empty (e.g. to commit offsets).
+    fn idle(&mut self) {}
+    /// Called once, on the dispatcher thread, when the feed fails.
+    fn failed(&mut self, err: Error) {
+        tracing::warn!(error = %err, "subscription feed ended with an error");
+    }
+}
+
+pub struct Dispatcher {
+    stopped: Arc<AtomicBool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    thread_id: ThreadId,
+}
+
+impl Dispatcher {
+    pub fn start<T, S, D>(rt: &Handle, feed: S, mut delivery: D) -> Result<Arc<Dispatcher>>
+    where
+        T: Send + 'static,
+        S: Stream<Item = Result<T>> + Send + 'static,
+        D: Delivery<T>,
+    {
+        let (tx, mut rx) = mpsc::channel::<Result<T>>(DISPATCH_BUFFER);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let task = rt.spawn(async move {
+            futures::pin_mut!(feed);
+            while let Some(item) = feed.next().await {
+                let last = item.is_err();
+                if tx.send(item).await.is_err() || last {
+                    break;
+                }
+            }
+        });
+        let stop = stopped.clone();
+        let thread = std::thread::Builder::new()
+            .name("flowmesh-dispatch".into())
+            .spawn(move || loop {
+                let item = match rx.try_recv() {
+                    Ok(item) => item,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        if !stop.load(Ordering::Acquire) {
+                            delivery.idle();
+                        }
+                        match rx.blocking_recv() {
+                            Some(item) => item,
+                            None => break,
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                };
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                match item {
+                    Ok(item) => delivery.deliver(item),
+                    Err(e) => {
+                        delivery.failed(e);
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::Internal(format!("spawn dispatcher thread: {e}")))?;
+        let thread_id = thread.thread().id();
+        Ok(Arc::new(Dispatcher {
+            stopped,
+            task: Mutex::new(Some(task)),
+            thread: Mutex::new(Some(thread)),
+            thread_id,
+        }))
+    }
+
+    /// Stops delivery and waits for a running callback, unless called from
+    /// that callback (then the thread exits when the callback returns).
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        if let Some(task) = self.task.lock().unwrap().take() {
+            task.abort(); // drops the sender: the dispatcher wakes and exits
+        }
+        let thread = self.thread.lock().unwrap().take();
+        if let Some(t) = thread {
+            if std::thread::current().id() != self.thread_id {
+                let _ = t.join();
+            }
+        }
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    pub fn on_dispatcher_thread(&self) -> bool {
+        std::thread::current().id() == self.thread_id
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,310 @@
+//! The blocking client the C ABI stands on: it owns a tokio runtime, turns
+//! every async call into a blocking one, runs subscription callbacks and
+//! publish completions on library threads, and shuts everything down (and
+//! joins every thread) on `close`.
+
+mod dispatch;
+mod publisher;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::runtime::Runtime;
+
+pub use self::dispatch::Delivery;
+pub use self::publisher::Completion;
+
+use self::dispatch::Dispatcher;
+use self::publisher::Publisher;
+use crate::client::{Client, ClientConfig, Endpoint};
+use crate::engine::*;
+use crate::error::{Error, Result};
+use crate::options::Options;
+
+/// Auto-commit writes at least this often while messages keep coming.
+const AUTO_COMMIT_EVERY: u64 = 256;
+
+pub struct BlockingClient {
+    runtime: Mutex<Option<Runtime>>,
+    handle: tokio::runtime::Handle,
+    client: Client,
+    publisher: Publisher,
+    subscriptions: Mutex<Vec<Weak<Dispatcher>>>,
+    closed: AtomicBool,
+}
+
+/// A running callback subscription (stream or KV watch).
+pub struct Subscription {
+    dispatcher: Arc<Dispatcher>,
+}
+
+impl Subscription {
+    /// Stops delivery; waits for a running callback unless called from it.
+    pub fn stop(&self) {
+        self.dispatcher.stop();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.dispatcher.is_stopped()
+    }
+}
+
+impl BlockingClient {
+    pub fn connect(url: &str, opts: &Options) -> Result<BlockingClient> {
+        let cfg = ClientConfig::from_options(opts)?;
+        let endpoint = Endpoint::parse(url)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.worker_threads)
+            .thread_name("flowmesh-rt")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("start runtime: {e}")))?;
+        let handle = runtime.handle().clone();
+        let engine = runtime.block_on(crate::client::open_engine(&endpoint, &cfg))?;
+        let client = Client::with_engine(engine, cfg);
+        let publisher = Publisher::start(&handle, client.clone())?;
+        Ok(BlockingClient {
+            runtime: Mutex::new(Some(runtime)),
+            handle,
+            client,
+            publisher,
+            subscriptions: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Runs a future to completion on the caller's thread.
+    pub fn block_on<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed("client is closed".into()));
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::Internal(
+                "blocking flowmesh call made from inside an async runtime".into(),
+            ));
+        }
+        self.handle.block_on(fut)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.client.config().request_timeout_ms.max(1))
+    }
+
+    // ---- streams with callbacks ----
+
+    pub fn publish_async(&self, stream: &str, record: Record, done: Completion) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed("client is closed".into()));
+        }
+        let stream = self.client.qualify(stream)?;
+        if record.size() > self.client.config().max_payload_bytes {
+            return Err(Error::TooLarge(format!(
+                "message of {} bytes exceeds max_payload_bytes ({})",
+                record.size(),
+                self.client.config().max_payload_bytes
+            )));
+        }
+        self.publisher.publish(stream, record, done)
+    }
+
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed("client is closed".into()));
+        }
+        self.publisher.flush(timeout)
+    }
+
+    /// Subscribes with a callback run on a library thread; with auto-commit,
+    /// delivered offsets are committed for the group after callbacks return.
+    pub fn subscribe<F>(&self, stream: &str, opts: &Options, callback: F) -> Result<Subscription>
+    where
+        F: FnMut(&Message) + Send + 'static,
+    {
+        let (spec, auto_commit) = opts.subscription()?;
+        let group = spec.group.clone();
+        let feed = self.block_on(self.client.subscribe(stream, spec))?;
+        let committer = match (auto_commit, group) {
+            (true, Some(group)) => Some(AutoCommit {
+                client: self.client.clone(),
+                handle: self.handle.clone(),
+                stream: stream.to_owned(),
+                group,
+                pending: Vec::new(),
+                since_commit: 0,
+            }),
+            _ => None,
+        };
+        let delivery = MessageDelivery {
+            callback,
+            committer,
+        };
+        self.track(Dispatcher::start(&self.handle, feed, delivery)?)
+    }
+
+    pub fn kv_watch<F>(&self, bucket: &str, prefix: &str, callback: F) -> Result<Subscription>
+    where
+        F: FnMut(&KvEvent) + Send + 'static,
+    {
+        let feed = self.block_on(self.client.kv_watch(bucket, prefix))?;
+        self.track(Dispatcher::start(
+            &self.handle,
+            feed,
+            WatchDelivery(callback),
+        )?)
+    }
+
+    fn track(&self, dispatcher: Arc<Dispatcher>) -> Result<Subscription> {
+        let mut subs = self.subscriptions.lock().unwrap();
+        if self.is_closed() {
+            dispatcher.stop();
+            return Err(Error::Closed("client is closed".into()));
+        }
+        subs.retain(|w| w.upgrade().is_some_and(|d| !d.is_stopped()));
+        subs.push(Arc::downgrade(&dispatcher));
+        Ok(Subscription { dispatcher })
+    }
+
+    /// Stops delivery, waits for running callbacks, finishes queued
+    /// publishes, joins every thread. Idempotent.
+    pub fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let subs: Vec<Arc<Dispatcher>> = self
+            .subscriptions
+            .lock()
+            .unwrap()
+            .drain(..)
+            .filter_map(|w| w.upgrade())
+            .collect();
+        for d in &subs {
+            d.stop();
+        }
+        let in_callback = subs.iter().any(|d| d.on_dispatcher_thread());
+        self.publisher.shutdown(self.request_timeout());
+        let _ = self.handle.block_on(self.client.engine().sync());
+        if let Some(rt) = self.runtime.lock().unwrap().take() {
+            if in_callback {
+                rt.shutdown_background();
+            } else {
+                rt.shutdown_timeout(self.request_timeout());
+            }
+        }
+    }
+
+    // ---- plain blocking forwards ----
+
+    pub fn health(&self) -> Result<()> {
+        self.block_on(self.client.health())
+    }
+
+    pub fn ready(&self) -> Result<()> {
+        self.block_on(self.client.ready())
+    }
+}
+
+impl Drop for BlockingClient {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+struct AutoCommit {
+    client: Client,
+    handle: tokio::runtime::Handle,
+    stream: String,
+    group: String,
+    /// Highest delivered offset per partition not yet committed.
+    pending: Vec<(u32, u64)>,
+    since_commit: u64,
+}
+
+impl AutoCommit {
+    fn delivered(&mut self, partition: u32, offset: u64) {
+        match self.pending.iter_mut().find(|(p, _)| *p == partition) {
+            Some(slot) => slot.1 = offset,
+            None => self.pending.push((partition, offset)),
+        }
+        self.since_commit += 1;
+        if self.since_commit >= AUTO_COMMIT_EVERY {
+            self.commit();
+        }
+    }
+
+    fn commit(&mut self) {
+        for (partition, offset) in self.pending.drain(..) {
+            let r = self.handle.block_on(self.client.commit_offset(
+                &self.stream,
+                &self.group,
+                partition,
+                offset,
+            ));
+            if let Err(e) = r {
+                tracing::warn!(error = %e, stream = %self.stream, group = %self.group, "auto-commit failed");
+            }
+        }
+        self.since_commit = 0;
+    }
+}
+
+impl Drop for AutoCommit {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() && tokio::runtime::Handle::try_current().is_err() {
+            self.commit();
+        }
+    }
+}
+
+struct MessageDelivery<F> {
+    callback: F,
+    committer: Option<AutoCommit>,
+}
+
+impl<F: FnMut(&Message) + Send + 'static> Delivery<Message> for MessageDelivery<F> {
+    fn deliver(&mut self, msg: Message) {
+        (self.callback)(&msg);
+        if let Some(c) = &mut self.committer {
+            c.delivered(msg.partition, msg.offset);
+        }
+    }
+
+    fn idle(&mut self) {
+        if let Some(c) = &mut self.committer {
+            c.commit();
+        }
+    }
+}
+
+struct WatchDelivery<F>(F);
+
+impl<F: FnMut(&KvEvent) + Send + 'static> Delivery<KvEvent> for WatchDelivery<F> {
+    fn deliver(&mut self, ev: KvEvent) {
+        (self.0)(&ev);
+    }
+}
+
+/// Drives a stream of items for tests and tools that want them pulled.
+pub async fn collect<T>(
+    mut s: impl futures::Stream<Item = Result<T>> + Unpin,
+    n: usize,
+) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        match s.next().await {
+            Some(item) => out.push(item?),
+            None => break,
+        }
+    }
+    Ok(out)
+}

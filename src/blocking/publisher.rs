@@ -1,0 +1,171 @@
+//! Asynchronous publishing: callers enqueue into a bounded pipeline (a full
+//! pipeline blocks the caller: back-pressure, not unbounded memory); one task
+//! drains it in batches per stream, and a completion thread runs the
+//! callbacks in issue order, outside the runtime.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use crate::client::Client;
+use crate::engine::{Position, Record};
+use crate::error::{Error, Result};
+
+/// Publishes accepted but not yet acknowledged, per client.
+const PIPELINE_DEPTH: usize = 16 * 1024;
+/// Records sent to the engine in one call at most.
+const MAX_BATCH: usize = 1024;
+
+pub type Completion = Box<dyn FnOnce(Result<Position>) + Send>;
+
+struct Pending {
+    stream: String,
+    record: Record,
+    done: Once,
+}
+
+/// Runs the completion exactly once: with the result, or with `Closed` if
+/// the publish is dropped unfinished (client closed while it was queued).
+struct Once(Option<Completion>);
+
+impl Once {
+    fn complete(mut self, result: Result<Position>) {
+        if let Some(done) = self.0.take() {
+            done(result);
+        }
+    }
+}
+
+impl Drop for Once {
+    fn drop(&mut self) {
+        if let Some(done) = self.0.take() {
+            done(Err(Error::Closed(
+                "client closed before the publish completed".into(),
+            )));
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    issued: u64,
+    completed: u64,
+}
+
+pub struct Publisher {
+    tx: Mutex<Option<mpsc::Sender<Pending>>>,
+    counters: Arc<(Mutex<Counters>, Condvar)>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    completion_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Publisher {
+    pub fn start(rt: &Handle, client: Client) -> Result<Publisher> {
+        let (tx, mut rx) = mpsc::channel::<Pending>(PIPELINE_DEPTH);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Vec<(Once, Result<Position>)>>();
+        let counters: Arc<(Mutex<Counters>, Condvar)> = Arc::default();
+        let task = rt.spawn(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let mut results = Vec::with_capacity(batch.len());
+                // Consecutive publishes to one stream go in one engine call.
+                let mut rest = batch.drain(..).peekable();
+                while let Some(first) = rest.next() {
+                    let stream = first.stream;
+                    let mut records = vec![first.record];
+                    let mut dones = vec![first.done];
+                    while let Some(p) = rest.next_if(|p| p.stream == stream) {
+                        records.push(p.record);
+                        dones.push(p.done);
+                    }
+                    match client.publish_batch(&stream, records).await {
+                        Ok(positions) => {
+                            results.extend(dones.into_iter().zip(positions.into_iter().map(Ok)))
+                        }
+                        Err(e) => results.extend(dones.into_iter().map(|d| (d, Err(e.clone())))),
+                    }
+                }
+                if done_tx.send(results).is_err() {
+                    break;
+                }
+            }
+        });
+        let c = counters.clone();
+        let completion_thread = std::thread::Builder::new()
+            .name("flowmesh-publish".into())
+            .spawn(move || {
+                while let Ok(results) = done_rx.recv() {
+                    let n = results.len() as u64;
+                    for (done, result) in results {
+                        done.complete(result);
+                    }
+                    c.0.lock().unwrap().completed += n;
+                    c.1.notify_all();
+                }
+            })
+            .map_err(|e| Error::Internal(format!("spawn publish thread: {e}")))?;
+        Ok(Publisher {
+            tx: Mutex::new(Some(tx)),
+            counters,
+            task: Mutex::new(Some(task)),
+            completion_thread: Mutex::new(Some(completion_thread)),
+        })
+    }
+
+    /// Queues a publish; blocks while the pipeline is full.
+    pub fn publish(&self, stream: String, record: Record, done: Completion) -> Result<()> {
+        let tx = self
+            .tx
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| Error::Closed("client is closed".into()))?;
+        self.counters.0.lock().unwrap().issued += 1;
+        if let Err(mpsc::error::SendError(p)) = tx.blocking_send(Pending {
+            stream,
+            record,
+            done: Once(Some(done)),
+        }) {
+            drop(p); // pipeline gone (closing): the callback reports Closed
+            self.counters.0.lock().unwrap().completed += 1;
+            self.counters.1.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Waits until every publish issued before this call has completed.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.counters;
+        let mut c = lock.lock().unwrap();
+        let target = c.issued;
+        while c.completed < target {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout(format!(
+                    "{} publishes still pending",
+                    target - c.completed
+                )));
+            }
+            c = cv.wait_timeout(c, deadline - now).unwrap().0;
+        }
+        Ok(())
+    }
+
+    /// Stops accepting, lets queued publishes finish, and joins the thread.
+    pub fn shutdown(&self, timeout: Duration) {
+        let drained = self.flush(timeout).is_ok();
+        self.tx.lock().unwrap().take(); // the task ends once the channel drains
+        if let Some(task) = self.task.lock().unwrap().take() {
+            if !drained {
+                task.abort(); // engine stuck: queued callbacks report Closed
+            }
+        }
+        if let Some(t) = self.completion_thread.lock().unwrap().take() {
+            let _ = t.join();
+        }
+    }
+}

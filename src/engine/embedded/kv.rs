@@ -1,0 +1,339 @@
+//! A key-value bucket: revisions, TTLs, compare-and-set and ordered watches.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
+
+use crate::engine::{KvEntry, KvEvent, KvEventStream, KvOp};
+use crate::error::{Error, Result};
+
+use super::codec::{self, Reader};
+use super::log::{make_durable, FsyncPolicy, LogFile, SyncRegistry};
+use super::now_ms;
+
+/// Events a watcher may fall behind by before its watch ends with an error.
+const WATCH_BUFFER: usize = 16 * 1024;
+
+const W_PUT: u8 = 1;
+const W_DEL: u8 = 2;
+
+struct Entry {
+    value: Bytes,
+    revision: u64,
+    /// ms since epoch; 0 = never.
+    expires_ms: i64,
+}
+
+impl Entry {
+    fn live(&self, now: i64) -> bool {
+        self.expires_ms == 0 || self.expires_ms > now
+    }
+}
+
+#[derive(Default)]
+struct BucketState {
+    revision: u64,
+    entries: BTreeMap<String, Entry>,
+    expiries: BTreeSet<(i64, String)>,
+    log: Option<LogFile>,
+}
+
+pub struct Bucket {
+    name: String,
+    state: Mutex<BucketState>,
+    events: broadcast::Sender<KvEvent>,
+    fsync: FsyncPolicy,
+}
+
+impl Bucket {
+    pub fn open(
+        name: &str,
+        path: Option<&Path>,
+        fsync: FsyncPolicy,
+        registry: &SyncRegistry,
+    ) -> Result<Bucket> {
+        let mut st = BucketState::default();
+        if let Some(path) = path {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io("create bucket dir", e))?;
+            }
+            let (log, data) = LogFile::open(path)?;
+            let now = now_ms();
+            for body in codec::frames(&data).0 {
+                st.replay(body, now).map_err(|_| {
+                    Error::Internal(format!("corrupt record in {}", path.display()))
+                })?;
+            }
+            registry.register(log.syncer());
+            st.log = Some(log);
+            st.compact_if_large()?;
+        }
+        Ok(Bucket {
+            name: name.to_owned(),
+            state: Mutex::new(st),
+            events: broadcast::channel(WATCH_BUFFER).0,
+            fsync,
+        })
+    }
+
+    /// Writes `value` if `expected` matches (None = unconditional).
+    pub fn put(&self, key: &str, value: Bytes, ttl_ms: u64, expected: Option<u64>) -> Result<u64> {
+        let now = now_ms();
+        let (rev, sync) = {
+            let mut st = self.state.lock().unwrap();
+            if let Some(expected) = expected {
+                let current = st
+                    .entries
+                    .get(key)
+                    .filter(|e| e.live(now))
+                    .map_or(0, |e| e.revision);
+                if current != expected {
+                    return Err(Error::Conflict(format!(
+                        "key {key} in {} is at revision {current}, expected {expected}",
+                        self.name
+                    )));
+                }
+            }
+            st.revision += 1;
+            let rev = st.revision;
+            let expires_ms = if ttl_ms > 0 { now + ttl_ms as i64 } else { 0 };
+            let sync = st.write(|b| encode_put(b, key, &value, rev, expires_ms))?;
+            st.set(
+                key,
+                Entry {
+                    value: value.clone(),
+                    revision: rev,
+                    expires_ms,
+                },
+            );
+            // Sent under the lock so watchers see revisions in order.
+            let _ = self.events.send(KvEvent {
+                op: KvOp::Put,
+                key: key.to_owned(),
+                value,
+                revision: rev,
+            });
+            st.compact_if_large()?;
+            (rev, sync)
+        };
+        if let Some((syncer, ticket)) = sync {
+            make_durable(self.fsync, &syncer, ticket)?;
+        }
+        Ok(rev)
+    }
+
+    pub fn get(&self, key: &str) -> Result<KvEntry> {
+        let st = self.state.lock().unwrap();
+        match st.entries.get(key) {
+            Some(e) if e.live(now_ms()) => Ok(KvEntry {
+                key: key.to_owned(),
+                value: e.value.clone(),
+                revision: e.revision,
+            }),
+            _ => Err(Error::NotFound(format!(
+                "key {key} not in bucket {}",
+                self.name
+            ))),
+        }
+    }
+
+    pub fn exists(&self, key: &str) -> bool {
+        let st = self.state.lock().unwrap();
+        st.entries.get(key).is_some_and(|e| e.live(now_ms()))
+    }
+
+    pub fn delete(&self, key: &str) -> Result<bool> {
+        let sync = {
+            let mut st = self.state.lock().unwrap();
+            let now = now_ms();
+            let Some(e) = st.entries.get(key) else {
+                return Ok(false);
+            };
+            let was_live = e.live(now);
+            st.revision += 1;
+            let rev = st.revision;
+            let sync = st.write(|b| encode_del(b, key, rev))?;
+            st.unset(key);
+            if was_live {
+                let _ = self.events.send(KvEvent {
+                    op: KvOp::Delete,
+                    key: key.to_owned(),
+                    value: Bytes::new(),
+                    revision: rev,
+                });
+            }
+            if !was_live {
+                return Ok(false);
+            }
+            sync
+        };
+        if let Some((syncer, ticket)) = sync {
+            make_durable(self.fsync, &syncer, ticket)?;
+        }
+        Ok(true)
+    }
+
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let st = self.state.lock().unwrap();
+        let now = now_ms();
+        st.entries
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, e)| e.live(now))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Removes expired keys and tells watchers; called by the maintenance thread.
+    pub fn expire(&self) {
+        let mut st = self.state.lock().unwrap();
+        let now = now_ms();
+        while let Some((t, key)) = st.expiries.first().cloned() {
+            if t > now {
+                break;
+            }
+            st.expiries.pop_first();
+            let Some(e) = st.entries.remove(&key) else {
+                continue;
+            };
+            // Expiry is implied by the logged deadline: nothing to write.
+            let _ = self.events.send(KvEvent {
+                op: KvOp::Expire,
+                key,
+                value: Bytes::new(),
+                revision: e.revision,
+            });
+        }
+    }
+
+    pub fn watch(&self, prefix: &str) -> KvEventStream {
+        let prefix = prefix.to_owned();
+        let rx = self.events.subscribe();
+        let name = self.name.clone();
+        Box::pin(
+            BroadcastStream::new(rx)
+                .filter_map(move |ev| {
+                    let out = match ev {
+                        Ok(ev) if ev.key.starts_with(&prefix) => Some(Ok(ev)),
+                        Ok(_) => None,
+                        Err(BroadcastStreamRecvError::Lagged(n)) => Some(Err(Error::Unavailable(
+                            format!("watch on {name} fell {n} events behind and was stopped"),
+                        ))),
+                    };
+                    futures::future::ready(out)
+                })
+                // A lagged watch ends after reporting it, so nothing is silently skipped.
+                .scan(false, |failed, ev| {
+                    if *failed {
+                        return futures::future::ready(None);
+                    }
+                    *failed = ev.is_err();
+                    futures::future::ready(Some(ev))
+                }),
+        )
+    }
+}
+
+impl BucketState {
+    fn set(&mut self, key: &str, e: Entry) {
+        self.unset(key);
+        if e.expires_ms != 0 {
+            self.expiries.insert((e.expires_ms, key.to_owned()));
+        }
+        self.entries.insert(key.to_owned(), e);
+    }
+
+    fn unset(&mut self, key: &str) {
+        if let Some(old) = self.entries.remove(key) {
+            if old.expires_ms != 0 {
+                self.expiries.remove(&(old.expires_ms, key.to_owned()));
+            }
+        }
+    }
+
+    fn write(
+        &mut self,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Option<(std::sync::Arc<super::log::Syncer>, u64)>> {
+        let Some(log) = self.log.as_mut() else {
+            return Ok(None);
+        };
+        let mut buf = Vec::new();
+        codec::put_frame(&mut buf, encode);
+        let ticket = log.append(&buf)?;
+        Ok(Some((log.syncer().clone(), ticket)))
+    }
+
+    fn replay(&mut self, body: &[u8], now: i64) -> std::result::Result<(), codec::Corrupt> {
+        let mut r = Reader::new(body);
+        match r.u8()? {
+            W_PUT => {
+                let key = r.string()?;
+                let value = r.owned()?;
+                let revision = r.u64()?;
+                let expires_ms = r.i64()?;
+                self.revision = self.revision.max(revision);
+                let e = Entry {
+                    value,
+                    revision,
+                    expires_ms,
+                };
+                if e.live(now) {
+                    self.set(&key, e);
+                } else {
+                    self.unset(&key);
+                }
+            }
+            W_DEL => {
+                let key = r.string()?;
+                self.revision = self.revision.max(r.u64()?);
+                self.unset(&key);
+            }
+            _ => return Err(codec::Corrupt),
+        }
+        Ok(())
+    }
+
+    fn compact_if_large(&mut self) -> Result<()> {
+        let Some(log) = &self.log else { return Ok(()) };
+        let live: u64 = self
+            .entries
+            .iter()
+            .map(|(k, e)| 32 + (k.len() + e.value.len()) as u64)
+            .sum();
+        if log.len() < (4 << 20) || log.len() < live.saturating_mul(3) {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        for (k, e) in &self.entries {
+            codec::put_frame(&mut buf, |b| {
+                encode_put(b, k, &e.value, e.revision, e.expires_ms)
+            });
+        }
+        // Keep the bucket revision monotonic even if the newest key was deleted.
+        let rev = self.revision;
+        codec::put_frame(&mut buf, |b| encode_del(b, "", rev));
+        let path = log.path().to_owned();
+        self.log = Some(LogFile::replace(&path, &buf)?);
+        Ok(())
+    }
+}
+
+fn encode_put(b: &mut Vec<u8>, key: &str, value: &[u8], rev: u64, expires_ms: i64) {
+    b.push(W_PUT);
+    codec::put_bytes(b, key.as_bytes());
+    codec::put_bytes(b, value);
+    b.extend_from_slice(&rev.to_le_bytes());
+    b.extend_from_slice(&expires_ms.to_le_bytes());
+}
+
+fn encode_del(b: &mut Vec<u8>, key: &str, rev: u64) {
+    b.push(W_DEL);
+    codec::put_bytes(b, key.as_bytes());
+    b.extend_from_slice(&rev.to_le_bytes());
+}

@@ -1,0 +1,504 @@
+//! The embedded engine: everything in this process, in memory (`mem://`) or
+//! durable on disk (`file:///dir`). Clients of one process that open the same
+//! directory (or the same `mem://name`) share one engine; a directory is
+//! locked against other processes.
+
+mod codec;
+mod kv;
+mod log;
+mod partition;
+mod queue;
+mod stream;
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::os::unix::io::AsRawFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use once_cell::sync::Lazy;
+
+pub use self::codec::{frames as decode_frames, Frame};
+pub use self::log::FsyncPolicy;
+pub use self::partition::decode_record;
+
+use self::kv::Bucket;
+use self::log::SyncRegistry;
+use self::queue::Queue;
+use self::stream::{Stream, StreamStorage};
+use crate::engine::*;
+use crate::error::{Error, Result};
+use crate::names;
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How often the maintenance thread expires keys and flushes.
+const TICK: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// `None` = in memory.
+    pub dir: Option<PathBuf>,
+    pub fsync: FsyncPolicy,
+    /// A partition rolls to a new segment file past this size.
+    pub segment_bytes: u64,
+    pub max_payload_bytes: usize,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig {
+            dir: None,
+            fsync: FsyncPolicy::Batch,
+            segment_bytes: 64 << 20,
+            max_payload_bytes: 8 << 20,
+        }
+    }
+}
+
+struct Inner {
+    cfg: EmbeddedConfig,
+    streams: RwLock<HashMap<String, Arc<Stream>>>,
+    queues: RwLock<HashMap<String, Arc<Queue>>>,
+    buckets: RwLock<HashMap<String, Arc<Bucket>>>,
+    /// Serializes opening/creating resources (lookups stay lock-free-ish).
+    opening: Mutex<()>,
+    registry: SyncRegistry,
+    _dir_lock: Option<File>,
+}
+
+/// Stops and joins the maintenance thread when the last client lets go.
+struct Shared {
+    inner: Arc<Inner>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        *self.stop.0.lock().unwrap() = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.thread.lock().unwrap().take() {
+            let _ = t.join();
+        }
+        if !matches!(self.inner.cfg.fsync, FsyncPolicy::Never) {
+            let _ = self.inner.registry.sync_dirty();
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct EmbeddedEngine {
+    shared: Arc<Shared>,
+}
+
+static OPEN_ENGINES: Lazy<Mutex<HashMap<String, Weak<Shared>>>> = Lazy::new(Default::default);
+
+impl EmbeddedEngine {
+    /// Opens an engine. `share_key` (a canonical directory, or a `mem://`
+    /// name) makes clients of this process share it.
+    pub fn open(cfg: EmbeddedConfig, share_key: Option<String>) -> Result<EmbeddedEngine> {
+        let Some(key) = share_key else {
+            return Self::open_new(cfg);
+        };
+        let mut open = OPEN_ENGINES.lock().unwrap();
+        if let Some(shared) = open.get(&key).and_then(Weak::upgrade) {
+            return Ok(EmbeddedEngine { shared });
+        }
+        let engine = Self::open_new(cfg)?;
+        open.retain(|_, w| w.strong_count() > 0);
+        open.insert(key, Arc::downgrade(&engine.shared));
+        Ok(engine)
+    }
+
+    fn open_new(cfg: EmbeddedConfig) -> Result<EmbeddedEngine> {
+        let dir_lock = match &cfg.dir {
+            Some(dir) => Some(lock_dir(dir)?),
+            None => None,
+        };
+        let inner = Arc::new(Inner {
+            cfg,
+            streams: Default::default(),
+            queues: Default::default(),
+            buckets: Default::default(),
+            opening: Mutex::new(()),
+            registry: SyncRegistry::default(),
+            _dir_lock: dir_lock,
+        });
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let thread = {
+            let weak = Arc::downgrade(&inner);
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("flowmesh-maint".into())
+                .spawn(move || maintenance(weak, stop))
+                .map_err(|e| Error::Internal(format!("spawn maintenance thread: {e}")))?
+        };
+        let shared = Arc::new(Shared {
+            inner,
+            stop,
+            thread: Mutex::new(Some(thread)),
+        });
+        Ok(EmbeddedEngine { shared })
+    }
+
+    fn inner(&self) -> &Inner {
+        &self.shared.inner
+    }
+}
+
+fn lock_dir(dir: &std::path::Path) -> Result<File> {
+    fs::create_dir_all(dir)
+        .map_err(|e| Error::io(&format!("create data directory {}", dir.display()), e))?;
+    let f = File::create(dir.join("LOCK")).map_err(|e| Error::io("create LOCK file", e))?;
+    // SAFETY: flock on a valid, owned fd.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(Error::Unavailable(format!(
+            "data directory {} is in use by another process",
+            dir.display()
+        )));
+    }
+    Ok(f)
+}
+
+fn maintenance(inner: Weak<Inner>, stop: Arc<(Mutex<bool>, Condvar)>) {
+    let mut last_flush = Instant::now();
+    let mut last_retention = Instant::now();
+    loop {
+        {
+            let stopped = stop.0.lock().unwrap();
+            let (stopped, _) = stop.1.wait_timeout(stopped, TICK).unwrap();
+            if *stopped {
+                return;
+            }
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let buckets: Vec<Arc<Bucket>> = inner.buckets.read().unwrap().values().cloned().collect();
+        for b in buckets {
+            b.expire();
+        }
+        if let FsyncPolicy::Interval(ms) = inner.cfg.fsync {
+            if last_flush.elapsed() >= Duration::from_millis(ms) {
+                if let Err(e) = inner.registry.sync_dirty() {
+                    tracing::error!(error = %e, "background fsync failed");
+                }
+                last_flush = Instant::now();
+            }
+        }
+        if last_retention.elapsed() >= Duration::from_secs(1) {
+            let streams: Vec<Arc<Stream>> =
+                inner.streams.read().unwrap().values().cloned().collect();
+            for s in streams {
+                if let Err(e) = s.enforce_retention() {
+                    tracing::error!(error = %e, "retention failed");
+                }
+            }
+            last_retention = Instant::now();
+        }
+    }
+}
+
+fn resource_dir(base: &std::path::Path, kind: &str, name: &str) -> PathBuf {
+    let mut p = base.join(kind);
+    for seg in name.split('/') {
+        p.push(seg);
+    }
+    p
+}
+
+impl Inner {
+    fn storage(&self, name: &str) -> StreamStorage<'_> {
+        StreamStorage {
+            dir: self
+                .cfg
+                .dir
+                .as_ref()
+                .map(|d| resource_dir(d, "streams", name)),
+            fsync: self.cfg.fsync,
+            segment_bytes: self.cfg.segment_bytes,
+            registry: &self.registry,
+        }
+    }
+
+    /// Finds a stream, opening it from disk, or creating it with `create`.
+    fn stream(&self, name: &str, create: Option<StreamConfig>) -> Result<Arc<Stream>> {
+        names::check_qualified(name)?;
+        if let Some(s) = self.streams.read().unwrap().get(name) {
+            return Ok(s.clone());
+        }
+        let _guard = self.opening.lock().unwrap();
+        if let Some(s) = self.streams.read().unwrap().get(name) {
+            return Ok(s.clone());
+        }
+        let opened = match self.cfg.dir {
+            Some(_) => Stream::open(name, self.storage(name))?,
+            None => None,
+        };
+        let stream = match (opened, create) {
+            (Some(s), _) => s,
+            (None, Some(cfg)) => Stream::create(name, cfg, self.storage(name))?,
+            (None, None) => return Err(Error::NotFound(format!("stream {name} does not exist"))),
+        };
+        let stream = Arc::new(stream);
+        self.streams
+            .write()
+            .unwrap()
+            .insert(name.to_owned(), stream.clone());
+        Ok(stream)
+    }
+
+    fn queue(&self, name: &str) -> Result<Arc<Queue>> {
+        names::check_qualified(name)?;
+        if let Some(q) = self.queues.read().unwrap().get(name) {
+            return Ok(q.clone());
+        }
+        let _guard = self.opening.lock().unwrap();
+        if let Some(q) = self.queues.read().unwrap().get(name) {
+            return Ok(q.clone());
+        }
+        let path = self
+            .cfg
+            .dir
+            .as_ref()
+            .map(|d| resource_dir(d, "queues", name).join("queue.log"));
+        let q = Arc::new(Queue::open(
+            name,
+            path.as_deref(),
+            self.cfg.fsync,
+            &self.registry,
+        )?);
+        self.queues
+            .write()
+            .unwrap()
+            .insert(name.to_owned(), q.clone());
+        Ok(q)
+    }
+
+    fn bucket(&self, name: &str) -> Result<Arc<Bucket>> {
+        names::check_qualified(name)?;
+        if let Some(b) = self.buckets.read().unwrap().get(name) {
+            return Ok(b.clone());
+        }
+        let _guard = self.opening.lock().unwrap();
+        if let Some(b) = self.buckets.read().unwrap().get(name) {
+            return Ok(b.clone());
+        }
+        let path = self
+            .cfg
+            .dir
+            .as_ref()
+            .map(|d| resource_dir(d, "kv", name).join("bucket.log"));
+        let b = Arc::new(Bucket::open(
+            name,
+            path.as_deref(),
+            self.cfg.fsync,
+            &self.registry,
+        )?);
+        self.buckets
+            .write()
+            .unwrap()
+            .insert(name.to_owned(), b.clone());
+        Ok(b)
+    }
+
+    fn check_size(&self, size: usize) -> Result<()> {
+        if size > self.cfg.max_payload_bytes {
+            return Err(Error::TooLarge(format!(
+                "message of {size} bytes exceeds the limit of {} bytes",
+                self.cfg.max_payload_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Engine for EmbeddedEngine {
+    async fn health(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn create_stream(&self, stream: &str, config: StreamConfig) -> Result<()> {
+        let s = self.inner().stream(stream, Some(config))?;
+        if s.config().partitions != config.partitions {
+            return Err(Error::AlreadyExists(format!(
+                "stream {stream} exists with {} partitions",
+                s.config().partitions
+            )));
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, stream: &str, records: Vec<Record>) -> Result<Vec<Position>> {
+        for r in &records {
+            self.inner().check_size(r.size())?;
+        }
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let s = self.inner().stream(stream, Some(StreamConfig::default()))?;
+        s.publish(&records, &self.inner().registry)
+    }
+
+    async fn read(
+        &self,
+        stream: &str,
+        partition: u32,
+        offset: u64,
+        max: usize,
+    ) -> Result<Vec<Message>> {
+        self.inner()
+            .stream(stream, None)?
+            .read(partition, offset, max)
+    }
+
+    async fn stream_info(&self, stream: &str) -> Result<StreamInfo> {
+        Ok(self.inner().stream(stream, None)?.info())
+    }
+
+    async fn subscribe(&self, stream: &str, spec: SubscribeSpec) -> Result<MessageStream> {
+        // Subscribing creates the stream, so a consumer may start before producers.
+        self.inner()
+            .stream(stream, Some(StreamConfig::default()))?
+            .subscribe(&spec)
+    }
+
+    async fn commit_offset(
+        &self,
+        stream: &str,
+        group: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<()> {
+        names::check_group(group)?;
+        self.inner()
+            .stream(stream, None)?
+            .commit(group, partition, offset)
+    }
+
+    async fn get_offset(&self, stream: &str, group: &str, partition: u32) -> Result<u64> {
+        names::check_group(group)?;
+        self.inner()
+            .stream(stream, None)?
+            .get_offset(group, partition)
+    }
+
+    async fn group_state(&self, stream: &str, group: &str) -> Result<GroupState> {
+        names::check_group(group)?;
+        Ok(self.inner().stream(stream, None)?.group_state(group))
+    }
+
+    async fn enqueue(
+        &self,
+        queue: &str,
+        record: Record,
+        delay_ms: u64,
+        priority: i32,
+    ) -> Result<u64> {
+        self.inner().check_size(record.size())?;
+        self.inner()
+            .queue(queue)?
+            .enqueue(record, delay_ms, priority)
+    }
+
+    async fn reserve(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility_ms: u64,
+        wait_ms: u64,
+    ) -> Result<Vec<Job>> {
+        self.inner()
+            .queue(queue)?
+            .reserve(max, visibility_ms, wait_ms)
+            .await
+    }
+
+    async fn ack(&self, queue: &str, job_id: u64) -> Result<()> {
+        self.inner().queue(queue)?.ack(job_id)
+    }
+
+    async fn nack(&self, queue: &str, job_id: u64, delay_ms: u64) -> Result<()> {
+        self.inner().queue(queue)?.nack(job_id, delay_ms)
+    }
+
+    async fn queue_stats(&self, queue: &str) -> Result<QueueStats> {
+        self.inner().queue(queue)?.stats()
+    }
+
+    async fn set_retry_policy(&self, queue: &str, policy: RetryPolicy) -> Result<()> {
+        self.inner().queue(queue)?.set_policy(policy)
+    }
+
+    async fn get_retry_policy(&self, queue: &str) -> Result<RetryPolicy> {
+        Ok(self.inner().queue(queue)?.policy())
+    }
+
+    async fn dlq_list(&self, queue: &str, max: usize) -> Result<Vec<Job>> {
+        self.inner().queue(queue)?.dlq_list(max)
+    }
+
+    async fn dlq_replay(&self, queue: &str, job_id: u64) -> Result<()> {
+        self.inner().queue(queue)?.dlq_replay(job_id)
+    }
+
+    async fn dlq_replay_all(&self, queue: &str, header: Option<(String, String)>) -> Result<u64> {
+        self.inner().queue(queue)?.dlq_replay_all(header)
+    }
+
+    async fn kv_set(&self, bucket: &str, key: &str, value: Bytes, ttl_ms: u64) -> Result<u64> {
+        names::check_key(key)?;
+        self.inner().check_size(value.len())?;
+        self.inner().bucket(bucket)?.put(key, value, ttl_ms, None)
+    }
+
+    async fn kv_cas(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Bytes,
+        expected: u64,
+        ttl_ms: u64,
+    ) -> Result<u64> {
+        names::check_key(key)?;
+        self.inner().check_size(value.len())?;
+        self.inner()
+            .bucket(bucket)?
+            .put(key, value, ttl_ms, Some(expected))
+    }
+
+    async fn kv_get(&self, bucket: &str, key: &str) -> Result<KvEntry> {
+        names::check_key(key)?;
+        self.inner().bucket(bucket)?.get(key)
+    }
+
+    async fn kv_delete(&self, bucket: &str, key: &str) -> Result<bool> {
+        names::check_key(key)?;
+        self.inner().bucket(bucket)?.delete(key)
+    }
+
+    async fn kv_exists(&self, bucket: &str, key: &str) -> Result<bool> {
+        names::check_key(key)?;
+        Ok(self.inner().bucket(bucket)?.exists(key))
+    }
+
+    async fn kv_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        Ok(self.inner().bucket(bucket)?.keys(prefix))
+    }
+
+    async fn kv_watch(&self, bucket: &str, prefix: &str) -> Result<KvEventStream> {
+        Ok(self.inner().bucket(bucket)?.watch(prefix))
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.inner().registry.sync_dirty()
+    }
+}

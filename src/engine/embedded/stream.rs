@@ -1,0 +1,445 @@
+//! A stream: partitions, the round-robin/key-hash router, consumer-group
+//! offsets and the change signal that wakes subscribers.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::engine::{
+    GroupPartitionState, GroupState, Message, MessageStream, PartitionInfo, Position, Record,
+    StartFrom, StreamConfig, StreamInfo, SubscribeSpec,
+};
+use crate::error::{Error, Result};
+
+use super::codec::{self, Reader};
+use super::log::{make_durable, FsyncPolicy, LogFile, SyncRegistry};
+use super::now_ms;
+use super::partition::{FilePartition, MemoryPartition, Partition};
+
+/// Messages a subscriber fetches per partition per round.
+const SUBSCRIBE_BATCH: usize = 512;
+
+pub struct Stream {
+    name: String,
+    config: StreamConfig,
+    partitions: Vec<Mutex<Partition>>,
+    round_robin: AtomicU32,
+    /// Bumped after every append; subscribers wait on it instead of polling.
+    appended: watch::Sender<u64>,
+    offsets: Mutex<Offsets>,
+    fsync: FsyncPolicy,
+}
+
+struct Offsets {
+    committed: HashMap<(String, u32), u64>,
+    log: Option<LogFile>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Meta {
+    partitions: u32,
+    max_age_ms: u64,
+    max_bytes: u64,
+    max_messages: u64,
+}
+
+/// Storage settings handed down from the engine.
+pub struct StreamStorage<'a> {
+    pub dir: Option<PathBuf>,
+    pub fsync: FsyncPolicy,
+    pub segment_bytes: u64,
+    pub registry: &'a SyncRegistry,
+}
+
+impl Stream {
+    pub fn create(name: &str, config: StreamConfig, storage: StreamStorage<'_>) -> Result<Stream> {
+        if config.partitions == 0 || config.partitions > 4096 {
+            return Err(Error::invalid("partitions must be between 1 and 4096"));
+        }
+        if let Some(dir) = &storage.dir {
+            fs::create_dir_all(dir).map_err(|e| Error::io("create stream dir", e))?;
+            let meta = Meta {
+                partitions: config.partitions,
+                max_age_ms: config.max_age_ms,
+                max_bytes: config.max_bytes,
+                max_messages: config.max_messages,
+            };
+            let tmp = dir.join("meta.json.tmp");
+            fs::write(&tmp, serde_json::to_vec(&meta).expect("meta serializes"))
+                .map_err(|e| Error::io("write stream meta", e))?;
+            fs::rename(&tmp, dir.join("meta.json"))
+                .map_err(|e| Error::io("install stream meta", e))?;
+            super::log::sync_dir(&dir.join("meta.json"))?;
+        }
+        Stream::open_with(name, config, storage)
+    }
+
+    /// Opens a durable stream from its directory, if it exists.
+    pub fn open(name: &str, storage: StreamStorage<'_>) -> Result<Option<Stream>> {
+        let dir = storage.dir.as_ref().expect("open is for durable streams");
+        let meta_path = dir.join("meta.json");
+        let Ok(raw) = fs::read(&meta_path) else {
+            return Ok(None);
+        };
+        let meta: Meta = serde_json::from_slice(&raw)
+            .map_err(|e| Error::Internal(format!("corrupt {}: {e}", meta_path.display())))?;
+        let config = StreamConfig {
+            partitions: meta.partitions,
+            max_age_ms: meta.max_age_ms,
+            max_bytes: meta.max_bytes,
+            max_messages: meta.max_messages,
+        };
+        Stream::open_with(name, config, storage).map(Some)
+    }
+
+    fn open_with(name: &str, config: StreamConfig, storage: StreamStorage<'_>) -> Result<Stream> {
+        let mut partitions = Vec::with_capacity(config.partitions as usize);
+        for p in 0..config.partitions {
+            let part = match &storage.dir {
+                None => Partition::Memory(MemoryPartition::default()),
+                Some(dir) => Partition::File(FilePartition::open(
+                    &dir.join(format!("p{p}")),
+                    storage.segment_bytes,
+                )?),
+            };
+            partitions.push(Mutex::new(part));
+        }
+        let offsets = match &storage.dir {
+            None => Offsets {
+                committed: HashMap::new(),
+                log: None,
+            },
+            Some(dir) => Offsets::open(&dir.join("offsets.log"))?,
+        };
+        if let Some(log) = &offsets.log {
+            storage.registry.register(log.syncer());
+        }
+        Ok(Stream {
+            name: name.to_owned(),
+            config,
+            partitions,
+            round_robin: AtomicU32::new(0),
+            appended: watch::channel(0).0,
+            offsets: Mutex::new(offsets),
+            fsync: storage.fsync,
+        })
+    }
+
+    pub fn config(&self) -> StreamConfig {
+        self.config
+    }
+
+    fn partition(&self, p: u32) -> Result<&Mutex<Partition>> {
+        self.partitions.get(p as usize).ok_or_else(|| {
+            Error::NotFound(format!(
+                "stream {} has no partition {p} (it has {})",
+                self.name,
+                self.partitions.len()
+            ))
+        })
+    }
+
+    fn route(&self, r: &Record) -> u32 {
+        let n = self.config.partitions;
+        if n == 1 {
+            return 0;
+        }
+        match &r.key {
+            Some(k) => fnv1a(k) % n,
+            None => self.round_robin.fetch_add(1, Ordering::Relaxed) % n,
+        }
+    }
+
+    pub fn publish(&self, records: &[Record], registry: &SyncRegistry) -> Result<Vec<Position>> {
+        let now = now_ms();
+        let routes: Vec<u32> = records.iter().map(|r| self.route(r)).collect();
+        let mut positions = vec![
+            Position {
+                partition: 0,
+                offset: 0
+            };
+            records.len()
+        ];
+        let mut to_sync = Vec::new();
+        for p in 0..self.config.partitions {
+            let batch: Vec<&Record> = records
+                .iter()
+                .zip(&routes)
+                .filter(|(_, &rp)| rp == p)
+                .map(|(r, _)| r)
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
+            let appended = {
+                let mut part = self.partitions[p as usize].lock().unwrap();
+                let a = part.append(&batch, now)?;
+                part.enforce_retention(&self.config, now)?;
+                a
+            };
+            let mut next = appended.first;
+            for (slot, _) in routes.iter().enumerate().filter(|(_, &rp)| rp == p) {
+                positions[slot] = Position {
+                    partition: p,
+                    offset: next,
+                };
+                next += 1;
+            }
+            if let Some((syncer, ticket)) = appended.sync {
+                registry.register(&syncer);
+                to_sync.push((syncer, ticket));
+            }
+        }
+        for (syncer, ticket) in to_sync {
+            make_durable(self.fsync, &syncer, ticket)?;
+        }
+        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+        Ok(positions)
+    }
+
+    pub fn read(&self, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>> {
+        let plan = self
+            .partition(partition)?
+            .lock()
+            .unwrap()
+            .plan_read(&self.name, partition, offset, max);
+        plan.execute(&self.name, partition)
+    }
+
+    pub fn enforce_retention(&self) -> Result<()> {
+        let now = now_ms();
+        for p in &self.partitions {
+            p.lock().unwrap().enforce_retention(&self.config, now)?;
+        }
+        Ok(())
+    }
+
+    pub fn info(&self) -> StreamInfo {
+        let partitions = self
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let p = p.lock().unwrap();
+                PartitionInfo {
+                    partition: i as u32,
+                    earliest: p.earliest(),
+                    latest: p.latest(),
+                }
+            })
+            .collect();
+        StreamInfo {
+            config: self.config,
+            partitions,
+        }
+    }
+
+    pub fn commit(&self, group: &str, partition: u32, offset: u64) -> Result<()> {
+        self.partition(partition)?;
+        let (syncer, ticket) = {
+            let mut o = self.offsets.lock().unwrap();
+            o.committed.insert((group.to_owned(), partition), offset);
+            match o.append(group, partition, offset)? {
+                Some(t) => t,
+                None => return Ok(()),
+            }
+        };
+        make_durable(self.fsync, &syncer, ticket)
+    }
+
+    pub fn committed(&self, group: &str, partition: u32) -> Option<u64> {
+        self.offsets
+            .lock()
+            .unwrap()
+            .committed
+            .get(&(group.to_owned(), partition))
+            .copied()
+    }
+
+    pub fn get_offset(&self, group: &str, partition: u32) -> Result<u64> {
+        self.partition(partition)?;
+        self.committed(group, partition).ok_or_else(|| {
+            Error::NotFound(format!(
+                "group {group} has no committed offset on {}/{partition}",
+                self.name
+            ))
+        })
+    }
+
+    pub fn group_state(&self, group: &str) -> GroupState {
+        let partitions = self
+            .info()
+            .partitions
+            .into_iter()
+            .map(|p| {
+                let committed = self.committed(group, p.partition);
+                let next = committed.map_or(p.earliest, |c| c + 1).max(p.earliest);
+                GroupPartitionState {
+                    partition: p.partition,
+                    committed,
+                    latest: p.latest,
+                    lag: p.latest.saturating_sub(next),
+                }
+            })
+            .collect();
+        GroupState {
+            group: group.to_owned(),
+            partitions,
+        }
+    }
+
+    /// An ordered feed from `spec.start`, woken by appends (no polling).
+    pub fn subscribe(self: &Arc<Self>, spec: &SubscribeSpec) -> Result<MessageStream> {
+        let parts: Vec<u32> = match spec.partition {
+            Some(p) => {
+                self.partition(p)?;
+                vec![p]
+            }
+            None => (0..self.config.partitions).collect(),
+        };
+        if spec.start == StartFrom::Committed && spec.group.is_none() {
+            return Err(Error::invalid("start=committed needs a consumer group"));
+        }
+        // Subscribe to the change signal before computing positions, so an
+        // append racing with this call still wakes us.
+        let signal = self.appended.subscribe();
+        let cursors: Vec<(u32, u64)> = parts
+            .into_iter()
+            .map(|p| {
+                let part = self.partitions[p as usize].lock().unwrap();
+                let next = match spec.start {
+                    StartFrom::Earliest => part.earliest(),
+                    StartFrom::Latest => part.latest(),
+                    StartFrom::Offset(o) => o,
+                    StartFrom::Committed => {
+                        let group = spec.group.as_deref().unwrap_or_default();
+                        self.committed(group, p).map_or(part.earliest(), |c| c + 1)
+                    }
+                };
+                (p, next)
+            })
+            .collect();
+        let state = Feed {
+            stream: self.clone(),
+            cursors,
+            buffer: VecDeque::new(),
+            signal,
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            state,
+            |mut feed| async move {
+                let item = feed.next().await?;
+                Some((item, feed))
+            },
+        )))
+    }
+}
+
+struct Feed {
+    stream: Arc<Stream>,
+    cursors: Vec<(u32, u64)>,
+    buffer: VecDeque<Message>,
+    signal: watch::Receiver<u64>,
+}
+
+impl Feed {
+    async fn next(&mut self) -> Option<Result<Message>> {
+        loop {
+            if let Some(m) = self.buffer.pop_front() {
+                return Some(Ok(m));
+            }
+            self.signal.borrow_and_update();
+            for (p, next) in self.cursors.iter_mut() {
+                match self.stream.read(*p, *next, SUBSCRIBE_BATCH) {
+                    Ok(batch) => {
+                        if let Some(last) = batch.last() {
+                            *next = last.offset + 1;
+                        }
+                        self.buffer.extend(batch);
+                    }
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            if self.buffer.is_empty() && self.signal.changed().await.is_err() {
+                return None; // stream dropped: engine closed
+            }
+        }
+    }
+}
+
+impl Offsets {
+    fn open(path: &Path) -> Result<Offsets> {
+        let (log, data) = LogFile::open(path)?;
+        let mut committed = HashMap::new();
+        for body in codec::frames(&data).0 {
+            let mut r = Reader::new(body);
+            let parsed = (|| Ok::<_, codec::Corrupt>((r.string()?, r.u32()?, r.u64()?)))();
+            let (group, partition, offset) = parsed
+                .map_err(|_| Error::Internal(format!("corrupt record in {}", path.display())))?;
+            committed.insert((group, partition), offset);
+        }
+        let mut o = Offsets {
+            committed,
+            log: Some(log),
+        };
+        o.compact_if_large()?;
+        Ok(o)
+    }
+
+    fn append(
+        &mut self,
+        group: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<Option<(Arc<super::log::Syncer>, u64)>> {
+        let Some(log) = self.log.as_mut() else {
+            return Ok(None);
+        };
+        let mut buf = Vec::with_capacity(32 + group.len());
+        encode_commit(&mut buf, group, partition, offset);
+        let ticket = log.append(&buf)?;
+        let syncer = log.syncer().clone();
+        self.compact_if_large()?;
+        Ok(Some((syncer, ticket)))
+    }
+
+    /// Rewrites the log as one record per (group, partition) when it has
+    /// grown far beyond that.
+    fn compact_if_large(&mut self) -> Result<()> {
+        let Some(log) = &self.log else { return Ok(()) };
+        let live = self.committed.len() as u64 * 64;
+        if log.len() < (1 << 20) || log.len() < live * 4 {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        for ((g, p), o) in &self.committed {
+            encode_commit(&mut buf, g, *p, *o);
+        }
+        let path = log.path().to_owned();
+        self.log = Some(LogFile::replace(&path, &buf)?);
+        Ok(())
+    }
+}
+
+fn encode_commit(buf: &mut Vec<u8>, group: &str, partition: u32, offset: u64) {
+    codec::put_frame(buf, |b| {
+        codec::put_bytes(b, group.as_bytes());
+        b.extend_from_slice(&partition.to_le_bytes());
+        b.extend_from_slice(&offset.to_le_bytes());
+    });
+}
+
+/// FNV-1a: stable across versions and platforms, so a key always maps to the
+/// same partition.
+fn fnv1a(data: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c9dc5;
+    for b in data {
+        h ^= *b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    h
+}

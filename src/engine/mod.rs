@@ -1,0 +1,317 @@
+//! The `Engine` trait: the one contract every storage back end fulfils
+//! (embedded memory, embedded durable, remote broker). The `Client` resolves
+//! names and options, then forwards to an engine; the broker serves an engine
+//! over gRPC. Names reaching an engine are always fully qualified
+//! (`tenant/namespace/name`).
+
+pub mod embedded;
+pub mod remote;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::error::Result;
+
+/// A message to append to a stream (or a job payload to enqueue).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Record {
+    /// Partition key; `None` spreads messages round robin over partitions.
+    pub key: Option<Bytes>,
+    pub payload: Bytes,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Record {
+    pub fn new(payload: impl Into<Bytes>) -> Record {
+        Record {
+            key: None,
+            payload: payload.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Record {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<String>) -> Record {
+        self.headers.push((key.into(), value.into()));
+        self
+    }
+
+    /// Bytes this record occupies, as counted against size limits.
+    pub fn size(&self) -> usize {
+        self.payload.len()
+            + self.key.as_ref().map_or(0, |k| k.len())
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
+/// A stored stream message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub stream: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub key: Option<Bytes>,
+    pub payload: Bytes,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Where a published message landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Position {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// Creation-time configuration of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamConfig {
+    pub partitions: u32,
+    /// Retention limits; 0 = unlimited. Applied per partition.
+    pub max_age_ms: u64,
+    pub max_bytes: u64,
+    pub max_messages: u64,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            partitions: 1,
+            max_age_ms: 0,
+            max_bytes: 0,
+            max_messages: 0,
+        }
+    }
+}
+
+/// Offsets of one partition: `[earliest, latest)` are readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    pub earliest: u64,
+    /// The offset the next message will get.
+    pub latest: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub config: StreamConfig,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// Where a subscription starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    Earliest,
+    Latest,
+    /// After the group's committed offset (earliest when none).
+    Committed,
+    Offset(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeSpec {
+    /// `None` = every partition.
+    pub partition: Option<u32>,
+    pub start: StartFrom,
+    pub group: Option<String>,
+}
+
+/// Per-partition state of a consumer group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupPartitionState {
+    pub partition: u32,
+    /// Offset of the last processed message, if any was committed.
+    pub committed: Option<u64>,
+    pub latest: u64,
+    /// Messages not yet processed by the group.
+    pub lag: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupState {
+    pub group: String,
+    pub partitions: Vec<GroupPartitionState>,
+}
+
+/// A queue job as handed to a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: u64,
+    /// Deliveries so far, including this one (1 on first delivery).
+    pub attempt: u32,
+    pub priority: i32,
+    pub payload: Bytes,
+    pub headers: Vec<(String, String)>,
+    pub enqueued_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    pub pending: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+    pub dead: u64,
+}
+
+/// What happens to a job that fails (nack or visibility timeout).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Deliveries before the job goes to the dead-letter queue; 0 = unlimited.
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub multiplier: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 0,
+            initial_backoff_ms: 0,
+            max_backoff_ms: 0,
+            multiplier: 2.0,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Backoff before the next delivery after failed delivery number `attempt`.
+    pub fn backoff_ms(&self, attempt: u32) -> u64 {
+        if self.initial_backoff_ms == 0 {
+            return 0;
+        }
+        let exp = attempt.saturating_sub(1).min(64) as i32;
+        let raw = self.initial_backoff_ms as f64 * self.multiplier.max(1.0).powi(exp);
+        let cap = if self.max_backoff_ms == 0 {
+            u64::MAX as f64
+        } else {
+            self.max_backoff_ms as f64
+        };
+        raw.min(cap) as u64
+    }
+}
+
+/// One stored key-value entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvEntry {
+    pub key: String,
+    pub value: Bytes,
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum KvOp {
+    Put = 1,
+    Delete = 2,
+    Expire = 3,
+}
+
+/// A change seen by a KV watch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvEvent {
+    pub op: KvOp,
+    pub key: String,
+    /// Empty for deletes and expiries.
+    pub value: Bytes,
+    pub revision: u64,
+}
+
+pub type MessageStream = Pin<Box<dyn Stream<Item = Result<Message>> + Send>>;
+pub type KvEventStream = Pin<Box<dyn Stream<Item = Result<KvEvent>> + Send>>;
+
+/// The storage contract shared by every back end. All names are fully
+/// qualified; every method is safe to call concurrently.
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    async fn health(&self) -> Result<()>;
+    async fn ready(&self) -> Result<()> {
+        self.health().await
+    }
+
+    // ---- streams ----
+    /// Creates a stream; Ok if it exists with the same partition count.
+    async fn create_stream(&self, stream: &str, config: StreamConfig) -> Result<()>;
+    /// Appends records (creating the stream on first use); returns positions in order.
+    async fn publish(&self, stream: &str, records: Vec<Record>) -> Result<Vec<Position>>;
+    async fn read(
+        &self,
+        stream: &str,
+        partition: u32,
+        offset: u64,
+        max: usize,
+    ) -> Result<Vec<Message>>;
+    async fn stream_info(&self, stream: &str) -> Result<StreamInfo>;
+    /// An endless, ordered, gap-free feed of messages (per partition) from `spec.start`.
+    async fn subscribe(&self, stream: &str, spec: SubscribeSpec) -> Result<MessageStream>;
+    async fn commit_offset(
+        &self,
+        stream: &str,
+        group: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<()>;
+    async fn get_offset(&self, stream: &str, group: &str, partition: u32) -> Result<u64>;
+    async fn group_state(&self, stream: &str, group: &str) -> Result<GroupState>;
+
+    // ---- queues ----
+    async fn enqueue(
+        &self,
+        queue: &str,
+        record: Record,
+        delay_ms: u64,
+        priority: i32,
+    ) -> Result<u64>;
+    /// Up to `max` jobs, waiting up to `wait_ms` for the first one.
+    async fn reserve(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility_ms: u64,
+        wait_ms: u64,
+    ) -> Result<Vec<Job>>;
+    async fn ack(&self, queue: &str, job_id: u64) -> Result<()>;
+    async fn nack(&self, queue: &str, job_id: u64, delay_ms: u64) -> Result<()>;
+    async fn queue_stats(&self, queue: &str) -> Result<QueueStats>;
+    async fn set_retry_policy(&self, queue: &str, policy: RetryPolicy) -> Result<()>;
+    async fn get_retry_policy(&self, queue: &str) -> Result<RetryPolicy>;
+    async fn dlq_list(&self, queue: &str, max: usize) -> Result<Vec<Job>>;
+    async fn dlq_replay(&self, queue: &str, job_id: u64) -> Result<()>;
+    /// Replays every dead job (matching `header` when given); returns how many.
+    async fn dlq_replay_all(&self, queue: &str, header: Option<(String, String)>) -> Result<u64>;
+
+    // ---- key-value ----
+    async fn kv_set(&self, bucket: &str, key: &str, value: Bytes, ttl_ms: u64) -> Result<u64>;
+    /// Compare-and-set: `expected` 0 means the key must not exist.
+    async fn kv_cas(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Bytes,
+        expected: u64,
+        ttl_ms: u64,
+    ) -> Result<u64>;
+    async fn kv_get(&self, bucket: &str, key: &str) -> Result<KvEntry>;
+    /// Ok when absent; returns whether a key was removed.
+    async fn kv_delete(&self, bucket: &str, key: &str) -> Result<bool>;
+    async fn kv_exists(&self, bucket: &str, key: &str) -> Result<bool>;
+    async fn kv_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>>;
+    async fn kv_watch(&self, bucket: &str, prefix: &str) -> Result<KvEventStream>;
+
+    /// Flushes buffered writes to stable storage (fsync); a no-op in memory.
+    async fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+}

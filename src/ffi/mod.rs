@@ -1,0 +1,197 @@
+//! The C ABI. This layer only converts, checks and forwards to
+//! [`crate::blocking::BlockingClient`]: every entry point runs inside
+//! [`guard`] (no panic crosses the boundary, errors become an `fm_status`
+//! plus a thread-local message), and all raw-pointer plumbing lives in
+//! [`args`].
+
+#![allow(non_camel_case_types)]
+#![allow(clippy::missing_safety_doc)]
+
+pub mod args;
+pub mod client;
+pub mod kv;
+pub mod options;
+pub mod queue;
+pub mod stream;
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::error::Error;
+
+/// Result code of every fallible call: `FM_OK` (0) or one of `FM_ERR_*`.
+pub type fm_status = i32;
+
+/// Success.
+pub const FM_OK: fm_status = 0;
+/// A NULL pointer, invalid UTF-8, a bad name, an unknown option or a bad value.
+pub const FM_ERR_INVALID_ARGUMENT: fm_status = 1;
+/// The stream, partition, job, key or committed offset does not exist.
+pub const FM_ERR_NOT_FOUND: fm_status = 2;
+/// The operation did not finish in time.
+pub const FM_ERR_TIMEOUT: fm_status = 3;
+/// The connection to the broker was lost during the call.
+pub const FM_ERR_DISCONNECTED: fm_status = 4;
+/// Missing or wrong credentials, or not allowed.
+pub const FM_ERR_UNAUTHORIZED: fm_status = 5;
+/// The client was closed.
+pub const FM_ERR_CLOSED: fm_status = 6;
+/// The resource exists with a different configuration.
+pub const FM_ERR_ALREADY_EXISTS: fm_status = 7;
+/// A compare-and-set saw another revision, or a job is in the wrong state.
+pub const FM_ERR_CONFLICT: fm_status = 8;
+/// A payload exceeds max_payload_bytes.
+pub const FM_ERR_TOO_LARGE: fm_status = 9;
+/// The engine or broker cannot serve the call now.
+pub const FM_ERR_UNAVAILABLE: fm_status = 10;
+/// A bug or an I/O failure inside the library (see fm_last_error).
+pub const FM_ERR_INTERNAL: fm_status = 11;
+
+const STATUS_NAMES: [&CStr; 12] = [
+    c"FM_OK",
+    c"FM_ERR_INVALID_ARGUMENT",
+    c"FM_ERR_NOT_FOUND",
+    c"FM_ERR_TIMEOUT",
+    c"FM_ERR_DISCONNECTED",
+    c"FM_ERR_UNAUTHORIZED",
+    c"FM_ERR_CLOSED",
+    c"FM_ERR_ALREADY_EXISTS",
+    c"FM_ERR_CONFLICT",
+    c"FM_ERR_TOO_LARGE",
+    c"FM_ERR_UNAVAILABLE",
+    c"FM_ERR_INTERNAL",
+];
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+/// Records `msg` as this thread's last error detail.
+pub(crate) fn set_last_error(msg: &str) {
+    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+fn clear_last_error() {
+    LAST_ERROR.with(|e| {
+        let mut e = e.borrow_mut();
+        if !e.as_bytes().is_empty() {
+            *e = CString::default();
+        }
+    });
+}
+
+/// Converts an error into its status, keeping the message for fm_last_error.
+pub(crate) fn fail(err: &Error) -> fm_status {
+    set_last_error(&err.to_string());
+    err.code()
+}
+
+/// The panic boundary around every status-returning entry point.
+pub(crate) fn guard(f: impl FnOnce() -> crate::Result<()>) -> fm_status {
+    clear_last_error();
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => FM_OK,
+        Ok(Err(e)) => fail(&e),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            set_last_error(&format!("internal error: panic in flowmesh: {what}"));
+            FM_ERR_INTERNAL
+        }
+    }
+}
+
+/// The panic boundary for entry points that return a value, not a status.
+pub(crate) fn guard_value<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
+}
+
+static VERSION: &CStr = c"0.1.0";
+
+/// The library version, "MAJOR.MINOR.PATCH". Static storage: never free it.
+#[no_mangle]
+pub extern "C" fn fm_version() -> *const c_char {
+    VERSION.as_ptr()
+}
+
+/// The name of a status code ("FM_ERR_NOT_FOUND"), or "FM_ERR_UNKNOWN".
+/// Static storage: never free it. Thread-safe.
+#[no_mangle]
+pub extern "C" fn fm_status_str(status: fm_status) -> *const c_char {
+    usize::try_from(status)
+        .ok()
+        .and_then(|i| STATUS_NAMES.get(i))
+        .map_or(c"FM_ERR_UNKNOWN".as_ptr(), |s| s.as_ptr())
+}
+
+/// This thread's last error detail, "" if the last call succeeded. Owned by
+/// the library; valid until this thread's next fm_ call. Inside a publish
+/// callback with a failed status it describes that failure.
+#[no_mangle]
+pub extern "C" fn fm_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_match_error_codes() {
+        let errors = [
+            Error::InvalidArgument(String::new()),
+            Error::NotFound(String::new()),
+            Error::Timeout(String::new()),
+            Error::Disconnected(String::new()),
+            Error::Unauthorized(String::new()),
+            Error::Closed(String::new()),
+            Error::AlreadyExists(String::new()),
+            Error::Conflict(String::new()),
+            Error::TooLarge(String::new()),
+            Error::Unavailable(String::new()),
+            Error::Internal(String::new()),
+        ];
+        for e in errors {
+            let name = unsafe { CStr::from_ptr(fm_status_str(e.code())) }
+                .to_str()
+                .unwrap();
+            let variant = format!("{e:?}");
+            let snake: String = variant
+                .split('(')
+                .next()
+                .unwrap()
+                .chars()
+                .flat_map(|c| {
+                    if c.is_uppercase() {
+                        vec!['_', c]
+                    } else {
+                        vec![c.to_ascii_uppercase()]
+                    }
+                })
+                .collect();
+            assert_eq!(name, format!("FM_ERR{snake}"));
+        }
+        assert_eq!(
+            unsafe { CStr::from_ptr(fm_status_str(99)) }
+                .to_str()
+                .unwrap(),
+            "FM_ERR_UNKNOWN"
+        );
+    }
+
+    #[test]
+    fn panics_become_internal() {
+        let s = guard(|| panic!("boom"));
+        assert_eq!(s, FM_ERR_INTERNAL);
+        let msg = unsafe { CStr::from_ptr(fm_last_error()) }
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(msg.contains("boom"), "{msg}");
+    }
+}
