@@ -35,7 +35,9 @@ async function eventually(fn, ms = 5000, step = 20) {
 function brokerSkipReason() {
   if (!fs.existsSync(BIN)) return `no broker binary at ${BIN}`;
   const r = spawnSync(BIN, ['serve', '--help'], { encoding: 'utf8', timeout: 10000 });
-  if (r.status !== 0) return `${BIN} has no working 'serve' subcommand yet`;
+  if (r.status !== 0 || !/--listen/.test(`${r.stdout}${r.stderr}`)) {
+    return `${BIN} has no 'serve --listen' subcommand yet`;
+  }
   return null;
 }
 
@@ -137,4 +139,7 @@ function forEachEngine(describe, before, after, body) {
   }
 }
 
-module.exports = { flowmesh, uniq, sleep, eventually, forEachEngine, brokerSkipReason, startBroker, ROOT, BIN };
+// Per-test timeout: a hang becomes a failure, not a stuck run.
+const T = { timeout: 15000 };
+
+module.exports = { T, flowmesh, uniq, sleep, eventually, forEachEngine, brokerSkipReason, startBroker, ROOT, BIN };

@@ -1,10 +1,10 @@
 'use strict';
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { flowmesh, uniq, eventually, forEachEngine } = require('./helpers');
+const { flowmesh, uniq, eventually, forEachEngine, T } = require('./helpers');
 
 forEachEngine(describe, before, after, (env) => {
-  it('publishes and reads back payload, key and headers', async () => {
+  it('publishes and reads back payload, key and headers', T, async () => {
     const c = env.client;
     const s = uniq('s');
     const p0 = await c.publish(s, 'hello', { headers: { kind: 'greeting' } });
@@ -23,14 +23,14 @@ forEachEngine(describe, before, after, (env) => {
     assert.equal(msgs[1].offset, p1.offset);
   });
 
-  it('publishes an empty payload', async () => {
+  it('publishes an empty payload', T, async () => {
     const s = uniq('s');
     const p = await env.client.publish(s, '');
     const [m] = await env.client.read(s, { offset: p.offset, max: 1 });
     assert.equal(m.payload.length, 0);
   });
 
-  it('publishBatch returns one position per message, in order', async () => {
+  it('publishBatch returns one position per message, in order', T, async () => {
     const s = uniq('s');
     const pos = await env.client.publishBatch(s, ['a', Buffer.from('b'), { payload: 'c', headers: [['h', 'v']] }]);
     assert.equal(pos.length, 3);
@@ -41,7 +41,7 @@ forEachEngine(describe, before, after, (env) => {
     assert.deepEqual(await env.client.publishBatch(s, []), []);
   });
 
-  it('read honours offset and max', async () => {
+  it('read honours offset and max', T, async () => {
     const s = uniq('s');
     await env.client.publishBatch(s, ['0', '1', '2', '3', '4']);
     const msgs = await env.client.read(s, { offset: 2, max: 2 });
@@ -49,7 +49,7 @@ forEachEngine(describe, before, after, (env) => {
     assert.deepEqual(await env.client.read(s, { offset: 5 }), []);
   });
 
-  it('createStream, partitions and latestOffset', async () => {
+  it('createStream, partitions and latestOffset', T, async () => {
     const c = env.client;
     const s = uniq('s');
     await c.createStream(s, { partitions: 3 });
@@ -65,7 +65,7 @@ forEachEngine(describe, before, after, (env) => {
     for (let p = 0; p < 3; p++) assert.equal(await c.latestOffset(s, p), perPartition[p]);
   });
 
-  it('commitOffset and getOffset (null when nothing committed)', async () => {
+  it('commitOffset and getOffset (null when nothing committed)', T, async () => {
     const c = env.client;
     const s = uniq('s');
     await c.publishBatch(s, ['a', 'b', 'c']);
@@ -76,7 +76,7 @@ forEachEngine(describe, before, after, (env) => {
     assert.equal(await c.getOffset(s, 'g1'), 2);
   });
 
-  it('a subscription receives messages published after subscribing (async iterator)', async () => {
+  it('a subscription receives messages published after subscribing (async iterator)', T, async () => {
     const c = env.client;
     const s = uniq('s');
     await c.publish(s, 'before');
@@ -92,7 +92,7 @@ forEachEngine(describe, before, after, (env) => {
     assert.equal(sub.closed, true, 'break closes the subscription');
   });
 
-  it('a subscription with a handler, start=earliest, in order', async () => {
+  it('a subscription with a handler, start=earliest, in order', T, async () => {
     const c = env.client;
     const s = uniq('s');
     await c.publishBatch(s, ['1', '2', '3']);
@@ -109,7 +109,7 @@ forEachEngine(describe, before, after, (env) => {
     assert.deepEqual(got, [1, 2, 3, 4, 5]);
   });
 
-  it('a group commits processed messages and resumes after the committed offset', async () => {
+  it('a group commits processed messages and resumes after the committed offset', T, async () => {
     const c = env.client;
     const s = uniq('s');
     await c.publishBatch(s, ['a', 'b', 'c', 'd']);
@@ -131,7 +131,7 @@ forEachEngine(describe, before, after, (env) => {
     await eventually(async () => (await c.getOffset(s, 'workers')) === 3);
   });
 
-  it('handler errors close the subscription and reach the error listener', async () => {
+  it('handler errors close the subscription and reach the error listener', T, async () => {
     const c = env.client;
     const s = uniq('s');
     const sub = await c.subscribe(s, () => { throw new Error('boom'); });

@@ -1,0 +1,146 @@
+'use strict';
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const path = require('node:path');
+const { spawn } = require('node:child_process');
+const { flowmesh, uniq, sleep, forEachEngine, T } = require('./helpers');
+
+const PKG = path.resolve(__dirname, '..');
+
+// Runs `code` in a child node process (with `fm` = the package); resolves with
+// { code, ms, stdout } when it exits or { code: null } after `limit` ms (killed).
+function runChild(code, limit = 10000, url = 'mem://') {
+  return new Promise((resolve) => {
+    const t0 = Date.now();
+    const child = spawn(process.execPath, ['-e', `const fm = require(${JSON.stringify(PKG)}); const URL = ${JSON.stringify(url)};\n${code}`],
+      { stdio: ['ignore', 'pipe', 'inherit'], env: process.env });
+    let stdout = '';
+    child.stdout.on('data', (d) => { stdout += d; });
+    const timer = setTimeout(() => { child.kill('SIGKILL'); resolve({ code: null, ms: Date.now() - t0, stdout }); }, limit);
+    child.on('exit', (code) => { clearTimeout(timer); resolve({ code, ms: Date.now() - t0, stdout }); });
+  });
+}
+
+forEachEngine(describe, before, after, (env) => {
+  it('many concurrent Promises: 1000 publishes get distinct, contiguous offsets', T, async () => {
+    const c = env.client;
+    const s = uniq('s');
+    const positions = await Promise.all(Array.from({ length: 1000 }, (_, i) => c.publish(s, `m${i}`)));
+    const offsets = positions.map((p) => p.offset).sort((a, b) => a - b);
+    assert.deepEqual(offsets, Array.from({ length: 1000 }, (_, i) => offsets[0] + i));
+    const keys = await Promise.all(Array.from({ length: 300 }, (_, i) => c.set(uniq('b').slice(0, 1) + 'bkt', `k${i}`, `${i}`)));
+    assert.equal(new Set(keys).size, 300, 'every set got its own revision');
+    const values = await Promise.all(Array.from({ length: 300 }, (_, i) => c.get('bbkt', `k${i}`)));
+    assert.deepEqual(values.map((v) => v.toString()), Array.from({ length: 300 }, (_, i) => `${i}`));
+  });
+
+  it('closing the client inside a handler', T, async () => {
+    const c = await env.connect();
+    const s = uniq('s');
+    const seen = [];
+    let closed;
+    const done = new Promise((r) => { closed = r; });
+    const sub = await c.subscribe(s, async (m) => {
+      seen.push(m.payload.toString());
+      await c.close(); // must not deadlock on the callback that is running
+      closed();
+    });
+    await c.publishBatch(s, ['a', 'b', 'c']);
+    await done;
+    assert.equal(c.closed, true);
+    assert.equal(sub.closed, true);
+    assert.deepEqual(seen, ['a'], 'nothing delivered after close');
+    const err = await c.publish(s, 'x').catch((e) => e);
+    assert.ok(err instanceof flowmesh.ClosedError);
+    assert.equal(err.code, 'FM_ERR_CLOSED');
+    await c.close(); // idempotent
+  });
+
+  it('unsubscribing inside a handler', T, async () => {
+    const c = env.client;
+    const s = uniq('s');
+    let n = 0;
+    let sub;
+    const stopped = new Promise((resolve) => {
+      c.subscribe(s, async () => {
+        n++;
+        await sub.close();
+        resolve();
+      }).then((x) => { sub = x; });
+    });
+    await sleep(20);
+    await c.publishBatch(s, ['1', '2', '3']);
+    await stopped;
+    await sleep(50);
+    assert.equal(n, 1);
+  });
+
+  it('close() waits for calls in flight and then refuses new ones', T, async () => {
+    const c = await env.connect();
+    const q = uniq('q');
+    const waiting = c.reserve(q, { waitMs: 300 });
+    const closing = c.close();
+    assert.equal(await waiting, null, 'the in-flight call completes normally');
+    await closing;
+    await assert.rejects(c.enqueue(q, 'x'), flowmesh.ClosedError);
+    await assert.rejects(c.subscribe(q), flowmesh.ClosedError);
+  });
+});
+
+describe('process lifetime', () => {
+  it('an active subscription keeps the process alive', T, async () => {
+    const r = await runChild(`(async () => {
+      const c = await fm.connect(URL);
+      await c.subscribe('s', () => {});
+      console.log('subscribed');
+    })();`, 1500);
+    assert.match(r.stdout, /subscribed/);
+    assert.equal(r.code, null, 'still running after 1.5 s (then killed)');
+  });
+
+  it('the process exits by itself after close()', T, async () => {
+    const r = await runChild(`(async () => {
+      const c = await fm.connect(URL);
+      await c.reserve('q', { waitMs: 50 });
+      await c.set('b', 'k', 'v');
+      let got = 0;
+      await c.subscribe('s', async () => {
+        if (++got === 2) { await c.close(); console.log('closed'); }
+      });
+      await c.publishBatch('s', ['a', 'b']);
+    })();`, 10000);
+    assert.match(r.stdout, /closed/);
+    assert.equal(r.code, 0, `exited with 0 (took ${r.ms} ms)`);
+  });
+
+  it('the process exits by itself with an unclosed idle client', T, async () => {
+    const r = await runChild(`(async () => {
+      const c = await fm.connect(URL);
+      await c.publish('s', 'x');
+      console.log('done');
+    })();`, 10000);
+    assert.match(r.stdout, /done/);
+    assert.equal(r.code, 0);
+  });
+});
+
+describe('file:// durability', () => {
+  it('data survives a reconnect to the same directory', T, async () => {
+    const fs = require('node:fs');
+    const os = require('node:os');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'flowmesh-node-dur-'));
+    try {
+      const a = await flowmesh.connect(`file://${dir}`);
+      await a.publishBatch('log', ['one', 'two']);
+      await a.set('cfg', 'k', 'v');
+      await a.close();
+      const b = await flowmesh.connect(`file://${dir}`);
+      const msgs = await b.read('log');
+      assert.deepEqual(msgs.map((m) => m.payload.toString()), ['one', 'two']);
+      assert.equal((await b.get('cfg', 'k')).toString(), 'v');
+      await b.close();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
