@@ -82,9 +82,11 @@ forEachEngine(describe, before, after, (env) => {
     const policy = { maxAttempts: 2, initialBackoffMs: 0, maxBackoffMs: 0, multiplier: 1.5 };
     await c.setRetryPolicy(q, policy);
     assert.deepEqual(await c.getRetryPolicy(q), policy);
-    const id = await c.enqueue(q, 'poison', { headers: { tenant: 'a' } });
-    const other = await c.enqueue(q, 'poison-b', { headers: { tenant: 'b' } });
-    for (const jobId of [id, other]) {
+    // One job at a time: a nacked job goes behind the others.
+    const ids = [];
+    for (const [payload, tenant] of [['poison', 'a'], ['poison-b', 'b']]) {
+      const jobId = await c.enqueue(q, payload, { headers: { tenant } });
+      ids.push(jobId);
       for (let attempt = 1; attempt <= 2; attempt++) {
         const j = await c.reserve(q, { waitMs: 2000 });
         assert.ok(j, `attempt ${attempt} delivered`);
@@ -93,6 +95,7 @@ forEachEngine(describe, before, after, (env) => {
         await c.nack(q, j.id);
       }
     }
+    const [id, other] = ids;
     const stats = await c.stats(q);
     assert.equal(stats.dead, 2);
     assert.equal(stats.pending, 0);
