@@ -1,7 +1,7 @@
 'use strict';
-// Pool worker: runs one op at a time, synchronously, and posts the outcome.
-// Requests: { id, op, args }. Replies: { id, result } | { id, status, message }
-// (native failure) | { id, jsError: { name, message } } (bad argument types...).
+// Pool worker: runs ops one at a time, synchronously, and posts the outcomes.
+// Requests: [{ id, op, args, long }]. Replies: [{ id, result } | { id, status,
+// message } (native failure) | { id, jsError: { name, message } }].
 
 const { parentPort } = require('node:worker_threads');
 
@@ -15,20 +15,32 @@ try {
   loadError = err; // reported on every request: the main thread decides what to do
 }
 
-parentPort.on('message', ({ id, op, args }) => {
-  if (loadError) {
-    parentPort.postMessage({ id, jsError: { name: 'Error', message: loadError.message } });
-    return;
+// A batch of requests arrives as one message; replies go back batched too,
+// but are flushed before a long call so quick ones are not held behind it.
+parentPort.on('message', (batch) => {
+  let replies = [];
+  let transfer = [];
+  const flush = () => {
+    if (replies.length === 0) return;
+    parentPort.postMessage(replies, transfer);
+    replies = [];
+    transfer = [];
+  };
+  for (const req of batch) {
+    if (req.long) flush();
+    replies.push(run(req));
+    if (takeTransfer) transfer.push(...takeTransfer());
   }
-  let reply;
+  flush();
+});
+
+function run({ id, op, args }) {
+  if (loadError) return { id, jsError: { name: 'Error', message: loadError.message } };
   try {
-    const result = ops[op](...args);
-    reply = { id, result };
+    return { id, result: ops[op](...args) };
   } catch (err) {
-    reply = err instanceof NativeFailure
+    return err instanceof NativeFailure
       ? { id, status: err.status, message: err.message }
       : { id, jsError: { name: err.name, message: err.message } };
   }
-  const transfer = takeTransfer();
-  parentPort.postMessage(reply, transfer);
-});
+}
