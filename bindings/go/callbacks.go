@@ -144,11 +144,15 @@ func fmgoOnPublish(h C.uintptr_t, st C.fm_status, partition C.uint32_t, offset C
 	hd := cgo.Handle(h)
 	f := hd.Value().(*PublishFuture)
 	hd.Delete() // the library calls back exactly once
-	f.resolve(st, Position{uint32(partition), uint64(offset)})
+	var detail string
+	if st != statusOK {
+		detail = C.GoString(C.fm_last_error()) // set for this callback by the library
+	}
+	f.resolve(st, detail, Position{uint32(partition), uint64(offset)})
 }
 
 //export fmgoOnKV
-func fmgoOnKV(h C.uintptr_t, op C.int, key *C.char, value *C.uint8_t, n C.size_t, rev C.uint64_t) {
+func fmgoOnKV(h C.uintptr_t, op C.int, key *C.char, value *C.uint8_t, n C.uintptr_t, rev C.uint64_t) {
 	s := cgo.Handle(h).Value().(*Subscription)
 	select {
 	case <-s.stop:

@@ -30,7 +30,7 @@ func newArena(size uintptr) *arena {
 	if size == 0 {
 		size = arenaAlign
 	}
-	p := C.malloc(C.size_t(size))
+	p := C.malloc(C.uintptr_t(size))
 	if p == nil {
 		panic("flowmesh: out of C memory")
 	}
@@ -101,10 +101,10 @@ func (a *arena) msg(dst *C.fm_msg, m *Message) {
 		payload = []byte{}
 	}
 	dst.payload = a.bytes(payload)
-	dst.payload_len = C.size_t(len(m.Payload))
+	dst.payload_len = C.uintptr_t(len(m.Payload))
 	if m.Key != nil {
 		dst.key = a.bytes(m.Key)
-		dst.key_len = C.size_t(len(m.Key))
+		dst.key_len = C.uintptr_t(len(m.Key))
 	}
 	if n := len(m.Headers); n > 0 {
 		hs := unsafe.Slice((*C.fm_header)(a.alloc(uintptr(n)*unsafe.Sizeof(C.fm_header{}))), n)
@@ -115,12 +115,12 @@ func (a *arena) msg(dst *C.fm_msg, m *Message) {
 			i++
 		}
 		dst.headers = &hs[0]
-		dst.headers_len = C.size_t(n)
+		dst.headers_len = C.uintptr_t(n)
 	}
 }
 
 // goHeaders copies a borrowed native header array.
-func goHeaders(h *C.fm_header, n C.size_t) map[string]string {
+func goHeaders(h *C.fm_header, n C.uintptr_t) map[string]string {
 	if h == nil || n == 0 {
 		return nil
 	}
@@ -132,7 +132,7 @@ func goHeaders(h *C.fm_header, n C.size_t) map[string]string {
 }
 
 // goBytes copies a borrowed buffer; NULL gives nil, empty gives []byte{}.
-func goBytes(p *C.uint8_t, n C.size_t) []byte {
+func goBytes(p *C.uint8_t, n C.uintptr_t) []byte {
 	if p == nil {
 		return nil
 	}

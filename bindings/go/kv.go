@@ -93,7 +93,7 @@ func (c *Client) Set(ctx context.Context, bucket, key string, value []byte, opts
 	err := c.doOwned(ctx, op, a.free, func(p *C.fm_client) error {
 		var out C.uint64_t
 		err := call(op, func() C.fm_status {
-			return C.fm_kv_set(p, cb, ck, cv, C.size_t(len(value)), millis(ttl), &out)
+			return C.fm_kv_set(p, cb, ck, cv, C.uintptr_t(len(value)), millis(ttl), &out)
 		})
 		rev = uint64(out)
 		return err
@@ -116,7 +116,7 @@ func (c *Client) CAS(ctx context.Context, bucket, key string, value []byte, expe
 	err := c.doOwned(ctx, op, a.free, func(p *C.fm_client) error {
 		var out C.uint64_t
 		err := call(op, func() C.fm_status {
-			return C.fm_kv_cas(p, cb, ck, cv, C.size_t(len(value)), C.uint64_t(expected), &out)
+			return C.fm_kv_cas(p, cb, ck, cv, C.uintptr_t(len(value)), C.uint64_t(expected), &out)
 		})
 		rev = uint64(out)
 		return err
@@ -157,7 +157,7 @@ func (c *Client) getEntry(ctx context.Context, op, bucket, key string) (Entry, e
 		if err != nil {
 			return err
 		}
-		var n C.size_t
+		var n C.uintptr_t
 		data := C.fm_buf_data(buf, &n)
 		e = Entry{Key: key, Value: goBytesNonNil(data, n), Revision: uint64(rev)}
 		return nil
@@ -223,7 +223,7 @@ func (c *Client) ListKeys(ctx context.Context, bucket, prefix string) ([]string,
 		}
 		keys = make([]string, int(C.fm_strings_len(ss)))
 		for i := range keys {
-			keys[i] = C.GoString(C.fm_strings_get(ss, C.size_t(i)))
+			keys[i] = C.GoString(C.fm_strings_get(ss, C.uintptr_t(i)))
 		}
 		return nil
 	})

@@ -32,7 +32,7 @@ func (j *Job) Nack(ctx context.Context, delay time.Duration) error {
 }
 
 func (c *Client) goJob(queue string, j *C.fm_job) *Job {
-	var n C.size_t
+	var n C.uintptr_t
 	p := C.fm_job_payload(j, &n)
 	return &Job{
 		Queue:    queue,
@@ -49,7 +49,7 @@ func (c *Client) goJobs(queue string, js *C.fm_jobs) []*Job {
 	n := int(C.fm_jobs_len(js))
 	out := make([]*Job, n)
 	for i := range out {
-		out[i] = c.goJob(queue, C.fm_jobs_get(js, C.size_t(i)))
+		out[i] = c.goJob(queue, C.fm_jobs_get(js, C.uintptr_t(i)))
 	}
 	return out
 }
@@ -123,6 +123,11 @@ func (c *Client) poll(ctx context.Context, op string, wait time.Duration, try fu
 		// The first try always happens, so wait 0 means "try once".
 		d, over := sliceWait(ctx, until)
 		if over && !first {
+			if d, ok := ctx.Deadline(); ok && !d.After(until) {
+				// ctx's deadline bounded the wait; its timer may not have
+				// fired yet, so report the deadline rather than ErrTimeout.
+				return context.DeadlineExceeded
+			}
 			return goError(op, ErrTimeout, "nothing arrived within the wait")
 		}
 		ok, err := try(p, millis(d))
@@ -132,7 +137,8 @@ func (c *Client) poll(ctx context.Context, op string, wait time.Duration, try fu
 	}
 }
 
-// Reserve takes the next ready job, hiding it from others for visibility.
+// Reserve takes the next ready job, hiding it from others for visibility
+// (0: the library default of 30s).
 // It waits up to wait (bounded by ctx's deadline) for one to arrive; when
 // none does it returns ErrTimeout, or ctx.Err() if ctx ended first.
 func (c *Client) Reserve(ctx context.Context, queue string, visibility, wait time.Duration) (*Job, error) {
@@ -176,7 +182,7 @@ func (c *Client) Receive(ctx context.Context, queue string, max int, visibility,
 	err := c.poll(ctx, op, wait, func(p *C.fm_client, ms C.uint64_t) (bool, error) {
 		var js *C.fm_jobs
 		err := call(op, func() C.fm_status {
-			return C.fm_queue_receive(p, cq, C.size_t(max), millis(visibility), ms, &js)
+			return C.fm_queue_receive(p, cq, C.uintptr_t(max), millis(visibility), ms, &js)
 		})
 		defer C.fm_jobs_free(js)
 		if err != nil || js == nil || C.fm_jobs_len(js) == 0 {
@@ -201,8 +207,9 @@ func (c *Client) Ack(ctx context.Context, queue string, jobID uint64) error {
 	})
 }
 
-// Nack returns a reserved job to the queue, ready again after delay; the
-// retry policy may move it to the dead-letter queue instead.
+// Nack returns a reserved job to the queue, ready again after delay (0: the
+// retry policy's backoff); once the policy's max attempts are used up the
+// job moves to the dead-letter queue instead.
 func (c *Client) Nack(ctx context.Context, queue string, jobID uint64, delay time.Duration) error {
 	return c.jobCall(ctx, "nack", queue, func(p *C.fm_client, cq *C.char) C.fm_status {
 		return C.fm_queue_nack(p, cq, C.uint64_t(jobID), millis(delay))
@@ -292,7 +299,7 @@ func (c *Client) RetryPolicy(ctx context.Context, queue string) (RetryPolicy, er
 	return rp, nil
 }
 
-// DLQList returns up to max dead-lettered jobs.
+// DLQList returns up to max dead-lettered jobs (0: all), oldest first.
 func (c *Client) DLQList(ctx context.Context, queue string, max int) ([]*Job, error) {
 	if max < 0 {
 		return nil, goError("dlq_list", ErrInvalidArgument, "max must not be negative")
@@ -300,7 +307,7 @@ func (c *Client) DLQList(ctx context.Context, queue string, max int) ([]*Job, er
 	var jobs []*Job
 	err := c.jobCall(ctx, "dlq_list", queue, func(p *C.fm_client, cq *C.char) C.fm_status {
 		var js *C.fm_jobs
-		r := C.fm_queue_dlq_list(p, cq, C.size_t(max), &js)
+		r := C.fm_queue_dlq_list(p, cq, C.uintptr_t(max), &js)
 		if r == statusOK {
 			jobs = c.goJobs(queue, js)
 		}

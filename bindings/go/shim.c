@@ -13,7 +13,7 @@ static void on_publish(void *ud, fm_status status, fm_position pos) {
 }
 
 static void on_kv(void *ud, fm_kv_op op, const char *key, const uint8_t *value,
-                  size_t len, uint64_t revision) {
+                  uintptr_t len, uint64_t revision) {
     fmgoOnKV((uintptr_t)ud, (int)op, (char *)key, (uint8_t *)value, len, revision);
 }
 

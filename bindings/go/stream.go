@@ -159,10 +159,10 @@ func (c *Client) PublishBatch(ctx context.Context, stream string, msgs []Message
 	}
 	var out []Position
 	err := c.doOwned(ctx, op, a.free, func(p *C.fm_client) error {
-		pos := (*C.fm_position)(C.calloc(C.size_t(len(msgs)), C.size_t(unsafe.Sizeof(C.fm_position{}))))
+		pos := (*C.fm_position)(C.calloc(C.uintptr_t(len(msgs)), C.uintptr_t(unsafe.Sizeof(C.fm_position{}))))
 		defer C.free(unsafe.Pointer(pos))
 		err := call(op, func() C.fm_status {
-			return C.fm_publish_batch(p, cname, &cms[0], C.size_t(len(msgs)), pos)
+			return C.fm_publish_batch(p, cname, &cms[0], C.uintptr_t(len(msgs)), pos)
 		})
 		if err == nil {
 			out = make([]Position, len(msgs))
@@ -204,9 +204,9 @@ func (f *PublishFuture) Wait(ctx context.Context) (Position, error) {
 	}
 }
 
-func (f *PublishFuture) resolve(st C.fm_status, pos Position) {
+func (f *PublishFuture) resolve(st C.fm_status, detail string, pos Position) {
 	f.pos = pos
-	f.err = statusError("publish_async", st, "")
+	f.err = statusError("publish_async", st, detail)
 	close(f.done)
 }
 
@@ -253,7 +253,7 @@ func (c *Client) Flush(ctx context.Context) error {
 		// Native waits are sliced so ctx and Close are noticed promptly.
 		d, over := sliceWait(ctx, time.Now().Add(waitSlice))
 		if over {
-			return ctx.Err()
+			return context.DeadlineExceeded // ctx's timer may lag its deadline
 		}
 		ms := C.uint64_t(d.Milliseconds())
 		if ms == 0 {
@@ -301,7 +301,7 @@ func goMessage(m *C.fm_message) *Message {
 	}
 }
 
-func goBytesNonNil(p *C.uint8_t, n C.size_t) []byte {
+func goBytesNonNil(p *C.uint8_t, n C.uintptr_t) []byte {
 	if b := goBytes(p, n); b != nil {
 		return b
 	}
@@ -324,7 +324,7 @@ func (c *Client) Read(ctx context.Context, stream string, partition uint32, offs
 		defer C.free(unsafe.Pointer(cname))
 		var ms *C.fm_messages
 		err := call(op, func() C.fm_status {
-			return C.fm_read(p, cname, C.uint32_t(partition), C.uint64_t(offset), C.size_t(max), &ms)
+			return C.fm_read(p, cname, C.uint32_t(partition), C.uint64_t(offset), C.uintptr_t(max), &ms)
 		})
 		defer C.fm_messages_free(ms)
 		if err != nil {
@@ -333,7 +333,7 @@ func (c *Client) Read(ctx context.Context, stream string, partition uint32, offs
 		n := int(C.fm_messages_len(ms))
 		out = make([]*Message, n)
 		for i := 0; i < n; i++ {
-			out[i] = goMessage(C.fm_messages_get(ms, C.size_t(i)))
+			out[i] = goMessage(C.fm_messages_get(ms, C.uintptr_t(i)))
 		}
 		return nil
 	})
