@@ -1,0 +1,194 @@
+/* harness.c - the runner and helpers declared in harness.h. */
+#include "harness.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+
+#define MAX_TESTS 256
+static struct test_case tests[MAX_TESTS];
+static int ntests;
+int harness_failures;
+static const char *current;
+
+void harness_register(const char *name, test_fn fn)
+{
+    if (ntests < MAX_TESTS)
+        tests[ntests++] = (struct test_case){name, fn};
+}
+
+void harness_fail(const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stdout, "    %s:%d: [%s] ", file, line, current ? current : "?");
+    vfprintf(stdout, fmt, ap);
+    fputc('\n', stdout);
+    fflush(stdout);
+    va_end(ap);
+    harness_failures++;
+}
+
+int main(int argc, char **argv)
+{
+    const char *filter = argc > 1 ? argv[1] : getenv("FM_TEST_FILTER");
+    int passed = 0, failed = 0;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    printf("flowmesh C ABI tests, library %s\n", fm_version());
+    for (int i = 0; i < ntests; i++) {
+        if (filter && *filter && !strstr(tests[i].name, filter))
+            continue;
+        current = tests[i].name;
+        harness_failures = 0;
+        int64_t t0 = now_ms();
+        tests[i].fn();
+        int64_t dt = now_ms() - t0;
+        if (harness_failures == 0) {
+            passed++;
+            printf("ok   %-50s %6lld ms\n", tests[i].name, (long long)dt);
+        } else {
+            failed++;
+            printf("FAIL %-50s %6lld ms\n", tests[i].name, (long long)dt);
+        }
+    }
+    current = NULL;
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
+
+void waiter_init(struct waiter *w)
+{
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->count = 0;
+}
+
+void waiter_destroy(struct waiter *w)
+{
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+}
+
+void waiter_add(struct waiter *w, long n)
+{
+    pthread_mutex_lock(&w->mu);
+    w->count += n;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+long waiter_get(struct waiter *w)
+{
+    pthread_mutex_lock(&w->mu);
+    long c = w->count;
+    pthread_mutex_unlock(&w->mu);
+    return c;
+}
+
+long waiter_wait(struct waiter *w, long want, long timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&w->mu);
+    while (w->count < want) {
+        if (pthread_cond_timedwait(&w->cv, &w->mu, &deadline) == ETIMEDOUT)
+            break;
+    }
+    long c = w->count;
+    pthread_mutex_unlock(&w->mu);
+    return c;
+}
+
+int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+int thread_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+long rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+long env_long(const char *name, long def)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return def;
+    char *end;
+    long x = strtol(v, &end, 10);
+    return *end ? def : x;
+}
+
+long slow(void)
+{
+    return env_long("FM_TEST_SLOW", 1);
+}
+
+int under_valgrind(void)
+{
+    return env_long("FM_TEST_VALGRIND", 0) != 0;
+}
+
+fm_client *mem_client(void)
+{
+    fm_client *c = NULL;
+    fm_status st = fm_client_connect("mem://", NULL, &c);
+    if (st != FM_OK) {
+        harness_fail(__FILE__, __LINE__, "connect mem:// -> %s (%s)",
+                     fm_status_str(st), fm_last_error());
+        return NULL;
+    }
+    return c;
+}
+
+fm_msg text_msg(const char *s)
+{
+    fm_msg m;
+    memset(&m, 0, sizeof m);
+    m.payload = (const uint8_t *)s;
+    m.payload_len = strlen(s);
+    return m;
+}
+
+int bytes_eq(const void *p, size_t len, const char *s)
+{
+    return len == strlen(s) && (len == 0 || memcmp(p, s, len) == 0);
+}
