@@ -1,0 +1,30 @@
+// The API from TypeScript (checked by `tsc --noEmit` in the test suite).
+import { connect, Message, KvEvent, NotFoundError, FlowMeshError } from 'flowmesh';
+
+async function main(): Promise<void> {
+  const fm = await connect('mem://', { tenant: 'acme', namespace: 'dev' });
+  const pos = await fm.publish('events', Buffer.from('hi'), { headers: { a: '1' } });
+  const offset: number = pos.offset;
+  const msgs: Message[] = await fm.read('events', { offset });
+  const sub = await fm.subscribe('events', { group: 'g', start: 'earliest' });
+  for await (const m of sub) {
+    const body: string = m.payload.toString();
+    console.log(body, m.headers['a']);
+    break;
+  }
+  const id: number = await fm.enqueue('jobs', 'x', { delayMs: 10, priority: 2 });
+  const job = await fm.reserve('jobs', { visibilityMs: 1000, waitMs: 100 });
+  if (job) await fm.ack('jobs', job.id);
+  await fm.nack('jobs', id, { delayMs: 5 }).catch((e: FlowMeshError) => console.log(e.code));
+  const value: Buffer | null = await fm.get('b', 'k');
+  const w = await fm.watch('b', 'k', (e: KvEvent) => console.log(e.op, e.value?.length));
+  await w.close();
+  try {
+    await fm.read('missing');
+  } catch (err) {
+    if (err instanceof NotFoundError) console.log(err.code, msgs.length, value);
+  }
+  await fm.close();
+}
+
+main();

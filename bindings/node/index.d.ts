@@ -1,0 +1,253 @@
+// TypeScript declarations for the flowmesh Node binding.
+/// <reference types="node" />
+
+import { EventEmitter } from 'node:events';
+
+/** Bytes in: strings are UTF-8 encoded. */
+export type Bytes = string | Buffer | Uint8Array | ArrayBuffer | ArrayBufferView;
+/** Non-negative integer; bigint is accepted for 64-bit values. */
+export type UInt = number | bigint;
+export type Headers = Record<string, string | number> | Map<string, string> | Array<[string, string]>;
+
+/**
+ * Native option keys (see docs/ABI-EXTRAS.md), as strings, numbers or booleans.
+ * camelCase keys are converted to the native snake_case (maxPayloadBytes ->
+ * max_payload_bytes). Unknown keys reject with InvalidArgumentError.
+ */
+export interface ConnectOptions {
+  tenant?: string;
+  namespace?: string;
+  token?: string;
+  max_payload_bytes?: UInt;
+  fsync?: 'batch' | 'interval' | 'none';
+  fsync_interval_ms?: UInt;
+  worker_threads?: UInt;
+  connect_timeout_ms?: UInt;
+  request_timeout_ms?: UInt;
+  [key: string]: string | number | bigint | boolean | undefined;
+}
+
+export interface StreamOptions {
+  partitions?: UInt;
+  max_age_ms?: UInt;
+  max_bytes?: UInt;
+  max_messages?: UInt;
+  [key: string]: string | number | bigint | boolean | undefined;
+}
+
+export interface PublishOptions {
+  /** Partition key; messages with the same key go to the same partition. */
+  key?: Bytes;
+  headers?: Headers;
+}
+
+export interface OutgoingMessage extends PublishOptions {
+  payload: Bytes;
+}
+
+export interface Position {
+  partition: number;
+  offset: number;
+}
+
+export interface Message {
+  /** Fully qualified: "tenant/namespace/name". */
+  stream: string;
+  partition: number;
+  offset: number;
+  /** Milliseconds since the Unix epoch, set on append. */
+  timestamp: number;
+  key: Buffer | null;
+  payload: Buffer;
+  headers: Record<string, string>;
+}
+
+export interface ReadOptions {
+  /** Default 0. */
+  partition?: UInt;
+  /** Default 0. */
+  offset?: UInt;
+  /** Default 100. */
+  max?: UInt;
+}
+
+export interface SubscribeOptions {
+  /** Consumer group: offsets are committed and resumed. */
+  group?: string;
+  /** Only this partition (default: all). */
+  partition?: UInt;
+  /** 'earliest' | 'latest' | 'committed' | an offset. Default: committed with a group, else latest. */
+  start?: 'earliest' | 'latest' | 'committed' | UInt | string;
+  /**
+   * With a group (default true): commit each message once processed, that is
+   * when its handler resolved or the for-await loop asked for the next one.
+   */
+  autoCommit?: boolean;
+}
+
+export interface Job {
+  id: number;
+  /** 1 on the first delivery. */
+  attempt: number;
+  priority: number;
+  payload: Buffer;
+  headers: Record<string, string>;
+}
+
+export interface EnqueueOptions extends PublishOptions {
+  /** Invisible until this many ms have passed. Default 0. */
+  delayMs?: UInt;
+  /** Higher is reserved first. Default 0. */
+  priority?: number;
+}
+
+export interface ReserveOptions {
+  /** How long the job stays invisible before redelivery. Default 30000. */
+  visibilityMs?: UInt;
+  /** Long poll: wait up to this many ms for a job. Default 0. */
+  waitMs?: UInt;
+}
+
+export interface ReceiveOptions extends ReserveOptions {
+  /** Default 10. */
+  max?: UInt;
+}
+
+export interface QueueStats {
+  pending: number;
+  inFlight: number;
+  delayed: number;
+  dead: number;
+}
+
+export interface RetryPolicy {
+  /** Deliveries before a job is dead-lettered; 0 = unlimited. */
+  maxAttempts: number;
+  initialBackoffMs: number;
+  maxBackoffMs: number;
+  multiplier: number;
+}
+
+export interface KvEntry {
+  value: Buffer;
+  revision: number;
+}
+
+export interface KvEvent {
+  op: 'put' | 'delete' | 'expire';
+  key: string;
+  /** The new value for 'put', else null. */
+  value: Buffer | null;
+  revision: number;
+}
+
+/**
+ * A live subscription or KV watch. Iterate it with for-await (breaking out
+ * closes it) or pass a handler to subscribe()/watch(). While it is open it
+ * keeps the process alive. Events: 'error' (handler threw, or a commit failed),
+ * 'close'. Without an 'error' listener a handler error is thrown (uncaught).
+ */
+export declare class Subscription<T = Message> extends EventEmitter implements AsyncIterable<T> {
+  /** True once close() started. */
+  readonly closed: boolean;
+  /** Stops delivery, commits what was processed, frees the native subscription. Idempotent. */
+  close(): Promise<void>;
+  [Symbol.asyncIterator](): AsyncIterator<T>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export type Handler<T> = (event: T) => void | Promise<void>;
+
+export declare class Client {
+  readonly url: string;
+  /** True once close() was called. */
+  readonly closed: boolean;
+
+  health(): Promise<void>;
+  readiness(): Promise<void>;
+
+  // ---- streams
+  /** Resolves if created or it exists with the same partition count; AlreadyExistsError otherwise. */
+  createStream(stream: string, options?: StreamOptions): Promise<void>;
+  partitions(stream: string): Promise<number>;
+  publish(stream: string, payload: Bytes, options?: PublishOptions): Promise<Position>;
+  publishBatch(stream: string, items: Array<Bytes | OutgoingMessage>): Promise<Position[]>;
+  /** NotFoundError if the stream never existed. */
+  read(stream: string, options?: ReadOptions): Promise<Message[]>;
+  /** Resolves once the subscription is live: later publishes are delivered. */
+  subscribe(stream: string, options?: SubscribeOptions, handler?: Handler<Message>): Promise<Subscription<Message>>;
+  subscribe(stream: string, handler: Handler<Message>): Promise<Subscription<Message>>;
+  /** `offset` is the last message the group processed. */
+  commitOffset(stream: string, group: string, partition: UInt, offset: UInt): Promise<void>;
+  /** The group's committed offset, or null when it has none. */
+  getOffset(stream: string, group: string, partition?: UInt): Promise<number | null>;
+  /** The offset the next message of the partition will get (0 when empty). */
+  latestOffset(stream: string, partition?: UInt): Promise<number>;
+
+  // ---- queues
+  /** Resolves with the job id. */
+  enqueue(queue: string, payload: Bytes, options?: EnqueueOptions): Promise<number>;
+  /** A job, or null when none arrived within waitMs. */
+  reserve(queue: string, options?: ReserveOptions): Promise<Job | null>;
+  /** Up to `max` jobs, waiting up to waitMs for the first; may be empty. */
+  receive(queue: string, options?: ReceiveOptions): Promise<Job[]>;
+  ack(queue: string, jobId: UInt): Promise<void>;
+  nack(queue: string, jobId: UInt, options?: { delayMs?: UInt }): Promise<void>;
+  stats(queue: string): Promise<QueueStats>;
+  /** multiplier defaults to 2, backoffs to 0. */
+  setRetryPolicy(queue: string, policy: Partial<RetryPolicy> & { maxAttempts: number }): Promise<void>;
+  getRetryPolicy(queue: string): Promise<RetryPolicy>;
+  dlqList(queue: string, options?: { max?: UInt }): Promise<Job[]>;
+  dlqReplay(queue: string, jobId: UInt): Promise<void>;
+  /** Replays every dead job (only those whose header headerKey == headerValue, if given); resolves with the count. */
+  dlqReplayAll(queue: string, filter?: { headerKey?: string; headerValue?: string }): Promise<number>;
+
+  // ---- key-value
+  /** Resolves with the new revision. ttlMs 0 = no expiry. */
+  set(bucket: string, key: string, value: Bytes, options?: { ttlMs?: UInt }): Promise<number>;
+  /** expectedRevision 0 = the key must not exist. ConflictError on mismatch. */
+  cas(bucket: string, key: string, value: Bytes, expectedRevision: UInt): Promise<number>;
+  /** The value, or null when the key is absent. */
+  get(bucket: string, key: string): Promise<Buffer | null>;
+  getEntry(bucket: string, key: string): Promise<KvEntry | null>;
+  /** Resolves also when the key was absent. */
+  delete(bucket: string, key: string): Promise<void>;
+  exists(bucket: string, key: string): Promise<boolean>;
+  /** Sorted. */
+  listKeys(bucket: string, prefix?: string): Promise<string[]>;
+  watch(bucket: string, prefix?: string, handler?: Handler<KvEvent>): Promise<Subscription<KvEvent>>;
+  watch(bucket: string, handler: Handler<KvEvent>): Promise<Subscription<KvEvent>>;
+
+  /**
+   * Closes the subscriptions (committing what was processed), waits for calls
+   * in flight, closes the native client. Idempotent; safe inside a handler.
+   * Afterwards every call rejects with ClosedError.
+   */
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** Connects to "mem://", "file:///abs/dir", "grpc://host:port" or "grpcs://host:port". */
+export declare function connect(url: string, options?: ConnectOptions): Promise<Client>;
+
+/** The native library's version, "MAJOR.MINOR.PATCH". */
+export declare function version(): string;
+
+export declare class FlowMeshError extends Error {
+  /** The native status name, e.g. "FM_ERR_NOT_FOUND" (fm_status_str). */
+  readonly code: string;
+  /** The native status number. */
+  readonly status: number | undefined;
+  constructor(message?: string, code?: string, status?: number);
+}
+export declare class InvalidArgumentError extends FlowMeshError {}
+export declare class NotFoundError extends FlowMeshError {}
+export declare class TimeoutError extends FlowMeshError {}
+export declare class DisconnectedError extends FlowMeshError {}
+export declare class UnauthorizedError extends FlowMeshError {}
+export declare class ClosedError extends FlowMeshError {}
+export declare class AlreadyExistsError extends FlowMeshError {}
+export declare class ConflictError extends FlowMeshError {}
+export declare class TooLargeError extends FlowMeshError {}
+export declare class UnavailableError extends FlowMeshError {}
+export declare class InternalError extends FlowMeshError {}
