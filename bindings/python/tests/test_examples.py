@@ -1,5 +1,8 @@
-"""The seed SDK's documented snippets, unchanged apart from the endpoint,
-and this package's example programs."""
+"""The seed SDK's documented snippets, unchanged apart from the endpoint
+(and the resource name, unique per test), and this package's example programs.
+
+The snippets open a new client per step, so they run on engines whose data
+outlives a client (file://, the broker); mem:// is private to one client."""
 
 from __future__ import annotations
 
@@ -31,13 +34,13 @@ async def test_seed_client_creation(url: str) -> None:
         await client.close()
 
 
-async def test_seed_streams(url: str, name: str) -> None:
+async def test_seed_streams(shared_url: str, name: str) -> None:
     processed: List[Any] = []
 
     def process_message(msg: Any) -> None:
         processed.append(msg)
 
-    async with FlowMesh(endpoint=url) as client:
+    async with FlowMesh(endpoint=shared_url) as client:
         events = [
             Event(
                 payload=b'{"order_id": "123", "amount": 99.99}',
@@ -49,7 +52,7 @@ async def test_seed_streams(url: str, name: str) -> None:
         print(f"Events written at offsets: {offsets}")
         assert offsets == [0]
 
-    async with FlowMesh(endpoint=url) as client:
+    async with FlowMesh(endpoint=shared_url) as client:
         messages = await client.stream.read(
             "tenant", "namespace", name,
             partition=0, offset=0, max_messages=10
@@ -59,7 +62,7 @@ async def test_seed_streams(url: str, name: str) -> None:
             print(f"Offset: {msg.offset}, Payload: {msg.payload}")
         assert [m.payload for m in messages] == [b'{"order_id": "123", "amount": 99.99}']
 
-    async with FlowMesh(endpoint=url) as client:
+    async with FlowMesh(endpoint=shared_url) as client:
         async def consume() -> None:
             async for msg in client.stream.subscribe(
                 "tenant",
@@ -93,13 +96,13 @@ async def test_seed_streams(url: str, name: str) -> None:
         assert await client.stream.get_offset("tenant", "namespace", name, "consumer-group", 0) == 1
 
 
-async def test_seed_queues(url: str, name: str) -> None:
+async def test_seed_queues(shared_url: str, name: str) -> None:
     processed: List[Any] = []
 
     async def process_job(job: Any) -> None:
         processed.append(job.payload)
 
-    async with FlowMesh(endpoint=url) as client:
+    async with FlowMesh(endpoint=shared_url) as client:
         job_id, seq = await client.queue.enqueue(
             "tenant",
             "namespace",
@@ -112,7 +115,7 @@ async def test_seed_queues(url: str, name: str) -> None:
         for i in range(3):
             await client.queue.enqueue("tenant", "namespace", name, f"now-{i}".encode())
 
-    async with FlowMesh(endpoint=url) as client:
+    async with FlowMesh(endpoint=shared_url) as client:
         # Reserve a single job
         job = await client.queue.reserve(
             "tenant",
@@ -126,7 +129,7 @@ async def test_seed_queues(url: str, name: str) -> None:
             # Acknowledge
             await client.queue.ack("tenant", "namespace", name, job.id)
 
-    async with FlowMesh(endpoint=url) as client:
+    async with FlowMesh(endpoint=shared_url) as client:
         jobs = await client.queue.receive(
             "tenant",
             "namespace",
@@ -158,21 +161,21 @@ async def test_seed_queues(url: str, name: str) -> None:
                 # NACK on failure
                 await client.queue.nack("tenant", "namespace", name, job.id)
 
-    async with FlowMesh(endpoint=url) as client:
+    async with FlowMesh(endpoint=shared_url) as client:
         try:
             await asyncio.wait_for(worker(client), timeout=1.0)
         except asyncio.TimeoutError:
             pass
 
-    async with FlowMesh(endpoint=url) as client:
+    async with FlowMesh(endpoint=shared_url) as client:
         stats = await client.queue.get_stats("tenant", "namespace", name)
         print(f"Pending: {stats.pending_jobs}, InFlight: {stats.in_flight_jobs}")
         assert processed == [b"now-0", b"now-1", b"now-2"]
         assert (stats.pending_jobs, stats.in_flight_jobs, stats.delayed_jobs) == (0, 0, 1)
 
 
-async def test_seed_kv(url: str, name: str) -> None:
-    async with FlowMesh(endpoint=url) as client:
+async def test_seed_kv(shared_url: str, name: str) -> None:
+    async with FlowMesh(endpoint=shared_url) as client:
         # Set with TTL
         await client.kv.set(
             "tenant",
@@ -187,7 +190,7 @@ async def test_seed_kv(url: str, name: str) -> None:
         value = await client.kv.get("tenant", "namespace", name, "key")
         assert value == b'{"value": "data"}'
 
-    async with FlowMesh(endpoint=url) as client:
+    async with FlowMesh(endpoint=shared_url) as client:
         await client.kv.set("tenant", "namespace", name, "user:1", b"u")
         # List all keys
         keys = await client.kv.list_keys("tenant", "namespace", name, prefix="")
@@ -198,7 +201,7 @@ async def test_seed_kv(url: str, name: str) -> None:
         )
         assert (keys, user_keys) == (["key", "user:1"], ["user:1"])
 
-    async with FlowMesh(endpoint=url) as client:
+    async with FlowMesh(endpoint=shared_url) as client:
         # Check if key exists
         exists = await client.kv.exists("tenant", "namespace", name, "key")
 
