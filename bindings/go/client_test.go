@@ -267,3 +267,44 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		})
 	}
 }
+
+// Calls abandoned by a cancelled context finish in the background without
+// touching the caller's (reused) buffers, and Close waits for them.
+func TestCancelRacingCalls(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, c *Client) {
+		s := uniq("race")
+		buf := []byte("payload")
+		succeeded := 0
+		for i := 0; i < 200; i++ {
+			ctx, cancel := context.WithCancel(context.Background())
+			if i%2 == 0 {
+				cancel()
+			} else {
+				go cancel()
+			}
+			_, err := c.Publish(ctx, s, buf)
+			switch {
+			case err == nil:
+				succeeded++
+			case !errors.Is(err, context.Canceled):
+				t.Fatalf("publish: %v", err)
+			}
+			copy(buf, "PAYLOAD") // reuse the buffer at once
+			copy(buf, "payload")
+			cancel()
+		}
+		ok(t, c.Flush(ctxT(t)))
+		if succeeded > 0 {
+			msgs := must(c.Read(ctxT(t), s, 0, 0, 1000)).get(t)
+			if len(msgs) < succeeded {
+				t.Fatalf("%d stored, %d acknowledged", len(msgs), succeeded)
+			}
+			for _, m := range msgs {
+				if string(m.Payload) != "payload" {
+					t.Fatalf("stored %q", m.Payload)
+				}
+			}
+		}
+		ok(t, c.Close())
+	})
+}

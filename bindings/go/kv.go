@@ -51,10 +51,12 @@ type KVEvent struct {
 }
 
 // SetOption configures Set.
-type SetOption func(*time.Duration)
+type SetOption func(*setConfig)
+
+type setConfig struct{ ttl time.Duration }
 
 // WithTTL expires the key after d (rounded up to a millisecond).
-func WithTTL(d time.Duration) SetOption { return func(ttl *time.Duration) { *ttl = d } }
+func WithTTL(d time.Duration) SetOption { return func(c *setConfig) { c.ttl = d } }
 
 // kvArgs copies bucket, key and value to one arena before the call starts.
 func kvArgs(bucket, key string, value []byte) (a *arena, cb, ck *C.char, cv *C.uint8_t) {
@@ -78,10 +80,11 @@ func checkKV(op, bucket, key string) error {
 // Set stores value under key and returns the key's new revision.
 func (c *Client) Set(ctx context.Context, bucket, key string, value []byte, opts ...SetOption) (uint64, error) {
 	const op = "kv_set"
-	var ttl time.Duration
+	var cfg setConfig
 	for _, o := range opts {
-		o(&ttl)
+		o(&cfg)
 	}
+	ttl := cfg.ttl
 	if ttl < 0 {
 		return 0, goError(op, ErrInvalidArgument, "negative TTL")
 	}

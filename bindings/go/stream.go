@@ -404,10 +404,12 @@ func (c *Client) LatestOffset(ctx context.Context, stream string, partition uint
 }
 
 // StreamOption configures CreateStream.
-type StreamOption func(*[][2]string)
+type StreamOption func(*streamConfig)
+
+type streamConfig struct{ kv [][2]string }
 
 func streamOpt(k, v string) StreamOption {
-	return func(kv *[][2]string) { *kv = append(*kv, [2]string{k, v}) }
+	return func(c *streamConfig) { c.kv = append(c.kv, [2]string{k, v}) }
 }
 
 // WithPartitions sets the partition count (default 1).
@@ -436,10 +438,11 @@ func (c *Client) CreateStream(ctx context.Context, stream string, opts ...Stream
 	if err := checkString(op, "stream", stream); err != nil {
 		return err
 	}
-	var kv [][2]string
+	var cfg streamConfig
 	for _, o := range opts {
-		o(&kv)
+		o(&cfg)
 	}
+	kv := cfg.kv
 	return c.do(ctx, op, func(p *C.fm_client) error {
 		copts, err := newOptions(op, kv)
 		if err != nil {
