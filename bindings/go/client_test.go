@@ -308,3 +308,25 @@ func TestCancelRacingCalls(t *testing.T) {
 		ok(t, c.Close())
 	})
 }
+
+func TestConnectOptionsHealth(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, c *Client) {
+		ctx := ctxT(t)
+		ok(t, c.Health(ctx))
+		ok(t, c.Readiness(ctx))
+	})
+	ctx := ctxT(t)
+	c := connect(t, "file://"+t.TempDir(), WithFsync("batch"), WithWorkerThreads(2),
+		WithConnectTimeout(time.Second), WithRequestTimeout(5*time.Second), WithMaxPayload(1<<20))
+	must(c.Publish(ctx, "s", []byte("x"))).get(t)
+	if _, err := Connect(ctx, "mem://", WithFsync("sometimes")); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("bad fsync value: %v", err)
+	}
+	// A named mem:// store is shared by the clients of this process.
+	name := "mem://" + uniq("shared")
+	a, b := connect(t, name), connect(t, name)
+	must(a.Set(ctx, "b", "k", []byte("v"))).get(t)
+	if v := must(b.Get(ctx, "b", "k")).get(t); string(v) != "v" {
+		t.Fatalf("shared mem store: %q", v)
+	}
+}
