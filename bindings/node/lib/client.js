@@ -114,7 +114,8 @@ class Client {
     this._handle = handle;
     this.url = url;
     this._state = 'open'; // open -> closing -> closed
-    this._inflight = new Set();
+    this._inflight = 0;
+    this._drained = null;
     this._subs = new Set();
     this._closing = null;
   }
@@ -136,11 +137,16 @@ class Client {
     return this._run(op, args, false);
   }
 
-  _run(op, args, long) {
-    const p = pool().run(op, op === 'unsubscribe' ? args : [this._handle, ...args], long).then(settle);
-    const tracked = p.catch(() => {}).finally(() => this._inflight.delete(tracked));
-    this._inflight.add(tracked);
-    return p;
+  // An async function with no other reaction on its promise, so errors carry
+  // the caller's async stack trace. Counts calls in flight for close().
+  async _run(op, args, long) {
+    this._inflight++;
+    try {
+      const reply = await pool().run(op, op === 'unsubscribe' ? args : [this._handle, ...args], long);
+      return settle(reply);
+    } finally {
+      if (--this._inflight === 0 && this._drained) this._drained();
+    }
   }
 
   _forget(sub) {
@@ -157,16 +163,16 @@ class Client {
   }
 
   async partitions(stream) {
-    return this._call('partitions', [stream]);
+    return await this._call('partitions', [stream]);
   }
 
   async publish(stream, payload, options) {
-    return this._call('publish', [stream, outgoing(payload, options)]);
+    return await this._call('publish', [stream, outgoing(payload, options)]);
   }
 
   async publishBatch(stream, items) {
     if (!Array.isArray(items)) throw new TypeError('items must be an array');
-    return this._call('publishBatch', [stream, items.map(batchItem)]);
+    return await this._call('publishBatch', [stream, items.map(batchItem)]);
   }
 
   async read(stream, options = {}) {
@@ -190,7 +196,7 @@ class Client {
     const commit = ours
       ? (p, o) => this._internal('commitOffset', [stream, String(group), p, o])
       : null;
-    return this._subscribe((sub) => (ud, ptr) => sub._push(message(decodeMessage(ptr))),
+    return await this._subscribe((sub) => (ud, ptr) => sub._push(message(decodeMessage(ptr))),
       'subscribe', [stream, optionPairs(opts)], commit, handler);
   }
 
@@ -207,7 +213,7 @@ class Client {
   }
 
   async commitOffset(stream, group, partition, offset) {
-    return this._call('commitOffset', [stream, group, uint(partition, 'partition'), uint(offset, 'offset')]);
+    return await this._call('commitOffset', [stream, group, uint(partition, 'partition'), uint(offset, 'offset')]);
   }
 
   /** The group's committed offset, or null when it has none. */
@@ -221,13 +227,13 @@ class Client {
   }
 
   async latestOffset(stream, partition = 0) {
-    return this._call('latestOffset', [stream, uint(partition, 'partition')]);
+    return await this._call('latestOffset', [stream, uint(partition, 'partition')]);
   }
 
   // ---- queues
 
   async enqueue(queue, payload, options = {}) {
-    return this._call('enqueue', [queue, outgoing(payload, options),
+    return await this._call('enqueue', [queue, outgoing(payload, options),
       uint(options.delayMs, 'delayMs', 0), int32(options.priority, 'priority', 0)]);
   }
 
@@ -251,7 +257,7 @@ class Client {
   }
 
   async stats(queue) {
-    return this._call('stats', [queue]);
+    return await this._call('stats', [queue]);
   }
 
   async setRetryPolicy(queue, policy = {}) {
@@ -263,7 +269,7 @@ class Client {
   }
 
   async getRetryPolicy(queue) {
-    return this._call('getRetryPolicy', [queue]);
+    return await this._call('getRetryPolicy', [queue]);
   }
 
   async dlqList(queue, options = {}) {
@@ -276,19 +282,19 @@ class Client {
   /** Replays every dead job, or only those whose header `key` equals `value`. */
   async dlqReplayAll(queue, filter = {}) {
     const hasKey = filter.headerKey != null;
-    return this._call('dlqReplayAll', [queue, hasKey ? String(filter.headerKey) : null,
+    return await this._call('dlqReplayAll', [queue, hasKey ? String(filter.headerKey) : null,
       hasKey ? String(filter.headerValue ?? '') : null]);
   }
 
   // ---- key-value
 
   async set(bucket, key, value, options = {}) {
-    return this._call('kvSet', [bucket, key, bytes(value, 'value'), uint(options.ttlMs, 'ttlMs', 0)]);
+    return await this._call('kvSet', [bucket, key, bytes(value, 'value'), uint(options.ttlMs, 'ttlMs', 0)]);
   }
 
   /** expectedRevision 0 means "the key must not exist". */
   async cas(bucket, key, value, expectedRevision) {
-    return this._call('kvCas', [bucket, key, bytes(value, 'value'), uint(expectedRevision, 'expectedRevision')]);
+    return await this._call('kvCas', [bucket, key, bytes(value, 'value'), uint(expectedRevision, 'expectedRevision')]);
   }
 
   /** The value as a Buffer, or null when the key is absent. */
@@ -315,11 +321,11 @@ class Client {
   async delete(bucket, key) { await this._call('kvDelete', [bucket, key]); }
 
   async exists(bucket, key) {
-    return this._call('kvExists', [bucket, key]);
+    return await this._call('kvExists', [bucket, key]);
   }
 
   async listKeys(bucket, prefix = '') {
-    return this._call('kvListKeys', [bucket, prefix]);
+    return await this._call('kvListKeys', [bucket, prefix]);
   }
 
   async watch(bucket, prefix, handler) {
@@ -332,7 +338,7 @@ class Client {
         revision: Number(revision),
       });
     };
-    return this._subscribe(onEvent, 'kvWatch', [bucket, prefix ?? ''], null, handler);
+    return await this._subscribe(onEvent, 'kvWatch', [bucket, prefix ?? ''], null, handler);
   }
 
   // ---- lifecycle
@@ -350,7 +356,8 @@ class Client {
     this._state = 'closing';
     await Promise.all([...this._subs].map((s) => s.close()));
     // fm_client_close must not race a call using the handle on another thread.
-    while (this._inflight.size > 0) await Promise.all([...this._inflight]);
+    while (this._inflight > 0) await new Promise((resolve) => { this._drained = resolve; });
+    this._drained = null;
     this._state = 'closed';
     await pool().run('close', [this._handle], true).then(settle);
   }
