@@ -72,8 +72,12 @@ class Call:
         self._abandoned.set()
 
     @property
-    def stop_requested(self) -> bool:
-        return self._abandoned.is_set() or self._core.closing
+    def abandoned(self) -> bool:
+        return self._abandoned.is_set()
+
+    @property
+    def closing(self) -> bool:
+        return self._core.closing
 
 
 class Core:

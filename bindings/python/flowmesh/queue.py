@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Ty
 
 from . import _native as n
 from ._core import Call
-from ._errors import FlowMeshInvalidArgumentError, check
+from ._errors import FlowMeshClosedError, FlowMeshInvalidArgumentError, check
 from ._native import lib
 from ._util import Duration, millis, non_negative, payload_bytes, resource
 from .types import Job, QueueStats, RetryPolicy
@@ -67,7 +67,9 @@ def _long_poll(call: Call, wait_ms: int, attempt: Callable[[int], Optional[T]]) 
         got = attempt(min(remaining_ms, POLL_SLICE_MS))
         if got is not None:
             return got
-        if remaining_ms <= POLL_SLICE_MS or call.stop_requested:
+        if call.closing:
+            raise FlowMeshClosedError("the client was closed during the wait")
+        if remaining_ms <= POLL_SLICE_MS or call.abandoned:
             return None
 
 
