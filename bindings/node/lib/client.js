@@ -142,7 +142,7 @@ class Client {
   async _run(op, args, long) {
     this._inflight++;
     try {
-      const reply = await pool().run(op, op === 'unsubscribe' ? args : [this._handle, ...args], long);
+      const reply = await pool().run(op, [this._handle, ...args], long);
       return settle(reply);
     } finally {
       if (--this._inflight === 0 && this._drained) this._drained();
@@ -361,10 +361,11 @@ class Client {
     this._state = 'closed';
     await pool().run('close', [this._handle], true).then(settle);
   }
+}
 
-  async [Symbol.asyncDispose]() {
-    await this.close();
-  }
+// `await using x = ...` (explicit resource management) where the runtime has it.
+if (Symbol.asyncDispose) {
+  Client.prototype[Symbol.asyncDispose] = function dispose() { return this.close(); };
 }
 
 // Worker reply -> result, or the matching error.

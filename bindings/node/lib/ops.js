@@ -149,7 +149,7 @@ const ops = {
       return sub[0];
     });
   },
-  unsubscribe(sub) { check(fn.fm_unsubscribe(sub)); },
+  unsubscribe(_c, sub) { check(fn.fm_unsubscribe(sub)); },
   commitOffset(c, stream, group, partition, offset) {
     check(fn.fm_commit_offset(c, stream, group, partition, offset));
   },

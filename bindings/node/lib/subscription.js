@@ -162,10 +162,11 @@ class Subscription extends EventEmitter {
       this.emit('close');
     }
   }
+}
 
-  async [Symbol.asyncDispose]() {
-    await this.close();
-  }
+// `await using x = ...` (explicit resource management) where the runtime has it.
+if (Symbol.asyncDispose) {
+  Subscription.prototype[Symbol.asyncDispose] = function dispose() { return this.close(); };
 }
 
 module.exports = { Subscription };

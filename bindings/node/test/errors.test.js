@@ -36,6 +36,17 @@ describe('errors without a connection', () => {
     await assert.rejects(flowmesh.connect(42), TypeError);
   });
 
+  it('a missing native library is a clear error', T, async () => {
+    const { execFile } = require('node:child_process');
+    const path = require('node:path');
+    const code = `require(${JSON.stringify(path.resolve(__dirname, '..'))}).connect('mem://')
+      .then(() => console.log('connected'), (e) => console.log(e.message))`;
+    const out = await new Promise((resolve) => execFile(process.execPath, ['-e', code],
+      { env: { ...process.env, FLOWMESH_LIB: '/nonexistent/libflowmesh.so' }, timeout: 10000 },
+      (err, stdout) => resolve(stdout)));
+    assert.match(out, /cannot load the native library \/nonexistent\/libflowmesh\.so/);
+  });
+
   it('version() is semver', () => {
     assert.match(flowmesh.version(), /^\d+\.\d+\.\d+/);
   });

@@ -34,6 +34,18 @@ forEachEngine(describe, before, after, (env) => {
     assert.deepEqual(values.map((v) => v.toString()), Array.from({ length: 300 }, (_, i) => `${i}`));
   });
 
+  it('health, readiness and async dispose', T, async () => {
+    const c = await env.connect();
+    await c.health();
+    await c.readiness();
+    const sub = await c.subscribe(uniq('s'));
+    await sub[Symbol.asyncDispose]();
+    assert.equal(sub.closed, true);
+    await c[Symbol.asyncDispose]();
+    assert.equal(c.closed, true);
+    await assert.rejects(c.health(), flowmesh.ClosedError);
+  });
+
   it('closing the client inside a handler', T, async () => {
     const c = await env.connect();
     const s = uniq('s');

@@ -131,6 +131,39 @@ forEachEngine(describe, before, after, (env) => {
     await eventually(async () => (await c.getOffset(s, 'workers')) === 3);
   });
 
+  it('a group on a partitioned stream commits per partition', T, async () => {
+    const c = env.client;
+    const s = uniq('s');
+    await c.createStream(s, { partitions: 2 });
+    const positions = await c.publishBatch(s, Array.from({ length: 20 }, (_, i) => ({ payload: `${i}`, key: `k${i}` })));
+    const last = [-1, -1];
+    for (const p of positions) last[p.partition] = Math.max(last[p.partition], p.offset);
+    assert.ok(last[0] >= 0 && last[1] >= 0, 'both partitions used');
+    const sub = await c.subscribe(s, { group: 'g', start: 'earliest' });
+    let n = 0;
+    for await (const m of sub) {
+      assert.ok(m.partition === 0 || m.partition === 1);
+      if (++n === positions.length) break;
+    }
+    await eventually(async () => (await c.getOffset(s, 'g', 0)) === last[0]
+      && (await c.getOffset(s, 'g', 1)) === last[1]);
+  });
+
+  it('subscribe to one partition only', T, async () => {
+    const c = env.client;
+    const s = uniq('s');
+    await c.createStream(s, { partitions: 2 });
+    const positions = await c.publishBatch(s, Array.from({ length: 10 }, (_, i) => ({ payload: `${i}`, key: `k${i}` })));
+    const want = positions.filter((p) => p.partition === 1).map((p) => p.offset);
+    const got = [];
+    for await (const m of await c.subscribe(s, { partition: 1, start: 'earliest' })) {
+      assert.equal(m.partition, 1);
+      got.push(m.offset);
+      if (got.length === want.length) break;
+    }
+    assert.deepEqual(got, want);
+  });
+
   it('handler errors close the subscription and reach the error listener', T, async () => {
     const c = env.client;
     const s = uniq('s');
