@@ -15,9 +15,9 @@ def resource(tenant: str, namespace: str, name: str) -> bytes:
     characters; here only that each part is one non-empty segment)."""
     parts = (tenant, namespace, name)
     for label, part in zip(("tenant", "namespace", "name"), parts):
-        if not isinstance(part, str) or not part or "/" in part:
+        if not isinstance(part, str) or not part or "/" in part or "\0" in part:
             raise FlowMeshInvalidArgumentError(
-                f"{label} must be a non-empty string without '/', got {part!r}"
+                f"{label} must be a non-empty string without '/' or NUL, got {part!r}"
             )
     return "/".join(parts).encode()
 
@@ -25,6 +25,8 @@ def resource(tenant: str, namespace: str, name: str) -> bytes:
 def text(value: str, label: str) -> bytes:
     if not isinstance(value, str):
         raise FlowMeshInvalidArgumentError(f"{label} must be a str, got {type(value).__name__}")
+    if "\0" in value:  # C strings end at NUL: refuse rather than truncate
+        raise FlowMeshInvalidArgumentError(f"{label} must not contain NUL characters")
     return value.encode()
 
 

@@ -9,7 +9,14 @@ from typing import List, Set
 
 import pytest
 
-from flowmesh import FlowMesh, FlowMeshInvalidArgumentError, FlowMeshTooLargeError, Job, RetryPolicy
+from flowmesh import (
+    FlowMesh,
+    FlowMeshInvalidArgumentError,
+    FlowMeshNotFoundError,
+    FlowMeshTooLargeError,
+    Job,
+    RetryPolicy,
+)
 
 T, NS = "acme", "test"
 
@@ -162,6 +169,7 @@ async def test_retry_policy_and_dlq(url: str, name: str) -> None:
         assert await client.queue.replay_dlq_job(T, NS, name, str(seq)) == (str(seq), seq)
         job = await client.queue.reserve(T, NS, name, long_poll_timeout=timedelta(seconds=5))
         assert job is not None and job.payload == b"doomed"
+        assert job.seq == seq  # a replayed job keeps its id
         await client.queue.ack(T, NS, name, job.id)
 
         assert await client.queue.replay_all_dlq_jobs(T, NS, name, "kind", "b") == 1
@@ -177,6 +185,21 @@ async def test_retry_policy_keywords(url: str, name: str) -> None:
         assert policy.max_attempts == 7
         assert policy.initial_backoff_seconds == pytest.approx(0.25)
         assert policy.max_backoff_seconds == pytest.approx(9.0)
+
+
+async def test_ack_unknown_job_is_not_found(url: str, name: str) -> None:
+    async with FlowMesh(url) as client:
+        _, seq = await client.queue.enqueue(T, NS, name, b"once")
+        job = await client.queue.reserve(T, NS, name)
+        assert job is not None
+        await client.queue.ack(T, NS, name, job.id)
+        with pytest.raises(FlowMeshNotFoundError) as info:
+            await client.queue.ack(T, NS, name, job.id)  # already acked
+        assert info.value.code == "FM_ERR_NOT_FOUND" and str(seq) in info.value.details
+        with pytest.raises(FlowMeshNotFoundError):
+            await client.queue.ack(T, NS, name, seq + 1000)
+        with pytest.raises(FlowMeshInvalidArgumentError):
+            await client.queue.ack(T, NS, name, "not-a-number")
 
 
 async def test_queue_payload_too_large(name: str) -> None:
