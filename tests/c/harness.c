@@ -5,6 +5,18 @@
 #include <errno.h>
 #include <stdarg.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define HAVE_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HAVE_ASAN 1
+#endif
+#endif
+#ifdef HAVE_ASAN
+/* From <sanitizer/allocator_interface.h> (not always installed). */
+size_t __sanitizer_get_current_allocated_bytes(void);
+#endif
+
 #define MAX_TESTS 256
 static struct test_case tests[MAX_TESTS];
 static int ntests;
@@ -145,6 +157,26 @@ long rss_kb(void)
             break;
     fclose(f);
     return kb;
+}
+
+long heap_bytes(void)
+{
+#ifdef HAVE_ASAN
+    return (long)__sanitizer_get_current_allocated_bytes();
+#else
+    return -1;
+#endif
+}
+
+int wait_thread_count(int want, long timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    int n = thread_count();
+    while (n != want && now_ms() < deadline) {
+        sleep_ms(2);
+        n = thread_count();
+    }
+    return n;
 }
 
 long env_long(const char *name, long def)

@@ -113,6 +113,12 @@ void sleep_ms(long ms);
 int thread_count(void);
 /* VmRSS of this process in kB (/proc/self/status), -1 if unknown. */
 long rss_kb(void);
+/* Live heap bytes as the ASan allocator counts them (every malloc of the
+ * process, Rust's included); -1 when not built with ASan. */
+long heap_bytes(void);
+/* Waits (bounded, up to timeout_ms) until thread_count() == want; returns
+ * the last count seen. A joined thread can linger in /proc for a moment. */
+int wait_thread_count(int want, long timeout_ms);
 /* Integer from an env var, or def. */
 long env_long(const char *name, long def);
 /* Scale factor for timeouts (FM_TEST_SLOW, e.g. 10 under valgrind). */
