@@ -95,6 +95,7 @@ function optionPairs(options, skip = []) {
 }
 
 const KV_OPS = { 1: 'put', 2: 'delete', 3: 'expire' };
+const POLL_SLICE_MS = 200;
 
 function message(m) {
   m.payload = toBuffer(m.payload);
@@ -238,16 +239,30 @@ class Client {
   }
 
   async reserve(queue, options = {}) {
-    const wait = uint(options.waitMs, 'waitMs', 0);
-    const j = await this._call('reserve', [queue, uint(options.visibilityMs, 'visibilityMs', 30000), wait], wait > 0);
+    const visibility = uint(options.visibilityMs, 'visibilityMs', 30000);
+    const j = await this._longPoll(uint(options.waitMs, 'waitMs', 0),
+      (wait) => this._call('reserve', [queue, visibility, wait], wait > 0), (r) => r !== null);
     return j && job(j);
   }
 
   async receive(queue, options = {}) {
-    const wait = uint(options.waitMs, 'waitMs', 0);
-    const jobs = await this._call('receive', [queue, uint(options.max, 'max', 10),
-      uint(options.visibilityMs, 'visibilityMs', 30000), wait], wait > 0);
+    const max = uint(options.max, 'max', 10);
+    const visibility = uint(options.visibilityMs, 'visibilityMs', 30000);
+    const jobs = await this._longPoll(uint(options.waitMs, 'waitMs', 0),
+      (wait) => this._call('receive', [queue, max, visibility, wait], wait > 0), (r) => r.length > 0);
     return jobs.map(job);
+  }
+
+  // Long polls run as native waits of at most POLL_SLICE_MS, so close() is
+  // never stuck behind one: the next slice after close() started rejects with
+  // ClosedError. (The library cannot interrupt a blocked call; see NOTES.)
+  async _longPoll(waitMs, call, got) {
+    const deadline = Date.now() + Number(waitMs);
+    for (;;) {
+      const left = Math.max(0, deadline - Date.now());
+      const result = await call(Math.min(left, POLL_SLICE_MS));
+      if (got(result) || left <= POLL_SLICE_MS) return result;
+    }
   }
 
   async ack(queue, jobId) { await this._call('ack', [queue, uint(jobId, 'jobId')]); }
