@@ -375,6 +375,10 @@ TEST(connect_close_cycles_no_thread_or_memory_growth)
         CHECK_MSG((heap1 - heap0) / 1024 <= slack_kb,
                   "live heap grew by %ld kB over %ld cycles (slack %ld kB)",
                   (heap1 - heap0) / 1024, cycles, slack_kb);
+    } else if (under_valgrind()) {
+        /* memcheck keeps freed blocks in its own free list (--freelist-vol),
+         * so VmRSS says nothing here; its leak check at exit is the measure. */
+        printf("    under valgrind: VmRSS not compared (memcheck's leak check covers it)\n");
     } else if (rss0 > 0 && rss1 > 0) {
         CHECK_MSG(rss1 - rss0 <= slack_kb, "VmRSS grew by %ld kB over %ld cycles (slack %ld kB)",
                   rss1 - rss0, cycles, slack_kb);
