@@ -240,8 +240,9 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 			sub, ch := must2(t)(c.SubscribeChan(ctx, s, StartEarliest(), WithBuffer(1)))
 			wsub, wch, err := c.WatchChan(ctx, uniq("b"), "", 1)
 			ok(t, err)
+			var futures []*PublishFuture
 			for i := 0; i < 20; i++ {
-				must(c.PublishAsync(ctx, s, []byte("x"))).get(t)
+				futures = append(futures, must(c.PublishAsync(ctx, s, []byte("x"))).get(t))
 				must(c.Publish(ctx, s, []byte("y"))).get(t)
 			}
 			// A long poll in progress when Close starts returns ErrClosed.
@@ -261,6 +262,13 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 			}
 			<-sub.Done()
 			<-wsub.Done()
+			for i, f := range futures {
+				select {
+				case <-f.Done():
+				default:
+					t.Fatalf("future %d unresolved after Close", i)
+				}
+			}
 			if g := settleGoroutines(before, 2*time.Second); g > before {
 				t.Fatalf("%d goroutines after Close, %d before", g, before)
 			}
