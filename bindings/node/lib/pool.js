@@ -6,8 +6,9 @@
 //
 // Dispatch: an idle worker first; else a new worker while under `max`; else the
 // least-loaded worker that is not inside a possibly long call (reserve/receive
-// with a wait, close). Only when every worker is inside a long call do requests
-// wait here. A worker keeps the process alive only while it has work.
+// with a wait). Long calls hold at most max-1 workers; past that they wait
+// here, so quick calls are never stuck behind long polls. A worker keeps the
+// process alive only while it has work.
 
 const path = require('node:path');
 const os = require('node:os');
@@ -26,7 +27,7 @@ class Pool {
   constructor(max = defaultMax()) {
     this.max = max;
     this.workers = [];
-    this.waiting = []; // requests that found every worker in a long call
+    this.waiting = []; // requests that found no worker (see pick)
     this.nextId = 1;
   }
 
@@ -35,13 +36,20 @@ class Pool {
   run(op, args, long = false) {
     return new Promise((resolve, reject) => {
       const req = { id: this.nextId++, op, args, long, resolve, reject };
-      const w = this.pick();
+      const w = this.pick(req);
       if (w) this.send(w, req);
       else this.waiting.push(req);
     });
   }
 
-  pick() {
+  // Long calls may hold at most max-1 workers, so a quick call always finds a
+  // worker that is not stuck in a long poll.
+  pick(req) {
+    if (req.long) {
+      let held = 0;
+      for (const w of this.workers) if (w.longCalls > 0) held++;
+      if (held >= Math.max(1, this.max - 1)) return null;
+    }
     let best = null;
     for (const w of this.workers) {
       if (w.pending.size === 0) return w;
@@ -49,6 +57,16 @@ class Pool {
     }
     if (this.workers.length < this.max && (!best || best.pending.size >= PIPELINE)) return this.spawn();
     return best;
+  }
+
+  // Places every waiting request that fits, in order; the rest keep waiting.
+  drain() {
+    let i = 0;
+    while (i < this.waiting.length) {
+      const w = this.pick(this.waiting[i]);
+      if (w) this.send(w, this.waiting.splice(i, 1)[0]);
+      else i++;
+    }
   }
 
   spawn() {
@@ -88,14 +106,6 @@ class Pool {
     }
     if (w.pending.size === 0) w.worker.unref();
     this.drain();
-  }
-
-  drain() {
-    while (this.waiting.length > 0) {
-      const w = this.pick();
-      if (!w) return;
-      this.send(w, this.waiting.shift());
-    }
   }
 
   // A worker died (a crash in native code usually takes the process with it,

@@ -150,6 +150,18 @@ forEachEngine(describe, before, after, (env) => {
     assert.ok(ticks >= 5, `event loop kept running (${ticks} ticks)`);
   });
 
+  it('quick calls are not stuck behind many long polls', T, async () => {
+    const c = env.client;
+    const polls = Array.from({ length: 12 }, () => c.reserve(uniq('q'), { waitMs: 800 }));
+    await sleep(50);
+    const t0 = Date.now();
+    await c.publish(uniq('s'), 'quick');
+    await c.set(uniq('b'), 'k', 'v');
+    const ms = Date.now() - t0;
+    assert.ok(ms < 150, `quick calls took ${ms} ms while 12 long polls waited`);
+    assert.deepEqual(await Promise.all(polls), Array(12).fill(null));
+  });
+
   it('ack of an unknown job is NotFoundError', T, async () => {
     const q = uniq('q');
     await env.client.enqueue(q, 'x');
