@@ -13,6 +13,32 @@ const { EventEmitter } = require('node:events');
 const { koffi } = require('./native');
 const keepalive = require('./keepalive');
 
+// FIFO with O(1) shift (Array#shift is O(n) on long backlogs).
+class Fifo {
+  constructor() {
+    this.items = [];
+    this.head = 0;
+  }
+
+  get length() {
+    return this.items.length - this.head;
+  }
+
+  push(x) {
+    this.items.push(x);
+  }
+
+  shift() {
+    const x = this.items[this.head];
+    this.items[this.head++] = undefined;
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return x;
+  }
+}
+
 class Subscription extends EventEmitter {
   // commit: null, or (partition, offset) => Promise for auto-commit.
   constructor(client, commit) {
@@ -21,7 +47,7 @@ class Subscription extends EventEmitter {
     this._commit = commit;
     this._handle = null;
     this._cb = null;
-    this._buffer = [];
+    this._buffer = new Fifo();
     this._waiter = null;
     this._closing = null;
     this._handler = null;
@@ -141,7 +167,7 @@ class Subscription extends EventEmitter {
   async _shutdown() {
     // Wake a waiting consumer; undelivered events are dropped (uncommitted, so
     // a group gets them again).
-    this._buffer = [];
+    this._buffer = new Fifo();
     if (this._waiter) {
       const w = this._waiter;
       this._waiter = null;
