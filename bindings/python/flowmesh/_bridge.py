@@ -26,6 +26,7 @@ from collections import deque
 from typing import Any, Callable, Deque, Generic, List, Optional, TypeVar
 
 from ._core import Call, Core
+from ._errors import FlowMeshInvalidArgumentError
 from ._native import lib
 
 T = TypeVar("T")
@@ -137,8 +138,10 @@ class SubState(Generic[T]):
         self.channel.close()
         if handle:
             lib().fm_unsubscribe(handle)
-        # No callback can run after fm_unsubscribe returned.
-        self.callback = None
+        # self.callback is deliberately kept: release() may run inside this
+        # very callback (a GC finalizer on the dispatcher thread), and the
+        # ctypes thunk must outlive its running call. The callback closes
+        # over this state, so both go together with the cyclic GC.
         self.core.unregister(self)
 
 
@@ -153,8 +156,8 @@ class Subscription(Generic[T]):
         subscribe: Callable[[int, Call, SubState[T]], int],
         buffer_size: int,
     ) -> None:
-        if buffer_size < 1:
-            raise ValueError("buffer_size must be at least 1")
+        if not isinstance(buffer_size, int) or buffer_size < 1:
+            raise FlowMeshInvalidArgumentError("buffer_size must be an int >= 1")
         self._core_of = core_of
         self._subscribe = subscribe
         self._buffer_size = buffer_size

@@ -222,11 +222,18 @@ class Core:
         done: asyncio.Future[None] = loop.create_future()
 
         def target() -> None:
+            error: Optional[BaseException] = None
             try:
                 self.shutdown()
-                loop.call_soon_threadsafe(_set_result, done, None)
             except BaseException as exc:  # pragma: no cover - defensive
-                loop.call_soon_threadsafe(_set_exception, done, exc)
+                error = exc
+            try:
+                if error is None:
+                    loop.call_soon_threadsafe(_set_result, done, None)
+                else:
+                    loop.call_soon_threadsafe(_set_exception, done, error)
+            except RuntimeError:  # the loop is gone; nobody waits any more
+                pass
 
         threading.Thread(target=target, name="flowmesh-close", daemon=True).start()
         await asyncio.shield(done)

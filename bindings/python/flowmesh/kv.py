@@ -161,12 +161,11 @@ class KVClient:
         p = text(prefix, "prefix")
 
         def do_watch(h: int, _: Call, state: SubState[KVEvent]) -> int:
-            channel = state.channel
-
             def on_change(
                 _user: Optional[int], op: int, key: Optional[bytes], value: Optional[int], length: int, revision: int
             ) -> None:
                 # Runs on a library thread; an exception must not reach C.
+                # Referencing `state` keeps it (and this thunk) alive while running.
                 try:
                     event = KVEvent(
                         op=_OPS.get(op, str(op)),
@@ -177,7 +176,7 @@ class KVClient:
                 except Exception:  # pragma: no cover - defensive
                     log.exception("flowmesh: could not convert a KV change")
                     return
-                channel.put(event)
+                state.channel.put(event)
 
             state.callback = n.KV_WATCH_CB(on_change)
             out = ctypes.c_void_p()

@@ -177,16 +177,15 @@ class StreamClient:
             )
 
         def do_subscribe(h: int, _: Call, state: SubState[Message]) -> int:
-            channel = state.channel
-
             def on_message(_user: Optional[int], msg: Any) -> None:
                 # Runs on a library thread; an exception must not reach C.
+                # Referencing `state` keeps it (and this thunk) alive while running.
                 try:
                     message = _message(msg.contents)
                 except Exception:  # pragma: no cover - defensive
                     log.exception("flowmesh: could not convert a message")
                     return
-                channel.put(message)
+                state.channel.put(message)
 
             state.callback = n.MESSAGE_CB(on_message)
             out = ctypes.c_void_p()

@@ -242,3 +242,30 @@ async def test_concurrent_publishers_and_consumer(url: str, name: str) -> None:
         for p in range(producers):  # each producer's order is kept
             mine = [int(m.payload.decode().split(":")[1]) for m in got if m.payload.startswith(f"{p}:".encode())]
             assert mine == list(range(per))
+
+
+async def test_drop_subscription_with_blocked_callback(url: str, name: str) -> None:
+    """Garbage-collecting an iterator whose callback waits on a full buffer
+    must unblock it and unsubscribe (no deadlock, no leak)."""
+    async with FlowMesh(url) as client:
+        await client.stream.create(T, NS, name)
+        core = client._core()
+        sub = client.stream.subscribe(T, NS, name, None, 0, -2, buffer_size=1)
+        await sub.start()
+        await client.stream.write(T, NS, name, events(10))
+        await asyncio.sleep(0.2)  # the dispatcher is now blocked in put()
+        del sub
+        gc.collect()
+        assert not core.subs
+        await client.stream.write(T, NS, name, events(3))  # still healthy
+
+
+async def test_break_out_of_async_for_then_gc(url: str, name: str) -> None:
+    async with FlowMesh(url) as client:
+        await client.stream.write(T, NS, name, events(5))
+        core = client._core()
+        async for msg in client.stream.subscribe(T, NS, name, None, 0, 0, buffer_size=2):
+            if msg.offset == 1:
+                break
+        gc.collect()
+        assert not core.subs
