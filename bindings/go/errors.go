@@ -8,6 +8,7 @@ import "C"
 import (
 	"errors"
 	"runtime"
+	"strings"
 )
 
 // Sentinel errors, one per native status code. Every error returned by this
@@ -68,12 +69,14 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	s := e.err.Error()
+	kind := strings.TrimPrefix(e.err.Error(), "flowmesh: ")
+	s := "flowmesh: " + kind
 	if e.Op != "" {
-		s = "flowmesh: " + e.Op + ": " + s[len("flowmesh: "):]
+		s = "flowmesh: " + e.Op + ": " + kind
 	}
 	if e.Detail != "" {
-		s += ": " + e.Detail
+		// The native detail often repeats the kind; say it once.
+		s += ": " + strings.TrimPrefix(e.Detail, kind+": ")
 	}
 	return s
 }
