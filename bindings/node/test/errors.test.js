@@ -83,6 +83,11 @@ forEachEngine(describe, before, after, (env) => {
     const err = await failure(c.publish(uniq('s'), Buffer.alloc(4096)));
     assert.ok(err instanceof flowmesh.TooLargeError, `${err}`);
     assert.equal(err.code, 'FM_ERR_TOO_LARGE');
+    // camelCase option keys and number values are converted for the library.
+    const c2 = await env.connect({ maxPayloadBytes: 2048 });
+    await c2.publish(uniq('s'), Buffer.alloc(2000));
+    await assert.rejects(c2.publish(uniq('s'), Buffer.alloc(4096)), flowmesh.TooLargeError);
+    await assert.rejects(c2.set(uniq('b'), 'k', Buffer.alloc(4096)), flowmesh.TooLargeError);
   });
 
   it('TypeError for payloads of the wrong type', T, async () => {
