@@ -378,3 +378,106 @@ TEST(failed_connects_leave_no_threads)
     unlink(path);
     rmdir(dir);
 }
+
+/* ---- close from inside a publish callback -------------------------------- */
+
+struct pub_closer {
+    struct waiter w;
+    fm_client *c;
+    int calls;
+    int64_t close_ms;
+};
+
+static void on_pub_close(void *ud, fm_status st, fm_position pos)
+{
+    (void)st;
+    (void)pos;
+    struct pub_closer *k = ud;
+    pthread_mutex_lock(&k->w.mu);
+    int first = k->calls++ == 0;
+    pthread_mutex_unlock(&k->w.mu);
+    if (first) {
+        int64_t t0 = now_ms();
+        fm_client_close(k->c); /* must neither deadlock nor crash */
+        k->close_ms = now_ms() - t0;
+        waiter_add(&k->w, 1);
+    }
+}
+
+TEST(close_from_inside_publish_callback)
+{
+    int base = thread_count();
+    struct pub_closer k;
+    memset(&k, 0, sizeof k);
+    waiter_init(&k.w);
+    k.c = mem_client();
+    REQUIRE(k.c);
+    for (int i = 0; i < 3; i++) {
+        fm_msg m = text_msg("x");
+        fm_status st = fm_publish_async(k.c, "pubclose", &m, on_pub_close, &k);
+        CHECK(st == FM_OK || st == FM_ERR_CLOSED);
+    }
+    CHECK_MSG(waiter_wait(&k.w, 1, 30000 * slow()) == 1,
+              "fm_client_close inside a publish callback did not return within 30 s");
+    CHECK_MSG(k.close_ms < 5000 * slow(), "fm_client_close inside a publish callback took %lld ms",
+              (long long)k.close_ms);
+    int t1 = wait_thread_count(base, 3000 * slow());
+    CHECK_MSG(t1 == base, "threads %d before connect, %d after close-inside-publish-callback",
+              base, t1);
+    waiter_destroy(&k.w);
+}
+
+/* ---- a consumer group resumes across a durable reopen -------------------- */
+
+static void count_msg2(void *ud, const fm_message *m)
+{
+    (void)m;
+    waiter_add(ud, 1);
+}
+
+TEST(durable_group_resumes_after_reopen)
+{
+    char dir[] = "/tmp/flowmesh-ctest-XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL);
+    char url[256];
+    snprintf(url, sizeof url, "file://%s", dir);
+    fm_options *g = fm_options_new();
+    REQUIRE_OK(fm_options_set(g, "group", "durable-g"));
+    struct waiter w;
+    waiter_init(&w);
+    fm_client *c = NULL;
+    REQUIRE_OK(fm_client_connect(url, NULL, &c));
+    for (int i = 0; i < 4; i++) {
+        fm_msg m = text_msg("d");
+        CHECK_OK(fm_publish(c, "dur", &m, NULL));
+    }
+    fm_subscription *sub = NULL;
+    REQUIRE_OK(fm_subscribe(c, "dur", g, count_msg2, &w, &sub));
+    CHECK(waiter_wait(&w, 4, 10000 * slow()) == 4);
+    CHECK_OK(fm_unsubscribe(sub));
+    fm_client_close(c);
+
+    c = NULL;
+    REQUIRE_OK(fm_client_connect(url, NULL, &c));
+    uint64_t off = 0;
+    CHECK_OK(fm_get_offset(c, "dur", "durable-g", 0, &off));
+    CHECK_MSG(off == 3, "committed offset after reopen %llu, expected 3", (unsigned long long)off);
+    fm_msg m = text_msg("new");
+    CHECK_OK(fm_publish(c, "dur", &m, NULL));
+    struct waiter w2;
+    waiter_init(&w2);
+    sub = NULL;
+    REQUIRE_OK(fm_subscribe(c, "dur", g, count_msg2, &w2, &sub));
+    CHECK(waiter_wait(&w2, 1, 10000 * slow()) == 1);
+    sleep_ms(50);
+    CHECK_MSG(waiter_get(&w2) == 1, "group got %ld messages after reopen, expected only the new one",
+              waiter_get(&w2));
+    CHECK_OK(fm_unsubscribe(sub));
+    fm_client_close(c);
+    fm_options_free(g);
+    waiter_destroy(&w);
+    waiter_destroy(&w2);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
