@@ -28,6 +28,7 @@ from typing import Any, Callable, Deque, Generic, List, Optional, TypeVar
 from ._core import Call, Core
 from ._errors import FlowMeshInvalidArgumentError
 from ._native import lib
+from ._threadstate import Pin
 
 T = TypeVar("T")
 
@@ -113,6 +114,7 @@ class SubState(Generic[T]):
         self.core = core
         self.channel = channel
         self.callback: Any = None  # the CFUNCTYPE object: must stay referenced
+        self.pin = Pin()  # the callback thread's kept Python thread state
         self._lock = threading.Lock()
         self._handle: Optional[int] = None
         self._released = False
@@ -137,7 +139,8 @@ class SubState(Generic[T]):
         # fm_unsubscribe (which waits for running callbacks) can.
         self.channel.close()
         if handle:
-            lib().fm_unsubscribe(handle)
+            lib().fm_unsubscribe(handle)  # joins the callback thread...
+            self.pin.release_joined()  # ...so its kept thread state can go
         # self.callback is deliberately kept: release() may run inside this
         # very callback (a GC finalizer on the dispatcher thread), and the
         # ctypes thunk must outlive its running call. The callback closes
@@ -181,6 +184,7 @@ class Subscription(Generic[T]):
             sub = subscribe(handle, call, state)
             if not state.attach(sub):  # released while subscribing
                 lib().fm_unsubscribe(sub)
+                state.pin.release_joined()
 
         try:
             await core.run(work)

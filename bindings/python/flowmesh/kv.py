@@ -166,6 +166,7 @@ class KVClient:
             ) -> None:
                 # Runs on a library thread; an exception must not reach C.
                 # Referencing `state` keeps it (and this thunk) alive while running.
+                state.pin.pin()
                 try:
                     event = KVEvent(
                         op=_OPS.get(op, str(op)),

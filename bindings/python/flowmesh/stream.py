@@ -180,6 +180,7 @@ class StreamClient:
             def on_message(_user: Optional[int], msg: Any) -> None:
                 # Runs on a library thread; an exception must not reach C.
                 # Referencing `state` keeps it (and this thunk) alive while running.
+                state.pin.pin()
                 try:
                     message = _message(msg.contents)
                 except Exception:  # pragma: no cover - defensive
