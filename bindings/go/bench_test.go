@@ -80,3 +80,60 @@ func BenchmarkKVGetWithDeadline(b *testing.B) {
 		}
 	}
 }
+
+// Delivery through a handler: publish b.N messages, wait until all arrived.
+func BenchmarkSubscribeHandler(b *testing.B) {
+	ctx := context.Background()
+	c, err := Connect(ctx, "mem://")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	done := make(chan struct{})
+	n := 0
+	sub, err := c.Subscribe(ctx, "bench", func(*Message) {
+		if n++; n == b.N {
+			close(done)
+		}
+	}, StartEarliest())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	payload := make([]byte, 128)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.PublishAsync(ctx, "bench", payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-done
+}
+
+// Delivery through a channel of 256.
+func BenchmarkSubscribeChan(b *testing.B) {
+	ctx := context.Background()
+	c, err := Connect(ctx, "mem://")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	sub, ch, err := c.SubscribeChan(ctx, "bench", StartEarliest(), WithBuffer(256))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	payload := make([]byte, 128)
+	b.ResetTimer()
+	go func() {
+		for i := 0; i < b.N; i++ {
+			if _, err := c.PublishAsync(ctx, "bench", payload); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	}()
+	for i := 0; i < b.N; i++ {
+		<-ch
+	}
+}

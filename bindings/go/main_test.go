@@ -50,7 +50,12 @@ func startBroker() (stop func()) {
 	addr := l.Addr().String()
 	l.Close()
 	cmd := exec.Command(bin, "serve", "--listen", addr, "--data", "mem://")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	// The broker's log goes to a file so it does not mix with test output.
+	logf, err := os.CreateTemp("", "flowmesh-go-broker-*.log")
+	if err == nil {
+		cmd.Stdout, cmd.Stderr = logf, logf
+	}
+	killWithParent(cmd) // no orphan broker if the test binary dies
 	if err := cmd.Start(); err != nil {
 		brokerSkip = "cannot start broker: " + err.Error()
 		return
@@ -58,6 +63,10 @@ func startBroker() (stop func()) {
 	stop = func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
+		if logf != nil {
+			logf.Close()
+			os.Remove(logf.Name())
+		}
 	}
 	url := "grpc://" + addr
 	deadline := time.Now().Add(15 * time.Second)
@@ -76,6 +85,10 @@ func startBroker() (stop func()) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	brokerSkip = "broker did not become healthy at " + url
+	if logf != nil {
+		brokerSkip += " (log: " + logf.Name() + ")"
+		logf = nil // keep it for the reader
+	}
 	return
 }
 
