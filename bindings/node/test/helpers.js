@@ -61,6 +61,10 @@ async function startBroker() {
     { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr += d; });
+  // Never leave a broker behind, even if the test process dies early.
+  const reap = () => proc.kill('SIGKILL');
+  process.once('exit', reap);
+  proc.once('exit', () => process.removeListener('exit', reap));
   const url = `grpc://127.0.0.1:${port}`;
   const stop = () => new Promise((resolve) => {
     if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
