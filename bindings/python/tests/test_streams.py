@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from typing import List
+from typing import Any, List
 
 import pytest
 
@@ -269,3 +269,42 @@ async def test_break_out_of_async_for_then_gc(url: str, name: str) -> None:
                 break
         gc.collect()
         assert not core.subs
+
+
+async def test_callback_thread_state_is_freed_after_unsubscribe(name: str) -> None:
+    async with FlowMesh("mem://") as client:
+        await client.stream.write(T, NS, name, events(3))
+        sub = client.stream.subscribe(T, NS, name, None, 0, 0)
+        await next_message(sub)
+        state = sub._state
+        assert state is not None
+        await sub.aclose()
+        assert state.pin._tstate is None  # deleted once the thread was joined
+
+
+def test_subscriptions_work_without_thread_pinning(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "no_pin.py"
+    script.write_text(
+        "import asyncio\n"
+        "from flowmesh import FlowMesh, Event\n"
+        "async def main():\n"
+        "    async with FlowMesh('mem://') as c:\n"
+        "        await c.stream.write('a', 'b', 's', [Event(payload=b'x')] * 5)\n"
+        "        n = 0\n"
+        "        async for m in c.stream.subscribe('a', 'b', 's', None, 0, 0):\n"
+        "            n += 1\n"
+        "            if n == 5:\n"
+        "                break\n"
+        "        print('got', n)\n"
+        "asyncio.run(main())\n"
+    )
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, FLOWMESH_PIN_THREADS="0", PYTHONPATH=root)
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "got 5"
