@@ -93,8 +93,8 @@ async def test_cas_counter_under_concurrency(url: str, name: str) -> None:
         assert await client.kv.get(T, NS, name, "n") == b"50"
 
 
-async def test_value_too_large(name: str) -> None:
-    async with FlowMesh("mem://", options={"max_payload_bytes": "64"}) as client:
+async def test_value_too_large(url: str, name: str) -> None:
+    async with FlowMesh(url, options={"max_payload_bytes": "64"}) as client:
         with pytest.raises(FlowMeshTooLargeError):
             await client.kv.set(T, NS, name, "k", b"v" * 65)
 
@@ -118,8 +118,8 @@ async def test_watch_prefix(url: str, name: str) -> None:
         assert got[0].revision == r1 and got[1].revision == r2
 
 
-async def test_watch_sees_expiry(name: str) -> None:
-    async with FlowMesh("mem://") as client:
+async def test_watch_sees_expiry(url: str, name: str) -> None:
+    async with FlowMesh(url) as client:
         async with client.kv.watch(T, NS, name) as watch:
             await client.kv.set(T, NS, name, "tmp", b"t", ttl=timedelta(milliseconds=200))
             first = await asyncio.wait_for(watch.__anext__(), 5)

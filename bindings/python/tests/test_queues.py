@@ -202,8 +202,8 @@ async def test_ack_unknown_job_is_not_found(url: str, name: str) -> None:
             await client.queue.ack(T, NS, name, "not-a-number")
 
 
-async def test_queue_payload_too_large(name: str) -> None:
-    async with FlowMesh("mem://", options={"max_payload_bytes": "100"}) as client:
+async def test_queue_payload_too_large(url: str, name: str) -> None:
+    async with FlowMesh(url, options={"max_payload_bytes": "100"}) as client:
         with pytest.raises(FlowMeshTooLargeError):
             await client.queue.enqueue(T, NS, name, b"x" * 101)
 

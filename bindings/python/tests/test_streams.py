@@ -97,8 +97,8 @@ async def test_create_with_partitions(url: str, name: str) -> None:
         assert total == 30
 
 
-async def test_too_large_payload(name: str) -> None:
-    async with FlowMesh("mem://", options={"max_payload_bytes": "1024"}) as client:
+async def test_too_large_payload(url: str, name: str) -> None:
+    async with FlowMesh(url, options={"max_payload_bytes": "1024"}) as client:
         await client.stream.write(T, NS, name, [Event(payload=b"a" * 1024)])
         with pytest.raises(FlowMeshTooLargeError) as info:
             await client.stream.write(T, NS, name, [Event(payload=b"a" * 2048)])
