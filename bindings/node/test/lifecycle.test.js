@@ -28,9 +28,10 @@ forEachEngine(describe, before, after, (env) => {
     const positions = await Promise.all(Array.from({ length: 1000 }, (_, i) => c.publish(s, `m${i}`)));
     const offsets = positions.map((p) => p.offset).sort((a, b) => a - b);
     assert.deepEqual(offsets, Array.from({ length: 1000 }, (_, i) => offsets[0] + i));
-    const keys = await Promise.all(Array.from({ length: 300 }, (_, i) => c.set(uniq('b').slice(0, 1) + 'bkt', `k${i}`, `${i}`)));
-    assert.equal(new Set(keys).size, 300, 'every set got its own revision');
-    const values = await Promise.all(Array.from({ length: 300 }, (_, i) => c.get('bbkt', `k${i}`)));
+    const b = uniq('b');
+    const revisions = await Promise.all(Array.from({ length: 300 }, (_, i) => c.set(b, `k${i}`, `${i}`)));
+    assert.equal(new Set(revisions).size, 300, 'every set got its own revision');
+    const values = await Promise.all(Array.from({ length: 300 }, (_, i) => c.get(b, `k${i}`)));
     assert.deepEqual(values.map((v) => v.toString()), Array.from({ length: 300 }, (_, i) => `${i}`));
   });
 
@@ -44,6 +45,31 @@ forEachEngine(describe, before, after, (env) => {
     await c[Symbol.asyncDispose]();
     assert.equal(c.closed, true);
     await assert.rejects(c.health(), flowmesh.ClosedError);
+  });
+
+  it('two clients on one store: a subscription and a watch see the other client\'s writes', T, async () => {
+    const url = env.url === 'mem://' ? `mem://${uniq('shared')}` : env.url; // mem://name is shared in-process
+    const a = await flowmesh.connect(url);
+    const b = await flowmesh.connect(url);
+    try {
+      const s = uniq('s');
+      const bucket = uniq('b');
+      const sub = await a.subscribe(s);
+      const watch = await a.watch(bucket, '');
+      await b.publish(s, 'from b');
+      await b.set(bucket, 'k', 'v');
+      for await (const m of sub) {
+        assert.equal(m.payload.toString(), 'from b');
+        break;
+      }
+      for await (const e of watch) {
+        assert.deepEqual([e.op, e.key, e.value.toString()], ['put', 'k', 'v']);
+        break;
+      }
+    } finally {
+      await a.close();
+      await b.close();
+    }
   });
 
   it('closing the client inside a handler', T, async () => {
@@ -108,15 +134,16 @@ forEachEngine(describe, before, after, (env) => {
     const positions = await Promise.all(pending);
     assert.equal(positions.length, 50);
   });
-});
 
-describe('process lifetime', () => {
+  // Process lifetime, in child processes (file://: a directory of their own,
+  // the parent's store stays with the parent).
+  const childUrl = () => (env.dir ? `file://${path.join(env.dir, uniq('child'))}` : env.url);
   it('an active subscription keeps the process alive', T, async () => {
     const r = await runChild(`(async () => {
       const c = await fm.connect(URL);
       await c.subscribe('s', () => {});
       console.log('subscribed');
-    })();`, 1500);
+    })();`, 1500, childUrl());
     assert.match(r.stdout, /subscribed/);
     assert.equal(r.code, null, 'still running after 1.5 s (then killed)');
   });
@@ -131,7 +158,7 @@ describe('process lifetime', () => {
         if (++got === 2) { await c.close(); console.log('closed'); }
       });
       await c.publishBatch('s', ['a', 'b']);
-    })();`, 10000);
+    })();`, 10000, childUrl());
     assert.match(r.stdout, /closed/);
     assert.equal(r.code, 0, `exited with 0 (took ${r.ms} ms)`);
   });
@@ -141,7 +168,7 @@ describe('process lifetime', () => {
       const c = await fm.connect(URL);
       await c.publish('s', 'x');
       console.log('done');
-    })();`, 10000);
+    })();`, 10000, childUrl());
     assert.match(r.stdout, /done/);
     assert.equal(r.code, 0);
   });
