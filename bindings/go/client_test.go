@@ -338,3 +338,74 @@ func TestConnectOptionsHealth(t *testing.T) {
 		t.Fatalf("shared mem store: %q", v)
 	}
 }
+
+// Losing the broker turns calls into ErrDisconnected/ErrUnavailable/
+// ErrTimeout (never a hang), and Close still cleans up everything.
+func TestBrokerLoss(t *testing.T) {
+	if brokerURL == "" {
+		t.Skip("remote engine: " + brokerSkip)
+	}
+	url, stop, err := spawnBroker("", "mem://")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	before := settleGoroutines(0, 100*time.Millisecond)
+	ctx := ctxT(t)
+	c, err := Connect(ctx, url, WithRequestTimeout(2*time.Second), WithConnectTimeout(time.Second))
+	ok(t, err)
+	s := uniq("loss")
+	sub, ch := must2(t)(c.SubscribeChan(ctx, s, StartEarliest()))
+	must(c.Publish(ctx, s, []byte("before"))).get(t)
+	if m := recv(t, ch); string(m.Payload) != "before" {
+		t.Fatalf("got %q", m.Payload)
+	}
+	stop()
+	start := time.Now()
+	_, err = c.Publish(ctx, s, []byte("after"))
+	if !errors.Is(err, ErrDisconnected) && !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrTimeout) {
+		t.Fatalf("publish to a dead broker: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("failure took %v", d)
+	}
+	if err := c.Health(ctx); err == nil {
+		t.Fatal("Health OK with the broker gone")
+	}
+	ok(t, c.Close())
+	<-sub.Done()
+	if g := settleGoroutines(before, 2*time.Second); g > before {
+		t.Fatalf("%d goroutines after Close, %d before", g, before)
+	}
+}
+
+// A client outlives a broker restart: calls fail while it is down and work
+// again once it is back on the same address.
+func TestBrokerRestart(t *testing.T) {
+	if brokerURL == "" {
+		t.Skip("remote engine: " + brokerSkip)
+	}
+	url, stop, err := spawnBroker("", "mem://")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	c := connect(t, url, WithRequestTimeout(2*time.Second), WithConnectTimeout(time.Second))
+	must(c.Set(ctx, "b", "k", []byte("1"))).get(t)
+	stop()
+	if _, err := c.Get(ctx, "b", "k"); err == nil {
+		t.Fatal("Get succeeded with the broker down")
+	}
+	_, stop2, err := spawnBroker(strings.TrimPrefix(url, "grpc://"), "mem://")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop2()
+	eventually(t, 10*time.Second, "reconnect", func() bool {
+		_, err := c.Set(ctx, "b", "k", []byte("2"))
+		return err == nil
+	})
+	if v := must(c.Get(ctx, "b", "k")).get(t); string(v) != "2" {
+		t.Fatalf("after restart: %q", v)
+	}
+}

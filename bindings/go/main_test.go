@@ -2,6 +2,7 @@ package flowmesh
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -31,44 +32,52 @@ func TestMain(m *testing.M) {
 // startBroker runs `flowmesh serve` from the repository build on a free
 // loopback port so the suite also exercises the remote engine.
 func startBroker() (stop func()) {
-	stop = func() {}
+	url, stop, err := spawnBroker("", "mem://")
+	if err != nil {
+		brokerSkip = err.Error()
+		return func() {}
+	}
+	brokerURL = url
+	return stop
+}
+
+// spawnBroker starts a broker on addr (a free port when "") storing in
+// data, and waits until it is healthy.
+func spawnBroker(addr, data string) (url string, stop func(), err error) {
 	bin, _ := filepath.Abs("../../target/release/flowmesh")
 	if _, err := os.Stat(bin); err != nil {
-		brokerSkip = "no broker binary at " + bin
-		return
+		return "", nil, fmt.Errorf("no broker binary at %s", bin)
 	}
 	help, _ := exec.Command(bin, "serve", "--help").CombinedOutput()
 	if !strings.Contains(string(help), "--listen") {
-		brokerSkip = "the flowmesh binary has no `serve --listen` command yet"
-		return
+		return "", nil, errors.New("the flowmesh binary has no `serve --listen` command yet")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		brokerSkip = "no free loopback port: " + err.Error()
-		return
+	if addr == "" {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", nil, fmt.Errorf("no free loopback port: %v", err)
+		}
+		addr = l.Addr().String()
+		l.Close()
 	}
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command(bin, "serve", "--listen", addr, "--data", "mem://")
+	cmd := exec.Command(bin, "serve", "--listen", addr, "--data", data)
 	// The broker's log goes to a file so it does not mix with test output.
 	logf, err := os.CreateTemp("", "flowmesh-go-broker-*.log")
-	if err == nil {
-		cmd.Stdout, cmd.Stderr = logf, logf
+	if err != nil {
+		return "", nil, err
 	}
+	cmd.Stdout, cmd.Stderr = logf, logf
 	killWithParent(cmd) // no orphan broker if the test binary dies
 	if err := cmd.Start(); err != nil {
-		brokerSkip = "cannot start broker: " + err.Error()
-		return
+		return "", nil, fmt.Errorf("cannot start broker: %v", err)
 	}
 	stop = func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		if logf != nil {
-			logf.Close()
-			os.Remove(logf.Name())
-		}
+		logf.Close()
+		os.Remove(logf.Name())
 	}
-	url := "grpc://" + addr
+	url = "grpc://" + addr
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -79,17 +88,13 @@ func startBroker() (stop func()) {
 		}
 		cancel()
 		if err == nil {
-			brokerURL = url
-			return
+			return url, stop, nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	brokerSkip = "broker did not become healthy at " + url
-	if logf != nil {
-		brokerSkip += " (log: " + logf.Name() + ")"
-		logf = nil // keep it for the reader
-	}
-	return
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	return "", nil, fmt.Errorf("broker did not become healthy at %s (log: %s)", url, logf.Name())
 }
 
 type engine struct {

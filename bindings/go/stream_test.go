@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -455,5 +457,60 @@ func TestFileDurability(t *testing.T) {
 	j := must(c2.Reserve(ctx, "q", time.Minute, time.Second)).get(t)
 	if string(j.Payload) != "job" {
 		t.Fatalf("job %q", j.Payload)
+	}
+}
+
+// A subscription to a durable broker resumes after the broker restarts:
+// nothing lost, nothing repeated, order kept.
+func TestSubscriptionAcrossBrokerRestart(t *testing.T) {
+	if brokerURL == "" {
+		t.Skip("remote engine: " + brokerSkip)
+	}
+	if os.Getenv("FLOWMESH_GO_STRICT") == "" {
+		// Known gap (bindings/go/NOTES-FOR-LEAD.md): the remote engine does
+		// not reopen a subscription after a broker restart yet.
+		t.Skip("subscription resume across broker restarts is not in the core yet; FLOWMESH_GO_STRICT=1 runs it")
+	}
+	data := "file://" + t.TempDir()
+	url, stop, err := spawnBroker("", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	c := connect(t, url, WithRequestTimeout(2*time.Second), WithConnectTimeout(time.Second))
+	sub, ch := must2(t)(c.SubscribeChan(ctx, "restart", StartEarliest(), WithBuffer(100)))
+	defer sub.Unsubscribe()
+	for i := 0; i < 5; i++ {
+		must(c.Publish(ctx, "restart", []byte(fmt.Sprint(i)))).get(t)
+	}
+	for i := 0; i < 5; i++ {
+		if m := recv(t, ch); string(m.Payload) != fmt.Sprint(i) {
+			t.Fatalf("before restart: message %d is %q", i, m.Payload)
+		}
+	}
+	stop()
+	_, stop2, err := spawnBroker(strings.TrimPrefix(url, "grpc://"), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop2()
+	for i := 5; i < 10; i++ {
+		eventually(t, 10*time.Second, "publish after restart", func() bool {
+			_, err := c.Publish(ctx, "restart", []byte(fmt.Sprint(i)))
+			return err == nil
+		})
+	}
+	if msgs := must(c.Read(ctx, "restart", 0, 0, 100)).get(t); len(msgs) != 10 {
+		t.Fatalf("broker holds %d messages after restart, want 10", len(msgs))
+	}
+	for i := 5; i < 10; i++ {
+		select {
+		case m := <-ch:
+			if string(m.Payload) != fmt.Sprint(i) {
+				t.Fatalf("after restart: message %d is %q (offset %d)", i, m.Payload, m.Offset)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("subscription did not resume after the broker restart (message %d missing)", i)
+		}
 	}
 }
