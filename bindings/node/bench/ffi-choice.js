@@ -32,6 +32,12 @@ async function time(label, n, fn) {
     Promise.all(Array.from({ length: N }, () => c.publish('conc', payload))));
   await time('binding (worker pool), 20k concurrent kv set', N, () =>
     Promise.all(Array.from({ length: N }, (_, i) => c.set('b', `k${i % 100}`, payload))));
+  // Delivery: one koffi relay (library thread -> main loop) per message.
+  for (let i = 0; i < N; i += 1000) await c.publishBatch('deliver', Array(1000).fill(payload));
+  await time('binding, subscription delivery (for await)', N, async () => {
+    let n = 0;
+    for await (const m of await c.subscribe('deliver', { start: 'earliest' })) if (++n === N) break;
+  });
   await c.close();
 
   // 2. koffi fn.async on libuv's threadpool (capped at 256 queued calls, so a
