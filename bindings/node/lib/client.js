@@ -369,8 +369,10 @@ class Client {
 
   async _shutdown() {
     this._state = 'closing';
-    await Promise.all([...this._subs].map((s) => s.close()));
-    // fm_client_close must not race a call using the handle on another thread.
+    // A failing unsubscribe must not keep the native client open.
+    await Promise.allSettled([...this._subs].map((s) => s.close()));
+    // Calls in flight finish first: fm_client_close racing a blocked call is
+    // not clean in the library yet (NOTES-FOR-LEAD.md, item 1).
     while (this._inflight > 0) await new Promise((resolve) => { this._drained = resolve; });
     this._drained = null;
     this._state = 'closed';
