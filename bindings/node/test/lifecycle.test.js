@@ -72,6 +72,24 @@ forEachEngine(describe, before, after, (env) => {
     }
   });
 
+  it('subscriptions give their callback slots back (close, and client close)', T, async () => {
+    const koffi = require('koffi');
+    const base = koffi.stats().callbacks;
+    const c = await env.connect();
+    for (let i = 0; i < 50; i++) {
+      const sub = await c.subscribe(uniq('s'));
+      const w = await c.watch(uniq('b'));
+      await sub.close();
+      await w.close();
+    }
+    assert.equal(koffi.stats().callbacks, base);
+    await c.subscribe(uniq('s'));
+    await c.watch(uniq('b'), () => {});
+    assert.equal(koffi.stats().callbacks, base + 2);
+    await c.close();
+    assert.equal(koffi.stats().callbacks, base);
+  });
+
   it('closing the client inside a handler', T, async () => {
     const c = await env.connect();
     const s = uniq('s');
