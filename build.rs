@@ -22,6 +22,7 @@ fn main() {
 
 fn compile_protos(root: &std::path::Path) {
     let proto_dir = root.join("proto");
+    println!("cargo:rerun-if-changed=proto");
     let files: Vec<PathBuf> = std::fs::read_dir(proto_dir.join("flowmesh/v1"))
         .map(|d| {
             d.filter_map(|e| e.ok().map(|e| e.path()))
@@ -29,10 +30,7 @@ fn compile_protos(root: &std::path::Path) {
                 .collect()
         })
         .unwrap_or_default();
-    if files.is_empty() {
-        return;
-    }
-    println!("cargo:rerun-if-changed=proto");
+    assert!(!files.is_empty(), "no .proto files under proto/flowmesh/v1");
     let fds = protox::compile(&files, [&proto_dir]).expect("proto files compile");
     tonic_prost_build::configure()
         .bytes(".")

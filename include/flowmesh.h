@@ -72,9 +72,11 @@ typedef struct fm_subscription fm_subscription;
 // Result code of every fallible call: `FM_OK` (0) or one of `FM_ERR_*`.
 typedef int32_t fm_status;
 
-// Called for each change under a watched prefix, in revision order, on a
-// library thread. `key` and `value` are valid only during the call; value
-// is empty (len 0) for deletes and expiries.
+// Called for each change under a watched prefix, in the order the changes
+// happened, on a library thread. `revision` is the new revision for PUT and
+// DELETE, and the revision of the value that expired for EXPIRE. `key` and
+// `value` are valid only during the call; value is empty (len 0) for
+// deletes and expiries.
 typedef void (*fm_kv_watch_cb)(void *user_data,
                                enum fm_kv_op op,
                                const char *key,

@@ -6,6 +6,8 @@ pub mod error;
 pub mod ffi;
 pub mod names;
 pub mod options;
+pub mod server;
+pub mod wire;
 
 pub use client::{Client, ClientConfig, Endpoint};
 pub use engine::*;

@@ -8,7 +8,7 @@ mod publisher;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -34,6 +34,10 @@ pub struct BlockingClient {
     publisher: Publisher,
     subscriptions: Mutex<Vec<Weak<Dispatcher>>>,
     closed: AtomicBool,
+    /// Fires when close starts: blocked calls return Closed at once.
+    closing: tokio::sync::watch::Sender<bool>,
+    /// Blocking calls in progress; close waits for them before stopping the runtime.
+    active: Arc<(Mutex<usize>, Condvar)>,
 }
 
 /// A running callback subscription (stream or KV watch).
@@ -73,6 +77,8 @@ impl BlockingClient {
             publisher,
             subscriptions: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            closing: tokio::sync::watch::channel(false).0,
+            active: Arc::default(),
         })
     }
 
@@ -82,15 +88,21 @@ impl BlockingClient {
 
     /// Runs a future to completion on the caller's thread.
     pub fn block_on<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed("client is closed".into()));
-        }
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(Error::Internal(
                 "blocking flowmesh call made from inside an async runtime".into(),
             ));
         }
-        self.handle.block_on(fut)
+        let _call = ActiveCall::enter(self)?;
+        let mut closing = self.closing.subscribe();
+        // A concurrent close interrupts the call before the runtime stops.
+        self.handle.block_on(async move {
+            tokio::select! {
+                biased;
+                _ = closing.wait_for(|c| *c) => Err(Error::Closed("client closed during the call".into())),
+                r = fut => r,
+            }
+        })
     }
 
     pub fn is_closed(&self) -> bool {
@@ -178,9 +190,14 @@ impl BlockingClient {
     /// Stops delivery, waits for running callbacks, finishes queued
     /// publishes, joins every thread. Idempotent.
     pub fn close(&self) {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return;
+        {
+            // Under the call counter's lock, so no call starts after this.
+            let _calls = self.active.0.lock().unwrap();
+            if self.closed.swap(true, Ordering::AcqRel) {
+                return;
+            }
         }
+        self.closing.send_replace(true);
         let subs: Vec<Arc<Dispatcher>> = self
             .subscriptions
             .lock()
@@ -191,8 +208,10 @@ impl BlockingClient {
         for d in &subs {
             d.stop();
         }
-        let in_callback = subs.iter().any(|d| d.on_dispatcher_thread());
+        let in_callback =
+            subs.iter().any(|d| d.on_dispatcher_thread()) || self.publisher.on_completion_thread();
         self.publisher.shutdown(self.request_timeout());
+        self.wait_for_calls();
         let _ = self.handle.block_on(self.client.engine().sync());
         if let Some(rt) = self.runtime.lock().unwrap().take() {
             if in_callback {
@@ -200,6 +219,21 @@ impl BlockingClient {
             } else {
                 rt.shutdown_timeout(self.request_timeout());
             }
+        }
+    }
+
+    /// Waits (bounded) until interrupted calls have left the runtime.
+    fn wait_for_calls(&self) {
+        let (lock, cv) = &*self.active;
+        let mut n = lock.lock().unwrap();
+        let deadline = std::time::Instant::now() + self.request_timeout();
+        while *n > 0 {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                tracing::warn!(calls = *n, "closing with blocking calls still running");
+                return;
+            }
+            n = cv.wait_timeout(n, deadline - now).unwrap().0;
         }
     }
 
@@ -217,6 +251,27 @@ impl BlockingClient {
 impl Drop for BlockingClient {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Counts a blocking call in progress (refused once the client closed).
+struct ActiveCall(Arc<(Mutex<usize>, Condvar)>);
+
+impl ActiveCall {
+    fn enter(c: &BlockingClient) -> Result<ActiveCall> {
+        let mut n = c.active.0.lock().unwrap();
+        if c.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed("client is closed".into()));
+        }
+        *n += 1;
+        Ok(ActiveCall(c.active.clone()))
+    }
+}
+
+impl Drop for ActiveCall {
+    fn drop(&mut self) {
+        *self.0 .0.lock().unwrap() -= 1;
+        self.0 .1.notify_all();
     }
 }
 

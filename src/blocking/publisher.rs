@@ -60,6 +60,7 @@ pub struct Publisher {
     counters: Arc<(Mutex<Counters>, Condvar)>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     completion_thread: Mutex<Option<JoinHandle<()>>>,
+    completion_thread_id: std::thread::ThreadId,
 }
 
 impl Publisher {
@@ -107,7 +108,9 @@ impl Publisher {
                 }
             })
             .map_err(|e| Error::Internal(format!("spawn publish thread: {e}")))?;
+        let completion_thread_id = completion_thread.thread().id();
         Ok(Publisher {
+            completion_thread_id,
             tx: Mutex::new(Some(tx)),
             counters,
             task: Mutex::new(Some(task)),
@@ -155,9 +158,16 @@ impl Publisher {
         Ok(())
     }
 
+    /// True on the thread that runs publish callbacks.
+    pub fn on_completion_thread(&self) -> bool {
+        std::thread::current().id() == self.completion_thread_id
+    }
+
     /// Stops accepting, lets queued publishes finish, and joins the thread.
+    /// From inside a publish callback it cannot wait for itself: queued
+    /// publishes then complete with Closed and the thread ends on its own.
     pub fn shutdown(&self, timeout: Duration) {
-        let drained = self.flush(timeout).is_ok();
+        let drained = !self.on_completion_thread() && self.flush(timeout).is_ok();
         self.tx.lock().unwrap().take(); // the task ends once the channel drains
         if let Some(task) = self.task.lock().unwrap().take() {
             if !drained {
@@ -165,7 +175,9 @@ impl Publisher {
             }
         }
         if let Some(t) = self.completion_thread.lock().unwrap().take() {
-            let _ = t.join();
+            if !self.on_completion_thread() {
+                let _ = t.join();
+            }
         }
     }
 }

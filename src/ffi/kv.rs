@@ -30,9 +30,11 @@ pub enum fm_kv_op {
     FM_KV_EXPIRE = 3,
 }
 
-/// Called for each change under a watched prefix, in revision order, on a
-/// library thread. `key` and `value` are valid only during the call; value
-/// is empty (len 0) for deletes and expiries.
+/// Called for each change under a watched prefix, in the order the changes
+/// happened, on a library thread. `revision` is the new revision for PUT and
+/// DELETE, and the revision of the value that expired for EXPIRE. `key` and
+/// `value` are valid only during the call; value is empty (len 0) for
+/// deletes and expiries.
 pub type fm_kv_watch_cb = Option<
     unsafe extern "C" fn(
         user_data: *mut c_void,

@@ -14,9 +14,10 @@ pub mod options;
 pub mod queue;
 pub mod stream;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
 
 use crate::error::Error;
 
@@ -65,6 +66,23 @@ const STATUS_NAMES: [&CStr; 12] = [
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// Set while an entry point runs: its panics are reported through the
+    /// status and fm_last_error, not printed on the host's stderr.
+    static IN_ENTRY_POINT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Wraps the process panic hook once, so it stays quiet for panics that the
+/// guard below turns into FM_ERR_INTERNAL, and behaves as before elsewhere.
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_ENTRY_POINT.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// Records `msg` as this thread's last error detail.
@@ -91,7 +109,11 @@ pub(crate) fn fail(err: &Error) -> fm_status {
 /// The panic boundary around every status-returning entry point.
 pub(crate) fn guard(f: impl FnOnce() -> crate::Result<()>) -> fm_status {
     clear_last_error();
-    match catch_unwind(AssertUnwindSafe(f)) {
+    install_panic_hook();
+    let outer = IN_ENTRY_POINT.with(|g| g.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    IN_ENTRY_POINT.with(|g| g.set(outer));
+    match result {
         Ok(Ok(())) => FM_OK,
         Ok(Err(e)) => fail(&e),
         Err(panic) => {

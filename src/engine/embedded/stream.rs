@@ -181,13 +181,16 @@ impl Stream {
                 part.enforce_retention(&self.config, now)?;
                 a
             };
-            let mut next = appended.first;
-            for (slot, _) in routes.iter().enumerate().filter(|(_, &rp)| rp == p) {
+            let slots = routes
+                .iter()
+                .enumerate()
+                .filter(|(_, &rp)| rp == p)
+                .map(|(slot, _)| slot);
+            for (offset, slot) in (appended.first..).zip(slots) {
                 positions[slot] = Position {
                     partition: p,
-                    offset: next,
+                    offset,
                 };
-                next += 1;
             }
             if let Some((syncer, ticket)) = appended.sync {
                 registry.register(&syncer);

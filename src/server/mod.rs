@@ -1,0 +1,117 @@
+//! The broker: serves any [`Engine`] over gRPC (`flowmesh serve`). Each
+//! service is a thin face that converts wire types and forwards to the
+//! engine, so the embedded and remote paths share every semantic.
+
+mod health;
+mod kv;
+mod queues;
+mod streams;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tonic::transport::Server;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::wire::pb;
+
+/// Wire overhead allowed on top of the payload limit in one gRPC message.
+const FRAME_SLACK: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub max_payload_bytes: usize,
+    /// Largest gRPC message accepted (a publish batch or a response).
+    pub max_message_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_payload_bytes: 8 << 20,
+            max_message_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What every service holds.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    engine: Arc<dyn Engine>,
+    cfg: Arc<ServerConfig>,
+}
+
+/// Serves `engine` on `addr` until `shutdown` resolves, then finishes the
+/// requests in flight and flushes the engine to disk.
+pub async fn serve(
+    engine: Arc<dyn Engine>,
+    addr: SocketAddr,
+    cfg: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot listen on {addr}: {e}")))?;
+    serve_on(engine, listener, cfg, shutdown).await
+}
+
+/// Like [`serve`], on a listener the caller already bound (e.g. to port 0).
+pub async fn serve_on(
+    engine: Arc<dyn Engine>,
+    listener: tokio::net::TcpListener,
+    cfg: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let max = cfg
+        .max_message_bytes
+        .max(cfg.max_payload_bytes + FRAME_SLACK);
+    let shared = Shared {
+        engine: engine.clone(),
+        cfg: Arc::new(cfg),
+    };
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    Server::builder()
+        .tcp_nodelay(true)
+        .add_service(pb::health_server::HealthServer::new(health::HealthService(
+            shared.clone(),
+        )))
+        .add_service(
+            pb::streams_server::StreamsServer::new(streams::StreamsService(shared.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            pb::queues_server::QueuesServer::new(queues::QueuesService(shared.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            pb::kv_server::KvServer::new(kv::KvService(shared))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| Error::Internal(format!("gRPC server failed: {e}")))?;
+    engine.sync().await
+}
+
+impl Shared {
+    fn check_payload(&self, size: usize) -> Result<()> {
+        if size > self.cfg.max_payload_bytes {
+            return Err(Error::TooLarge(format!(
+                "message of {size} bytes exceeds the broker's limit of {} bytes",
+                self.cfg.max_payload_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Turns an engine result into a gRPC response.
+fn reply<T>(r: Result<T>) -> std::result::Result<tonic::Response<T>, tonic::Status> {
+    r.map(tonic::Response::new)
+        .map_err(|e| crate::wire::to_status(&e))
+}

@@ -1,0 +1,285 @@
+//! The gRPC wire protocol (generated from proto/) and its conversions to and
+//! from the engine types, shared by the broker and the remote engine.
+
+#[allow(clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("flowmesh.v1");
+}
+
+use tonic::{Code, Status};
+
+use crate::engine::*;
+use crate::error::Error;
+
+/// Metadata key carrying the exact flowmesh status code.
+pub const CODE_KEY: &str = "fm-code";
+
+pub fn to_status(e: &Error) -> Status {
+    let code = match e {
+        Error::InvalidArgument(_) => Code::InvalidArgument,
+        Error::NotFound(_) => Code::NotFound,
+        Error::Timeout(_) => Code::DeadlineExceeded,
+        Error::Disconnected(_) | Error::Unavailable(_) => Code::Unavailable,
+        Error::Unauthorized(_) => Code::PermissionDenied,
+        Error::Closed(_) => Code::Cancelled,
+        Error::AlreadyExists(_) => Code::AlreadyExists,
+        Error::Conflict(_) => Code::FailedPrecondition,
+        Error::TooLarge(_) => Code::ResourceExhausted,
+        Error::Internal(_) => Code::Internal,
+    };
+    let mut status = Status::new(code, e.message().to_owned());
+    status.metadata_mut().insert(
+        CODE_KEY,
+        e.code()
+            .to_string()
+            .parse()
+            .expect("digits are valid metadata"),
+    );
+    status
+}
+
+/// Maps a gRPC status back to the flowmesh error it carries (or the closest
+/// one for transport failures that never reached the broker's handlers).
+pub fn from_status(s: &Status) -> Error {
+    if let Some(code) = s
+        .metadata()
+        .get(CODE_KEY)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+    {
+        return Error::from_code(code, s.message());
+    }
+    let msg = if s.message().is_empty() {
+        format!("{:?}", s.code())
+    } else {
+        s.message().to_owned()
+    };
+    match s.code() {
+        Code::InvalidArgument | Code::OutOfRange => Error::InvalidArgument(msg),
+        Code::NotFound => Error::NotFound(msg),
+        Code::DeadlineExceeded => Error::Timeout(msg),
+        Code::Unauthenticated | Code::PermissionDenied => Error::Unauthorized(msg),
+        Code::AlreadyExists => Error::AlreadyExists(msg),
+        Code::FailedPrecondition | Code::Aborted => Error::Conflict(msg),
+        Code::ResourceExhausted => Error::TooLarge(msg),
+        Code::Unavailable | Code::Cancelled | Code::Unknown => Error::Disconnected(msg),
+        _ => Error::Internal(msg),
+    }
+}
+
+pub fn headers_to_pb(h: Vec<(String, String)>) -> Vec<pb::Header> {
+    h.into_iter()
+        .map(|(key, value)| pb::Header { key, value })
+        .collect()
+}
+
+pub fn headers_from_pb(h: Vec<pb::Header>) -> Vec<(String, String)> {
+    h.into_iter().map(|h| (h.key, h.value)).collect()
+}
+
+impl From<Record> for pb::Record {
+    fn from(r: Record) -> Self {
+        pb::Record {
+            key: r.key,
+            payload: r.payload,
+            headers: headers_to_pb(r.headers),
+        }
+    }
+}
+
+impl From<pb::Record> for Record {
+    fn from(r: pb::Record) -> Self {
+        Record {
+            key: r.key,
+            payload: r.payload,
+            headers: headers_from_pb(r.headers),
+        }
+    }
+}
+
+impl From<Message> for pb::Message {
+    fn from(m: Message) -> Self {
+        pb::Message {
+            stream: m.stream,
+            partition: m.partition,
+            offset: m.offset,
+            timestamp_ms: m.timestamp_ms,
+            key: m.key,
+            payload: m.payload,
+            headers: headers_to_pb(m.headers),
+        }
+    }
+}
+
+impl From<pb::Message> for Message {
+    fn from(m: pb::Message) -> Self {
+        Message {
+            stream: m.stream,
+            partition: m.partition,
+            offset: m.offset,
+            timestamp_ms: m.timestamp_ms,
+            key: m.key,
+            payload: m.payload,
+            headers: headers_from_pb(m.headers),
+        }
+    }
+}
+
+impl From<Position> for pb::Position {
+    fn from(p: Position) -> Self {
+        pb::Position {
+            partition: p.partition,
+            offset: p.offset,
+        }
+    }
+}
+
+impl From<pb::Position> for Position {
+    fn from(p: pb::Position) -> Self {
+        Position {
+            partition: p.partition,
+            offset: p.offset,
+        }
+    }
+}
+
+impl From<StreamConfig> for pb::StreamConfig {
+    fn from(c: StreamConfig) -> Self {
+        pb::StreamConfig {
+            partitions: c.partitions,
+            max_age_ms: c.max_age_ms,
+            max_bytes: c.max_bytes,
+            max_messages: c.max_messages,
+        }
+    }
+}
+
+impl From<pb::StreamConfig> for StreamConfig {
+    fn from(c: pb::StreamConfig) -> Self {
+        StreamConfig {
+            partitions: c.partitions,
+            max_age_ms: c.max_age_ms,
+            max_bytes: c.max_bytes,
+            max_messages: c.max_messages,
+        }
+    }
+}
+
+impl From<Job> for pb::Job {
+    fn from(j: Job) -> Self {
+        pb::Job {
+            id: j.id,
+            attempt: j.attempt,
+            priority: j.priority,
+            payload: j.payload,
+            headers: headers_to_pb(j.headers),
+            enqueued_ms: j.enqueued_ms,
+        }
+    }
+}
+
+impl From<pb::Job> for Job {
+    fn from(j: pb::Job) -> Self {
+        Job {
+            id: j.id,
+            attempt: j.attempt,
+            priority: j.priority,
+            payload: j.payload,
+            headers: headers_from_pb(j.headers),
+            enqueued_ms: j.enqueued_ms,
+        }
+    }
+}
+
+impl From<RetryPolicy> for pb::RetryPolicy {
+    fn from(p: RetryPolicy) -> Self {
+        pb::RetryPolicy {
+            max_attempts: p.max_attempts,
+            initial_backoff_ms: p.initial_backoff_ms,
+            max_backoff_ms: p.max_backoff_ms,
+            multiplier: p.multiplier,
+        }
+    }
+}
+
+impl From<pb::RetryPolicy> for RetryPolicy {
+    fn from(p: pb::RetryPolicy) -> Self {
+        RetryPolicy {
+            max_attempts: p.max_attempts,
+            initial_backoff_ms: p.initial_backoff_ms,
+            max_backoff_ms: p.max_backoff_ms,
+            multiplier: p.multiplier,
+        }
+    }
+}
+
+pub fn spec_to_pb(stream: String, s: SubscribeSpec) -> pb::SubscribeRequest {
+    let (start, offset) = match s.start {
+        StartFrom::Earliest => (pb::StartFrom::Earliest, 0),
+        StartFrom::Latest => (pb::StartFrom::Latest, 0),
+        StartFrom::Committed => (pb::StartFrom::Committed, 0),
+        StartFrom::Offset(o) => (pb::StartFrom::Offset, o),
+    };
+    pb::SubscribeRequest {
+        stream,
+        partition: s.partition,
+        start: start as i32,
+        offset,
+        group: s.group,
+    }
+}
+
+pub fn spec_from_pb(r: &pb::SubscribeRequest) -> Result<SubscribeSpec, Error> {
+    let start = match pb::StartFrom::try_from(r.start) {
+        Ok(pb::StartFrom::Earliest) => StartFrom::Earliest,
+        Ok(pb::StartFrom::Latest) => StartFrom::Latest,
+        Ok(pb::StartFrom::Committed) => StartFrom::Committed,
+        Ok(pb::StartFrom::Offset) => StartFrom::Offset(r.offset),
+        Err(_) => {
+            return Err(Error::invalid(format!(
+                "unknown start position {}",
+                r.start
+            )))
+        }
+    };
+    Ok(SubscribeSpec {
+        partition: r.partition,
+        start,
+        group: r.group.clone(),
+    })
+}
+
+impl From<KvEvent> for pb::KvEvent {
+    fn from(e: KvEvent) -> Self {
+        let op = match e.op {
+            KvOp::Put => pb::KvOp::Put,
+            KvOp::Delete => pb::KvOp::Delete,
+            KvOp::Expire => pb::KvOp::Expire,
+        };
+        pb::KvEvent {
+            op: op as i32,
+            key: e.key,
+            value: e.value,
+            revision: e.revision,
+        }
+    }
+}
+
+pub fn kv_event_from_pb(e: pb::KvEvent) -> Result<KvEvent, Error> {
+    let op = match pb::KvOp::try_from(e.op) {
+        Ok(pb::KvOp::Put) => KvOp::Put,
+        Ok(pb::KvOp::Delete) => KvOp::Delete,
+        Ok(pb::KvOp::Expire) => KvOp::Expire,
+        _ => {
+            return Err(Error::Internal(format!(
+                "broker sent unknown KV op {}",
+                e.op
+            )))
+        }
+    };
+    Ok(KvEvent {
+        op,
+        key: e.key,
+        value: e.value,
+        revision: e.revision,
+    })
+}
