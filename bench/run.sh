@@ -130,15 +130,30 @@ PIDS+=($!); wait_port "$REDIS_PORT" redis "$!"
 
 GRPC_ARGS=()
 BROKER_NOTE="not available (no /work/main/.broker-ready marker when this ran)"
+start_broker() { # name fsync -> prints port
+  local name=$1 fsync=$2 port extra=()
+  port=$(free_port)
+  mkdir -p "$WORK/$name"
+  if "$ROOT/target/release/flowmesh" serve --help 2>/dev/null | grep -q -- '--fsync-interval-ms'; then
+    [ "$fsync" = interval ] && extra=(--fsync-interval-ms 1000)
+  fi
+  "$ROOT/target/release/flowmesh" serve --listen "127.0.0.1:$port" --data "file://$WORK/$name" \
+    --fsync "$fsync" "${extra[@]}" > "$WORK/$name.log" 2>&1 &
+  PIDS+=($!); wait_port "$port" "$name" "$!"
+  BROKER_PORT=$port
+  BROKER_ARGS="--fsync $fsync ${extra[*]}"
+}
 if [ "$GRPC" = 1 ] && [ -f "$ROOT/.broker-ready" ] && [ -x "$ROOT/target/release/flowmesh" ]; then
-  BROKER_PORT=$(free_port)
-  mkdir -p "$WORK/broker"
-  say "starting flowmesh broker (file://, default fsync=batch) on 127.0.0.1:$BROKER_PORT"
-  "$ROOT/target/release/flowmesh" serve --listen "127.0.0.1:$BROKER_PORT" --data "file://$WORK/broker" \
-    > "$WORK/broker.log" 2>&1 &
-  PIDS+=($!); wait_port "$BROKER_PORT" broker "$!"
+  say "starting two flowmesh brokers (file://, fsync=batch and fsync=interval)"
+  start_broker broker-batch batch
   GRPC_ARGS=(--grpc "grpc://127.0.0.1:$BROKER_PORT")
-  BROKER_NOTE="flowmesh serve --data file://TMP (fsync=batch) on 127.0.0.1:$BROKER_PORT"
+  NOTE1="flowmesh serve --data file://TMP $BROKER_ARGS"
+  start_broker broker-interval interval
+  GRPC_ARGS+=(--grpc-interval "grpc://127.0.0.1:$BROKER_PORT")
+  NOTE2="flowmesh serve --data file://TMP $BROKER_ARGS"
+  case "$BROKER_ARGS" in *interval-ms*) IV="1000 ms" ;; *) IV="the broker's default interval (100 ms)" ;; esac
+  BROKER_NOTE="\`$NOTE1\` and \`$NOTE2\`, fsync=interval = $IV"
+  say "brokers: $BROKER_NOTE"
 fi
 
 # ---- 4. run -----------------------------------------------------------------

@@ -199,11 +199,16 @@ pub async fn queue_throughput(cell: &FmCell, queue: &str, payload: Bytes, n: u64
     };
     let c = cell.clients[cell.clients.len() - 1].clone();
     let mut done = 0;
+    let mut receives = 0u64;
+    let mut recv_time = Duration::ZERO;
     while done < n {
         if start.elapsed() > cap {
             return Err(format!("queue run timed out after {done}/{n}").into());
         }
+        let t = Instant::now();
         let jobs = c.receive(queue, 256, 30_000, 50).await?;
+        recv_time += t.elapsed();
+        receives += 1;
         let acks: FuturesUnordered<_> = jobs.iter().map(|j| c.ack(queue, j.id)).collect();
         for r in acks.collect::<Vec<_>>().await {
             r?;
@@ -211,7 +216,10 @@ pub async fn queue_throughput(cell: &FmCell, queue: &str, payload: Bytes, n: u64
         }
     }
     prod.await??;
-    Ok(Outcome::new(done, start.elapsed()))
+    let mut o = Outcome::new(done, start.elapsed());
+    o.extra.push(("jobs_per_receive", serde_json::json!((done as f64 / receives.max(1) as f64 * 10.0).round() / 10.0)));
+    o.extra.push(("receive_ms_avg", serde_json::json!((recv_time.as_secs_f64() * 1e3 / receives.max(1) as f64 * 100.0).round() / 100.0)));
+    Ok(o)
 }
 
 /// enqueue → reserve → ack of one job at a time; latency of the whole trip.

@@ -68,9 +68,12 @@ struct RunArgs {
     /// Redis URL, e.g. redis://127.0.0.1:6379/.
     #[arg(long)]
     redis: Option<String>,
-    /// flowmesh broker URL (grpc://127.0.0.1:PORT); adds the gRPC rows.
+    /// flowmesh broker URL (grpc://127.0.0.1:PORT), broker with fsync=batch.
     #[arg(long)]
     grpc: Option<String>,
+    /// flowmesh broker URL, broker with fsync=interval.
+    #[arg(long)]
+    grpc_interval: Option<String>,
     /// Short cells (development); full mode otherwise.
     #[arg(long)]
     quick: bool,
@@ -87,6 +90,7 @@ enum Sys {
     FmBatch,
     FmInterval,
     FmGrpc,
+    FmGrpcInterval,
     Nats,
     Redis,
 }
@@ -96,7 +100,8 @@ impl Sys {
         match self {
             Sys::FmBatch => "flowmesh embedded fsync=batch",
             Sys::FmInterval => "flowmesh embedded fsync=interval",
-            Sys::FmGrpc => "flowmesh gRPC broker",
+            Sys::FmGrpc => "flowmesh gRPC broker fsync=batch",
+            Sys::FmGrpcInterval => "flowmesh gRPC broker fsync=interval",
             Sys::Nats => "NATS JetStream",
             Sys::Redis => "Redis",
         }
@@ -142,6 +147,9 @@ impl Ctx {
             Sys::FmGrpc => FmTarget::Grpc {
                 url: self.args.grpc.clone().expect("grpc url"),
             },
+            Sys::FmGrpcInterval => FmTarget::Grpc {
+                url: self.args.grpc_interval.clone().expect("grpc url"),
+            },
             _ => unreachable!(),
         }
     }
@@ -152,6 +160,7 @@ impl Ctx {
             .copied()
             .filter(|s| match s {
                 Sys::FmGrpc => self.args.grpc.is_some(),
+                Sys::FmGrpcInterval => self.args.grpc_interval.is_some(),
                 Sys::Nats => self.args.nats.is_some(),
                 Sys::Redis => self.args.redis.is_some(),
                 _ => true,
@@ -203,7 +212,7 @@ type Cell<'a> = (String, Box<dyn Fn(u64) -> R<Outcome> + 'a>);
 fn w1_latency(ctx: &Ctx, rt: &tokio::runtime::Runtime, size: usize, dur: Duration) {
     let pl = payload(size);
     let mut cells: Vec<Cell> = Vec::new();
-    for s in ctx.systems(&[Sys::FmBatch, Sys::FmInterval, Sys::FmGrpc, Sys::Nats, Sys::Redis]) {
+    for s in ctx.systems(&[Sys::FmBatch, Sys::FmInterval, Sys::FmGrpc, Sys::FmGrpcInterval, Sys::Nats, Sys::Redis]) {
         let pl = pl.clone();
         let label = match s {
             Sys::Redis => "Redis SET (reference RTT)".to_string(),
@@ -247,7 +256,7 @@ fn w1_throughput(ctx: &Ctx, rt: &tokio::runtime::Runtime, size: usize, producers
     let n = (4 << 20) / size.max(1);
     let b = n.clamp(1, 256);
     let mut cells: Vec<Cell> = Vec::new();
-    for s in ctx.systems(&[Sys::FmBatch, Sys::FmInterval, Sys::FmGrpc, Sys::Nats]) {
+    for s in ctx.systems(&[Sys::FmBatch, Sys::FmInterval, Sys::FmGrpc, Sys::FmGrpcInterval, Sys::Nats]) {
         let modes: Vec<PubMode> = match s {
             Sys::Nats => vec![PubMode::Window(b)],
             _ => vec![PubMode::Batch(b), PubMode::Window(b)],
@@ -296,7 +305,7 @@ fn w2_consume(ctx: &Ctx, rt: &tokio::runtime::Runtime) {
     let n = ctx.p.consume_n;
     let cap = Duration::from_secs(60);
     let mut cells: Vec<Cell> = Vec::new();
-    for s in ctx.systems(&[Sys::FmBatch, Sys::FmInterval, Sys::FmGrpc, Sys::Nats]) {
+    for s in ctx.systems(&[Sys::FmBatch, Sys::FmInterval, Sys::FmGrpc, Sys::FmGrpcInterval, Sys::Nats]) {
         let pl = pl.clone();
         let label = match s {
             Sys::Nats => "NATS JetStream durable pull, ack each".to_string(),
@@ -334,7 +343,7 @@ fn w3_queue(ctx: &Ctx, rt: &tokio::runtime::Runtime) {
     let pl = payload(128);
     let n = ctx.p.queue_n;
     let cap = Duration::from_secs(60);
-    let systems = ctx.systems(&[Sys::FmBatch, Sys::FmInterval, Sys::FmGrpc, Sys::Nats]);
+    let systems = ctx.systems(&[Sys::FmBatch, Sys::FmInterval, Sys::FmGrpc, Sys::FmGrpcInterval, Sys::Nats]);
     let mut cells: Vec<Cell> = Vec::new();
     for &s in &systems {
         let pl = pl.clone();
@@ -404,7 +413,7 @@ fn w4_kv(ctx: &Ctx, rt: &tokio::runtime::Runtime, set: bool, clients: usize) {
     let keys = ctx.p.kv_keys;
     let dur = ctx.p.dur;
     let mut cells: Vec<Cell> = Vec::new();
-    for s in ctx.systems(&[Sys::FmBatch, Sys::FmInterval, Sys::FmGrpc, Sys::Nats, Sys::Redis]) {
+    for s in ctx.systems(&[Sys::FmBatch, Sys::FmInterval, Sys::FmGrpc, Sys::FmGrpcInterval, Sys::Nats, Sys::Redis]) {
         let pl = pl.clone();
         let label = match s {
             Sys::Nats => "NATS JetStream KV".to_string(),
@@ -503,7 +512,7 @@ fn run(args: RunArgs) -> R<()> {
     let q = args.quick;
     let p = Params {
         rounds: args.rounds.unwrap_or(if q { 3 } else { 5 }),
-        dur: Duration::from_millis(if q { 250 } else { 2000 }),
+        dur: Duration::from_millis(if q { 200 } else { 2000 }),
         size_dur: Duration::from_millis(if q { 200 } else { 1000 }),
         lat_max: if q { 5_000 } else { 20_000 },
         consume_n: if q { 20_000 } else { 200_000 },
@@ -528,7 +537,7 @@ fn run(args: RunArgs) -> R<()> {
         serde_json::json!({"quick": q, "rounds": ctx.p.rounds, "dur_ms": ctx.p.dur.as_millis() as u64,
             "size_dur_ms": ctx.p.size_dur.as_millis() as u64, "consume_n": ctx.p.consume_n,
             "queue_n": ctx.p.queue_n, "kv_keys": ctx.p.kv_keys, "overhead_calls": ctx.p.overhead_calls,
-            "grpc": ctx.args.grpc.is_some()}),
+            "grpc": ctx.args.grpc.is_some(), "grpc_interval": ctx.args.grpc_interval.is_some()}),
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
