@@ -49,27 +49,18 @@ impl ClientConfig {
         };
         let worker_threads = opts.u64("worker_threads")?.unwrap_or(2);
         if !(1..=64).contains(&worker_threads) {
-            return Err(Error::invalid(
-                "option worker_threads: must be between 1 and 64",
-            ));
+            return Err(Error::invalid("option worker_threads: must be between 1 and 64"));
         }
-        let max_payload = opts
-            .u64("max_payload_bytes")?
-            .unwrap_or(DEFAULT_MAX_PAYLOAD as u64);
+        let max_payload = opts.u64("max_payload_bytes")?.unwrap_or(DEFAULT_MAX_PAYLOAD as u64);
         if max_payload == 0 || max_payload > (1 << 30) {
-            return Err(Error::invalid(
-                "option max_payload_bytes: must be between 1 and 1073741824",
-            ));
+            return Err(Error::invalid("option max_payload_bytes: must be between 1 and 1073741824"));
         }
         Ok(ClientConfig {
             tenant: opts.get("tenant").unwrap_or("default").to_owned(),
             namespace: opts.get("namespace").unwrap_or("default").to_owned(),
             max_payload_bytes: max_payload as usize,
             fsync,
-            segment_bytes: opts
-                .u64("segment_bytes")?
-                .unwrap_or(64 << 20)
-                .clamp(4096, 1 << 31),
+            segment_bytes: opts.u64("segment_bytes")?.unwrap_or(64 << 20).clamp(4096, 1 << 31),
             worker_threads: worker_threads as usize,
             connect_timeout_ms: opts.u64("connect_timeout_ms")?.unwrap_or(5000),
             request_timeout_ms: opts.u64("request_timeout_ms")?.unwrap_or(10_000),
@@ -92,29 +83,20 @@ pub enum Endpoint {
 impl Endpoint {
     pub fn parse(url: &str) -> Result<Endpoint> {
         if let Some(rest) = url.strip_prefix("mem://") {
-            return Ok(Endpoint::Memory(
-                Some(rest.to_owned()).filter(|s| !s.is_empty()),
-            ));
+            return Ok(Endpoint::Memory(Some(rest.to_owned()).filter(|s| !s.is_empty())));
         }
         if let Some(path) = url.strip_prefix("file://") {
             if path.is_empty() {
-                return Err(Error::invalid(
-                    "file:// URL needs a directory, e.g. file:///var/lib/app/fm",
-                ));
+                return Err(Error::invalid("file:// URL needs a directory, e.g. file:///var/lib/app/fm"));
             }
             return Ok(Endpoint::File(PathBuf::from(path)));
         }
         for (scheme, tls) in [("grpc://", false), ("grpcs://", true)] {
             if let Some(rest) = url.strip_prefix(scheme) {
                 if rest.is_empty() || rest.contains('/') && !rest.ends_with('/') {
-                    return Err(Error::invalid(format!(
-                        "invalid broker URL {url:?}: expected {scheme}host:port"
-                    )));
+                    return Err(Error::invalid(format!("invalid broker URL {url:?}: expected {scheme}host:port")));
                 }
-                return Ok(Endpoint::Remote {
-                    url: url.to_owned(),
-                    tls,
-                });
+                return Ok(Endpoint::Remote { url: url.to_owned(), tls });
             }
         }
         Err(Error::invalid(format!(
@@ -133,29 +115,17 @@ pub async fn open_engine(endpoint: &Endpoint, cfg: &ClientConfig) -> Result<Arc<
     };
     match endpoint {
         Endpoint::Memory(None) => Ok(Arc::new(EmbeddedEngine::open(embedded(None), None)?)),
-        Endpoint::Memory(Some(name)) => Ok(Arc::new(EmbeddedEngine::open(
-            embedded(None),
-            Some(format!("mem:{name}")),
-        )?)),
+        Endpoint::Memory(Some(name)) => {
+            Ok(Arc::new(EmbeddedEngine::open(embedded(None), Some(format!("mem:{name}")))?))
+        }
         Endpoint::File(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::invalid(format!(
-                    "cannot create data directory {}: {e}",
-                    dir.display()
-                ))
-            })?;
-            let dir = dir
-                .canonicalize()
-                .map_err(|e| Error::io("resolve data directory", e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::invalid(format!("cannot create data directory {}: {e}", dir.display())))?;
+            let dir = dir.canonicalize().map_err(|e| Error::io("resolve data directory", e))?;
             let key = format!("file:{}", dir.display());
-            Ok(Arc::new(EmbeddedEngine::open(
-                embedded(Some(dir)),
-                Some(key),
-            )?))
+            Ok(Arc::new(EmbeddedEngine::open(embedded(Some(dir)), Some(key))?))
         }
-        Endpoint::Remote { url, tls } => {
-            crate::engine::remote::RemoteEngine::connect(url, *tls, cfg).await
-        }
+        Endpoint::Remote { url, tls } => crate::engine::remote::RemoteEngine::connect(url, *tls, cfg).await,
     }
 }
 
@@ -177,10 +147,7 @@ impl Client {
     }
 
     pub fn with_engine(engine: Arc<dyn Engine>, cfg: ClientConfig) -> Client {
-        Client {
-            engine,
-            cfg: Arc::new(cfg),
-        }
+        Client { engine, cfg: Arc::new(cfg) }
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -217,15 +184,12 @@ impl Client {
     // ---- streams ----
 
     pub async fn create_stream(&self, stream: &str, config: StreamConfig) -> Result<()> {
-        self.engine
-            .create_stream(&self.qualify(stream)?, config)
-            .await
+        self.engine.create_stream(&self.qualify(stream)?, config).await
     }
 
     pub async fn publish(&self, stream: &str, record: Record) -> Result<Position> {
         let mut p = self.publish_batch(stream, vec![record]).await?;
-        p.pop()
-            .ok_or_else(|| Error::Internal("engine returned no position".into()))
+        p.pop().ok_or_else(|| Error::Internal("engine returned no position".into()))
     }
 
     pub async fn publish_batch(&self, stream: &str, records: Vec<Record>) -> Result<Vec<Position>> {
@@ -236,16 +200,8 @@ impl Client {
         self.engine.publish(&stream, records).await
     }
 
-    pub async fn read(
-        &self,
-        stream: &str,
-        partition: u32,
-        offset: u64,
-        max: usize,
-    ) -> Result<Vec<Message>> {
-        self.engine
-            .read(&self.qualify(stream)?, partition, offset, max)
-            .await
+    pub async fn read(&self, stream: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>> {
+        self.engine.read(&self.qualify(stream)?, partition, offset, max).await
     }
 
     pub async fn stream_info(&self, stream: &str) -> Result<StreamInfo> {
@@ -265,22 +221,12 @@ impl Client {
         self.engine.subscribe(&self.qualify(stream)?, spec).await
     }
 
-    pub async fn commit_offset(
-        &self,
-        stream: &str,
-        group: &str,
-        partition: u32,
-        offset: u64,
-    ) -> Result<()> {
-        self.engine
-            .commit_offset(&self.qualify(stream)?, group, partition, offset)
-            .await
+    pub async fn commit_offset(&self, stream: &str, group: &str, partition: u32, offset: u64) -> Result<()> {
+        self.engine.commit_offset(&self.qualify(stream)?, group, partition, offset).await
     }
 
     pub async fn get_offset(&self, stream: &str, group: &str, partition: u32) -> Result<u64> {
-        self.engine
-            .get_offset(&self.qualify(stream)?, group, partition)
-            .await
+        self.engine.get_offset(&self.qualify(stream)?, group, partition).await
     }
 
     pub async fn group_state(&self, stream: &str, group: &str) -> Result<GroupState> {
@@ -289,42 +235,21 @@ impl Client {
 
     // ---- queues ----
 
-    pub async fn enqueue(
-        &self,
-        queue: &str,
-        record: Record,
-        delay_ms: u64,
-        priority: i32,
-    ) -> Result<u64> {
+    pub async fn enqueue(&self, queue: &str, record: Record, delay_ms: u64, priority: i32) -> Result<u64> {
         self.check_size(record.size())?;
-        self.engine
-            .enqueue(&self.qualify(queue)?, record, delay_ms, priority)
-            .await
+        self.engine.enqueue(&self.qualify(queue)?, record, delay_ms, priority).await
     }
 
     /// One job, or `None` when nothing arrived within `wait_ms`.
-    pub async fn reserve(
-        &self,
-        queue: &str,
-        visibility_ms: u64,
-        wait_ms: u64,
-    ) -> Result<Option<Job>> {
+    pub async fn reserve(&self, queue: &str, visibility_ms: u64, wait_ms: u64) -> Result<Option<Job>> {
         Ok(self.receive(queue, 1, visibility_ms, wait_ms).await?.pop())
     }
 
-    pub async fn receive(
-        &self,
-        queue: &str,
-        max: usize,
-        visibility_ms: u64,
-        wait_ms: u64,
-    ) -> Result<Vec<Job>> {
+    pub async fn receive(&self, queue: &str, max: usize, visibility_ms: u64, wait_ms: u64) -> Result<Vec<Job>> {
         if max == 0 {
             return Err(Error::invalid("max_jobs must be at least 1"));
         }
-        self.engine
-            .reserve(&self.qualify(queue)?, max, visibility_ms, wait_ms)
-            .await
+        self.engine.reserve(&self.qualify(queue)?, max, visibility_ms, wait_ms).await
     }
 
     pub async fn ack(&self, queue: &str, job_id: u64) -> Result<()> {
@@ -332,9 +257,7 @@ impl Client {
     }
 
     pub async fn nack(&self, queue: &str, job_id: u64, delay_ms: u64) -> Result<()> {
-        self.engine
-            .nack(&self.qualify(queue)?, job_id, delay_ms)
-            .await
+        self.engine.nack(&self.qualify(queue)?, job_id, delay_ms).await
     }
 
     pub async fn queue_stats(&self, queue: &str) -> Result<QueueStats> {
@@ -343,13 +266,9 @@ impl Client {
 
     pub async fn set_retry_policy(&self, queue: &str, policy: RetryPolicy) -> Result<()> {
         if !(policy.multiplier.is_finite() && policy.multiplier >= 1.0) {
-            return Err(Error::invalid(
-                "retry multiplier must be a finite number >= 1",
-            ));
+            return Err(Error::invalid("retry multiplier must be a finite number >= 1"));
         }
-        self.engine
-            .set_retry_policy(&self.qualify(queue)?, policy)
-            .await
+        self.engine.set_retry_policy(&self.qualify(queue)?, policy).await
     }
 
     pub async fn get_retry_policy(&self, queue: &str) -> Result<RetryPolicy> {
@@ -366,44 +285,22 @@ impl Client {
         self.engine.dlq_replay(&self.qualify(queue)?, job_id).await
     }
 
-    pub async fn dlq_replay_all(
-        &self,
-        queue: &str,
-        header: Option<(String, String)>,
-    ) -> Result<u64> {
-        self.engine
-            .dlq_replay_all(&self.qualify(queue)?, header)
-            .await
+    pub async fn dlq_replay_all(&self, queue: &str, header: Option<(String, String)>) -> Result<u64> {
+        self.engine.dlq_replay_all(&self.qualify(queue)?, header).await
     }
 
     // ---- key-value ----
 
-    pub async fn kv_set(
-        &self,
-        bucket: &str,
-        key: &str,
-        value: impl Into<Bytes>,
-        ttl_ms: u64,
-    ) -> Result<u64> {
+    pub async fn kv_set(&self, bucket: &str, key: &str, value: impl Into<Bytes>, ttl_ms: u64) -> Result<u64> {
         let value = value.into();
         self.check_size(value.len())?;
-        self.engine
-            .kv_set(&self.qualify(bucket)?, key, value, ttl_ms)
-            .await
+        self.engine.kv_set(&self.qualify(bucket)?, key, value, ttl_ms).await
     }
 
-    pub async fn kv_cas(
-        &self,
-        bucket: &str,
-        key: &str,
-        value: impl Into<Bytes>,
-        expected: u64,
-    ) -> Result<u64> {
+    pub async fn kv_cas(&self, bucket: &str, key: &str, value: impl Into<Bytes>, expected: u64) -> Result<u64> {
         let value = value.into();
         self.check_size(value.len())?;
-        self.engine
-            .kv_cas(&self.qualify(bucket)?, key, value, expected, 0)
-            .await
+        self.engine.kv_cas(&self.qualify(bucket)?, key, value, expected, 0).await
     }
 
     pub async fn kv_get(&self, bucket: &str, key: &str) -> Result<KvEntry> {

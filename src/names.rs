@@ -8,12 +8,7 @@ pub const MAX_SEGMENT: usize = 128;
 
 fn check_segment(what: &str, seg: &str, full: &str) -> Result<()> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if seg.is_empty()
-        || seg.len() > MAX_SEGMENT
-        || seg == "."
-        || seg == ".."
-        || !seg.chars().all(ok_char)
-    {
+    if seg.is_empty() || seg.len() > MAX_SEGMENT || seg == "." || seg == ".." || !seg.chars().all(ok_char) {
         return Err(Error::InvalidArgument(format!(
             "invalid {what} in name {full:?}: use 1-{MAX_SEGMENT} characters of [A-Za-z0-9._-], not . or .."
         )));
@@ -44,9 +39,7 @@ pub fn qualify(name: &str, tenant: &str, namespace: &str) -> Result<String> {
 /// Checks an already qualified name (as an engine or the broker receives it).
 pub fn check_qualified(name: &str) -> Result<()> {
     if name.split('/').count() != 3 {
-        return Err(Error::InvalidArgument(format!(
-            "expected a qualified name tenant/namespace/name, got {name:?}"
-        )));
+        return Err(Error::InvalidArgument(format!("expected a qualified name tenant/namespace/name, got {name:?}")));
     }
     qualify(name, "", "").map(|_| ())
 }
@@ -59,9 +52,7 @@ pub fn check_scope(what: &str, value: &str) -> Result<()> {
 /// KV keys: any non-empty UTF-8 up to 1 KiB without NUL.
 pub fn check_key(key: &str) -> Result<()> {
     if key.is_empty() || key.len() > 1024 || key.contains('\0') {
-        return Err(Error::invalid(format!(
-            "invalid key {key:?}: 1-1024 bytes, no NUL"
-        )));
+        return Err(Error::invalid(format!("invalid key {key:?}: 1-1024 bytes, no NUL")));
     }
     Ok(())
 }
@@ -77,10 +68,7 @@ mod tests {
 
     #[test]
     fn qualifies_short_and_full_names() {
-        assert_eq!(
-            qualify("orders", "acme", "prod").unwrap(),
-            "acme/prod/orders"
-        );
+        assert_eq!(qualify("orders", "acme", "prod").unwrap(), "acme/prod/orders");
         assert_eq!(qualify("a/b/c", "x", "y").unwrap(), "a/b/c");
     }
 

@@ -65,20 +65,14 @@ pub struct Options {
 }
 
 fn parse_u64(key: &str, v: &str) -> Result<u64> {
-    v.trim().parse().map_err(|_| {
-        Error::invalid(format!(
-            "option {key}: expected a non-negative integer, got {v:?}"
-        ))
-    })
+    v.trim().parse().map_err(|_| Error::invalid(format!("option {key}: expected a non-negative integer, got {v:?}")))
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool> {
     match v.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(Error::invalid(format!(
-            "option {key}: expected true or false, got {v:?}"
-        ))),
+        _ => Err(Error::invalid(format!("option {key}: expected true or false, got {v:?}"))),
     }
 }
 
@@ -88,9 +82,7 @@ fn parse_start(v: &str) -> Result<StartFrom> {
         "latest" => Ok(StartFrom::Latest),
         "committed" => Ok(StartFrom::Committed),
         other => other.parse().map(StartFrom::Offset).map_err(|_| {
-            Error::invalid(format!(
-                "option start: expected earliest, latest, committed or an offset, got {v:?}"
-            ))
+            Error::invalid(format!("option start: expected earliest, latest, committed or an offset, got {v:?}"))
         }),
     }
 }
@@ -104,10 +96,7 @@ impl Options {
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         let Some(&(_, kind, _)) = KEYS.iter().find(|(k, _, _)| *k == key) else {
             let known: Vec<&str> = KEYS.iter().map(|(k, _, _)| *k).collect();
-            return Err(Error::invalid(format!(
-                "unknown option {key:?}; known options: {}",
-                known.join(", ")
-            )));
+            return Err(Error::invalid(format!("unknown option {key:?}; known options: {}", known.join(", "))));
         };
         match kind {
             Kind::Scope => names::check_scope(key, value)?,
@@ -152,10 +141,7 @@ impl Options {
         for key in self.values.keys() {
             let applies = KEYS.iter().any(|(k, _, c)| k == key && *c == ctx);
             if !applies {
-                return Err(Error::invalid(format!(
-                    "option {key:?} does not apply to {}",
-                    ctx.name()
-                )));
+                return Err(Error::invalid(format!("option {key:?} does not apply to {}", ctx.name())));
             }
         }
         Ok(())
@@ -174,9 +160,7 @@ impl Options {
         self.check_context(Context::Stream)?;
         let partitions = self.u64("partitions")?.unwrap_or(1);
         if partitions == 0 || partitions > 4096 {
-            return Err(Error::invalid(
-                "option partitions: must be between 1 and 4096",
-            ));
+            return Err(Error::invalid("option partitions: must be between 1 and 4096"));
         }
         Ok(StreamConfig {
             partitions: partitions as u32,
@@ -191,9 +175,7 @@ impl Options {
         self.check_context(Context::Subscribe)?;
         let group = self.get("group").map(str::to_owned);
         let partition = match self.u64("partition")? {
-            Some(p) if p > u32::MAX as u64 => {
-                return Err(Error::invalid("option partition: out of range"))
-            }
+            Some(p) if p > u32::MAX as u64 => return Err(Error::invalid("option partition: out of range")),
             p => p.map(|p| p as u32),
         };
         let start = match self.get("start") {
@@ -208,14 +190,7 @@ impl Options {
         if auto_commit && group.is_none() {
             return Err(Error::invalid("option auto_commit=true needs option group"));
         }
-        Ok((
-            SubscribeSpec {
-                partition,
-                start,
-                group,
-            },
-            auto_commit,
-        ))
+        Ok((SubscribeSpec { partition, start, group }, auto_commit))
     }
 }
 
@@ -226,10 +201,7 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_fail_when_set() {
         let mut o = Options::new();
-        assert!(matches!(
-            o.set("colour", "red"),
-            Err(Error::InvalidArgument(_))
-        ));
+        assert!(matches!(o.set("colour", "red"), Err(Error::InvalidArgument(_))));
         assert!(o.set("partitions", "-1").is_err());
         assert!(o.set("auto_commit", "maybe").is_err());
         assert!(o.set("start", "yesterday").is_err());

@@ -28,31 +28,17 @@ pub fn to_status(e: &Error) -> Status {
         Error::Internal(_) => Code::Internal,
     };
     let mut status = Status::new(code, e.message().to_owned());
-    status.metadata_mut().insert(
-        CODE_KEY,
-        e.code()
-            .to_string()
-            .parse()
-            .expect("digits are valid metadata"),
-    );
+    status.metadata_mut().insert(CODE_KEY, e.code().to_string().parse().expect("digits are valid metadata"));
     status
 }
 
 /// Maps a gRPC status back to the flowmesh error it carries (or the closest
 /// one for transport failures that never reached the broker's handlers).
 pub fn from_status(s: &Status) -> Error {
-    if let Some(code) = s
-        .metadata()
-        .get(CODE_KEY)
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-    {
+    if let Some(code) = s.metadata().get(CODE_KEY).and_then(|v| v.to_str().ok()?.parse().ok()) {
         return Error::from_code(code, s.message());
     }
-    let msg = if s.message().is_empty() {
-        format!("{:?}", s.code())
-    } else {
-        s.message().to_owned()
-    };
+    let msg = if s.message().is_empty() { format!("{:?}", s.code()) } else { s.message().to_owned() };
     match s.code() {
         Code::InvalidArgument | Code::OutOfRange => Error::InvalidArgument(msg),
         Code::NotFound => Error::NotFound(msg),
@@ -67,9 +53,7 @@ pub fn from_status(s: &Status) -> Error {
 }
 
 pub fn headers_to_pb(h: Vec<(String, String)>) -> Vec<pb::Header> {
-    h.into_iter()
-        .map(|(key, value)| pb::Header { key, value })
-        .collect()
+    h.into_iter().map(|(key, value)| pb::Header { key, value }).collect()
 }
 
 pub fn headers_from_pb(h: Vec<pb::Header>) -> Vec<(String, String)> {
@@ -78,21 +62,13 @@ pub fn headers_from_pb(h: Vec<pb::Header>) -> Vec<(String, String)> {
 
 impl From<Record> for pb::Record {
     fn from(r: Record) -> Self {
-        pb::Record {
-            key: r.key,
-            payload: r.payload,
-            headers: headers_to_pb(r.headers),
-        }
+        pb::Record { key: r.key, payload: r.payload, headers: headers_to_pb(r.headers) }
     }
 }
 
 impl From<pb::Record> for Record {
     fn from(r: pb::Record) -> Self {
-        Record {
-            key: r.key,
-            payload: r.payload,
-            headers: headers_from_pb(r.headers),
-        }
+        Record { key: r.key, payload: r.payload, headers: headers_from_pb(r.headers) }
     }
 }
 
@@ -126,19 +102,13 @@ impl From<pb::Message> for Message {
 
 impl From<Position> for pb::Position {
     fn from(p: Position) -> Self {
-        pb::Position {
-            partition: p.partition,
-            offset: p.offset,
-        }
+        pb::Position { partition: p.partition, offset: p.offset }
     }
 }
 
 impl From<pb::Position> for Position {
     fn from(p: pb::Position) -> Self {
-        Position {
-            partition: p.partition,
-            offset: p.offset,
-        }
+        Position { partition: p.partition, offset: p.offset }
     }
 }
 
@@ -219,13 +189,7 @@ pub fn spec_to_pb(stream: String, s: SubscribeSpec) -> pb::SubscribeRequest {
         StartFrom::Committed => (pb::StartFrom::Committed, 0),
         StartFrom::Offset(o) => (pb::StartFrom::Offset, o),
     };
-    pb::SubscribeRequest {
-        stream,
-        partition: s.partition,
-        start: start as i32,
-        offset,
-        group: s.group,
-    }
+    pb::SubscribeRequest { stream, partition: s.partition, start: start as i32, offset, group: s.group }
 }
 
 pub fn spec_from_pb(r: &pb::SubscribeRequest) -> Result<SubscribeSpec, Error> {
@@ -234,18 +198,9 @@ pub fn spec_from_pb(r: &pb::SubscribeRequest) -> Result<SubscribeSpec, Error> {
         Ok(pb::StartFrom::Latest) => StartFrom::Latest,
         Ok(pb::StartFrom::Committed) => StartFrom::Committed,
         Ok(pb::StartFrom::Offset) => StartFrom::Offset(r.offset),
-        Err(_) => {
-            return Err(Error::invalid(format!(
-                "unknown start position {}",
-                r.start
-            )))
-        }
+        Err(_) => return Err(Error::invalid(format!("unknown start position {}", r.start))),
     };
-    Ok(SubscribeSpec {
-        partition: r.partition,
-        start,
-        group: r.group.clone(),
-    })
+    Ok(SubscribeSpec { partition: r.partition, start, group: r.group.clone() })
 }
 
 impl From<KvEvent> for pb::KvEvent {
@@ -255,12 +210,7 @@ impl From<KvEvent> for pb::KvEvent {
             KvOp::Delete => pb::KvOp::Delete,
             KvOp::Expire => pb::KvOp::Expire,
         };
-        pb::KvEvent {
-            op: op as i32,
-            key: e.key,
-            value: e.value,
-            revision: e.revision,
-        }
+        pb::KvEvent { op: op as i32, key: e.key, value: e.value, revision: e.revision }
     }
 }
 
@@ -269,17 +219,7 @@ pub fn kv_event_from_pb(e: pb::KvEvent) -> Result<KvEvent, Error> {
         Ok(pb::KvOp::Put) => KvOp::Put,
         Ok(pb::KvOp::Delete) => KvOp::Delete,
         Ok(pb::KvOp::Expire) => KvOp::Expire,
-        _ => {
-            return Err(Error::Internal(format!(
-                "broker sent unknown KV op {}",
-                e.op
-            )))
-        }
+        _ => return Err(Error::Internal(format!("broker sent unknown KV op {}", e.op))),
     };
-    Ok(KvEvent {
-        op,
-        key: e.key,
-        value: e.value,
-        revision: e.revision,
-    })
+    Ok(KvEvent { op, key: e.key, value: e.value, revision: e.revision })
 }

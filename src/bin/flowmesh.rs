@@ -14,11 +14,7 @@ use flowmesh::{Client, Error, KvOp, Options, Record, Result};
 use futures::StreamExt;
 
 #[derive(Parser)]
-#[command(
-    name = "flowmesh",
-    version,
-    about = "flowmesh broker and command-line client"
-)]
+#[command(name = "flowmesh", version, about = "flowmesh broker and command-line client")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -113,6 +109,9 @@ enum QueueCmd {
         priority: i32,
         #[arg(long = "header", short = 'H')]
         headers: Vec<String>,
+        /// Enqueue N jobs, numbered ("payload-0", ...), printing each id
+        #[arg(long)]
+        count: Option<u64>,
     },
     /// Reserve one job and print it
     Reserve {
@@ -173,6 +172,9 @@ enum KvCmd {
         value: String,
         #[arg(long, default_value_t = 0)]
         ttl_ms: u64,
+        /// Set N keys ("key-0" = "value-0", ...), printing each revision
+        #[arg(long)]
+        count: Option<u64>,
     },
     Get {
         #[command(flatten)]
@@ -253,21 +255,12 @@ fn record(payload: impl Into<Bytes>, key: &Option<String>, headers: &[String]) -
 
 fn print_line(line: String) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")
-        .and_then(|_| out.flush())
-        .map_err(|e| Error::Internal(format!("stdout: {e}")))
+    writeln!(out, "{line}").and_then(|_| out.flush()).map_err(|e| Error::Internal(format!("stdout: {e}")))
 }
 
 async fn run(cmd: Command) -> Result<()> {
     match cmd {
-        Command::Serve {
-            listen,
-            data,
-            fsync,
-            max_payload_bytes,
-            segment_bytes,
-            log_json,
-        } => {
+        Command::Serve { listen, data, fsync, max_payload_bytes, segment_bytes, log_json } => {
             init_logging(log_json);
             let opts = Options::new()
                 .with("fsync", &fsync)?
@@ -276,16 +269,11 @@ async fn run(cmd: Command) -> Result<()> {
             let cfg = ClientConfig::from_options(&opts)?;
             let endpoint = Endpoint::parse(&data)?;
             if matches!(endpoint, Endpoint::Remote { .. }) {
-                return Err(Error::InvalidArgument(
-                    "--data must be mem:// or file:///dir".into(),
-                ));
+                return Err(Error::InvalidArgument("--data must be mem:// or file:///dir".into()));
             }
             let engine = open_engine(&endpoint, &cfg).await?;
             tracing::info!(%listen, %data, %fsync, "flowmesh broker listening");
-            let server_cfg = ServerConfig {
-                max_payload_bytes: max_payload_bytes as usize,
-                ..Default::default()
-            };
+            let server_cfg = ServerConfig { max_payload_bytes: max_payload_bytes as usize, ..Default::default() };
             serve(Arc::clone(&engine), listen, server_cfg, shutdown_signal()).await?;
             tracing::info!("flowmesh broker stopped");
             Ok(())
@@ -295,14 +283,7 @@ async fn run(cmd: Command) -> Result<()> {
             c.health().await?;
             print_line(format!("ok: {}", conn.url))
         }
-        Command::Pub {
-            conn,
-            stream,
-            messages,
-            key,
-            headers,
-            count,
-        } => {
+        Command::Pub { conn, stream, messages, key, headers, count } => {
             let c = connect(&conn).await?;
             let payloads: Vec<String> = match (count, messages.is_empty()) {
                 (Some(n), _) => {
@@ -310,11 +291,7 @@ async fn run(cmd: Command) -> Result<()> {
                     (0..n).map(|i| format!("{base}-{i}")).collect()
                 }
                 (None, false) => messages,
-                (None, true) => std::io::stdin()
-                    .lock()
-                    .lines()
-                    .map_while(|l| l.ok())
-                    .collect(),
+                (None, true) => std::io::stdin().lock().lines().map_while(|l| l.ok()).collect(),
             };
             for p in payloads {
                 let pos = c.publish(&stream, record(p, &key, &headers)?).await?;
@@ -322,14 +299,7 @@ async fn run(cmd: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Sub {
-            conn,
-            stream,
-            start,
-            group,
-            partition,
-            count,
-        } => {
+        Command::Sub { conn, stream, start, group, partition, count } => {
             let c = connect(&conn).await?;
             let mut opts = Options::new().with("start", &start)?;
             if let Some(g) = &group {
@@ -343,12 +313,7 @@ async fn run(cmd: Command) -> Result<()> {
             while count.is_none_or(|n| seen < n) {
                 let Some(m) = feed.next().await else { break };
                 let m = m?;
-                print_line(format!(
-                    "{} {} {}",
-                    m.partition,
-                    m.offset,
-                    String::from_utf8_lossy(&m.payload)
-                ))?;
+                print_line(format!("{} {} {}", m.partition, m.offset, String::from_utf8_lossy(&m.payload)))?;
                 if let Some(g) = &group {
                     c.commit_offset(&stream, g, m.partition, m.offset).await?;
                 }
@@ -363,75 +328,38 @@ async fn run(cmd: Command) -> Result<()> {
 
 async fn run_queue(cmd: QueueCmd) -> Result<()> {
     match cmd {
-        QueueCmd::Enqueue {
-            conn,
-            queue,
-            payload,
-            delay_ms,
-            priority,
-            headers,
-        } => {
+        QueueCmd::Enqueue { conn, queue, payload, delay_ms, priority, headers, count } => {
             let c = connect(&conn).await?;
-            let id = c
-                .enqueue(
-                    &queue,
-                    record(payload, &None, &headers)?,
-                    delay_ms,
-                    priority,
-                )
-                .await?;
-            print_line(id.to_string())
+            let payloads: Vec<String> = match count {
+                Some(n) => (0..n).map(|i| format!("{payload}-{i}")).collect(),
+                None => vec![payload],
+            };
+            for p in payloads {
+                let id = c.enqueue(&queue, record(p, &None, &headers)?, delay_ms, priority).await?;
+                print_line(id.to_string())?;
+            }
+            Ok(())
         }
-        QueueCmd::Reserve {
-            conn,
-            queue,
-            visibility_ms,
-            wait_ms,
-            ack,
-        } => {
+        QueueCmd::Reserve { conn, queue, visibility_ms, wait_ms, ack } => {
             let c = connect(&conn).await?;
             match c.reserve(&queue, visibility_ms, wait_ms).await? {
                 Some(job) => {
-                    print_line(format!(
-                        "{} {} {}",
-                        job.id,
-                        job.attempt,
-                        String::from_utf8_lossy(&job.payload)
-                    ))?;
+                    print_line(format!("{} {} {}", job.id, job.attempt, String::from_utf8_lossy(&job.payload)))?;
                     if ack {
                         c.ack(&queue, job.id).await?;
                     }
                     Ok(())
                 }
-                None => Err(Error::Timeout(format!(
-                    "no job arrived within {wait_ms} ms"
-                ))),
+                None => Err(Error::Timeout(format!("no job arrived within {wait_ms} ms"))),
             }
         }
-        QueueCmd::Ack {
-            conn,
-            queue,
-            job_id,
-        } => connect(&conn).await?.ack(&queue, job_id).await,
-        QueueCmd::Nack {
-            conn,
-            queue,
-            job_id,
-            delay_ms,
-        } => connect(&conn).await?.nack(&queue, job_id, delay_ms).await,
+        QueueCmd::Ack { conn, queue, job_id } => connect(&conn).await?.ack(&queue, job_id).await,
+        QueueCmd::Nack { conn, queue, job_id, delay_ms } => connect(&conn).await?.nack(&queue, job_id, delay_ms).await,
         QueueCmd::Stats { conn, queue } => {
             let s = connect(&conn).await?.queue_stats(&queue).await?;
-            print_line(format!(
-                "pending={} in_flight={} delayed={} dead={}",
-                s.pending, s.in_flight, s.delayed, s.dead
-            ))
+            print_line(format!("pending={} in_flight={} delayed={} dead={}", s.pending, s.in_flight, s.delayed, s.dead))
         }
-        QueueCmd::Dlq {
-            conn,
-            queue,
-            replay,
-            replay_all,
-        } => {
+        QueueCmd::Dlq { conn, queue, replay, replay_all } => {
             let c = connect(&conn).await?;
             if let Some(id) = replay {
                 return c.dlq_replay(&queue, id).await;
@@ -441,12 +369,7 @@ async fn run_queue(cmd: QueueCmd) -> Result<()> {
                 return print_line(format!("replayed {n}"));
             }
             for j in c.dlq_list(&queue, 0).await? {
-                print_line(format!(
-                    "{} {} {}",
-                    j.id,
-                    j.attempt,
-                    String::from_utf8_lossy(&j.payload)
-                ))?;
+                print_line(format!("{} {} {}", j.id, j.attempt, String::from_utf8_lossy(&j.payload)))?;
             }
             Ok(())
         }
@@ -455,44 +378,30 @@ async fn run_queue(cmd: QueueCmd) -> Result<()> {
 
 async fn run_kv(cmd: KvCmd) -> Result<()> {
     match cmd {
-        KvCmd::Set {
-            conn,
-            bucket,
-            key,
-            value,
-            ttl_ms,
-        } => {
-            let rev = connect(&conn)
-                .await?
-                .kv_set(&bucket, &key, value, ttl_ms)
-                .await?;
-            print_line(rev.to_string())
+        KvCmd::Set { conn, bucket, key, value, ttl_ms, count } => {
+            let c = connect(&conn).await?;
+            let pairs: Vec<(String, String)> = match count {
+                Some(n) => (0..n).map(|i| (format!("{key}-{i}"), format!("{value}-{i}"))).collect(),
+                None => vec![(key, value)],
+            };
+            for (k, v) in pairs {
+                let rev = c.kv_set(&bucket, &k, v, ttl_ms).await?;
+                print_line(rev.to_string())?;
+            }
+            Ok(())
         }
         KvCmd::Get { conn, bucket, key } => {
             let e = connect(&conn).await?.kv_get(&bucket, &key).await?;
             print_line(String::from_utf8_lossy(&e.value).into_owned())
         }
-        KvCmd::Del { conn, bucket, key } => connect(&conn)
-            .await?
-            .kv_delete(&bucket, &key)
-            .await
-            .map(|_| ()),
-        KvCmd::Ls {
-            conn,
-            bucket,
-            prefix,
-        } => {
+        KvCmd::Del { conn, bucket, key } => connect(&conn).await?.kv_delete(&bucket, &key).await.map(|_| ()),
+        KvCmd::Ls { conn, bucket, prefix } => {
             for k in connect(&conn).await?.kv_keys(&bucket, &prefix).await? {
                 print_line(k)?;
             }
             Ok(())
         }
-        KvCmd::Watch {
-            conn,
-            bucket,
-            prefix,
-            count,
-        } => {
+        KvCmd::Watch { conn, bucket, prefix, count } => {
             let c = connect(&conn).await?;
             let mut w = c.kv_watch(&bucket, &prefix).await?;
             let mut seen = 0;
@@ -504,12 +413,7 @@ async fn run_kv(cmd: KvCmd) -> Result<()> {
                     KvOp::Delete => "DEL",
                     KvOp::Expire => "EXPIRE",
                 };
-                print_line(format!(
-                    "{op} {} {} {}",
-                    ev.key,
-                    ev.revision,
-                    String::from_utf8_lossy(&ev.value)
-                ))?;
+                print_line(format!("{op} {} {} {}", ev.key, ev.revision, String::from_utf8_lossy(&ev.value)))?;
                 seen += 1;
             }
             Ok(())
@@ -520,9 +424,7 @@ async fn run_kv(cmd: KvCmd) -> Result<()> {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -83,12 +83,7 @@ impl Dispatcher {
             })
             .map_err(|e| Error::Internal(format!("spawn dispatcher thread: {e}")))?;
         let thread_id = thread.thread().id();
-        Ok(Arc::new(Dispatcher {
-            stopped,
-            task: Mutex::new(Some(task)),
-            thread: Mutex::new(Some(thread)),
-            thread_id,
-        }))
+        Ok(Arc::new(Dispatcher { stopped, task: Mutex::new(Some(task)), thread: Mutex::new(Some(thread)), thread_id }))
     }
 
     /// Stops delivery and waits for a running callback, unless called from

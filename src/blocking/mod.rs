@@ -89,9 +89,7 @@ impl BlockingClient {
     /// Runs a future to completion on the caller's thread.
     pub fn block_on<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
         if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(Error::Internal(
-                "blocking flowmesh call made from inside an async runtime".into(),
-            ));
+            return Err(Error::Internal("blocking flowmesh call made from inside an async runtime".into()));
         }
         let _call = ActiveCall::enter(self)?;
         let mut closing = self.closing.subscribe();
@@ -157,10 +155,7 @@ impl BlockingClient {
             }),
             _ => None,
         };
-        let delivery = MessageDelivery {
-            callback,
-            committer,
-        };
+        let delivery = MessageDelivery { callback, committer };
         self.track(Dispatcher::start(&self.handle, feed, delivery)?)
     }
 
@@ -169,11 +164,7 @@ impl BlockingClient {
         F: FnMut(&KvEvent) + Send + 'static,
     {
         let feed = self.block_on(self.client.kv_watch(bucket, prefix))?;
-        self.track(Dispatcher::start(
-            &self.handle,
-            feed,
-            WatchDelivery(callback),
-        )?)
+        self.track(Dispatcher::start(&self.handle, feed, WatchDelivery(callback))?)
     }
 
     fn track(&self, dispatcher: Arc<Dispatcher>) -> Result<Subscription> {
@@ -198,18 +189,12 @@ impl BlockingClient {
             }
         }
         self.closing.send_replace(true);
-        let subs: Vec<Arc<Dispatcher>> = self
-            .subscriptions
-            .lock()
-            .unwrap()
-            .drain(..)
-            .filter_map(|w| w.upgrade())
-            .collect();
+        let subs: Vec<Arc<Dispatcher>> =
+            self.subscriptions.lock().unwrap().drain(..).filter_map(|w| w.upgrade()).collect();
         for d in &subs {
             d.stop();
         }
-        let in_callback =
-            subs.iter().any(|d| d.on_dispatcher_thread()) || self.publisher.on_completion_thread();
+        let in_callback = subs.iter().any(|d| d.on_dispatcher_thread()) || self.publisher.on_completion_thread();
         self.publisher.shutdown(self.request_timeout());
         self.wait_for_calls();
         let _ = self.handle.block_on(self.client.engine().sync());
@@ -299,12 +284,7 @@ impl AutoCommit {
 
     fn commit(&mut self) {
         for (partition, offset) in self.pending.drain(..) {
-            let r = self.handle.block_on(self.client.commit_offset(
-                &self.stream,
-                &self.group,
-                partition,
-                offset,
-            ));
+            let r = self.handle.block_on(self.client.commit_offset(&self.stream, &self.group, partition, offset));
             if let Err(e) = r {
                 tracing::warn!(error = %e, stream = %self.stream, group = %self.group, "auto-commit failed");
             }
@@ -350,10 +330,7 @@ impl<F: FnMut(&KvEvent) + Send + 'static> Delivery<KvEvent> for WatchDelivery<F>
 }
 
 /// Drives a stream of items for tests and tools that want them pulled.
-pub async fn collect<T>(
-    mut s: impl futures::Stream<Item = Result<T>> + Unpin,
-    n: usize,
-) -> Result<Vec<T>> {
+pub async fn collect<T>(mut s: impl futures::Stream<Item = Result<T>> + Unpin, n: usize) -> Result<Vec<T>> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         match s.next().await {

@@ -42,9 +42,7 @@ impl Once {
 impl Drop for Once {
     fn drop(&mut self) {
         if let Some(done) = self.0.take() {
-            done(Err(Error::Closed(
-                "client closed before the publish completed".into(),
-            )));
+            done(Err(Error::Closed("client closed before the publish completed".into())));
         }
     }
 }
@@ -83,9 +81,7 @@ impl Publisher {
                         dones.push(p.done);
                     }
                     match client.publish_batch(&stream, records).await {
-                        Ok(positions) => {
-                            results.extend(dones.into_iter().zip(positions.into_iter().map(Ok)))
-                        }
+                        Ok(positions) => results.extend(dones.into_iter().zip(positions.into_iter().map(Ok))),
                         Err(e) => results.extend(dones.into_iter().map(|d| (d, Err(e.clone())))),
                     }
                 }
@@ -120,18 +116,9 @@ impl Publisher {
 
     /// Queues a publish; blocks while the pipeline is full.
     pub fn publish(&self, stream: String, record: Record, done: Completion) -> Result<()> {
-        let tx = self
-            .tx
-            .lock()
-            .unwrap()
-            .clone()
-            .ok_or_else(|| Error::Closed("client is closed".into()))?;
+        let tx = self.tx.lock().unwrap().clone().ok_or_else(|| Error::Closed("client is closed".into()))?;
         self.counters.0.lock().unwrap().issued += 1;
-        if let Err(mpsc::error::SendError(p)) = tx.blocking_send(Pending {
-            stream,
-            record,
-            done: Once(Some(done)),
-        }) {
+        if let Err(mpsc::error::SendError(p)) = tx.blocking_send(Pending { stream, record, done: Once(Some(done)) }) {
             drop(p); // pipeline gone (closing): the callback reports Closed
             self.counters.0.lock().unwrap().completed += 1;
             self.counters.1.notify_all();
@@ -148,10 +135,7 @@ impl Publisher {
         while c.completed < target {
             let now = Instant::now();
             if now >= deadline {
-                return Err(Error::Timeout(format!(
-                    "{} publishes still pending",
-                    target - c.completed
-                )));
+                return Err(Error::Timeout(format!("{} publishes still pending", target - c.completed)));
             }
             c = cv.wait_timeout(c, deadline - now).unwrap().0;
         }

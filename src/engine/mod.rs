@@ -26,11 +26,7 @@ pub struct Record {
 
 impl Record {
     pub fn new(payload: impl Into<Bytes>) -> Record {
-        Record {
-            key: None,
-            payload: payload.into(),
-            headers: Vec::new(),
-        }
+        Record { key: None, payload: payload.into(), headers: Vec::new() }
     }
 
     pub fn with_key(mut self, key: impl Into<Bytes>) -> Record {
@@ -47,11 +43,7 @@ impl Record {
     pub fn size(&self) -> usize {
         self.payload.len()
             + self.key.as_ref().map_or(0, |k| k.len())
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
+            + self.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
     }
 }
 
@@ -86,12 +78,7 @@ pub struct StreamConfig {
 
 impl Default for StreamConfig {
     fn default() -> Self {
-        StreamConfig {
-            partitions: 1,
-            max_age_ms: 0,
-            max_bytes: 0,
-            max_messages: 0,
-        }
+        StreamConfig { partitions: 1, max_age_ms: 0, max_bytes: 0, max_messages: 0 }
     }
 }
 
@@ -177,12 +164,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 0,
-            initial_backoff_ms: 0,
-            max_backoff_ms: 0,
-            multiplier: 2.0,
-        }
+        RetryPolicy { max_attempts: 0, initial_backoff_ms: 0, max_backoff_ms: 0, multiplier: 2.0 }
     }
 }
 
@@ -194,11 +176,7 @@ impl RetryPolicy {
         }
         let exp = attempt.saturating_sub(1).min(64) as i32;
         let raw = self.initial_backoff_ms as f64 * self.multiplier.max(1.0).powi(exp);
-        let cap = if self.max_backoff_ms == 0 {
-            u64::MAX as f64
-        } else {
-            self.max_backoff_ms as f64
-        };
+        let cap = if self.max_backoff_ms == 0 { u64::MAX as f64 } else { self.max_backoff_ms as f64 };
         raw.min(cap) as u64
     }
 }
@@ -246,42 +224,18 @@ pub trait Engine: Send + Sync + 'static {
     async fn create_stream(&self, stream: &str, config: StreamConfig) -> Result<()>;
     /// Appends records (creating the stream on first use); returns positions in order.
     async fn publish(&self, stream: &str, records: Vec<Record>) -> Result<Vec<Position>>;
-    async fn read(
-        &self,
-        stream: &str,
-        partition: u32,
-        offset: u64,
-        max: usize,
-    ) -> Result<Vec<Message>>;
+    async fn read(&self, stream: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>>;
     async fn stream_info(&self, stream: &str) -> Result<StreamInfo>;
     /// An endless, ordered, gap-free feed of messages (per partition) from `spec.start`.
     async fn subscribe(&self, stream: &str, spec: SubscribeSpec) -> Result<MessageStream>;
-    async fn commit_offset(
-        &self,
-        stream: &str,
-        group: &str,
-        partition: u32,
-        offset: u64,
-    ) -> Result<()>;
+    async fn commit_offset(&self, stream: &str, group: &str, partition: u32, offset: u64) -> Result<()>;
     async fn get_offset(&self, stream: &str, group: &str, partition: u32) -> Result<u64>;
     async fn group_state(&self, stream: &str, group: &str) -> Result<GroupState>;
 
     // ---- queues ----
-    async fn enqueue(
-        &self,
-        queue: &str,
-        record: Record,
-        delay_ms: u64,
-        priority: i32,
-    ) -> Result<u64>;
+    async fn enqueue(&self, queue: &str, record: Record, delay_ms: u64, priority: i32) -> Result<u64>;
     /// Up to `max` jobs, waiting up to `wait_ms` for the first one.
-    async fn reserve(
-        &self,
-        queue: &str,
-        max: usize,
-        visibility_ms: u64,
-        wait_ms: u64,
-    ) -> Result<Vec<Job>>;
+    async fn reserve(&self, queue: &str, max: usize, visibility_ms: u64, wait_ms: u64) -> Result<Vec<Job>>;
     async fn ack(&self, queue: &str, job_id: u64) -> Result<()>;
     async fn nack(&self, queue: &str, job_id: u64, delay_ms: u64) -> Result<()>;
     async fn queue_stats(&self, queue: &str) -> Result<QueueStats>;
@@ -295,14 +249,7 @@ pub trait Engine: Send + Sync + 'static {
     // ---- key-value ----
     async fn kv_set(&self, bucket: &str, key: &str, value: Bytes, ttl_ms: u64) -> Result<u64>;
     /// Compare-and-set: `expected` 0 means the key must not exist.
-    async fn kv_cas(
-        &self,
-        bucket: &str,
-        key: &str,
-        value: Bytes,
-        expected: u64,
-        ttl_ms: u64,
-    ) -> Result<u64>;
+    async fn kv_cas(&self, bucket: &str, key: &str, value: Bytes, expected: u64, ttl_ms: u64) -> Result<u64>;
     async fn kv_get(&self, bucket: &str, key: &str) -> Result<KvEntry>;
     /// Ok when absent; returns whether a key was removed.
     async fn kv_delete(&self, bucket: &str, key: &str) -> Result<bool>;

@@ -53,10 +53,7 @@ impl RemoteEngine {
                 "{url}: TLS (grpcs://) is not available in this build; use grpc:// on a trusted network"
             )));
         }
-        let http = format!(
-            "http://{}",
-            url.trim_start_matches("grpc://").trim_end_matches('/')
-        );
+        let http = format!("http://{}", url.trim_start_matches("grpc://").trim_end_matches('/'));
         let connect_timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1));
         let endpoint = Endpoint::from_shared(http)
             .map_err(|e| Error::invalid(format!("invalid broker URL {url:?}: {e}")))?
@@ -67,11 +64,7 @@ impl RemoteEngine {
             .keep_alive_while_idle(true);
         let channel = tokio::time::timeout(connect_timeout, endpoint.connect())
             .await
-            .map_err(|_| {
-                Error::Timeout(format!(
-                    "connecting to {url} took longer than {connect_timeout:?}"
-                ))
-            })?
+            .map_err(|_| Error::Timeout(format!("connecting to {url} took longer than {connect_timeout:?}")))?
             .map_err(|e| Error::Unavailable(format!("cannot connect to broker at {url}: {e}")))?;
         let engine = RemoteEngine {
             streams: pb::streams_client::StreamsClient::new(channel.clone())
@@ -99,12 +92,7 @@ impl RemoteEngine {
     }
 
     /// The live publish stream, opened (again) if needed.
-    async fn publish_link(
-        &self,
-    ) -> Result<(
-        mpsc::Sender<pb::PublishRequest>,
-        Arc<Mutex<HashMap<u64, Reply>>>,
-    )> {
+    async fn publish_link(&self) -> Result<(mpsc::Sender<pb::PublishRequest>, Arc<Mutex<HashMap<u64, Reply>>>)> {
         let mut link = self.link.lock().await;
         if let Some(l) = link.as_ref().filter(|l| l.alive.load(Ordering::Acquire)) {
             return Ok((l.tx.clone(), l.pending.clone()));
@@ -132,17 +120,13 @@ impl RemoteEngine {
                         };
                         let _ = reply.send(result);
                     }
-                    Ok(None) => {
-                        break Error::Disconnected("broker closed the publish stream".into())
-                    }
+                    Ok(None) => break Error::Disconnected("broker closed the publish stream".into()),
                     Err(s) => break wire::from_status(&s),
                 };
             };
             a.store(false, Ordering::Release);
             let end = match end {
-                Error::Disconnected(m) | Error::Unavailable(m) | Error::Internal(m) => {
-                    Error::Disconnected(m)
-                }
+                Error::Disconnected(m) | Error::Unavailable(m) | Error::Internal(m) => Error::Disconnected(m),
                 other => other,
             };
             // Whatever was in flight is unknown to the client now.
@@ -150,47 +134,27 @@ impl RemoteEngine {
                 let _ = reply.send(Err(end.clone()));
             }
         });
-        *link = Some(PublishLink {
-            tx: tx.clone(),
-            pending: pending.clone(),
-            alive,
-        });
+        *link = Some(PublishLink { tx: tx.clone(), pending: pending.clone(), alive });
         Ok((tx, pending))
     }
 }
 
 fn status<T>(r: std::result::Result<tonic::Response<T>, tonic::Status>) -> Result<T> {
-    r.map(tonic::Response::into_inner)
-        .map_err(|s| wire::from_status(&s))
+    r.map(tonic::Response::into_inner).map_err(|s| wire::from_status(&s))
 }
 
 #[async_trait]
 impl Engine for RemoteEngine {
     async fn health(&self) -> Result<()> {
-        status(
-            self.health
-                .clone()
-                .check(self.request(pb::CheckRequest {}))
-                .await,
-        )
-        .map(|_| ())
+        status(self.health.clone().check(self.request(pb::CheckRequest {})).await).map(|_| ())
     }
 
     async fn ready(&self) -> Result<()> {
-        status(
-            self.health
-                .clone()
-                .ready(self.request(pb::ReadyRequest {}))
-                .await,
-        )
-        .map(|_| ())
+        status(self.health.clone().ready(self.request(pb::ReadyRequest {})).await).map(|_| ())
     }
 
     async fn create_stream(&self, stream: &str, config: StreamConfig) -> Result<()> {
-        let req = pb::CreateStreamRequest {
-            stream: stream.into(),
-            config: Some(config.into()),
-        };
+        let req = pb::CreateStreamRequest { stream: stream.into(), config: Some(config.into()) };
         status(self.streams.clone().create_stream(self.request(req)).await).map(|_| ())
     }
 
@@ -199,39 +163,23 @@ impl Engine for RemoteEngine {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         pending.lock().unwrap().insert(id, reply);
-        let req = pb::PublishRequest {
-            id,
-            stream: stream.into(),
-            records: records.into_iter().map(Into::into).collect(),
-        };
+        let req =
+            pb::PublishRequest { id, stream: stream.into(), records: records.into_iter().map(Into::into).collect() };
         if tx.send(req).await.is_err() {
             pending.lock().unwrap().remove(&id);
-            return Err(Error::Disconnected(
-                "publish stream to the broker is closed".into(),
-            ));
+            return Err(Error::Disconnected("publish stream to the broker is closed".into()));
         }
         match tokio::time::timeout(self.timeout, answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::Disconnected(
-                "publish stream ended before the broker answered".into(),
-            )),
+            Ok(Err(_)) => Err(Error::Disconnected("publish stream ended before the broker answered".into())),
             Err(_) => {
                 pending.lock().unwrap().remove(&id);
-                Err(Error::Timeout(format!(
-                    "no publish acknowledgement within {:?}",
-                    self.timeout
-                )))
+                Err(Error::Timeout(format!("no publish acknowledgement within {:?}", self.timeout)))
             }
         }
     }
 
-    async fn read(
-        &self,
-        stream: &str,
-        partition: u32,
-        offset: u64,
-        max: usize,
-    ) -> Result<Vec<Message>> {
+    async fn read(&self, stream: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>> {
         let req = pb::ReadRequest {
             stream: stream.into(),
             partition,
@@ -243,24 +191,14 @@ impl Engine for RemoteEngine {
     }
 
     async fn stream_info(&self, stream: &str) -> Result<StreamInfo> {
-        let resp = status(
-            self.streams
-                .clone()
-                .info(self.request(pb::StreamInfoRequest {
-                    stream: stream.into(),
-                }))
-                .await,
-        )?;
+        let resp =
+            status(self.streams.clone().info(self.request(pb::StreamInfoRequest { stream: stream.into() })).await)?;
         Ok(StreamInfo {
             config: resp.config.map(Into::into).unwrap_or_default(),
             partitions: resp
                 .partitions
                 .into_iter()
-                .map(|p| PartitionInfo {
-                    partition: p.partition,
-                    earliest: p.earliest,
-                    latest: p.latest,
-                })
+                .map(|p| PartitionInfo { partition: p.partition, earliest: p.earliest, latest: p.latest })
                 .collect(),
         })
     }
@@ -268,12 +206,9 @@ impl Engine for RemoteEngine {
     async fn subscribe(&self, stream: &str, spec: SubscribeSpec) -> Result<MessageStream> {
         let req = wire::spec_to_pb(stream.into(), spec);
         // No deadline on the stream itself: only on opening it.
-        let opened = tokio::time::timeout(
-            self.timeout,
-            self.streams.clone().subscribe(Request::new(req)),
-        )
-        .await
-        .map_err(|_| Error::Timeout("opening the subscription timed out".into()))?;
+        let opened = tokio::time::timeout(self.timeout, self.streams.clone().subscribe(Request::new(req)))
+            .await
+            .map_err(|_| Error::Timeout("opening the subscription timed out".into()))?;
         let inbound = status(opened)?;
         let messages = inbound.flat_map(|batch| {
             let items: Vec<Result<Message>> = match batch {
@@ -285,36 +220,18 @@ impl Engine for RemoteEngine {
         Ok(Box::pin(messages))
     }
 
-    async fn commit_offset(
-        &self,
-        stream: &str,
-        group: &str,
-        partition: u32,
-        offset: u64,
-    ) -> Result<()> {
-        let req = pb::CommitOffsetRequest {
-            stream: stream.into(),
-            group: group.into(),
-            partition,
-            offset,
-        };
+    async fn commit_offset(&self, stream: &str, group: &str, partition: u32, offset: u64) -> Result<()> {
+        let req = pb::CommitOffsetRequest { stream: stream.into(), group: group.into(), partition, offset };
         status(self.streams.clone().commit_offset(self.request(req)).await).map(|_| ())
     }
 
     async fn get_offset(&self, stream: &str, group: &str, partition: u32) -> Result<u64> {
-        let req = pb::GetOffsetRequest {
-            stream: stream.into(),
-            group: group.into(),
-            partition,
-        };
+        let req = pb::GetOffsetRequest { stream: stream.into(), group: group.into(), partition };
         status(self.streams.clone().get_offset(self.request(req)).await).map(|r| r.offset)
     }
 
     async fn group_state(&self, stream: &str, group: &str) -> Result<GroupState> {
-        let req = pb::GroupStateRequest {
-            stream: stream.into(),
-            group: group.into(),
-        };
+        let req = pb::GroupStateRequest { stream: stream.into(), group: group.into() };
         let r = status(self.streams.clone().group_state(self.request(req)).await)?;
         Ok(GroupState {
             group: r.group,
@@ -331,29 +248,12 @@ impl Engine for RemoteEngine {
         })
     }
 
-    async fn enqueue(
-        &self,
-        queue: &str,
-        record: Record,
-        delay_ms: u64,
-        priority: i32,
-    ) -> Result<u64> {
-        let req = pb::EnqueueRequest {
-            queue: queue.into(),
-            record: Some(record.into()),
-            delay_ms,
-            priority,
-        };
+    async fn enqueue(&self, queue: &str, record: Record, delay_ms: u64, priority: i32) -> Result<u64> {
+        let req = pb::EnqueueRequest { queue: queue.into(), record: Some(record.into()), delay_ms, priority };
         status(self.queues.clone().enqueue(self.request(req)).await).map(|r| r.job_id)
     }
 
-    async fn reserve(
-        &self,
-        queue: &str,
-        max: usize,
-        visibility_ms: u64,
-        wait_ms: u64,
-    ) -> Result<Vec<Job>> {
+    async fn reserve(&self, queue: &str, max: usize, visibility_ms: u64, wait_ms: u64) -> Result<Vec<Job>> {
         let req = pb::ReserveRequest {
             queue: queue.into(),
             max_jobs: max.min(u32::MAX as usize) as u32,
@@ -367,80 +267,39 @@ impl Engine for RemoteEngine {
     }
 
     async fn ack(&self, queue: &str, job_id: u64) -> Result<()> {
-        let req = pb::AckRequest {
-            queue: queue.into(),
-            job_id,
-        };
+        let req = pb::AckRequest { queue: queue.into(), job_id };
         status(self.queues.clone().ack(self.request(req)).await).map(|_| ())
     }
 
     async fn nack(&self, queue: &str, job_id: u64, delay_ms: u64) -> Result<()> {
-        let req = pb::NackRequest {
-            queue: queue.into(),
-            job_id,
-            delay_ms,
-        };
+        let req = pb::NackRequest { queue: queue.into(), job_id, delay_ms };
         status(self.queues.clone().nack(self.request(req)).await).map(|_| ())
     }
 
     async fn queue_stats(&self, queue: &str) -> Result<QueueStats> {
-        let r = status(
-            self.queues
-                .clone()
-                .stats(self.request(pb::StatsRequest {
-                    queue: queue.into(),
-                }))
-                .await,
-        )?;
-        Ok(QueueStats {
-            pending: r.pending,
-            in_flight: r.in_flight,
-            delayed: r.delayed,
-            dead: r.dead,
-        })
+        let r = status(self.queues.clone().stats(self.request(pb::StatsRequest { queue: queue.into() })).await)?;
+        Ok(QueueStats { pending: r.pending, in_flight: r.in_flight, delayed: r.delayed, dead: r.dead })
     }
 
     async fn set_retry_policy(&self, queue: &str, policy: RetryPolicy) -> Result<()> {
-        let req = pb::SetRetryPolicyRequest {
-            queue: queue.into(),
-            policy: Some(policy.into()),
-        };
-        status(
-            self.queues
-                .clone()
-                .set_retry_policy(self.request(req))
-                .await,
-        )
-        .map(|_| ())
+        let req = pb::SetRetryPolicyRequest { queue: queue.into(), policy: Some(policy.into()) };
+        status(self.queues.clone().set_retry_policy(self.request(req)).await).map(|_| ())
     }
 
     async fn get_retry_policy(&self, queue: &str) -> Result<RetryPolicy> {
-        let req = pb::GetRetryPolicyRequest {
-            queue: queue.into(),
-        };
-        let r = status(
-            self.queues
-                .clone()
-                .get_retry_policy(self.request(req))
-                .await,
-        )?;
+        let req = pb::GetRetryPolicyRequest { queue: queue.into() };
+        let r = status(self.queues.clone().get_retry_policy(self.request(req)).await)?;
         Ok(r.policy.map(Into::into).unwrap_or_default())
     }
 
     async fn dlq_list(&self, queue: &str, max: usize) -> Result<Vec<Job>> {
-        let req = pb::DlqListRequest {
-            queue: queue.into(),
-            max: max.min(u32::MAX as usize) as u32,
-        };
+        let req = pb::DlqListRequest { queue: queue.into(), max: max.min(u32::MAX as usize) as u32 };
         let r = status(self.queues.clone().dlq_list(self.request(req)).await)?;
         Ok(r.jobs.into_iter().map(Into::into).collect())
     }
 
     async fn dlq_replay(&self, queue: &str, job_id: u64) -> Result<()> {
-        let req = pb::DlqReplayRequest {
-            queue: queue.into(),
-            job_id,
-        };
+        let req = pb::DlqReplayRequest { queue: queue.into(), job_id };
         status(self.queues.clone().dlq_replay(self.request(req)).await).map(|_| ())
     }
 
@@ -453,24 +312,11 @@ impl Engine for RemoteEngine {
     }
 
     async fn kv_set(&self, bucket: &str, key: &str, value: Bytes, ttl_ms: u64) -> Result<u64> {
-        let req = pb::KvSetRequest {
-            bucket: bucket.into(),
-            key: key.into(),
-            value,
-            ttl_ms,
-            expected_revision: None,
-        };
+        let req = pb::KvSetRequest { bucket: bucket.into(), key: key.into(), value, ttl_ms, expected_revision: None };
         status(self.kv.clone().set(self.request(req)).await).map(|r| r.revision)
     }
 
-    async fn kv_cas(
-        &self,
-        bucket: &str,
-        key: &str,
-        value: Bytes,
-        expected: u64,
-        ttl_ms: u64,
-    ) -> Result<u64> {
+    async fn kv_cas(&self, bucket: &str, key: &str, value: Bytes, expected: u64, ttl_ms: u64) -> Result<u64> {
         let req = pb::KvSetRequest {
             bucket: bucket.into(),
             key: key.into(),
@@ -482,47 +328,28 @@ impl Engine for RemoteEngine {
     }
 
     async fn kv_get(&self, bucket: &str, key: &str) -> Result<KvEntry> {
-        let req = pb::KvGetRequest {
-            bucket: bucket.into(),
-            key: key.into(),
-        };
+        let req = pb::KvGetRequest { bucket: bucket.into(), key: key.into() };
         let r = status(self.kv.clone().get(self.request(req)).await)?;
-        Ok(KvEntry {
-            key: key.into(),
-            value: r.value,
-            revision: r.revision,
-        })
+        Ok(KvEntry { key: key.into(), value: r.value, revision: r.revision })
     }
 
     async fn kv_delete(&self, bucket: &str, key: &str) -> Result<bool> {
-        let req = pb::KvDeleteRequest {
-            bucket: bucket.into(),
-            key: key.into(),
-        };
+        let req = pb::KvDeleteRequest { bucket: bucket.into(), key: key.into() };
         status(self.kv.clone().delete(self.request(req)).await).map(|r| r.deleted)
     }
 
     async fn kv_exists(&self, bucket: &str, key: &str) -> Result<bool> {
-        let req = pb::KvExistsRequest {
-            bucket: bucket.into(),
-            key: key.into(),
-        };
+        let req = pb::KvExistsRequest { bucket: bucket.into(), key: key.into() };
         status(self.kv.clone().exists(self.request(req)).await).map(|r| r.exists)
     }
 
     async fn kv_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
-        let req = pb::KvKeysRequest {
-            bucket: bucket.into(),
-            prefix: prefix.into(),
-        };
+        let req = pb::KvKeysRequest { bucket: bucket.into(), prefix: prefix.into() };
         status(self.kv.clone().keys(self.request(req)).await).map(|r| r.keys)
     }
 
     async fn kv_watch(&self, bucket: &str, prefix: &str) -> Result<KvEventStream> {
-        let req = pb::KvWatchRequest {
-            bucket: bucket.into(),
-            prefix: prefix.into(),
-        };
+        let req = pb::KvWatchRequest { bucket: bucket.into(), prefix: prefix.into() };
         let opened = tokio::time::timeout(self.timeout, self.kv.clone().watch(Request::new(req)))
             .await
             .map_err(|_| Error::Timeout("opening the watch timed out".into()))?;

@@ -15,9 +15,7 @@ pub unsafe fn str_arg<'a>(ptr: *const c_char, what: &str) -> Result<&'a str> {
     if ptr.is_null() {
         return Err(Error::invalid(format!("{what} is NULL")));
     }
-    CStr::from_ptr(ptr)
-        .to_str()
-        .map_err(|_| Error::invalid(format!("{what} is not valid UTF-8")))
+    CStr::from_ptr(ptr).to_str().map_err(|_| Error::invalid(format!("{what} is not valid UTF-8")))
 }
 
 /// Like `str_arg`, but NULL is `None`.
@@ -35,9 +33,7 @@ pub unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'
         return Ok(&[]);
     }
     if ptr.is_null() {
-        return Err(Error::invalid(format!(
-            "{what} is NULL but its length is {len}"
-        )));
+        return Err(Error::invalid(format!("{what} is NULL but its length is {len}")));
     }
     if len > isize::MAX as usize {
         return Err(Error::invalid(format!("{what} length {len} is too large")));
@@ -51,14 +47,12 @@ pub unsafe fn copy_bytes(ptr: *const u8, len: usize, what: &str) -> Result<Bytes
 
 /// A borrowed struct pointer that must not be NULL.
 pub unsafe fn ref_arg<'a, T>(ptr: *const T, what: &str) -> Result<&'a T> {
-    ptr.as_ref()
-        .ok_or_else(|| Error::invalid(format!("{what} is NULL")))
+    ptr.as_ref().ok_or_else(|| Error::invalid(format!("{what} is NULL")))
 }
 
 /// An out-parameter that must not be NULL.
 pub unsafe fn out_arg<'a, T>(ptr: *mut T, what: &str) -> Result<&'a mut T> {
-    ptr.as_mut()
-        .ok_or_else(|| Error::invalid(format!("{what} (out-parameter) is NULL")))
+    ptr.as_mut().ok_or_else(|| Error::invalid(format!("{what} (out-parameter) is NULL")))
 }
 
 /// Writes through a nullable out-parameter.

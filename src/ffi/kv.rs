@@ -149,11 +149,7 @@ pub unsafe extern "C" fn fm_kv_get_entry(
 
 /// Deletes a key. FM_OK also when it was absent.
 #[no_mangle]
-pub unsafe extern "C" fn fm_kv_delete(
-    client: *mut fm_client,
-    bucket: *const c_char,
-    key: *const c_char,
-) -> fm_status {
+pub unsafe extern "C" fn fm_kv_delete(client: *mut fm_client, bucket: *const c_char, key: *const c_char) -> fm_status {
     guard(|| {
         let c = client_arg(client)?;
         let (bucket, key) = (str_arg(bucket, "bucket")?, str_arg(key, "key")?);
@@ -194,9 +190,7 @@ pub unsafe extern "C" fn fm_kv_list_keys(
         let bucket = str_arg(bucket, "bucket")?;
         let prefix = opt_str_arg(prefix, "prefix")?.unwrap_or("");
         let keys = c.block_on(c.client().kv_keys(bucket, prefix))?;
-        *out = to_c(fm_strings {
-            items: keys.iter().map(|k| c_string(k)).collect(),
-        });
+        *out = to_c(fm_strings { items: keys.iter().map(|k| c_string(k)).collect() });
         Ok(())
     })
 }
@@ -210,11 +204,7 @@ pub unsafe extern "C" fn fm_strings_len(s: *const fm_strings) -> usize {
 /// String `i`, borrowed from `s`; NULL if out of range.
 #[no_mangle]
 pub unsafe extern "C" fn fm_strings_get(s: *const fm_strings, i: usize) -> *const c_char {
-    guard_value(std::ptr::null(), || {
-        s.as_ref()
-            .and_then(|s| s.items.get(i))
-            .map_or(std::ptr::null(), |c| c.as_ptr())
-    })
+    guard_value(std::ptr::null(), || s.as_ref().and_then(|s| s.items.get(i)).map_or(std::ptr::null(), |c| c.as_ptr()))
 }
 
 /// Frees a string list. NULL is a no-op.
@@ -252,14 +242,7 @@ pub unsafe extern "C" fn fm_kv_watch(
                 crate::engine::KvOp::Delete => fm_kv_op::FM_KV_DELETE,
                 crate::engine::KvOp::Expire => fm_kv_op::FM_KV_EXPIRE,
             };
-            cb(
-                ud.0,
-                op,
-                key.as_ptr(),
-                ev.value.as_ptr(),
-                ev.value.len(),
-                ev.revision,
-            );
+            cb(ud.0, op, key.as_ptr(), ev.value.as_ptr(), ev.value.len(), ev.revision);
         })?;
         *out = to_c(fm_subscription { inner: sub });
         Ok(())

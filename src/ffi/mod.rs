@@ -145,10 +145,7 @@ pub extern "C" fn fm_version() -> *const c_char {
 /// Static storage: never free it. Thread-safe.
 #[no_mangle]
 pub extern "C" fn fm_status_str(status: fm_status) -> *const c_char {
-    usize::try_from(status)
-        .ok()
-        .and_then(|i| STATUS_NAMES.get(i))
-        .map_or(c"FM_ERR_UNKNOWN".as_ptr(), |s| s.as_ptr())
+    usize::try_from(status).ok().and_then(|i| STATUS_NAMES.get(i)).map_or(c"FM_ERR_UNKNOWN".as_ptr(), |s| s.as_ptr())
 }
 
 /// This thread's last error detail, "" if the last call succeeded. Owned by
@@ -179,41 +176,25 @@ mod tests {
             Error::Internal(String::new()),
         ];
         for e in errors {
-            let name = unsafe { CStr::from_ptr(fm_status_str(e.code())) }
-                .to_str()
-                .unwrap();
+            let name = unsafe { CStr::from_ptr(fm_status_str(e.code())) }.to_str().unwrap();
             let variant = format!("{e:?}");
             let snake: String = variant
                 .split('(')
                 .next()
                 .unwrap()
                 .chars()
-                .flat_map(|c| {
-                    if c.is_uppercase() {
-                        vec!['_', c]
-                    } else {
-                        vec![c.to_ascii_uppercase()]
-                    }
-                })
+                .flat_map(|c| if c.is_uppercase() { vec!['_', c] } else { vec![c.to_ascii_uppercase()] })
                 .collect();
             assert_eq!(name, format!("FM_ERR{snake}"));
         }
-        assert_eq!(
-            unsafe { CStr::from_ptr(fm_status_str(99)) }
-                .to_str()
-                .unwrap(),
-            "FM_ERR_UNKNOWN"
-        );
+        assert_eq!(unsafe { CStr::from_ptr(fm_status_str(99)) }.to_str().unwrap(), "FM_ERR_UNKNOWN");
     }
 
     #[test]
     fn panics_become_internal() {
         let s = guard(|| panic!("boom"));
         assert_eq!(s, FM_ERR_INTERNAL);
-        let msg = unsafe { CStr::from_ptr(fm_last_error()) }
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let msg = unsafe { CStr::from_ptr(fm_last_error()) }.to_str().unwrap().to_owned();
         assert!(msg.contains("boom"), "{msg}");
     }
 }

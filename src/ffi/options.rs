@@ -22,26 +22,17 @@ pub(crate) unsafe fn options_or_default(opts: *const fm_options) -> Options {
 /// fm_options_free. Returns NULL only if memory is exhausted.
 #[no_mangle]
 pub extern "C" fn fm_options_new() -> *mut fm_options {
-    guard_value(std::ptr::null_mut(), || {
-        to_c(fm_options {
-            inner: Options::new(),
-        })
-    })
+    guard_value(std::ptr::null_mut(), || to_c(fm_options { inner: Options::new() }))
 }
 
 /// Sets `key` to `value` (both borrowed, copied). Keys: see docs/ABI-EXTRAS.md
 /// and the README. Returns FM_OK, or FM_ERR_INVALID_ARGUMENT for a NULL
 /// argument, invalid UTF-8, an unknown key or a value that does not parse.
 #[no_mangle]
-pub unsafe extern "C" fn fm_options_set(
-    opts: *mut fm_options,
-    key: *const c_char,
-    value: *const c_char,
-) -> fm_status {
+pub unsafe extern "C" fn fm_options_set(opts: *mut fm_options, key: *const c_char, value: *const c_char) -> fm_status {
     guard(|| {
         let opts = out_arg(opts, "opts")?;
-        opts.inner
-            .set(str_arg(key, "key")?, str_arg(value, "value")?)
+        opts.inner.set(str_arg(key, "key")?, str_arg(value, "value")?)
     })
 }
 

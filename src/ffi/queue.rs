@@ -22,16 +22,8 @@ pub struct fm_job {
 impl fm_job {
     fn new(job: Job) -> fm_job {
         let headers = OwnedHeaders::new(&job.headers);
-        let header_values = job
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), c_string(v)))
-            .collect();
-        fm_job {
-            job,
-            headers,
-            header_values,
-        }
+        let header_values = job.headers.iter().map(|(k, v)| (k.clone(), c_string(v))).collect();
+        fm_job { job, headers, header_values }
     }
 }
 
@@ -130,9 +122,7 @@ pub unsafe extern "C" fn fm_queue_receive(
         let c = client_arg(client)?;
         let queue = str_arg(queue, "queue")?;
         let jobs = c.block_on(c.client().receive(queue, max_jobs, visibility_ms, wait_ms))?;
-        *out = to_c(fm_jobs {
-            items: jobs.into_iter().map(fm_job::new).collect(),
-        });
+        *out = to_c(fm_jobs { items: jobs.into_iter().map(fm_job::new).collect() });
         Ok(())
     })
 }
@@ -178,10 +168,7 @@ pub unsafe extern "C" fn fm_job_header(job: *const fm_job, key: *const c_char) -
         let (Some(j), Ok(key)) = (job.as_ref(), str_arg(key, "key")) else {
             return std::ptr::null();
         };
-        j.header_values
-            .iter()
-            .find(|(k, _)| k == key)
-            .map_or(std::ptr::null(), |(_, v)| v.as_ptr())
+        j.header_values.iter().find(|(k, _)| k == key).map_or(std::ptr::null(), |(_, v)| v.as_ptr())
     })
 }
 
@@ -194,10 +181,7 @@ pub unsafe extern "C" fn fm_job_headers_len(job: *const fm_job) -> usize {
 /// The headers of `job` (fm_job_headers_len entries), borrowed from `job`.
 #[no_mangle]
 pub unsafe extern "C" fn fm_job_headers(job: *const fm_job) -> *const fm_header {
-    guard_value(std::ptr::null(), || {
-        job.as_ref()
-            .map_or(std::ptr::null(), |j| j.headers.array.as_ptr())
-    })
+    guard_value(std::ptr::null(), || job.as_ref().map_or(std::ptr::null(), |j| j.headers.array.as_ptr()))
 }
 
 /// Frees a job returned by fm_queue_reserve. NULL is a no-op. Never pass a
@@ -210,11 +194,7 @@ pub unsafe extern "C" fn fm_job_free(job: *mut fm_job) {
 /// Acknowledges a job: it is done and removed. FM_ERR_NOT_FOUND if the job
 /// is unknown, already acked or dead-lettered.
 #[no_mangle]
-pub unsafe extern "C" fn fm_queue_ack(
-    client: *mut fm_client,
-    queue: *const c_char,
-    job_id: u64,
-) -> fm_status {
+pub unsafe extern "C" fn fm_queue_ack(client: *mut fm_client, queue: *const c_char, job_id: u64) -> fm_status {
     guard(|| {
         let c = client_arg(client)?;
         c.block_on(c.client().ack(str_arg(queue, "queue")?, job_id))
@@ -248,12 +228,7 @@ pub unsafe extern "C" fn fm_queue_get_stats(
         let out = out_arg(out, "out")?;
         let c = client_arg(client)?;
         let s = c.block_on(c.client().queue_stats(str_arg(queue, "queue")?))?;
-        *out = fm_queue_stats {
-            pending: s.pending,
-            in_flight: s.in_flight,
-            delayed: s.delayed,
-            dead: s.dead,
-        };
+        *out = fm_queue_stats { pending: s.pending, in_flight: s.in_flight, delayed: s.delayed, dead: s.dead };
         Ok(())
     })
 }
@@ -272,16 +247,8 @@ pub unsafe extern "C" fn fm_queue_set_retry_policy(
 ) -> fm_status {
     guard(|| {
         let c = client_arg(client)?;
-        let policy = RetryPolicy {
-            max_attempts,
-            initial_backoff_ms,
-            max_backoff_ms,
-            multiplier,
-        };
-        c.block_on(
-            c.client()
-                .set_retry_policy(str_arg(queue, "queue")?, policy),
-        )
+        let policy = RetryPolicy { max_attempts, initial_backoff_ms, max_backoff_ms, multiplier };
+        c.block_on(c.client().set_retry_policy(str_arg(queue, "queue")?, policy))
     })
 }
 
@@ -320,9 +287,7 @@ pub unsafe extern "C" fn fm_queue_dlq_list(
         *out = std::ptr::null_mut();
         let c = client_arg(client)?;
         let jobs = c.block_on(c.client().dlq_list(str_arg(queue, "queue")?, max))?;
-        *out = to_c(fm_jobs {
-            items: jobs.into_iter().map(fm_job::new).collect(),
-        });
+        *out = to_c(fm_jobs { items: jobs.into_iter().map(fm_job::new).collect() });
         Ok(())
     })
 }
@@ -337,9 +302,7 @@ pub unsafe extern "C" fn fm_jobs_len(jobs: *const fm_jobs) -> usize {
 #[no_mangle]
 pub unsafe extern "C" fn fm_jobs_get(jobs: *const fm_jobs, i: usize) -> *const fm_job {
     guard_value(std::ptr::null(), || {
-        jobs.as_ref()
-            .and_then(|j| j.items.get(i))
-            .map_or(std::ptr::null(), |j| j as *const fm_job)
+        jobs.as_ref().and_then(|j| j.items.get(i)).map_or(std::ptr::null(), |j| j as *const fm_job)
     })
 }
 
@@ -352,11 +315,7 @@ pub unsafe extern "C" fn fm_jobs_free(jobs: *mut fm_jobs) {
 /// Moves a dead-lettered job back to the queue (attempts reset).
 /// FM_ERR_NOT_FOUND if it is not in the dead-letter queue.
 #[no_mangle]
-pub unsafe extern "C" fn fm_queue_dlq_replay(
-    client: *mut fm_client,
-    queue: *const c_char,
-    job_id: u64,
-) -> fm_status {
+pub unsafe extern "C" fn fm_queue_dlq_replay(client: *mut fm_client, queue: *const c_char, job_id: u64) -> fm_status {
     guard(|| {
         let c = client_arg(client)?;
         c.block_on(c.client().dlq_replay(str_arg(queue, "queue")?, job_id))
@@ -379,9 +338,8 @@ pub unsafe extern "C" fn fm_queue_dlq_replay_all(
         let queue = str_arg(queue, "queue")?;
         let filter = match opt_str_arg(header_key, "header_key")? {
             Some(k) => {
-                let v = str_arg(header_value, "header_value").map_err(|_| {
-                    Error::invalid("header_value must be a UTF-8 string when header_key is set")
-                })?;
+                let v = str_arg(header_value, "header_value")
+                    .map_err(|_| Error::invalid("header_value must be a UTF-8 string when header_key is set"))?;
                 Some((k.to_owned(), v.to_owned()))
             }
             None => None,

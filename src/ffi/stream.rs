@@ -59,13 +59,11 @@ pub struct fm_message {
 }
 
 /// Called once per fm_publish_async, on a library thread, with the outcome.
-pub type fm_publish_cb =
-    Option<unsafe extern "C" fn(user_data: *mut c_void, status: fm_status, pos: fm_position)>;
+pub type fm_publish_cb = Option<unsafe extern "C" fn(user_data: *mut c_void, status: fm_status, pos: fm_position)>;
 
 /// Called for each message of a subscription, in order, one at a time, on a
 /// library thread. `msg` is valid only during the call.
-pub type fm_message_cb =
-    Option<unsafe extern "C" fn(user_data: *mut c_void, msg: *const fm_message)>;
+pub type fm_message_cb = Option<unsafe extern "C" fn(user_data: *mut c_void, msg: *const fm_message)>;
 
 /// Messages returned by fm_read. Free with fm_messages_free.
 pub struct fm_messages {
@@ -77,10 +75,7 @@ pub struct fm_subscription {
     pub(crate) inner: Subscription,
 }
 
-pub(crate) unsafe fn headers_arg(
-    ptr: *const fm_header,
-    len: usize,
-) -> Result<Vec<(String, String)>> {
+pub(crate) unsafe fn headers_arg(ptr: *const fm_header, len: usize) -> Result<Vec<(String, String)>> {
     if len == 0 {
         return Ok(Vec::new());
     }
@@ -89,12 +84,7 @@ pub(crate) unsafe fn headers_arg(
     }
     std::slice::from_raw_parts(ptr, len)
         .iter()
-        .map(|h| {
-            Ok((
-                str_arg(h.key, "header key")?.to_owned(),
-                str_arg(h.value, "header value")?.to_owned(),
-            ))
-        })
+        .map(|h| Ok((str_arg(h.key, "header key")?.to_owned(), str_arg(h.value, "header value")?.to_owned())))
         .collect()
 }
 
@@ -102,11 +92,7 @@ pub(crate) unsafe fn record_arg(msg: *const fm_msg) -> Result<Record> {
     let m = ref_arg(msg, "msg")?;
     Ok(Record {
         payload: copy_bytes(m.payload, m.payload_len, "payload")?,
-        key: if m.key.is_null() {
-            None
-        } else {
-            Some(copy_bytes(m.key, m.key_len, "key")?)
-        },
+        key: if m.key.is_null() { None } else { Some(copy_bytes(m.key, m.key_len, "key")?) },
         headers: headers_arg(m.headers, m.headers_len)?,
     })
 }
@@ -123,21 +109,9 @@ pub(crate) fn c_string(s: &str) -> CString {
 
 impl OwnedHeaders {
     pub fn new(headers: &[(String, String)]) -> OwnedHeaders {
-        let strings: Vec<(CString, CString)> = headers
-            .iter()
-            .map(|(k, v)| (c_string(k), c_string(v)))
-            .collect();
-        let array = strings
-            .iter()
-            .map(|(k, v)| fm_header {
-                key: k.as_ptr(),
-                value: v.as_ptr(),
-            })
-            .collect();
-        OwnedHeaders {
-            _strings: strings,
-            array,
-        }
+        let strings: Vec<(CString, CString)> = headers.iter().map(|(k, v)| (c_string(k), c_string(v))).collect();
+        let array = strings.iter().map(|(k, v)| fm_header { key: k.as_ptr(), value: v.as_ptr() }).collect();
+        OwnedHeaders { _strings: strings, array }
     }
 }
 
@@ -163,27 +137,15 @@ impl OwnedMessage {
             key_len: msg.key.as_ref().map_or(0, |k| k.len()),
             payload: msg.payload.as_ptr(),
             payload_len: msg.payload.len(),
-            headers: if headers.array.is_empty() {
-                std::ptr::null()
-            } else {
-                headers.array.as_ptr()
-            },
+            headers: if headers.array.is_empty() { std::ptr::null() } else { headers.array.as_ptr() },
             headers_len: headers.array.len(),
         };
-        OwnedMessage {
-            _msg: msg,
-            _stream: stream,
-            _headers: headers,
-            raw,
-        }
+        OwnedMessage { _msg: msg, _stream: stream, _headers: headers, raw }
     }
 }
 
 fn c_position(p: Position) -> fm_position {
-    fm_position {
-        partition: p.partition,
-        offset: p.offset,
-    }
+    fm_position { partition: p.partition, offset: p.offset }
 }
 
 /// Appends one message (creating the stream on first use) and waits for the
@@ -224,9 +186,7 @@ pub unsafe extern "C" fn fm_publish_batch(
         if n > 0 && msgs.is_null() {
             return Err(Error::invalid("msgs is NULL but n is not 0"));
         }
-        let records = (0..n)
-            .map(|i| record_arg(msgs.add(i)))
-            .collect::<Result<Vec<_>>>()?;
+        let records = (0..n).map(|i| record_arg(msgs.add(i))).collect::<Result<Vec<_>>>()?;
         let positions = c.block_on(c.client().publish_batch(stream, records))?;
         if !out.is_null() {
             for (i, p) in positions.into_iter().enumerate() {
@@ -301,9 +261,7 @@ pub unsafe extern "C" fn fm_read(
         let c = client_arg(client)?;
         let stream = str_arg(stream, "stream")?;
         let msgs = c.block_on(c.client().read(stream, partition, offset, max_messages))?;
-        *out = to_c(fm_messages {
-            items: msgs.into_iter().map(OwnedMessage::new).collect(),
-        });
+        *out = to_c(fm_messages { items: msgs.into_iter().map(OwnedMessage::new).collect() });
         Ok(())
     })
 }
@@ -319,9 +277,7 @@ pub unsafe extern "C" fn fm_messages_len(m: *const fm_messages) -> usize {
 #[no_mangle]
 pub unsafe extern "C" fn fm_messages_get(m: *const fm_messages, i: usize) -> *const fm_message {
     guard_value(std::ptr::null(), || {
-        m.as_ref()
-            .and_then(|m| m.items.get(i))
-            .map_or(std::ptr::null(), |o| &o.raw as *const fm_message)
+        m.as_ref().and_then(|m| m.items.get(i)).map_or(std::ptr::null(), |o| &o.raw as *const fm_message)
     })
 }
 
@@ -462,10 +418,7 @@ pub unsafe extern "C" fn fm_stream_partitions(
         let out = out_arg(out, "out")?;
         let c = client_arg(client)?;
         let stream = str_arg(stream, "stream")?;
-        *out = c
-            .block_on(c.client().stream_info(stream))?
-            .config
-            .partitions;
+        *out = c.block_on(c.client().stream_info(stream))?.config.partitions;
         Ok(())
     })
 }

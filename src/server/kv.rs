@@ -14,101 +14,47 @@ pub(crate) struct KvService(pub Shared);
 impl pb::kv_server::Kv for KvService {
     type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::KvEvent, Status>> + Send>>;
 
-    async fn set(
-        &self,
-        req: Request<pb::KvSetRequest>,
-    ) -> Result<Response<pb::KvSetResponse>, Status> {
+    async fn set(&self, req: Request<pb::KvSetRequest>) -> Result<Response<pb::KvSetResponse>, Status> {
         let r = req.into_inner();
         if let Err(e) = self.0.check_payload(r.value.len()) {
             return Err(wire::to_status(&e));
         }
         let result = match r.expected_revision {
-            Some(expected) => {
-                self.0
-                    .engine
-                    .kv_cas(&r.bucket, &r.key, r.value, expected, r.ttl_ms)
-                    .await
-            }
-            None => {
-                self.0
-                    .engine
-                    .kv_set(&r.bucket, &r.key, r.value, r.ttl_ms)
-                    .await
-            }
+            Some(expected) => self.0.engine.kv_cas(&r.bucket, &r.key, r.value, expected, r.ttl_ms).await,
+            None => self.0.engine.kv_set(&r.bucket, &r.key, r.value, r.ttl_ms).await,
         };
         reply(result.map(|revision| pb::KvSetResponse { revision }))
     }
 
-    async fn get(
-        &self,
-        req: Request<pb::KvGetRequest>,
-    ) -> Result<Response<pb::KvGetResponse>, Status> {
+    async fn get(&self, req: Request<pb::KvGetRequest>) -> Result<Response<pb::KvGetResponse>, Status> {
         let r = req.into_inner();
         reply(
             self.0
                 .engine
                 .kv_get(&r.bucket, &r.key)
                 .await
-                .map(|e| pb::KvGetResponse {
-                    value: e.value,
-                    revision: e.revision,
-                }),
+                .map(|e| pb::KvGetResponse { value: e.value, revision: e.revision }),
         )
     }
 
-    async fn delete(
-        &self,
-        req: Request<pb::KvDeleteRequest>,
-    ) -> Result<Response<pb::KvDeleteResponse>, Status> {
+    async fn delete(&self, req: Request<pb::KvDeleteRequest>) -> Result<Response<pb::KvDeleteResponse>, Status> {
         let r = req.into_inner();
-        reply(
-            self.0
-                .engine
-                .kv_delete(&r.bucket, &r.key)
-                .await
-                .map(|deleted| pb::KvDeleteResponse { deleted }),
-        )
+        reply(self.0.engine.kv_delete(&r.bucket, &r.key).await.map(|deleted| pb::KvDeleteResponse { deleted }))
     }
 
-    async fn exists(
-        &self,
-        req: Request<pb::KvExistsRequest>,
-    ) -> Result<Response<pb::KvExistsResponse>, Status> {
+    async fn exists(&self, req: Request<pb::KvExistsRequest>) -> Result<Response<pb::KvExistsResponse>, Status> {
         let r = req.into_inner();
-        reply(
-            self.0
-                .engine
-                .kv_exists(&r.bucket, &r.key)
-                .await
-                .map(|exists| pb::KvExistsResponse { exists }),
-        )
+        reply(self.0.engine.kv_exists(&r.bucket, &r.key).await.map(|exists| pb::KvExistsResponse { exists }))
     }
 
-    async fn keys(
-        &self,
-        req: Request<pb::KvKeysRequest>,
-    ) -> Result<Response<pb::KvKeysResponse>, Status> {
+    async fn keys(&self, req: Request<pb::KvKeysRequest>) -> Result<Response<pb::KvKeysResponse>, Status> {
         let r = req.into_inner();
-        reply(
-            self.0
-                .engine
-                .kv_keys(&r.bucket, &r.prefix)
-                .await
-                .map(|keys| pb::KvKeysResponse { keys }),
-        )
+        reply(self.0.engine.kv_keys(&r.bucket, &r.prefix).await.map(|keys| pb::KvKeysResponse { keys }))
     }
 
-    async fn watch(
-        &self,
-        req: Request<pb::KvWatchRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(&self, req: Request<pb::KvWatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let r = req.into_inner();
-        let feed = self
-            .0
-            .engine
-            .kv_watch(&r.bucket, &r.prefix)
-            .await
-            .map_err(|e| wire::to_status(&e))?;
+        let feed = self.0.engine.kv_watch(&r.bucket, &r.prefix).await.map_err(|e| wire::to_status(&e))?;
         let events = feed.map(|ev| ev.map(pb::KvEvent::from).map_err(|e| wire::to_status(&e)));
         Ok(Response::new(Box::pin(events)))
     }

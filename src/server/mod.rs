@@ -29,10 +29,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            max_payload_bytes: 8 << 20,
-            max_message_bytes: 64 << 20,
-        }
+        ServerConfig { max_payload_bytes: 8 << 20, max_message_bytes: 64 << 20 }
     }
 }
 
@@ -64,19 +61,12 @@ pub async fn serve_on(
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    let max = cfg
-        .max_message_bytes
-        .max(cfg.max_payload_bytes + FRAME_SLACK);
-    let shared = Shared {
-        engine: engine.clone(),
-        cfg: Arc::new(cfg),
-    };
+    let max = cfg.max_message_bytes.max(cfg.max_payload_bytes + FRAME_SLACK);
+    let shared = Shared { engine: engine.clone(), cfg: Arc::new(cfg) };
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     Server::builder()
         .tcp_nodelay(true)
-        .add_service(pb::health_server::HealthServer::new(health::HealthService(
-            shared.clone(),
-        )))
+        .add_service(pb::health_server::HealthServer::new(health::HealthService(shared.clone())))
         .add_service(
             pb::streams_server::StreamsServer::new(streams::StreamsService(shared.clone()))
                 .max_decoding_message_size(max)
@@ -112,6 +102,5 @@ impl Shared {
 
 /// Turns an engine result into a gRPC response.
 fn reply<T>(r: Result<T>) -> std::result::Result<tonic::Response<T>, tonic::Status> {
-    r.map(tonic::Response::new)
-        .map_err(|e| crate::wire::to_status(&e))
+    r.map(tonic::Response::new).map_err(|e| crate::wire::to_status(&e))
 }

@@ -14,87 +14,44 @@ const MAX_WAIT_MS: u64 = 5 * 60 * 1000;
 
 #[tonic::async_trait]
 impl pb::queues_server::Queues for QueuesService {
-    async fn enqueue(
-        &self,
-        req: Request<pb::EnqueueRequest>,
-    ) -> Result<Response<pb::EnqueueResponse>, Status> {
+    async fn enqueue(&self, req: Request<pb::EnqueueRequest>) -> Result<Response<pb::EnqueueResponse>, Status> {
         let r = req.into_inner();
         let record: Record = r.record.map(Into::into).unwrap_or_default();
         let result = match self.0.check_payload(record.size()) {
-            Ok(()) => {
-                self.0
-                    .engine
-                    .enqueue(&r.queue, record, r.delay_ms, r.priority)
-                    .await
-            }
+            Ok(()) => self.0.engine.enqueue(&r.queue, record, r.delay_ms, r.priority).await,
             Err(e) => Err(e),
         };
         reply(result.map(|job_id| pb::EnqueueResponse { job_id }))
     }
 
-    async fn reserve(
-        &self,
-        req: Request<pb::ReserveRequest>,
-    ) -> Result<Response<pb::ReserveResponse>, Status> {
+    async fn reserve(&self, req: Request<pb::ReserveRequest>) -> Result<Response<pb::ReserveResponse>, Status> {
         let r = req.into_inner();
         if r.max_jobs == 0 {
-            return Err(wire::to_status(&Error::invalid(
-                "max_jobs must be at least 1",
-            )));
+            return Err(wire::to_status(&Error::invalid("max_jobs must be at least 1")));
         }
         let wait = r.wait_ms.min(MAX_WAIT_MS);
-        let jobs = self
-            .0
-            .engine
-            .reserve(&r.queue, r.max_jobs as usize, r.visibility_ms, wait)
-            .await;
-        reply(jobs.map(|jobs| pb::ReserveResponse {
-            jobs: jobs.into_iter().map(Into::into).collect(),
-        }))
+        let jobs = self.0.engine.reserve(&r.queue, r.max_jobs as usize, r.visibility_ms, wait).await;
+        reply(jobs.map(|jobs| pb::ReserveResponse { jobs: jobs.into_iter().map(Into::into).collect() }))
     }
 
     async fn ack(&self, req: Request<pb::AckRequest>) -> Result<Response<pb::AckResponse>, Status> {
         let r = req.into_inner();
-        reply(
-            self.0
-                .engine
-                .ack(&r.queue, r.job_id)
-                .await
-                .map(|_| pb::AckResponse {}),
-        )
+        reply(self.0.engine.ack(&r.queue, r.job_id).await.map(|_| pb::AckResponse {}))
     }
 
-    async fn nack(
-        &self,
-        req: Request<pb::NackRequest>,
-    ) -> Result<Response<pb::NackResponse>, Status> {
+    async fn nack(&self, req: Request<pb::NackRequest>) -> Result<Response<pb::NackResponse>, Status> {
         let r = req.into_inner();
-        reply(
-            self.0
-                .engine
-                .nack(&r.queue, r.job_id, r.delay_ms)
-                .await
-                .map(|_| pb::NackResponse {}),
-        )
+        reply(self.0.engine.nack(&r.queue, r.job_id, r.delay_ms).await.map(|_| pb::NackResponse {}))
     }
 
-    async fn stats(
-        &self,
-        req: Request<pb::StatsRequest>,
-    ) -> Result<Response<pb::StatsResponse>, Status> {
+    async fn stats(&self, req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
         let r = req.into_inner();
-        reply(
-            self.0
-                .engine
-                .queue_stats(&r.queue)
-                .await
-                .map(|s| pb::StatsResponse {
-                    pending: s.pending,
-                    in_flight: s.in_flight,
-                    delayed: s.delayed,
-                    dead: s.dead,
-                }),
-        )
+        reply(self.0.engine.queue_stats(&r.queue).await.map(|s| pb::StatsResponse {
+            pending: s.pending,
+            in_flight: s.in_flight,
+            delayed: s.delayed,
+            dead: s.dead,
+        }))
     }
 
     async fn set_retry_policy(
@@ -105,13 +62,7 @@ impl pb::queues_server::Queues for QueuesService {
         let Some(policy) = r.policy else {
             return Err(wire::to_status(&Error::invalid("policy is required")));
         };
-        reply(
-            self.0
-                .engine
-                .set_retry_policy(&r.queue, policy.into())
-                .await
-                .map(|_| pb::SetRetryPolicyResponse {}),
-        )
+        reply(self.0.engine.set_retry_policy(&r.queue, policy.into()).await.map(|_| pb::SetRetryPolicyResponse {}))
     }
 
     async fn get_retry_policy(
@@ -124,45 +75,25 @@ impl pb::queues_server::Queues for QueuesService {
                 .engine
                 .get_retry_policy(&r.queue)
                 .await
-                .map(|p| pb::GetRetryPolicyResponse {
-                    policy: Some(p.into()),
-                }),
+                .map(|p| pb::GetRetryPolicyResponse { policy: Some(p.into()) }),
         )
     }
 
-    async fn dlq_list(
-        &self,
-        req: Request<pb::DlqListRequest>,
-    ) -> Result<Response<pb::DlqListResponse>, Status> {
+    async fn dlq_list(&self, req: Request<pb::DlqListRequest>) -> Result<Response<pb::DlqListResponse>, Status> {
         let r = req.into_inner();
-        let max = if r.max == 0 {
-            usize::MAX
-        } else {
-            r.max as usize
-        };
+        let max = if r.max == 0 { usize::MAX } else { r.max as usize };
         reply(
             self.0
                 .engine
                 .dlq_list(&r.queue, max)
                 .await
-                .map(|jobs| pb::DlqListResponse {
-                    jobs: jobs.into_iter().map(Into::into).collect(),
-                }),
+                .map(|jobs| pb::DlqListResponse { jobs: jobs.into_iter().map(Into::into).collect() }),
         )
     }
 
-    async fn dlq_replay(
-        &self,
-        req: Request<pb::DlqReplayRequest>,
-    ) -> Result<Response<pb::DlqReplayResponse>, Status> {
+    async fn dlq_replay(&self, req: Request<pb::DlqReplayRequest>) -> Result<Response<pb::DlqReplayResponse>, Status> {
         let r = req.into_inner();
-        reply(
-            self.0
-                .engine
-                .dlq_replay(&r.queue, r.job_id)
-                .await
-                .map(|_| pb::DlqReplayResponse {}),
-        )
+        reply(self.0.engine.dlq_replay(&r.queue, r.job_id).await.map(|_| pb::DlqReplayResponse {}))
     }
 
     async fn dlq_replay_all(
@@ -172,11 +103,7 @@ impl pb::queues_server::Queues for QueuesService {
         let r = req.into_inner();
         let filter = r.filter.map(|h| (h.key, h.value));
         reply(
-            self.0
-                .engine
-                .dlq_replay_all(&r.queue, filter)
-                .await
-                .map(|replayed| pb::DlqReplayAllResponse { replayed }),
+            self.0.engine.dlq_replay_all(&r.queue, filter).await.map(|replayed| pb::DlqReplayAllResponse { replayed }),
         )
     }
 }

@@ -39,14 +39,8 @@ impl StreamsService {
     ) -> bool {
         let sizes: Vec<usize> = run.iter().map(|r| r.records.len()).collect();
         let ids: Vec<u64> = run.iter().map(|r| r.id).collect();
-        let records: Vec<Record> = run
-            .into_iter()
-            .flat_map(|r| r.records.into_iter().map(Record::from))
-            .collect();
-        let result = match records
-            .iter()
-            .try_for_each(|r| self.0.check_payload(r.size()))
-        {
+        let records: Vec<Record> = run.into_iter().flat_map(|r| r.records.into_iter().map(Record::from)).collect();
+        let result = match records.iter().try_for_each(|r| self.0.check_payload(r.size())) {
             Ok(()) => self.0.engine.publish(&stream, records).await,
             Err(e) => Err(e),
         };
@@ -55,34 +49,15 @@ impl StreamsService {
                 let mut positions = positions.into_iter();
                 for (id, n) in ids.into_iter().zip(sizes) {
                     let chunk = positions.by_ref().take(n).map(pb::Position::from).collect();
-                    if out
-                        .send(Ok(pb::PublishResponse {
-                            id,
-                            positions: chunk,
-                            error: None,
-                        }))
-                        .await
-                        .is_err()
-                    {
+                    if out.send(Ok(pb::PublishResponse { id, positions: chunk, error: None })).await.is_err() {
                         return false;
                     }
                 }
             }
             Err(e) => {
                 for id in ids {
-                    let error = Some(pb::Error {
-                        code: e.code(),
-                        message: e.message().to_owned(),
-                    });
-                    if out
-                        .send(Ok(pb::PublishResponse {
-                            id,
-                            positions: Vec::new(),
-                            error,
-                        }))
-                        .await
-                        .is_err()
-                    {
+                    let error = Some(pb::Error { code: e.code(), message: e.message().to_owned() });
+                    if out.send(Ok(pb::PublishResponse { id, positions: Vec::new(), error })).await.is_err() {
                         return false;
                     }
                 }
@@ -103,13 +78,7 @@ impl pb::streams_server::Streams for StreamsService {
     ) -> Result<Response<pb::CreateStreamResponse>, Status> {
         let r = req.into_inner();
         let cfg = r.config.map(Into::into).unwrap_or_default();
-        reply(
-            self.0
-                .engine
-                .create_stream(&r.stream, cfg)
-                .await
-                .map(|_| pb::CreateStreamResponse {}),
-        )
+        reply(self.0.engine.create_stream(&r.stream, cfg).await.map(|_| pb::CreateStreamResponse {}))
     }
 
     async fn publish(
@@ -146,37 +115,26 @@ impl pb::streams_server::Streams for StreamsService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn read(
-        &self,
-        req: Request<pb::ReadRequest>,
-    ) -> Result<Response<pb::ReadResponse>, Status> {
+    async fn read(&self, req: Request<pb::ReadRequest>) -> Result<Response<pb::ReadResponse>, Status> {
         let r = req.into_inner();
-        let result = self
-            .0
-            .engine
-            .read(&r.stream, r.partition, r.offset, r.max_messages as usize)
-            .await
-            .map(|msgs| {
-                // Cap the response size; the client reads on from the last offset.
-                let mut bytes = 0;
-                let messages = msgs
-                    .into_iter()
-                    .take_while(|m| {
-                        let first = bytes == 0;
-                        bytes += message_size(m);
-                        first || bytes <= BATCH_BYTES
-                    })
-                    .map(pb::Message::from)
-                    .collect();
-                pb::ReadResponse { messages }
-            });
+        let result = self.0.engine.read(&r.stream, r.partition, r.offset, r.max_messages as usize).await.map(|msgs| {
+            // Cap the response size; the client reads on from the last offset.
+            let mut bytes = 0;
+            let messages = msgs
+                .into_iter()
+                .take_while(|m| {
+                    let first = bytes == 0;
+                    bytes += message_size(m);
+                    first || bytes <= BATCH_BYTES
+                })
+                .map(pb::Message::from)
+                .collect();
+            pb::ReadResponse { messages }
+        });
         reply(result)
     }
 
-    async fn info(
-        &self,
-        req: Request<pb::StreamInfoRequest>,
-    ) -> Result<Response<pb::StreamInfoResponse>, Status> {
+    async fn info(&self, req: Request<pb::StreamInfoRequest>) -> Result<Response<pb::StreamInfoResponse>, Status> {
         let r = req.into_inner();
         reply(self.0.engine.stream_info(&r.stream).await.map(|i| {
             pb::StreamInfoResponse {
@@ -184,28 +142,16 @@ impl pb::streams_server::Streams for StreamsService {
                 partitions: i
                     .partitions
                     .into_iter()
-                    .map(|p| pb::PartitionInfo {
-                        partition: p.partition,
-                        earliest: p.earliest,
-                        latest: p.latest,
-                    })
+                    .map(|p| pb::PartitionInfo { partition: p.partition, earliest: p.earliest, latest: p.latest })
                     .collect(),
             }
         }))
     }
 
-    async fn subscribe(
-        &self,
-        req: Request<pb::SubscribeRequest>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
         let r = req.into_inner();
         let spec = wire::spec_from_pb(&r).map_err(|e| wire::to_status(&e))?;
-        let feed = self
-            .0
-            .engine
-            .subscribe(&r.stream, spec)
-            .await
-            .map_err(|e| wire::to_status(&e))?;
+        let feed = self.0.engine.subscribe(&r.stream, spec).await.map_err(|e| wire::to_status(&e))?;
         // Pulled by tonic only as fast as the client reads (HTTP/2 flow
         // control), so a slow consumer never makes the broker buffer.
         let batches = futures::stream::unfold(feed, |mut feed| async move {
@@ -243,10 +189,7 @@ impl pb::streams_server::Streams for StreamsService {
         )
     }
 
-    async fn get_offset(
-        &self,
-        req: Request<pb::GetOffsetRequest>,
-    ) -> Result<Response<pb::GetOffsetResponse>, Status> {
+    async fn get_offset(&self, req: Request<pb::GetOffsetRequest>) -> Result<Response<pb::GetOffsetResponse>, Status> {
         let r = req.into_inner();
         reply(
             self.0
@@ -262,24 +205,20 @@ impl pb::streams_server::Streams for StreamsService {
         req: Request<pb::GroupStateRequest>,
     ) -> Result<Response<pb::GroupStateResponse>, Status> {
         let r = req.into_inner();
-        reply(
-            self.0
-                .engine
-                .group_state(&r.stream, &r.group)
-                .await
-                .map(|g| pb::GroupStateResponse {
-                    group: g.group,
-                    partitions: g
-                        .partitions
-                        .into_iter()
-                        .map(|p| pb::GroupPartitionState {
-                            partition: p.partition,
-                            committed: p.committed,
-                            latest: p.latest,
-                            lag: p.lag,
-                        })
-                        .collect(),
-                }),
-        )
+        reply(self.0.engine.group_state(&r.stream, &r.group).await.map(|g| {
+            pb::GroupStateResponse {
+                group: g.group,
+                partitions: g
+                    .partitions
+                    .into_iter()
+                    .map(|p| pb::GroupPartitionState {
+                        partition: p.partition,
+                        committed: p.committed,
+                        latest: p.latest,
+                        lag: p.lag,
+                    })
+                    .collect(),
+            }
+        }))
     }
 }

@@ -143,9 +143,7 @@ impl<'a> Reader<'a> {
     }
 
     pub fn string(&mut self) -> Result<String, Corrupt> {
-        std::str::from_utf8(self.bytes()?)
-            .map(str::to_owned)
-            .map_err(|_| Corrupt)
+        std::str::from_utf8(self.bytes()?).map(str::to_owned).map_err(|_| Corrupt)
     }
 
     pub fn headers(&mut self) -> Result<Vec<(String, String)>, Corrupt> {
@@ -196,9 +194,6 @@ mod tests {
     fn reader_rejects_short_input() {
         let mut r = Reader::new(&[5, 0, 0, 0, 1]);
         assert_eq!(r.bytes(), Err(Corrupt));
-        assert_eq!(
-            Reader::new(&[0xff, 0xff, 0xff, 0x7f]).headers(),
-            Err(Corrupt)
-        );
+        assert_eq!(Reader::new(&[0xff, 0xff, 0xff, 0x7f]).headers(), Err(Corrupt));
     }
 }

@@ -51,12 +51,7 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    pub fn open(
-        name: &str,
-        path: Option<&Path>,
-        fsync: FsyncPolicy,
-        registry: &SyncRegistry,
-    ) -> Result<Bucket> {
+    pub fn open(name: &str, path: Option<&Path>, fsync: FsyncPolicy, registry: &SyncRegistry) -> Result<Bucket> {
         let mut st = BucketState::default();
         if let Some(path) = path {
             if let Some(dir) = path.parent() {
@@ -65,20 +60,13 @@ impl Bucket {
             let (log, data) = LogFile::open(path)?;
             let now = now_ms();
             for body in codec::frames(&data).0 {
-                st.replay(body, now).map_err(|_| {
-                    Error::Internal(format!("corrupt record in {}", path.display()))
-                })?;
+                st.replay(body, now).map_err(|_| Error::Internal(format!("corrupt record in {}", path.display())))?;
             }
             registry.register(log.syncer());
             st.log = Some(log);
             st.compact_if_large()?;
         }
-        Ok(Bucket {
-            name: name.to_owned(),
-            state: Mutex::new(st),
-            events: broadcast::channel(WATCH_BUFFER).0,
-            fsync,
-        })
+        Ok(Bucket { name: name.to_owned(), state: Mutex::new(st), events: broadcast::channel(WATCH_BUFFER).0, fsync })
     }
 
     /// Writes `value` if `expected` matches (None = unconditional).
@@ -87,11 +75,7 @@ impl Bucket {
         let (rev, sync) = {
             let mut st = self.state.lock().unwrap();
             if let Some(expected) = expected {
-                let current = st
-                    .entries
-                    .get(key)
-                    .filter(|e| e.live(now))
-                    .map_or(0, |e| e.revision);
+                let current = st.entries.get(key).filter(|e| e.live(now)).map_or(0, |e| e.revision);
                 if current != expected {
                     return Err(Error::Conflict(format!(
                         "key {key} in {} is at revision {current}, expected {expected}",
@@ -103,21 +87,9 @@ impl Bucket {
             let rev = st.revision;
             let expires_ms = if ttl_ms > 0 { now + ttl_ms as i64 } else { 0 };
             let sync = st.write(|b| encode_put(b, key, &value, rev, expires_ms))?;
-            st.set(
-                key,
-                Entry {
-                    value: value.clone(),
-                    revision: rev,
-                    expires_ms,
-                },
-            );
+            st.set(key, Entry { value: value.clone(), revision: rev, expires_ms });
             // Sent under the lock so watchers see revisions in order.
-            let _ = self.events.send(KvEvent {
-                op: KvOp::Put,
-                key: key.to_owned(),
-                value,
-                revision: rev,
-            });
+            let _ = self.events.send(KvEvent { op: KvOp::Put, key: key.to_owned(), value, revision: rev });
             st.compact_if_large()?;
             (rev, sync)
         };
@@ -130,15 +102,10 @@ impl Bucket {
     pub fn get(&self, key: &str) -> Result<KvEntry> {
         let st = self.state.lock().unwrap();
         match st.entries.get(key) {
-            Some(e) if e.live(now_ms()) => Ok(KvEntry {
-                key: key.to_owned(),
-                value: e.value.clone(),
-                revision: e.revision,
-            }),
-            _ => Err(Error::NotFound(format!(
-                "key {key} not in bucket {}",
-                self.name
-            ))),
+            Some(e) if e.live(now_ms()) => {
+                Ok(KvEntry { key: key.to_owned(), value: e.value.clone(), revision: e.revision })
+            }
+            _ => Err(Error::NotFound(format!("key {key} not in bucket {}", self.name))),
         }
     }
 
@@ -202,12 +169,7 @@ impl Bucket {
                 continue;
             };
             // Expiry is implied by the logged deadline: nothing to write.
-            let _ = self.events.send(KvEvent {
-                op: KvOp::Expire,
-                key,
-                value: Bytes::new(),
-                revision: e.revision,
-            });
+            let _ = self.events.send(KvEvent { op: KvOp::Expire, key, value: Bytes::new(), revision: e.revision });
         }
     }
 
@@ -221,9 +183,9 @@ impl Bucket {
                     let out = match ev {
                         Ok(ev) if ev.key.starts_with(&prefix) => Some(Ok(ev)),
                         Ok(_) => None,
-                        Err(BroadcastStreamRecvError::Lagged(n)) => Some(Err(Error::Unavailable(
-                            format!("watch on {name} fell {n} events behind and was stopped"),
-                        ))),
+                        Err(BroadcastStreamRecvError::Lagged(n)) => Some(Err(Error::Unavailable(format!(
+                            "watch on {name} fell {n} events behind and was stopped"
+                        )))),
                     };
                     futures::future::ready(out)
                 })
@@ -278,11 +240,7 @@ impl BucketState {
                 let revision = r.u64()?;
                 let expires_ms = r.i64()?;
                 self.revision = self.revision.max(revision);
-                let e = Entry {
-                    value,
-                    revision,
-                    expires_ms,
-                };
+                let e = Entry { value, revision, expires_ms };
                 if e.live(now) {
                     self.set(&key, e);
                 } else {
@@ -301,19 +259,13 @@ impl BucketState {
 
     fn compact_if_large(&mut self) -> Result<()> {
         let Some(log) = &self.log else { return Ok(()) };
-        let live: u64 = self
-            .entries
-            .iter()
-            .map(|(k, e)| 32 + (k.len() + e.value.len()) as u64)
-            .sum();
+        let live: u64 = self.entries.iter().map(|(k, e)| 32 + (k.len() + e.value.len()) as u64).sum();
         if log.len() < (4 << 20) || log.len() < live.saturating_mul(3) {
             return Ok(());
         }
         let mut buf = Vec::new();
         for (k, e) in &self.entries {
-            codec::put_frame(&mut buf, |b| {
-                encode_put(b, k, &e.value, e.revision, e.expires_ms)
-            });
+            codec::put_frame(&mut buf, |b| encode_put(b, k, &e.value, e.revision, e.expires_ms));
         }
         // Keep the bucket revision monotonic even if the newest key was deleted.
         let rev = self.revision;

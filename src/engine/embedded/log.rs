@@ -103,13 +103,11 @@ impl LogFile {
             .open(path)
             .map_err(|e| Error::io(&format!("open {}", path.display()), e))?;
         let mut data = Vec::new();
-        file.read_to_end(&mut data)
-            .map_err(|e| Error::io("read log", e))?;
+        file.read_to_end(&mut data).map_err(|e| Error::io("read log", e))?;
         let (_, valid) = codec::frames(&data);
         if valid < data.len() {
             tracing::warn!(path = %path.display(), dropped = data.len() - valid, "dropping torn log tail");
-            file.set_len(valid as u64)
-                .map_err(|e| Error::io("truncate torn tail", e))?;
+            file.set_len(valid as u64).map_err(|e| Error::io("truncate torn tail", e))?;
             data.truncate(valid);
         }
         if !existed {
@@ -123,33 +121,19 @@ impl LogFile {
     pub fn replace(path: &Path, contents: &[u8]) -> Result<LogFile> {
         let tmp = path.with_extension("compact");
         let mut f = File::create(&tmp).map_err(|e| Error::io("create compacted log", e))?;
-        f.write_all(contents)
-            .map_err(|e| Error::io("write compacted log", e))?;
-        f.sync_all()
-            .map_err(|e| Error::io("fsync compacted log", e))?;
+        f.write_all(contents).map_err(|e| Error::io("write compacted log", e))?;
+        f.sync_all().map_err(|e| Error::io("fsync compacted log", e))?;
         fs::rename(&tmp, path).map_err(|e| Error::io("install compacted log", e))?;
         sync_dir(path)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| Error::io("reopen compacted log", e))?;
+        let file =
+            OpenOptions::new().read(true).append(true).open(path).map_err(|e| Error::io("reopen compacted log", e))?;
         LogFile::wrap(path, file, contents.len() as u64)
     }
 
     fn wrap(path: &Path, file: File, len: u64) -> Result<LogFile> {
         let dup = file.try_clone().map_err(|e| Error::io("dup log fd", e))?;
-        let syncer = Arc::new(Syncer {
-            file: dup,
-            written: AtomicU64::new(0),
-            synced: Mutex::new(0),
-        });
-        Ok(LogFile {
-            path: path.to_owned(),
-            file,
-            len,
-            syncer,
-        })
+        let syncer = Arc::new(Syncer { file: dup, written: AtomicU64::new(0), synced: Mutex::new(0) });
+        Ok(LogFile { path: path.to_owned(), file, len, syncer })
     }
 
     /// Appends bytes (whole frames) in one write; returns a ticket for `Syncer::sync_to`.
@@ -183,9 +167,7 @@ impl LogFile {
 /// fsyncs the directory holding `path` so a new or renamed file survives a crash.
 pub fn sync_dir(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io("fsync directory", e))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", e))?;
     }
     Ok(())
 }

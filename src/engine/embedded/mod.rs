@@ -35,9 +35,7 @@ use crate::error::{Error, Result};
 use crate::names;
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// How often the maintenance thread expires keys and flushes.
@@ -55,12 +53,7 @@ pub struct EmbeddedConfig {
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
-        EmbeddedConfig {
-            dir: None,
-            fsync: FsyncPolicy::Batch,
-            segment_bytes: 64 << 20,
-            max_payload_bytes: 8 << 20,
-        }
+        EmbeddedConfig { dir: None, fsync: FsyncPolicy::Batch, segment_bytes: 64 << 20, max_payload_bytes: 8 << 20 }
     }
 }
 
@@ -142,11 +135,7 @@ impl EmbeddedEngine {
                 .spawn(move || maintenance(weak, stop))
                 .map_err(|e| Error::Internal(format!("spawn maintenance thread: {e}")))?
         };
-        let shared = Arc::new(Shared {
-            inner,
-            stop,
-            thread: Mutex::new(Some(thread)),
-        });
+        let shared = Arc::new(Shared { inner, stop, thread: Mutex::new(Some(thread)) });
         Ok(EmbeddedEngine { shared })
     }
 
@@ -156,15 +145,11 @@ impl EmbeddedEngine {
 }
 
 fn lock_dir(dir: &std::path::Path) -> Result<File> {
-    fs::create_dir_all(dir)
-        .map_err(|e| Error::io(&format!("create data directory {}", dir.display()), e))?;
+    fs::create_dir_all(dir).map_err(|e| Error::io(&format!("create data directory {}", dir.display()), e))?;
     let f = File::create(dir.join("LOCK")).map_err(|e| Error::io("create LOCK file", e))?;
     // SAFETY: flock on a valid, owned fd.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(Error::Unavailable(format!(
-            "data directory {} is in use by another process",
-            dir.display()
-        )));
+        return Err(Error::Unavailable(format!("data directory {} is in use by another process", dir.display())));
     }
     Ok(f)
 }
@@ -194,8 +179,7 @@ fn maintenance(inner: Weak<Inner>, stop: Arc<(Mutex<bool>, Condvar)>) {
             }
         }
         if last_retention.elapsed() >= Duration::from_secs(1) {
-            let streams: Vec<Arc<Stream>> =
-                inner.streams.read().unwrap().values().cloned().collect();
+            let streams: Vec<Arc<Stream>> = inner.streams.read().unwrap().values().cloned().collect();
             for s in streams {
                 if let Err(e) = s.enforce_retention() {
                     tracing::error!(error = %e, "retention failed");
@@ -217,11 +201,7 @@ fn resource_dir(base: &std::path::Path, kind: &str, name: &str) -> PathBuf {
 impl Inner {
     fn storage(&self, name: &str) -> StreamStorage<'_> {
         StreamStorage {
-            dir: self
-                .cfg
-                .dir
-                .as_ref()
-                .map(|d| resource_dir(d, "streams", name)),
+            dir: self.cfg.dir.as_ref().map(|d| resource_dir(d, "streams", name)),
             fsync: self.cfg.fsync,
             segment_bytes: self.cfg.segment_bytes,
             registry: &self.registry,
@@ -248,10 +228,7 @@ impl Inner {
             (None, None) => return Err(Error::NotFound(format!("stream {name} does not exist"))),
         };
         let stream = Arc::new(stream);
-        self.streams
-            .write()
-            .unwrap()
-            .insert(name.to_owned(), stream.clone());
+        self.streams.write().unwrap().insert(name.to_owned(), stream.clone());
         Ok(stream)
     }
 
@@ -264,21 +241,9 @@ impl Inner {
         if let Some(q) = self.queues.read().unwrap().get(name) {
             return Ok(q.clone());
         }
-        let path = self
-            .cfg
-            .dir
-            .as_ref()
-            .map(|d| resource_dir(d, "queues", name).join("queue.log"));
-        let q = Arc::new(Queue::open(
-            name,
-            path.as_deref(),
-            self.cfg.fsync,
-            &self.registry,
-        )?);
-        self.queues
-            .write()
-            .unwrap()
-            .insert(name.to_owned(), q.clone());
+        let path = self.cfg.dir.as_ref().map(|d| resource_dir(d, "queues", name).join("queue.log"));
+        let q = Arc::new(Queue::open(name, path.as_deref(), self.cfg.fsync, &self.registry)?);
+        self.queues.write().unwrap().insert(name.to_owned(), q.clone());
         Ok(q)
     }
 
@@ -291,21 +256,9 @@ impl Inner {
         if let Some(b) = self.buckets.read().unwrap().get(name) {
             return Ok(b.clone());
         }
-        let path = self
-            .cfg
-            .dir
-            .as_ref()
-            .map(|d| resource_dir(d, "kv", name).join("bucket.log"));
-        let b = Arc::new(Bucket::open(
-            name,
-            path.as_deref(),
-            self.cfg.fsync,
-            &self.registry,
-        )?);
-        self.buckets
-            .write()
-            .unwrap()
-            .insert(name.to_owned(), b.clone());
+        let path = self.cfg.dir.as_ref().map(|d| resource_dir(d, "kv", name).join("bucket.log"));
+        let b = Arc::new(Bucket::open(name, path.as_deref(), self.cfg.fsync, &self.registry)?);
+        self.buckets.write().unwrap().insert(name.to_owned(), b.clone());
         Ok(b)
     }
 
@@ -348,16 +301,8 @@ impl Engine for EmbeddedEngine {
         s.publish(&records, &self.inner().registry)
     }
 
-    async fn read(
-        &self,
-        stream: &str,
-        partition: u32,
-        offset: u64,
-        max: usize,
-    ) -> Result<Vec<Message>> {
-        self.inner()
-            .stream(stream, None)?
-            .read(partition, offset, max)
+    async fn read(&self, stream: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>> {
+        self.inner().stream(stream, None)?.read(partition, offset, max)
     }
 
     async fn stream_info(&self, stream: &str) -> Result<StreamInfo> {
@@ -366,29 +311,17 @@ impl Engine for EmbeddedEngine {
 
     async fn subscribe(&self, stream: &str, spec: SubscribeSpec) -> Result<MessageStream> {
         // Subscribing creates the stream, so a consumer may start before producers.
-        self.inner()
-            .stream(stream, Some(StreamConfig::default()))?
-            .subscribe(&spec)
+        self.inner().stream(stream, Some(StreamConfig::default()))?.subscribe(&spec)
     }
 
-    async fn commit_offset(
-        &self,
-        stream: &str,
-        group: &str,
-        partition: u32,
-        offset: u64,
-    ) -> Result<()> {
+    async fn commit_offset(&self, stream: &str, group: &str, partition: u32, offset: u64) -> Result<()> {
         names::check_group(group)?;
-        self.inner()
-            .stream(stream, None)?
-            .commit(group, partition, offset)
+        self.inner().stream(stream, None)?.commit(group, partition, offset)
     }
 
     async fn get_offset(&self, stream: &str, group: &str, partition: u32) -> Result<u64> {
         names::check_group(group)?;
-        self.inner()
-            .stream(stream, None)?
-            .get_offset(group, partition)
+        self.inner().stream(stream, None)?.get_offset(group, partition)
     }
 
     async fn group_state(&self, stream: &str, group: &str) -> Result<GroupState> {
@@ -396,30 +329,13 @@ impl Engine for EmbeddedEngine {
         Ok(self.inner().stream(stream, None)?.group_state(group))
     }
 
-    async fn enqueue(
-        &self,
-        queue: &str,
-        record: Record,
-        delay_ms: u64,
-        priority: i32,
-    ) -> Result<u64> {
+    async fn enqueue(&self, queue: &str, record: Record, delay_ms: u64, priority: i32) -> Result<u64> {
         self.inner().check_size(record.size())?;
-        self.inner()
-            .queue(queue)?
-            .enqueue(record, delay_ms, priority)
+        self.inner().queue(queue)?.enqueue(record, delay_ms, priority)
     }
 
-    async fn reserve(
-        &self,
-        queue: &str,
-        max: usize,
-        visibility_ms: u64,
-        wait_ms: u64,
-    ) -> Result<Vec<Job>> {
-        self.inner()
-            .queue(queue)?
-            .reserve(max, visibility_ms, wait_ms)
-            .await
+    async fn reserve(&self, queue: &str, max: usize, visibility_ms: u64, wait_ms: u64) -> Result<Vec<Job>> {
+        self.inner().queue(queue)?.reserve(max, visibility_ms, wait_ms).await
     }
 
     async fn ack(&self, queue: &str, job_id: u64) -> Result<()> {
@@ -460,19 +376,10 @@ impl Engine for EmbeddedEngine {
         self.inner().bucket(bucket)?.put(key, value, ttl_ms, None)
     }
 
-    async fn kv_cas(
-        &self,
-        bucket: &str,
-        key: &str,
-        value: Bytes,
-        expected: u64,
-        ttl_ms: u64,
-    ) -> Result<u64> {
+    async fn kv_cas(&self, bucket: &str, key: &str, value: Bytes, expected: u64, ttl_ms: u64) -> Result<u64> {
         names::check_key(key)?;
         self.inner().check_size(value.len())?;
-        self.inner()
-            .bucket(bucket)?
-            .put(key, value, ttl_ms, Some(expected))
+        self.inner().bucket(bucket)?.put(key, value, ttl_ms, Some(expected))
     }
 
     async fn kv_get(&self, bucket: &str, key: &str) -> Result<KvEntry> {

@@ -29,11 +29,7 @@ impl Stored {
     fn size(&self) -> u64 {
         (self.payload.len()
             + self.key.as_ref().map_or(0, |k| k.len())
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()) as u64
+            + self.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()) as u64
     }
 
     fn into_message(self, stream: &str, partition: u32) -> Message {
@@ -66,8 +62,7 @@ impl ReadPlan {
             ReadPlan::Ready(m) => Ok(m),
             ReadPlan::File { file, start, end } => {
                 let mut buf = vec![0u8; (end - start) as usize];
-                file.read_exact_at(&mut buf, start)
-                    .map_err(|e| Error::io("read segment", e))?;
+                file.read_exact_at(&mut buf, start).map_err(|e| Error::io("read segment", e))?;
                 let (bodies, _) = codec::frames(&buf);
                 bodies
                     .into_iter()
@@ -123,12 +118,7 @@ impl Partition {
             Partition::Memory(p) => {
                 let from = (offset - p.base) as usize;
                 let to = (end - p.base) as usize;
-                ReadPlan::Ready(
-                    p.messages
-                        .range(from..to)
-                        .map(|s| s.clone().into_message(stream, partition))
-                        .collect(),
-                )
+                ReadPlan::Ready(p.messages.range(from..to).map(|s| s.clone().into_message(stream, partition)).collect())
             }
             Partition::File(p) => p.plan_read(offset, end),
         }
@@ -180,13 +170,7 @@ impl MemoryPartition {
 }
 
 fn stored(r: &Record, offset: u64, now_ms: i64) -> Stored {
-    Stored {
-        offset,
-        timestamp_ms: now_ms,
-        key: r.key.clone(),
-        payload: r.payload.clone(),
-        headers: r.headers.clone(),
-    }
+    Stored { offset, timestamp_ms: now_ms, key: r.key.clone(), payload: r.payload.clone(), headers: r.headers.clone() }
 }
 
 fn encode(out: &mut Vec<u8>, r: &Record, offset: u64, now_ms: i64) {
@@ -206,20 +190,12 @@ fn decode(body: &[u8]) -> std::result::Result<Stored, codec::Corrupt> {
     let key = r.opt_bytes()?.map(Bytes::copy_from_slice);
     let headers = r.headers()?;
     let payload = r.owned()?;
-    Ok(Stored {
-        offset,
-        timestamp_ms,
-        key,
-        payload,
-        headers,
-    })
+    Ok(Stored { offset, timestamp_ms, key, payload, headers })
 }
 
 /// Decodes a segment record body; used by the recovery fuzz test.
 pub fn decode_record(body: &[u8]) -> Option<(u64, i64, usize)> {
-    decode(body)
-        .ok()
-        .map(|s| (s.offset, s.timestamp_ms, s.payload.len()))
+    decode(body).ok().map(|s| (s.offset, s.timestamp_ms, s.payload.len()))
 }
 
 struct Segment {
@@ -261,20 +237,14 @@ impl FilePartition {
             .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
             .collect();
         bases.sort_unstable();
-        let mut p = FilePartition {
-            dir: dir.to_owned(),
-            segments: Vec::new(),
-            next: 0,
-            segment_bytes,
-            scratch: Vec::new(),
-        };
+        let mut p =
+            FilePartition { dir: dir.to_owned(), segments: Vec::new(), next: 0, segment_bytes, scratch: Vec::new() };
         for base in bases {
             let (log, data) = LogFile::open(&segment_path(dir, base))?;
             let mut seg = Segment::new(base, log)?;
             let mut pos = 0usize;
             for body in codec::frames(&data).0 {
-                let s = decode(body)
-                    .map_err(|_| Error::Internal(format!("corrupt record in segment {base}")))?;
+                let s = decode(body).map_err(|_| Error::Internal(format!("corrupt record in segment {base}")))?;
                 if s.offset != base + seg.count() {
                     return Err(Error::Internal(format!("offset gap in segment {base}")));
                 }
@@ -339,16 +309,8 @@ impl FilePartition {
         let from = (offset - seg.base) as usize;
         let to = ((end - seg.base) as usize).min(seg.positions.len());
         let start = seg.positions[from] as u64;
-        let stop = if to < seg.positions.len() {
-            seg.positions[to] as u64
-        } else {
-            seg.log.len()
-        };
-        ReadPlan::File {
-            file: seg.reader.clone(),
-            start,
-            end: stop,
-        }
+        let stop = if to < seg.positions.len() { seg.positions[to] as u64 } else { seg.log.len() };
+        ReadPlan::File { file: seg.reader.clone(), start, end: stop }
     }
 
     fn enforce_retention(&mut self, cfg: &StreamConfig, now_ms: i64) -> Result<()> {
@@ -381,18 +343,7 @@ impl FilePartition {
 
 impl Segment {
     fn new(base: u64, log: LogFile) -> Result<Segment> {
-        let reader = Arc::new(
-            log.file()
-                .try_clone()
-                .map_err(|e| Error::io("dup segment fd", e))?,
-        );
-        Ok(Segment {
-            base,
-            log,
-            reader,
-            positions: Vec::new(),
-            max_ts: i64::MIN,
-            bytes: 0,
-        })
+        let reader = Arc::new(log.file().try_clone().map_err(|e| Error::io("dup segment fd", e))?);
+        Ok(Segment { base, log, reader, positions: Vec::new(), max_ts: i64::MIN, bytes: 0 })
     }
 }

@@ -86,36 +86,21 @@ const W_REMOVE: u8 = 3;
 const W_POLICY: u8 = 4;
 
 impl Queue {
-    pub fn open(
-        name: &str,
-        path: Option<&Path>,
-        fsync: FsyncPolicy,
-        registry: &SyncRegistry,
-    ) -> Result<Queue> {
-        let mut st = QueueState {
-            next_id: 1,
-            ..Default::default()
-        };
+    pub fn open(name: &str, path: Option<&Path>, fsync: FsyncPolicy, registry: &SyncRegistry) -> Result<Queue> {
+        let mut st = QueueState { next_id: 1, ..Default::default() };
         if let Some(path) = path {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| Error::io("create queue dir", e))?;
             }
             let (log, data) = LogFile::open(path)?;
             for body in codec::frames(&data).0 {
-                st.replay(body).map_err(|_| {
-                    Error::Internal(format!("corrupt record in {}", path.display()))
-                })?;
+                st.replay(body).map_err(|_| Error::Internal(format!("corrupt record in {}", path.display())))?;
             }
             registry.register(log.syncer());
             st.log = Some(log);
             st.compact_if_large()?;
         }
-        Ok(Queue {
-            name: name.to_owned(),
-            state: Mutex::new(st),
-            arrived: Notify::new(),
-            fsync,
-        })
+        Ok(Queue { name: name.to_owned(), state: Mutex::new(st), arrived: Notify::new(), fsync })
     }
 
     /// Runs `f` under the lock, then makes its log writes durable outside it.
@@ -129,11 +114,7 @@ impl Queue {
             if let Some(e) = st.log_error.take() {
                 return Err(e);
             }
-            let sync = st
-                .log
-                .as_ref()
-                .filter(|_| st.ticket > 0)
-                .map(|l| (l.syncer().clone(), st.ticket));
+            let sync = st.log.as_ref().filter(|_| st.ticket > 0).map(|l| (l.syncer().clone(), st.ticket));
             if out.is_ok() {
                 st.compact_if_large()?;
             }
@@ -149,11 +130,7 @@ impl Queue {
         let id = self.with_state(|st, now| {
             let id = st.next_id;
             st.next_id += 1;
-            let state = if delay_ms > 0 {
-                State::Delayed(now + delay_ms as i64)
-            } else {
-                State::Ready
-            };
+            let state = if delay_ms > 0 { State::Delayed(now + delay_ms as i64) } else { State::Ready };
             let job = JobRec {
                 id,
                 priority,
@@ -174,11 +151,7 @@ impl Queue {
     /// Reserves up to `max` jobs, long-polling up to `wait_ms` for the first.
     pub async fn reserve(&self, max: usize, visibility_ms: u64, wait_ms: u64) -> Result<Vec<Job>> {
         let max = max.max(1);
-        let visibility = if visibility_ms == 0 {
-            DEFAULT_VISIBILITY_MS
-        } else {
-            visibility_ms
-        } as i64;
+        let visibility = if visibility_ms == 0 { DEFAULT_VISIBILITY_MS } else { visibility_ms } as i64;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
         loop {
             // Register interest before looking, so an enqueue in between wakes us.
@@ -220,10 +193,7 @@ impl Queue {
 
     pub fn ack(&self, job_id: u64) -> Result<()> {
         self.with_state(|st, _| match st.jobs.get(&job_id).map(|j| j.state) {
-            None | Some(State::Dead) => Err(Error::NotFound(format!(
-                "job {job_id} is not in queue {}",
-                self.name
-            ))),
+            None | Some(State::Dead) => Err(Error::NotFound(format!("job {job_id} is not in queue {}", self.name))),
             Some(_) => {
                 st.remove(job_id);
                 st.log_remove(job_id);
@@ -238,10 +208,7 @@ impl Queue {
                 st.fail(job_id, now, Some(delay_ms).filter(|d| *d > 0));
                 Ok(())
             }
-            None | Some(State::Dead) => Err(Error::NotFound(format!(
-                "job {job_id} is not in queue {}",
-                self.name
-            ))),
+            None | Some(State::Dead) => Err(Error::NotFound(format!("job {job_id} is not in queue {}", self.name))),
             Some(_) => Err(Error::Conflict(format!("job {job_id} is not reserved"))),
         })?;
         self.arrived.notify_waiters();
@@ -261,9 +228,7 @@ impl Queue {
 
     pub fn set_policy(&self, policy: RetryPolicy) -> Result<()> {
         if !(policy.multiplier.is_finite() && policy.multiplier >= 1.0) {
-            return Err(Error::invalid(
-                "retry multiplier must be a finite number >= 1",
-            ));
+            return Err(Error::invalid("retry multiplier must be a finite number >= 1"));
         }
         self.with_state(|st, _| {
             st.policy = policy;
@@ -277,23 +242,13 @@ impl Queue {
     }
 
     pub fn dlq_list(&self, max: usize) -> Result<Vec<Job>> {
-        self.with_state(|st, _| {
-            Ok(st
-                .dead
-                .iter()
-                .take(max)
-                .map(|id| st.jobs[id].to_job())
-                .collect())
-        })
+        self.with_state(|st, _| Ok(st.dead.iter().take(max).map(|id| st.jobs[id].to_job()).collect()))
     }
 
     pub fn dlq_replay(&self, job_id: u64) -> Result<()> {
         self.with_state(|st, _| {
             if !st.dead.contains(&job_id) {
-                return Err(Error::NotFound(format!(
-                    "job {job_id} is not in the dead-letter queue of {}",
-                    self.name
-                )));
+                return Err(Error::NotFound(format!("job {job_id} is not in the dead-letter queue of {}", self.name)));
             }
             st.set_state(job_id, State::Ready, 0);
             Ok(())
@@ -310,10 +265,7 @@ impl Queue {
                 .copied()
                 .filter(|id| match &header {
                     None => true,
-                    Some((k, v)) => st.jobs[id]
-                        .headers
-                        .iter()
-                        .any(|(hk, hv)| hk == k && hv == v),
+                    Some((k, v)) => st.jobs[id].headers.iter().any(|(hk, hv)| hk == k && hv == v),
                 })
                 .collect();
             for id in &ids {
@@ -524,11 +476,7 @@ impl QueueState {
     /// Rewrites the log as one record per live job once it is mostly history.
     fn compact_if_large(&mut self) -> Result<()> {
         let Some(log) = &self.log else { return Ok(()) };
-        let live: u64 = self
-            .jobs
-            .values()
-            .map(|j| 64 + j.payload.len() as u64)
-            .sum();
+        let live: u64 = self.jobs.values().map(|j| 64 + j.payload.len() as u64).sum();
         if log.len() < (4 << 20) || log.len() < live.saturating_mul(3) {
             return Ok(());
         }

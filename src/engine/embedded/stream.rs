@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use crate::engine::{
-    GroupPartitionState, GroupState, Message, MessageStream, PartitionInfo, Position, Record,
-    StartFrom, StreamConfig, StreamInfo, SubscribeSpec,
+    GroupPartitionState, GroupState, Message, MessageStream, PartitionInfo, Position, Record, StartFrom, StreamConfig,
+    StreamInfo, SubscribeSpec,
 };
 use crate::error::{Error, Result};
 
@@ -71,8 +71,7 @@ impl Stream {
             let tmp = dir.join("meta.json.tmp");
             fs::write(&tmp, serde_json::to_vec(&meta).expect("meta serializes"))
                 .map_err(|e| Error::io("write stream meta", e))?;
-            fs::rename(&tmp, dir.join("meta.json"))
-                .map_err(|e| Error::io("install stream meta", e))?;
+            fs::rename(&tmp, dir.join("meta.json")).map_err(|e| Error::io("install stream meta", e))?;
             super::log::sync_dir(&dir.join("meta.json"))?;
         }
         Stream::open_with(name, config, storage)
@@ -101,18 +100,12 @@ impl Stream {
         for p in 0..config.partitions {
             let part = match &storage.dir {
                 None => Partition::Memory(MemoryPartition::default()),
-                Some(dir) => Partition::File(FilePartition::open(
-                    &dir.join(format!("p{p}")),
-                    storage.segment_bytes,
-                )?),
+                Some(dir) => Partition::File(FilePartition::open(&dir.join(format!("p{p}")), storage.segment_bytes)?),
             };
             partitions.push(Mutex::new(part));
         }
         let offsets = match &storage.dir {
-            None => Offsets {
-                committed: HashMap::new(),
-                log: None,
-            },
+            None => Offsets { committed: HashMap::new(), log: None },
             Some(dir) => Offsets::open(&dir.join("offsets.log"))?,
         };
         if let Some(log) = &offsets.log {
@@ -135,11 +128,7 @@ impl Stream {
 
     fn partition(&self, p: u32) -> Result<&Mutex<Partition>> {
         self.partitions.get(p as usize).ok_or_else(|| {
-            Error::NotFound(format!(
-                "stream {} has no partition {p} (it has {})",
-                self.name,
-                self.partitions.len()
-            ))
+            Error::NotFound(format!("stream {} has no partition {p} (it has {})", self.name, self.partitions.len()))
         })
     }
 
@@ -157,21 +146,10 @@ impl Stream {
     pub fn publish(&self, records: &[Record], registry: &SyncRegistry) -> Result<Vec<Position>> {
         let now = now_ms();
         let routes: Vec<u32> = records.iter().map(|r| self.route(r)).collect();
-        let mut positions = vec![
-            Position {
-                partition: 0,
-                offset: 0
-            };
-            records.len()
-        ];
+        let mut positions = vec![Position { partition: 0, offset: 0 }; records.len()];
         let mut to_sync = Vec::new();
         for p in 0..self.config.partitions {
-            let batch: Vec<&Record> = records
-                .iter()
-                .zip(&routes)
-                .filter(|(_, &rp)| rp == p)
-                .map(|(r, _)| r)
-                .collect();
+            let batch: Vec<&Record> = records.iter().zip(&routes).filter(|(_, &rp)| rp == p).map(|(r, _)| r).collect();
             if batch.is_empty() {
                 continue;
             }
@@ -181,16 +159,9 @@ impl Stream {
                 part.enforce_retention(&self.config, now)?;
                 a
             };
-            let slots = routes
-                .iter()
-                .enumerate()
-                .filter(|(_, &rp)| rp == p)
-                .map(|(slot, _)| slot);
+            let slots = routes.iter().enumerate().filter(|(_, &rp)| rp == p).map(|(slot, _)| slot);
             for (offset, slot) in (appended.first..).zip(slots) {
-                positions[slot] = Position {
-                    partition: p,
-                    offset,
-                };
+                positions[slot] = Position { partition: p, offset };
             }
             if let Some((syncer, ticket)) = appended.sync {
                 registry.register(&syncer);
@@ -205,11 +176,7 @@ impl Stream {
     }
 
     pub fn read(&self, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>> {
-        let plan = self
-            .partition(partition)?
-            .lock()
-            .unwrap()
-            .plan_read(&self.name, partition, offset, max);
+        let plan = self.partition(partition)?.lock().unwrap().plan_read(&self.name, partition, offset, max);
         plan.execute(&self.name, partition)
     }
 
@@ -228,17 +195,10 @@ impl Stream {
             .enumerate()
             .map(|(i, p)| {
                 let p = p.lock().unwrap();
-                PartitionInfo {
-                    partition: i as u32,
-                    earliest: p.earliest(),
-                    latest: p.latest(),
-                }
+                PartitionInfo { partition: i as u32, earliest: p.earliest(), latest: p.latest() }
             })
             .collect();
-        StreamInfo {
-            config: self.config,
-            partitions,
-        }
+        StreamInfo { config: self.config, partitions }
     }
 
     pub fn commit(&self, group: &str, partition: u32, offset: u64) -> Result<()> {
@@ -255,21 +215,13 @@ impl Stream {
     }
 
     pub fn committed(&self, group: &str, partition: u32) -> Option<u64> {
-        self.offsets
-            .lock()
-            .unwrap()
-            .committed
-            .get(&(group.to_owned(), partition))
-            .copied()
+        self.offsets.lock().unwrap().committed.get(&(group.to_owned(), partition)).copied()
     }
 
     pub fn get_offset(&self, group: &str, partition: u32) -> Result<u64> {
         self.partition(partition)?;
         self.committed(group, partition).ok_or_else(|| {
-            Error::NotFound(format!(
-                "group {group} has no committed offset on {}/{partition}",
-                self.name
-            ))
+            Error::NotFound(format!("group {group} has no committed offset on {}/{partition}", self.name))
         })
     }
 
@@ -289,10 +241,7 @@ impl Stream {
                 }
             })
             .collect();
-        GroupState {
-            group: group.to_owned(),
-            partitions,
-        }
+        GroupState { group: group.to_owned(), partitions }
     }
 
     /// An ordered feed from `spec.start`, woken by appends (no polling).
@@ -326,19 +275,11 @@ impl Stream {
                 (p, next)
             })
             .collect();
-        let state = Feed {
-            stream: self.clone(),
-            cursors,
-            buffer: VecDeque::new(),
-            signal,
-        };
-        Ok(Box::pin(futures::stream::unfold(
-            state,
-            |mut feed| async move {
-                let item = feed.next().await?;
-                Some((item, feed))
-            },
-        )))
+        let state = Feed { stream: self.clone(), cursors, buffer: VecDeque::new(), signal };
+        Ok(Box::pin(futures::stream::unfold(state, |mut feed| async move {
+            let item = feed.next().await?;
+            Some((item, feed))
+        })))
     }
 }
 
@@ -381,24 +322,16 @@ impl Offsets {
         for body in codec::frames(&data).0 {
             let mut r = Reader::new(body);
             let parsed = (|| Ok::<_, codec::Corrupt>((r.string()?, r.u32()?, r.u64()?)))();
-            let (group, partition, offset) = parsed
-                .map_err(|_| Error::Internal(format!("corrupt record in {}", path.display())))?;
+            let (group, partition, offset) =
+                parsed.map_err(|_| Error::Internal(format!("corrupt record in {}", path.display())))?;
             committed.insert((group, partition), offset);
         }
-        let mut o = Offsets {
-            committed,
-            log: Some(log),
-        };
+        let mut o = Offsets { committed, log: Some(log) };
         o.compact_if_large()?;
         Ok(o)
     }
 
-    fn append(
-        &mut self,
-        group: &str,
-        partition: u32,
-        offset: u64,
-    ) -> Result<Option<(Arc<super::log::Syncer>, u64)>> {
+    fn append(&mut self, group: &str, partition: u32, offset: u64) -> Result<Option<(Arc<super::log::Syncer>, u64)>> {
         let Some(log) = self.log.as_mut() else {
             return Ok(None);
         };

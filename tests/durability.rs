@@ -1,0 +1,117 @@
+//! Crash tests: what was acknowledged survives `kill -9` of the process that
+//! wrote it (embedded engine in a child process, and the broker).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Broker;
+use flowmesh::{Client, Error, Options, Record};
+
+/// Runs the CLI against `url`, reads the acknowledgements it prints (one
+/// per line) until `want` arrived, then kills it with SIGKILL.
+fn ack_lines_then_kill(url: &str, args: &[&str], want: usize) -> Vec<String> {
+    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_flowmesh"))
+        .args(args)
+        .args(["--url", url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn flowmesh");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for line in BufReader::new(stdout).lines() {
+        lines.push(line.expect("read child output"));
+        if lines.len() >= want || Instant::now() > deadline {
+            break;
+        }
+    }
+    child.kill().expect("kill -9");
+    child.wait().unwrap();
+    assert!(lines.len() >= want, "child acknowledged only {} writes", lines.len());
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_of_an_embedded_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let published = ack_lines_then_kill(&url, &["pub", "crash", "m", "--count", "1000000"], 300);
+    let enqueued = ack_lines_then_kill(&url, &["queue", "enqueue", "jobs", "j", "--count", "1000000"], 200);
+    let revisions = ack_lines_then_kill(&url, &["kv", "set", "cfg", "k", "v", "--count", "1000000"], 200);
+
+    let c = Client::connect(&url, &Options::new()).await.expect("reopen after kill -9");
+    let msgs = c.read("crash", 0, 0, usize::MAX).await.unwrap();
+    assert!(msgs.len() >= published.len(), "lost acknowledged messages");
+    for (i, line) in published.iter().enumerate() {
+        assert_eq!(line, &format!("0 {i}"));
+        assert_eq!(msgs[i].payload, format!("m-{i}").as_bytes());
+    }
+    let stats = c.queue_stats("jobs").await.unwrap();
+    assert!(stats.pending as usize >= enqueued.len(), "lost acknowledged jobs: {stats:?}");
+    let first = c.reserve("jobs", 30_000, 0).await.unwrap().unwrap();
+    assert_eq!((first.id, &first.payload[..]), (1, &b"j-0"[..]));
+    for (i, rev) in revisions.iter().enumerate() {
+        let e = c.kv_get("cfg", &format!("k-{i}")).await.unwrap();
+        assert_eq!(e.value, format!("v-{i}").as_bytes());
+        assert_eq!(e.revision.to_string(), *rev);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_killed_mid_publish_fails_fast_and_keeps_acknowledged_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = format!("file://{}", dir.path().display());
+    let addr = common::free_addr();
+    let mut broker = Broker::start_on(&data, &addr);
+    let opts = Options::new().with("request_timeout_ms", "3000").unwrap();
+    let client = Client::connect(&broker.url(), &opts).await.unwrap();
+
+    let producer = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let started = Instant::now();
+            loop {
+                let i = acked.len();
+                let t = Instant::now();
+                match client.publish("orders", Record::new(format!("o-{i}"))).await {
+                    Ok(pos) => acked.push(pos.offset),
+                    Err(e) => return (acked, e, t.elapsed()),
+                }
+                assert!(started.elapsed() < Duration::from_secs(60), "broker never went away");
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    broker.kill();
+    let (acked, err, stalled) = tokio::time::timeout(Duration::from_secs(30), producer)
+        .await
+        .expect("publish hung after the broker died")
+        .unwrap();
+    assert!(!acked.is_empty());
+    assert!(matches!(err, Error::Disconnected(_) | Error::Unavailable(_) | Error::Timeout(_)), "{err:?}");
+    assert!(stalled < Duration::from_secs(10), "a call outlived its deadline: {stalled:?}");
+
+    let broker = Broker::start_on(&data, &addr);
+    let again = Client::connect(&broker.url(), &Options::new()).await.unwrap();
+    let msgs = again.read("orders", 0, 0, usize::MAX).await.unwrap();
+    assert!(msgs.len() >= acked.len(), "{} stored < {} acknowledged", msgs.len(), acked.len());
+    for (i, offset) in acked.iter().enumerate() {
+        assert_eq!(*offset, i as u64);
+        assert_eq!(msgs[i].payload, format!("o-{i}").as_bytes());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_to_no_broker_is_a_clear_error() {
+    let addr = common::free_addr(); // nothing listens here
+    let opts = Options::new().with("connect_timeout_ms", "2000").unwrap();
+    let t = Instant::now();
+    let err = Client::connect(&format!("grpc://{addr}"), &opts).await.err().expect("no broker");
+    assert!(matches!(err, Error::Unavailable(_) | Error::Timeout(_)), "{err:?}");
+    assert!(t.elapsed() < Duration::from_secs(15));
+}
