@@ -15,45 +15,24 @@ use futures::StreamExt;
 const PATIENCE: Duration = Duration::from_secs(20);
 
 async fn next_within<S: futures::Stream + Unpin>(s: &mut S) -> S::Item {
-    tokio::time::timeout(PATIENCE, s.next())
-        .await
-        .expect("timed out waiting for an item")
-        .expect("stream ended")
+    tokio::time::timeout(PATIENCE, s.next()).await.expect("timed out waiting for an item").expect("stream ended")
 }
 
 fn spec(start: StartFrom) -> SubscribeSpec {
-    SubscribeSpec {
-        partition: None,
-        start,
-        group: None,
-    }
+    SubscribeSpec { partition: None, start, group: None }
 }
 
 async fn publish_assigns_dense_offsets_and_reads_back(b: Backend) {
     let f = fixture(b).await;
     let c = &f.client;
-    let first = c
-        .publish(
-            "orders",
-            Record::new("a")
-                .with_header("type", "created")
-                .with_key("k1"),
-        )
-        .await
-        .unwrap();
+    let first = c.publish("orders", Record::new("a").with_header("type", "created").with_key("k1")).await.unwrap();
     assert_eq!((first.partition, first.offset), (0, 0));
     let batch: Vec<Record> = (1..=5).map(|i| Record::new(format!("m{i}"))).collect();
     let pos = c.publish_batch("orders", batch).await.unwrap();
-    assert_eq!(
-        pos.iter().map(|p| p.offset).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4, 5]
-    );
+    assert_eq!(pos.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
     let msgs = c.read("orders", 0, 0, 100).await.unwrap();
     assert_eq!(msgs.len(), 6);
-    assert_eq!(
-        msgs[0].headers,
-        vec![("type".to_string(), "created".to_string())]
-    );
+    assert_eq!(msgs[0].headers, vec![("type".to_string(), "created".to_string())]);
     assert_eq!(msgs[0].key.as_deref(), Some(&b"k1"[..]));
     assert_eq!(msgs[0].stream, "default/default/orders");
     assert!(msgs[0].timestamp_ms > 1_600_000_000_000);
@@ -71,80 +50,37 @@ async fn publish_assigns_dense_offsets_and_reads_back(b: Backend) {
 async fn unknown_streams_and_bad_input_are_clear_errors(b: Backend) {
     let f = fixture(b).await;
     let c = &f.client;
-    assert!(matches!(
-        c.read("never", 0, 0, 1).await,
-        Err(Error::NotFound(_))
-    ));
-    assert!(matches!(
-        c.stream_info("never").await,
-        Err(Error::NotFound(_))
-    ));
+    assert!(matches!(c.read("never", 0, 0, 1).await, Err(Error::NotFound(_))));
+    assert!(matches!(c.stream_info("never").await, Err(Error::NotFound(_))));
     c.publish("s", Record::new("x")).await.unwrap();
-    assert!(matches!(
-        c.read("s", 7, 0, 1).await,
-        Err(Error::NotFound(_))
-    ));
+    assert!(matches!(c.read("s", 7, 0, 1).await, Err(Error::NotFound(_))));
     for bad in ["", "a/b", "../x", "white space", "t/n/x/y"] {
-        assert!(
-            matches!(
-                c.publish(bad, Record::new("x")).await,
-                Err(Error::InvalidArgument(_))
-            ),
-            "{bad:?}"
-        );
+        assert!(matches!(c.publish(bad, Record::new("x")).await, Err(Error::InvalidArgument(_))), "{bad:?}");
     }
     let big = Record::new(vec![0u8; 8 * 1024 * 1024 + 1]);
     assert!(matches!(c.publish("s", big).await, Err(Error::TooLarge(_))));
-    assert!(matches!(
-        c.kv_set("b", "", Bytes::from("v"), 0).await,
-        Err(Error::InvalidArgument(_))
-    ));
-    assert!(matches!(
-        c.get_offset("s", "g", 0).await,
-        Err(Error::NotFound(_))
-    ));
+    assert!(matches!(c.kv_set("b", "", Bytes::from("v"), 0).await, Err(Error::InvalidArgument(_))));
+    assert!(matches!(c.get_offset("s", "g", 0).await, Err(Error::NotFound(_))));
 }
 
 async fn partitions_route_by_key_and_round_robin(b: Backend) {
     let f = fixture(b).await;
     let c = &f.client;
-    let cfg = StreamConfig {
-        partitions: 4,
-        ..Default::default()
-    };
+    let cfg = StreamConfig { partitions: 4, ..Default::default() };
     c.create_stream("parts", cfg).await.unwrap();
     c.create_stream("parts", cfg).await.unwrap(); // idempotent
-    let other = StreamConfig {
-        partitions: 2,
-        ..Default::default()
-    };
-    assert!(matches!(
-        c.create_stream("parts", other).await,
-        Err(Error::AlreadyExists(_))
-    ));
+    let other = StreamConfig { partitions: 2, ..Default::default() };
+    assert!(matches!(c.create_stream("parts", other).await, Err(Error::AlreadyExists(_))));
     let mut seen = HashSet::new();
     for _ in 0..8 {
-        seen.insert(
-            c.publish("parts", Record::new("rr"))
-                .await
-                .unwrap()
-                .partition,
-        );
+        seen.insert(c.publish("parts", Record::new("rr")).await.unwrap().partition);
     }
     assert_eq!(seen.len(), 4, "round robin should use every partition");
     let mut by_key: HashMap<String, u32> = HashMap::new();
     for i in 0..40 {
         let key = format!("user-{}", i % 10);
-        let p = c
-            .publish("parts", Record::new("k").with_key(key.clone()))
-            .await
-            .unwrap()
-            .partition;
-        assert_eq!(
-            *by_key.entry(key).or_insert(p),
-            p,
-            "a key must always map to one partition"
-        );
+        let p = c.publish("parts", Record::new("k").with_key(key.clone())).await.unwrap().partition;
+        assert_eq!(*by_key.entry(key).or_insert(p), p, "a key must always map to one partition");
     }
     let info = c.stream_info("parts").await.unwrap();
     assert_eq!(info.partitions.iter().map(|p| p.latest).sum::<u64>(), 48);
@@ -154,25 +90,14 @@ async fn subscribe_start_positions(b: Backend) {
     let f = fixture(b).await;
     let c = &f.client;
     for i in 0..3 {
-        c.publish("feed", Record::new(format!("old{i}")))
-            .await
-            .unwrap();
+        c.publish("feed", Record::new(format!("old{i}"))).await.unwrap();
     }
-    let mut earliest = c
-        .subscribe("feed", spec(StartFrom::Earliest))
-        .await
-        .unwrap();
+    let mut earliest = c.subscribe("feed", spec(StartFrom::Earliest)).await.unwrap();
     let mut latest = c.subscribe("feed", spec(StartFrom::Latest)).await.unwrap();
-    let mut at = c
-        .subscribe("feed", spec(StartFrom::Offset(2)))
-        .await
-        .unwrap();
+    let mut at = c.subscribe("feed", spec(StartFrom::Offset(2))).await.unwrap();
     c.publish("feed", Record::new("new")).await.unwrap();
     for want in ["old0", "old1", "old2", "new"] {
-        assert_eq!(
-            &next_within(&mut earliest).await.unwrap().payload[..],
-            want.as_bytes()
-        );
+        assert_eq!(&next_within(&mut earliest).await.unwrap().payload[..], want.as_bytes());
     }
     assert_eq!(&next_within(&mut latest).await.unwrap().payload[..], b"new");
     assert_eq!(&next_within(&mut at).await.unwrap().payload[..], b"old2");
@@ -183,15 +108,9 @@ async fn consumer_groups_commit_and_resume(b: Backend) {
     let f = fixture(b).await;
     let c = &f.client;
     for i in 0..10 {
-        c.publish("events", Record::new(format!("e{i}")))
-            .await
-            .unwrap();
+        c.publish("events", Record::new(format!("e{i}"))).await.unwrap();
     }
-    let group = SubscribeSpec {
-        partition: Some(0),
-        start: StartFrom::Committed,
-        group: Some("workers".into()),
-    };
+    let group = SubscribeSpec { partition: Some(0), start: StartFrom::Committed, group: Some("workers".into()) };
     let mut s = c.subscribe("events", group.clone()).await.unwrap();
     let m = next_within(&mut s).await.unwrap();
     assert_eq!(m.offset, 0, "no commit yet: start at earliest");
@@ -203,33 +122,15 @@ async fn consumer_groups_commit_and_resume(b: Backend) {
     assert_eq!(state.partitions[0].latest, 10);
     assert_eq!(state.partitions[0].lag, 3);
     let mut s = c.subscribe("events", group).await.unwrap();
-    assert_eq!(
-        next_within(&mut s).await.unwrap().offset,
-        7,
-        "resume after the committed offset"
-    );
-    assert!(matches!(
-        c.commit_offset("events", "workers", 9, 1).await,
-        Err(Error::NotFound(_))
-    ));
+    assert_eq!(next_within(&mut s).await.unwrap().offset, 7, "resume after the committed offset");
+    assert!(matches!(c.commit_offset("events", "workers", 9, 1).await, Err(Error::NotFound(_))));
 }
 
 async fn concurrent_producers_and_subscriber_lose_nothing(b: Backend) {
     let f = fixture(b).await;
     let c = f.client.clone();
-    c.create_stream(
-        "busy",
-        StreamConfig {
-            partitions: 3,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let mut sub = c
-        .subscribe("busy", spec(StartFrom::Earliest))
-        .await
-        .unwrap();
+    c.create_stream("busy", StreamConfig { partitions: 3, ..Default::default() }).await.unwrap();
+    let mut sub = c.subscribe("busy", spec(StartFrom::Earliest)).await.unwrap();
     const PRODUCERS: usize = 4;
     const EACH: usize = 500;
     let mut tasks = Vec::new();
@@ -239,9 +140,7 @@ async fn concurrent_producers_and_subscriber_lose_nothing(b: Backend) {
             for i in 0..EACH {
                 let r = Record::new(format!("{p}:{i}")).with_key(format!("producer-{p}"));
                 if i % 50 == 0 {
-                    c.publish_batch("busy", vec![r.clone(), Record::new(format!("{p}:b{i}"))])
-                        .await
-                        .unwrap();
+                    c.publish_batch("busy", vec![r.clone(), Record::new(format!("{p}:b{i}"))]).await.unwrap();
                 } else {
                     c.publish("busy", r).await.unwrap();
                 }
@@ -255,12 +154,7 @@ async fn concurrent_producers_and_subscriber_lose_nothing(b: Backend) {
     while seen.len() < total {
         let m = next_within(&mut sub).await.unwrap();
         if let Some(prev) = last_offset.insert(m.partition, m.offset) {
-            assert_eq!(
-                m.offset,
-                prev + 1,
-                "gap or reorder in partition {}",
-                m.partition
-            );
+            assert_eq!(m.offset, prev + 1, "gap or reorder in partition {}", m.partition);
         }
         let text = String::from_utf8(m.payload.to_vec()).unwrap();
         assert!(seen.insert(text.clone()), "duplicate {text}");
@@ -279,40 +173,20 @@ async fn concurrent_producers_and_subscriber_lose_nothing(b: Backend) {
 async fn retention_by_count_and_age(b: Backend) {
     let f = fixture_with(b, Options::new().with("segment_bytes", "4096").unwrap()).await;
     let c = &f.client;
-    let cfg = StreamConfig {
-        partitions: 1,
-        max_messages: 100,
-        ..Default::default()
-    };
+    let cfg = StreamConfig { partitions: 1, max_messages: 100, ..Default::default() };
     c.create_stream("bounded", cfg).await.unwrap();
     for i in 0..1000 {
-        c.publish("bounded", Record::new(format!("{i:0>100}")))
-            .await
-            .unwrap();
+        c.publish("bounded", Record::new(format!("{i:0>100}"))).await.unwrap();
     }
     let info = c.stream_info("bounded").await.unwrap().partitions[0];
     assert_eq!(info.latest, 1000);
     assert!(info.earliest > 0, "old messages must be dropped");
-    assert!(
-        info.latest - info.earliest >= 100,
-        "at least max_messages are kept"
-    );
-    assert!(
-        info.latest - info.earliest < 200,
-        "kept {} messages",
-        info.latest - info.earliest
-    );
+    assert!(info.latest - info.earliest >= 100, "at least max_messages are kept");
+    assert!(info.latest - info.earliest < 200, "kept {} messages", info.latest - info.earliest);
     let first = c.read("bounded", 0, 0, 1).await.unwrap();
-    assert_eq!(
-        first[0].offset, info.earliest,
-        "reads below the retained range start at earliest"
-    );
+    assert_eq!(first[0].offset, info.earliest, "reads below the retained range start at earliest");
 
-    let aged = StreamConfig {
-        partitions: 1,
-        max_age_ms: 200,
-        ..Default::default()
-    };
+    let aged = StreamConfig { partitions: 1, max_age_ms: 200, ..Default::default() };
     c.create_stream("aged", aged).await.unwrap();
     for _ in 0..10 {
         c.publish("aged", Record::new("x")).await.unwrap();
@@ -323,10 +197,7 @@ async fn retention_by_count_and_age(b: Backend) {
         if p.earliest == 10 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "aged messages never expired: {p:?}"
-        );
+        assert!(Instant::now() < deadline, "aged messages never expired: {p:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -338,13 +209,7 @@ async fn queue_orders_by_priority_then_fifo(b: Backend) {
     let high = c.enqueue("jobs", Record::new("high"), 0, 10).await.unwrap();
     let low2 = c.enqueue("jobs", Record::new("low2"), 0, 0).await.unwrap();
     assert!(low1 >= 1 && high > low1 && low2 > high);
-    let order: Vec<u64> = c
-        .receive("jobs", 10, 30_000, 0)
-        .await
-        .unwrap()
-        .iter()
-        .map(|j| j.id)
-        .collect();
+    let order: Vec<u64> = c.receive("jobs", 10, 30_000, 0).await.unwrap().iter().map(|j| j.id).collect();
     assert_eq!(order, vec![high, low1, low2]);
     let s = c.queue_stats("jobs").await.unwrap();
     assert_eq!((s.pending, s.in_flight), (0, 3));
@@ -360,15 +225,8 @@ async fn queue_delay_and_long_poll(b: Backend) {
     let c = f.client.clone();
     c.enqueue("later", Record::new("d"), 300, 0).await.unwrap();
     assert_eq!(c.queue_stats("later").await.unwrap().delayed, 1);
-    assert!(
-        c.reserve("later", 1000, 0).await.unwrap().is_none(),
-        "a delayed job is not ready yet"
-    );
-    let job = c
-        .reserve("later", 1000, 20_000)
-        .await
-        .unwrap()
-        .expect("delayed job arrives");
+    assert!(c.reserve("later", 1000, 0).await.unwrap().is_none(), "a delayed job is not ready yet");
+    let job = c.reserve("later", 1000, 20_000).await.unwrap().expect("delayed job arrives");
     assert_eq!(&job.payload[..], b"d");
 
     // A long poll wakes when a job is enqueued, long before its wait ends.
@@ -383,27 +241,17 @@ async fn queue_delay_and_long_poll(b: Backend) {
     c.enqueue("wake", Record::new("now"), 0, 0).await.unwrap();
     let (job, waited) = waiter.await.unwrap();
     assert_eq!(&job.expect("woken with the job").payload[..], b"now");
-    assert!(
-        waited < Duration::from_secs(30),
-        "long poll did not wake on enqueue ({waited:?})"
-    );
+    assert!(waited < Duration::from_secs(30), "long poll did not wake on enqueue ({waited:?})");
 }
 
 async fn visibility_timeout_redelivers_with_next_attempt(b: Backend) {
     let f = fixture(b).await;
     let c = &f.client;
-    let id = c
-        .enqueue("vis", Record::new("v").with_header("trace", "t1"), 0, 0)
-        .await
-        .unwrap();
+    let id = c.enqueue("vis", Record::new("v").with_header("trace", "t1"), 0, 0).await.unwrap();
     let first = c.reserve("vis", 200, 0).await.unwrap().unwrap();
     assert_eq!((first.id, first.attempt), (id, 1));
     assert_eq!(first.headers, vec![("trace".to_string(), "t1".to_string())]);
-    let again = c
-        .reserve("vis", 10_000, 20_000)
-        .await
-        .unwrap()
-        .expect("redelivered after visibility timeout");
+    let again = c.reserve("vis", 10_000, 20_000).await.unwrap().expect("redelivered after visibility timeout");
     assert_eq!((again.id, again.attempt), (id, 2));
     c.ack("vis", id).await.unwrap();
 }
@@ -411,35 +259,15 @@ async fn visibility_timeout_redelivers_with_next_attempt(b: Backend) {
 async fn nack_retry_policy_and_dead_letters(b: Backend) {
     let f = fixture(b).await;
     let c = &f.client;
-    let policy = RetryPolicy {
-        max_attempts: 2,
-        initial_backoff_ms: 50,
-        max_backoff_ms: 1000,
-        multiplier: 2.0,
-    };
+    let policy = RetryPolicy { max_attempts: 2, initial_backoff_ms: 50, max_backoff_ms: 1000, multiplier: 2.0 };
     c.set_retry_policy("work", policy).await.unwrap();
     assert_eq!(c.get_retry_policy("work").await.unwrap(), policy);
-    let bad = RetryPolicy {
-        multiplier: 0.5,
-        ..policy
-    };
-    assert!(matches!(
-        c.set_retry_policy("work", bad).await,
-        Err(Error::InvalidArgument(_))
-    ));
+    let bad = RetryPolicy { multiplier: 0.5, ..policy };
+    assert!(matches!(c.set_retry_policy("work", bad).await, Err(Error::InvalidArgument(_))));
 
-    let id = c
-        .enqueue("work", Record::new("flaky").with_header("kind", "a"), 0, 0)
-        .await
-        .unwrap();
-    let other = c
-        .enqueue("work", Record::new("other").with_header("kind", "b"), 0, 0)
-        .await
-        .unwrap();
-    assert!(
-        matches!(c.nack("work", id, 0).await, Err(Error::Conflict(_))),
-        "nack needs a reservation"
-    );
+    let id = c.enqueue("work", Record::new("flaky").with_header("kind", "a"), 0, 0).await.unwrap();
+    let other = c.enqueue("work", Record::new("other").with_header("kind", "b"), 0, 0).await.unwrap();
+    assert!(matches!(c.nack("work", id, 0).await, Err(Error::Conflict(_))), "nack needs a reservation");
     for attempt in 1..=2 {
         for j in c.receive("work", 2, 30_000, 20_000).await.unwrap() {
             assert_eq!(j.attempt, attempt);
@@ -458,33 +286,15 @@ async fn nack_retry_policy_and_dead_letters(b: Backend) {
         assert!(back.is_empty(), "dead jobs must not come back: {back:?}");
     }
     let dead = c.dlq_list("work", 0).await.unwrap();
-    assert_eq!(
-        dead.iter().map(|j| j.id).collect::<Vec<_>>(),
-        vec![id, other]
-    );
+    assert_eq!(dead.iter().map(|j| j.id).collect::<Vec<_>>(), vec![id, other]);
     c.dlq_replay("work", id).await.unwrap();
-    assert!(matches!(
-        c.dlq_replay("work", id).await,
-        Err(Error::NotFound(_))
-    ));
+    assert!(matches!(c.dlq_replay("work", id).await, Err(Error::NotFound(_))));
     let replayed = c.reserve("work", 30_000, 5_000).await.unwrap().unwrap();
-    assert_eq!(
-        (replayed.id, replayed.attempt),
-        (id, 1),
-        "replay resets attempts"
-    );
+    assert_eq!((replayed.id, replayed.attempt), (id, 1), "replay resets attempts");
     c.ack("work", id).await.unwrap();
-    let n = c
-        .dlq_replay_all("work", Some(("kind".into(), "zzz".into())))
-        .await
-        .unwrap();
+    let n = c.dlq_replay_all("work", Some(("kind".into(), "zzz".into()))).await.unwrap();
     assert_eq!(n, 0);
-    assert_eq!(
-        c.dlq_replay_all("work", Some(("kind".into(), "b".into())))
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(c.dlq_replay_all("work", Some(("kind".into(), "b".into()))).await.unwrap(), 1);
     let s = c.queue_stats("work").await.unwrap();
     assert_eq!((s.pending, s.dead), (1, 0));
 }
@@ -497,9 +307,7 @@ async fn queue_workers_process_each_job_once(b: Backend) {
         let c = c.clone();
         tokio::spawn(async move {
             for i in 0..JOBS {
-                c.enqueue("pool", Record::new(i.to_string()), 0, (i % 3) as i32)
-                    .await
-                    .unwrap();
+                c.enqueue("pool", Record::new(i.to_string()), 0, (i % 3) as i32).await.unwrap();
             }
         })
     };
@@ -528,74 +336,38 @@ async fn queue_workers_process_each_job_once(b: Backend) {
 async fn kv_set_get_delete_list_and_revisions(b: Backend) {
     let f = fixture(b).await;
     let c = &f.client;
-    let r1 = c
-        .kv_set("cfg", "user:1", Bytes::from("alice"), 0)
-        .await
-        .unwrap();
-    let r2 = c
-        .kv_set("cfg", "user:1", Bytes::from("alicia"), 0)
-        .await
-        .unwrap();
+    let r1 = c.kv_set("cfg", "user:1", Bytes::from("alice"), 0).await.unwrap();
+    let r2 = c.kv_set("cfg", "user:1", Bytes::from("alicia"), 0).await.unwrap();
     assert!(r2 > r1);
     let e = c.kv_get("cfg", "user:1").await.unwrap();
     assert_eq!((&e.value[..], e.revision), (&b"alicia"[..], r2));
-    c.kv_set("cfg", "user:2", Bytes::from("bob"), 0)
-        .await
-        .unwrap();
-    c.kv_set("cfg", "system", Bytes::from("x"), 0)
-        .await
-        .unwrap();
+    c.kv_set("cfg", "user:2", Bytes::from("bob"), 0).await.unwrap();
+    c.kv_set("cfg", "system", Bytes::from("x"), 0).await.unwrap();
     c.kv_set("cfg", "user:0", Bytes::new(), 0).await.unwrap();
-    assert_eq!(
-        c.kv_keys("cfg", "user:").await.unwrap(),
-        vec!["user:0", "user:1", "user:2"]
-    );
+    assert_eq!(c.kv_keys("cfg", "user:").await.unwrap(), vec!["user:0", "user:1", "user:2"]);
     assert_eq!(c.kv_keys("cfg", "").await.unwrap().len(), 4);
     assert!(c.kv_exists("cfg", "user:2").await.unwrap());
     assert!(c.kv_delete("cfg", "user:2").await.unwrap());
-    assert!(
-        !c.kv_delete("cfg", "user:2").await.unwrap(),
-        "deleting an absent key is fine"
-    );
+    assert!(!c.kv_delete("cfg", "user:2").await.unwrap(), "deleting an absent key is fine");
     assert!(!c.kv_exists("cfg", "user:2").await.unwrap());
-    assert!(matches!(
-        c.kv_get("cfg", "user:2").await,
-        Err(Error::NotFound(_))
-    ));
+    assert!(matches!(c.kv_get("cfg", "user:2").await, Err(Error::NotFound(_))));
     assert_eq!(c.kv_get("cfg", "user:0").await.unwrap().value.len(), 0);
 }
 
 async fn kv_ttl_and_compare_and_set(b: Backend) {
     let f = fixture(b).await;
     let c = &f.client;
-    c.kv_set("sess", "tmp", Bytes::from("x"), 150)
-        .await
-        .unwrap();
+    c.kv_set("sess", "tmp", Bytes::from("x"), 150).await.unwrap();
     assert!(c.kv_exists("sess", "tmp").await.unwrap());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !c.kv_exists("sess", "tmp").await.unwrap(),
-        "expired keys are invisible"
-    );
-    assert!(matches!(
-        c.kv_get("sess", "tmp").await,
-        Err(Error::NotFound(_))
-    ));
+    assert!(!c.kv_exists("sess", "tmp").await.unwrap(), "expired keys are invisible");
+    assert!(matches!(c.kv_get("sess", "tmp").await, Err(Error::NotFound(_))));
     assert!(c.kv_keys("sess", "").await.unwrap().is_empty());
 
     let r1 = c.kv_cas("sess", "lock", Bytes::from("a"), 0).await.unwrap();
-    assert!(matches!(
-        c.kv_cas("sess", "lock", Bytes::from("b"), 0).await,
-        Err(Error::Conflict(_))
-    ));
-    assert!(matches!(
-        c.kv_cas("sess", "lock", Bytes::from("b"), r1 + 100).await,
-        Err(Error::Conflict(_))
-    ));
-    let r2 = c
-        .kv_cas("sess", "lock", Bytes::from("b"), r1)
-        .await
-        .unwrap();
+    assert!(matches!(c.kv_cas("sess", "lock", Bytes::from("b"), 0).await, Err(Error::Conflict(_))));
+    assert!(matches!(c.kv_cas("sess", "lock", Bytes::from("b"), r1 + 100).await, Err(Error::Conflict(_))));
+    let r2 = c.kv_cas("sess", "lock", Bytes::from("b"), r1).await.unwrap();
     assert!(r2 > r1);
     assert_eq!(&c.kv_get("sess", "lock").await.unwrap().value[..], b"b");
 }
@@ -604,31 +376,15 @@ async fn kv_watch_sees_changes_in_order(b: Backend) {
     let f = fixture(b).await;
     let c = &f.client;
     let mut w = c.kv_watch("flags", "app.").await.unwrap();
-    let r1 = c
-        .kv_set("flags", "app.dark", Bytes::from("on"), 0)
-        .await
-        .unwrap();
-    c.kv_set("flags", "other", Bytes::from("ignored"), 0)
-        .await
-        .unwrap();
-    let r2 = c
-        .kv_set("flags", "app.dark", Bytes::from("off"), 0)
-        .await
-        .unwrap();
+    let r1 = c.kv_set("flags", "app.dark", Bytes::from("on"), 0).await.unwrap();
+    c.kv_set("flags", "other", Bytes::from("ignored"), 0).await.unwrap();
+    let r2 = c.kv_set("flags", "app.dark", Bytes::from("off"), 0).await.unwrap();
     c.kv_delete("flags", "app.dark").await.unwrap();
-    c.kv_set("flags", "app.tmp", Bytes::from("t"), 100)
-        .await
-        .unwrap();
+    c.kv_set("flags", "app.tmp", Bytes::from("t"), 100).await.unwrap();
     let e = next_within(&mut w).await.unwrap();
-    assert_eq!(
-        (e.op, e.key.as_str(), &e.value[..], e.revision),
-        (KvOp::Put, "app.dark", &b"on"[..], r1)
-    );
+    assert_eq!((e.op, e.key.as_str(), &e.value[..], e.revision), (KvOp::Put, "app.dark", &b"on"[..], r1));
     let e = next_within(&mut w).await.unwrap();
-    assert_eq!(
-        (e.op, &e.value[..], e.revision),
-        (KvOp::Put, &b"off"[..], r2)
-    );
+    assert_eq!((e.op, &e.value[..], e.revision), (KvOp::Put, &b"off"[..], r2));
     let e = next_within(&mut w).await.unwrap();
     assert_eq!((e.op, e.key.as_str()), (KvOp::Delete, "app.dark"));
     assert_eq!(next_within(&mut w).await.unwrap().op, KvOp::Put);
@@ -639,10 +395,7 @@ async fn kv_watch_sees_changes_in_order(b: Backend) {
 async fn two_clients_share_one_engine(b: Backend) {
     let f = fixture(b).await;
     let other = f.reconnect().await;
-    f.client
-        .kv_set("shared", "k", Bytes::from("v"), 0)
-        .await
-        .unwrap();
+    f.client.kv_set("shared", "k", Bytes::from("v"), 0).await.unwrap();
     assert_eq!(&other.kv_get("shared", "k").await.unwrap().value[..], b"v");
     other.enqueue("q", Record::new("j"), 0, 0).await.unwrap();
     assert!(f.client.reserve("q", 1000, 5000).await.unwrap().is_some());

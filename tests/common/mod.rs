@@ -28,9 +28,7 @@ pub struct Fixture {
 impl Fixture {
     /// A fresh client on the same engine (for restart and multi-client tests).
     pub async fn reconnect(&self) -> Client {
-        Client::connect(&self.url, &self.options)
-            .await
-            .expect("reconnect")
+        Client::connect(&self.url, &self.options).await.expect("reconnect")
     }
 }
 
@@ -59,11 +57,7 @@ impl Broker {
             .spawn()
             .expect("start flowmesh serve");
         wait_for_port(addr);
-        Broker {
-            child,
-            addr: addr.to_owned(),
-            data: data.to_owned(),
-        }
+        Broker { child, addr: addr.to_owned(), data: data.to_owned() }
     }
 
     pub fn url(&self) -> String {
@@ -116,40 +110,19 @@ pub async fn fixture_with(backend: Backend, options: Options) -> Fixture {
         Backend::RemoteFile => {
             let dir = tempfile::tempdir().unwrap();
             // Storage options belong to the broker when the engine is remote.
-            let segment = options
-                .get("segment_bytes")
-                .map(|s| vec!["--segment-bytes", s])
-                .unwrap_or_default();
-            let b = Broker::start_with(
-                &format!("file://{}", dir.path().display()),
-                &free_addr(),
-                &segment,
-            );
+            let segment = options.get("segment_bytes").map(|s| vec!["--segment-bytes", s]).unwrap_or_default();
+            let b = Broker::start_with(&format!("file://{}", dir.path().display()), &free_addr(), &segment);
             (b.url(), Some(dir), Some(b))
         }
     };
     if broker.is_some() {
         let mut client_side = options.iter().filter(|(k, _)| *k != "segment_bytes");
-        let client_side = client_side
-            .try_fold(Options::new(), |o, (k, v)| o.with(k, v))
-            .unwrap();
+        let client_side = client_side.try_fold(Options::new(), |o, (k, v)| o.with(k, v)).unwrap();
         let client = Client::connect(&url, &client_side).await.expect("connect");
-        return Fixture {
-            client,
-            url,
-            dir,
-            broker,
-            options: client_side,
-        };
+        return Fixture { client, url, dir, broker, options: client_side };
     }
     let client = Client::connect(&url, &options).await.expect("connect");
-    Fixture {
-        client,
-        url,
-        dir,
-        broker,
-        options,
-    }
+    Fixture { client, url, dir, broker, options }
 }
 
 fn unique() -> u64 {
