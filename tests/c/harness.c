@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <unistd.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define HAVE_ASAN 1
@@ -22,11 +23,38 @@ static struct test_case tests[MAX_TESTS];
 static int ntests;
 int harness_failures;
 static const char *current;
+static int current_index;
 
-void harness_register(const char *name, test_fn fn)
+void harness_register(const char *name, test_fn fn, int kind)
 {
     if (ntests < MAX_TESTS)
-        tests[ntests++] = (struct test_case){name, fn};
+        tests[ntests++] = (struct test_case){name, fn, kind};
+}
+
+const char *test_url(void)
+{
+    const char *u = getenv("FM_TEST_URL");
+    return u && *u ? u : "mem://";
+}
+
+int broker_mode(void)
+{
+    return strncmp(test_url(), "grpc://", 7) == 0;
+}
+
+static int kind_selected(int kind)
+{
+    const char *bin = getenv("FM_TEST_FLOWMESH");
+    if (bin && *bin)
+        return kind == TK_KILL;
+    if (strncmp(test_url(), "mem://", 6) == 0)
+        return kind == TK_EMBEDDED || kind == TK_CORE;
+    return kind == TK_CORE || (kind == TK_BROKER && broker_mode());
+}
+
+static const char *kind_name(int kind)
+{
+    return kind == TK_CORE ? "core" : kind == TK_BROKER ? "broker" : kind == TK_KILL ? "kill" : "embedded";
 }
 
 void harness_fail(const char *file, int line, const char *fmt, ...)
@@ -46,21 +74,30 @@ int main(int argc, char **argv)
     const char *filter = argc > 1 ? argv[1] : getenv("FM_TEST_FILTER");
     int passed = 0, failed = 0;
     setvbuf(stdout, NULL, _IOLBF, 0);
-    printf("flowmesh C ABI tests, library %s\n", fm_version());
+    printf("flowmesh C ABI tests, library %s, FM_TEST_URL=%s%s\n", fm_version(), test_url(),
+           getenv("FM_TEST_FLOWMESH") && *getenv("FM_TEST_FLOWMESH")
+               ? " (broker kill tests only)"
+               : strncmp(test_url(), "mem://", 6) == 0 ? " (embedded + core tests)"
+                                                       : " (core tests only)");
     for (int i = 0; i < ntests; i++) {
+        if (!kind_selected(tests[i].kind))
+            continue;
         if (filter && *filter && !strstr(tests[i].name, filter))
             continue;
         current = tests[i].name;
+        current_index = i;
         harness_failures = 0;
         int64_t t0 = now_ms();
         tests[i].fn();
         int64_t dt = now_ms() - t0;
         if (harness_failures == 0) {
             passed++;
-            printf("ok   %-50s %6lld ms\n", tests[i].name, (long long)dt);
+            printf("ok   %-50s %6lld ms  %s\n", tests[i].name, (long long)dt,
+                   kind_name(tests[i].kind));
         } else {
             failed++;
-            printf("FAIL %-50s %6lld ms\n", tests[i].name, (long long)dt);
+            printf("FAIL %-50s %6lld ms  %s\n", tests[i].name, (long long)dt,
+                   kind_name(tests[i].kind));
         }
     }
     current = NULL;
@@ -223,4 +260,48 @@ fm_msg text_msg(const char *s)
 int bytes_eq(const void *p, size_t len, const char *s)
 {
     return len == strlen(s) && (len == 0 || memcmp(p, s, len) == 0);
+}
+
+const char *test_ns(void)
+{
+    static char ns[64];
+    if (strncmp(test_url(), "mem://", 6) == 0)
+        return "default";
+    snprintf(ns, sizeof ns, "ct%ld-%d", (long)getpid(), current_index);
+    return ns;
+}
+
+const char *qualified(char *buf, size_t size, const char *name)
+{
+    snprintf(buf, size, "default/%s/%s", test_ns(), name);
+    return buf;
+}
+
+fm_client *test_client_opts(fm_options *opts)
+{
+    fm_client *c = NULL;
+    fm_options *own = NULL;
+    const char *url = test_url();
+    if (strncmp(url, "mem://", 6) != 0) {
+        if (!opts)
+            opts = own = fm_options_new();
+        if (!opts || fm_options_set(opts, "namespace", test_ns()) != FM_OK) {
+            harness_fail(__FILE__, __LINE__, "cannot set namespace %s", test_ns());
+            fm_options_free(own);
+            return NULL;
+        }
+    }
+    fm_status st = fm_client_connect(url, opts, &c);
+    fm_options_free(own);
+    if (st != FM_OK) {
+        harness_fail(__FILE__, __LINE__, "connect %s -> %s (%s)", url, fm_status_str(st),
+                     fm_last_error());
+        return NULL;
+    }
+    return c;
+}
+
+fm_client *test_client(void)
+{
+    return test_client_opts(NULL);
 }

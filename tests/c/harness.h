@@ -1,16 +1,33 @@
 /*
  * harness.h - a tiny test harness for the flowmesh C ABI tests.
  *
- *   TEST(name) { ... }            defines and registers a test
+ *   TEST(name) { ... }            defines and registers an embedded-only test
+ *   CORE_TEST(name) { ... }       a core test: engine semantics, also run
+ *                                 against the broker (FM_TEST_URL=grpc://...)
+ *   BROKER_TEST(name) { ... }     runs only against a broker (grpc:// URL)
+ *   KILL_TEST(name) { ... }       runs only when FM_TEST_FLOWMESH names the
+ *                                 flowmesh binary (it starts and kills its
+ *                                 own brokers); then nothing else runs
  *   CHECK(cond)                   records a failure (with file:line) and goes on
  *   REQUIRE(cond)                 records a failure and leaves the test
  *   CHECK_ST(call, FM_ERR_...)    the call must return that status
  *   REQUIRE_OK(call)              the call must return FM_OK, else leave the test
  *
- * A test passes when none of its checks failed. main() (test_main.c) runs
- * every registered test (or those whose name contains argv[1] / the
- * FM_TEST_FILTER env var), prints "ok"/"FAIL" per test and, last, exactly
- * one line "N passed, N failed". Exit status 1 if anything failed.
+ * A test passes when none of its checks failed. main() (harness.c) runs the
+ * registered tests of the selected kinds (or those whose name contains
+ * argv[1] / the FM_TEST_FILTER env var), prints "ok"/"FAIL" per test and,
+ * last, exactly one line "N passed, N failed". Exit status 1 if anything
+ * failed.
+ *
+ * Which tests run (FM_TEST_URL, default "mem://"):
+ *   mem://...     embedded-only + core tests (the full suite)
+ *   grpc://...    core + broker-only tests, against that broker; every core
+ *                 test's clients get a namespace of their own (test_ns()),
+ *                 so tests sharing one broker do not see each other's data
+ *   other URLs    core tests only
+ *   FM_TEST_FLOWMESH=/path/to/flowmesh set: only the KILL_TEST tests.
+ * Core tests connect with test_client() / test_client_opts(); embedded-only
+ * tests may use mem_client() (always "mem://").
  *
  * Waiting for callbacks: use struct waiter (mutex + condvar, bounded wait);
  * never sleep unboundedly.
@@ -29,24 +46,32 @@
 
 typedef void (*test_fn)(void);
 
+enum test_kind { TK_EMBEDDED, TK_CORE, TK_BROKER, TK_KILL };
+
 struct test_case {
     const char *name;
     test_fn fn;
+    int kind;
 };
 
-void harness_register(const char *name, test_fn fn);
+void harness_register(const char *name, test_fn fn, int kind);
 /* Failed checks in the current test so far. */
 extern int harness_failures;
 void harness_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define TEST(name)                                                          \
+#define TEST_OF_KIND(name, kind)                                            \
     static void test_##name(void);                                          \
     __attribute__((constructor)) static void register_##name(void)          \
     {                                                                       \
-        harness_register(#name, test_##name);                               \
+        harness_register(#name, test_##name, kind);                         \
     }                                                                       \
     static void test_##name(void)
+
+#define TEST(name) TEST_OF_KIND(name, TK_EMBEDDED)
+#define CORE_TEST(name) TEST_OF_KIND(name, TK_CORE)
+#define BROKER_TEST(name) TEST_OF_KIND(name, TK_BROKER)
+#define KILL_TEST(name) TEST_OF_KIND(name, TK_KILL)
 
 #define CHECK(cond)                                                         \
     do {                                                                    \
@@ -128,6 +153,20 @@ int under_valgrind(void);
 
 /* A fresh private in-memory client; NULL (and a failure) if connect fails. */
 fm_client *mem_client(void);
+/* The URL core tests connect to: FM_TEST_URL, default "mem://". */
+const char *test_url(void);
+/* True when test_url() is a broker (grpc://). */
+int broker_mode(void);
+/* The namespace core tests' clients use: "default" on mem:// (each mem://
+ * client is private anyway), else one unique per test and process. */
+const char *test_ns(void);
+/* "default/<test_ns()>/<name>" into buf (the fully qualified name). */
+const char *qualified(char *buf, size_t size, const char *name);
+/* A client on test_url() in namespace test_ns(); NULL (and a failure) if
+ * connect fails. With opts (may be NULL; "namespace" is set on it in broker
+ * mode), those connect options. */
+fm_client *test_client(void);
+fm_client *test_client_opts(fm_options *opts);
 /* An fm_msg over a C string payload (no key, no headers). */
 fm_msg text_msg(const char *s);
 /* Compares a (ptr,len) buffer with a C string. */

@@ -233,9 +233,9 @@ TEST(null_client_is_invalid_argument)
     all_calls_return(NULL, FM_ERR_INVALID_ARGUMENT);
 }
 
-TEST(closed_client_is_closed)
+CORE_TEST(closed_client_is_closed)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     fm_client_close(c);
     /* The stale handle is only a key inside the library: never dereferenced. */
@@ -243,9 +243,9 @@ TEST(closed_client_is_closed)
 }
 
 /* NULL / invalid UTF-8 / bad names for each argument of each function. */
-TEST(null_and_invalid_arguments)
+CORE_TEST(null_and_invalid_arguments)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     fm_msg m = text_msg("x");
     fm_position pos;
@@ -406,13 +406,13 @@ TEST(free_functions_accept_null)
 }
 
 /* Payload limit: max_payload_bytes on connect. */
-TEST(oversize_payload_is_too_large)
+CORE_TEST(oversize_payload_is_too_large)
 {
     fm_options *o = fm_options_new();
     REQUIRE_OK(fm_options_set(o, "max_payload_bytes", "1024"));
-    fm_client *c = NULL;
-    REQUIRE_OK(fm_client_connect("mem://", o, &c));
+    fm_client *c = test_client_opts(o);
     fm_options_free(o);
+    REQUIRE(c);
 
     uint8_t *big = calloc(1, 1025);
     REQUIRE(big);
@@ -441,9 +441,9 @@ TEST(oversize_payload_is_too_large)
     fm_client_close(c);
 }
 
-TEST(default_payload_limit_is_8_mib)
+CORE_TEST(default_payload_limit_is_8_mib)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     size_t n = 8u << 20;
     uint8_t *big = calloc(1, n + 1);

@@ -23,9 +23,9 @@ static void *blocked_reserve(void *p)
     return NULL;
 }
 
-TEST(close_wakes_a_blocked_reserve)
+CORE_TEST(close_wakes_a_blocked_reserve)
 {
-    struct blocked b = {mem_client(), -1, 0, NULL, ""};
+    struct blocked b = {test_client(), -1, 0, NULL, ""};
     REQUIRE(b.c);
     pthread_t t;
     pthread_create(&t, NULL, blocked_reserve, &b);
@@ -60,9 +60,9 @@ static void *blocked_receive(void *p)
     return NULL;
 }
 
-TEST(close_wakes_a_blocked_receive)
+CORE_TEST(close_wakes_a_blocked_receive)
 {
-    struct blocked b = {mem_client(), -1, 0, NULL, ""};
+    struct blocked b = {test_client(), -1, 0, NULL, ""};
     REQUIRE(b.c);
     pthread_t t;
     pthread_create(&t, NULL, blocked_receive, &b);
@@ -89,9 +89,9 @@ static void *blocked_flush(void *p)
     return NULL;
 }
 
-TEST(close_during_flush)
+CORE_TEST(close_during_flush)
 {
-    struct blocked b = {mem_client(), -1, 0, NULL, ""};
+    struct blocked b = {test_client(), -1, 0, NULL, ""};
     REQUIRE(b.c);
     pthread_t t;
     pthread_create(&t, NULL, blocked_flush, &b);
@@ -131,13 +131,13 @@ static void on_msg_close(void *ud, const fm_message *m)
     }
 }
 
-TEST(close_from_inside_subscription_callback)
+CORE_TEST(close_from_inside_subscription_callback)
 {
     int base = thread_count();
     struct closer *k = calloc(1, sizeof *k);
     REQUIRE(k);
     waiter_init(&k->w);
-    k->c = mem_client();
+    k->c = test_client();
     REQUIRE(k->c);
     fm_subscription *sub = NULL;
     REQUIRE_OK(fm_subscribe(k->c, "closeme", NULL, on_msg_close, k, &sub));
@@ -162,9 +162,9 @@ TEST(close_from_inside_subscription_callback)
 
 /* ---- retention --------------------------------------------------------- */
 
-TEST(retention_max_messages_read_starts_at_earliest_retained)
+CORE_TEST(retention_max_messages_read_starts_at_earliest_retained)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     fm_options *o = fm_options_new();
     REQUIRE_OK(fm_options_set(o, "max_messages", "3"));
@@ -200,9 +200,9 @@ static void count_msg(void *ud, const fm_message *m)
     waiter_add(ud, 1);
 }
 
-TEST(subscribe_partition_out_of_range_and_future_offset)
+CORE_TEST(subscribe_partition_out_of_range_and_future_offset)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     fm_msg m = text_msg("x");
     REQUIRE_OK(fm_publish(c, "one-part", &m, NULL));
@@ -253,9 +253,9 @@ static void on_kv_unsub(void *ud, fm_kv_op op, const char *k, const uint8_t *v, 
     waiter_add(&s->w, 1);
 }
 
-TEST(kv_watch_unsubscribe_inside_callback)
+CORE_TEST(kv_watch_unsubscribe_inside_callback)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     struct watch_self s;
     memset(&s, 0, sizeof s);
@@ -404,13 +404,13 @@ static void on_pub_close(void *ud, fm_status st, fm_position pos)
     }
 }
 
-TEST(close_from_inside_publish_callback)
+CORE_TEST(close_from_inside_publish_callback)
 {
     int base = thread_count();
     struct pub_closer k;
     memset(&k, 0, sizeof k);
     waiter_init(&k.w);
-    k.c = mem_client();
+    k.c = test_client();
     REQUIRE(k.c);
     for (int i = 0; i < 3; i++) {
         fm_msg m = text_msg("x");

@@ -10,9 +10,9 @@ static uint64_t set_text(fm_client *c, const char *b, const char *k, const char 
     return rev;
 }
 
-TEST(kv_set_get_exists_delete)
+CORE_TEST(kv_set_get_exists_delete)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     uint64_t r1 = set_text(c, "cfg", "color", "red", 0);
     CHECK(r1 >= 1);
@@ -92,9 +92,9 @@ TEST(kv_set_get_exists_delete)
     fm_client_close(c);
 }
 
-TEST(kv_cas_conflicts)
+CORE_TEST(kv_cas_conflicts)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     const uint8_t *v1 = (const uint8_t *)"one", *v2 = (const uint8_t *)"two";
     uint64_t rev = 0, rev2 = 0;
@@ -155,9 +155,9 @@ static void *cas_racer(void *p)
     return NULL;
 }
 
-TEST(kv_cas_is_atomic_across_threads)
+CORE_TEST(kv_cas_is_atomic_across_threads)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     REQUIRE_OK(fm_kv_set(c, "race", "counter", (const uint8_t *)"0", 1, 0, NULL));
     enum { T = 4 };
@@ -184,9 +184,9 @@ TEST(kv_cas_is_atomic_across_threads)
     fm_client_close(c);
 }
 
-TEST(kv_list_keys_sorted_by_prefix)
+CORE_TEST(kv_list_keys_sorted_by_prefix)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     const char *keys[] = {"user.b", "user.a", "admin.z", "user.c", "usr"};
     for (int i = 0; i < 5; i++)
@@ -228,9 +228,9 @@ TEST(kv_list_keys_sorted_by_prefix)
     fm_client_close(c);
 }
 
-TEST(kv_ttl_expiry)
+CORE_TEST(kv_ttl_expiry)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     set_text(c, "ttl", "short", "v", 150);
     set_text(c, "ttl", "forever", "v", 0);
@@ -304,9 +304,9 @@ static void on_kv(void *ud, fm_kv_op op, const char *key, const uint8_t *value,
     pthread_mutex_unlock(&e->w.mu);
 }
 
-TEST(kv_watch_put_delete_expire_in_order)
+CORE_TEST(kv_watch_put_delete_expire_in_order)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     struct kv_events *e = calloc(1, sizeof *e);
     REQUIRE(e);
@@ -352,9 +352,9 @@ TEST(kv_watch_put_delete_expire_in_order)
     free(e);
 }
 
-TEST(kv_watch_all_keys_and_many_watchers)
+CORE_TEST(kv_watch_all_keys_and_many_watchers)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     struct kv_events *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
     REQUIRE(a && b);

@@ -71,13 +71,13 @@ static void *flow_publisher(void *p)
     return NULL;
 }
 
-TEST(close_while_messages_flow)
+CORE_TEST(close_while_messages_flow)
 {
     struct flow *f = calloc(1, sizeof *f);
     REQUIRE(f);
     waiter_init(&f->w);
     pthread_mutex_init(&f->closed_mu, NULL);
-    f->c = mem_client();
+    f->c = test_client();
     REQUIRE(f->c);
     int threads_before = thread_count();
     fm_subscription *subs[3] = {NULL, NULL, NULL};
@@ -121,10 +121,10 @@ static void noop_kv(void *ud, fm_kv_op op, const char *k, const uint8_t *v, size
     (void)ud; (void)op; (void)k; (void)v; (void)n; (void)r;
 }
 
-TEST(unsubscribe_after_close_frees)
+CORE_TEST(unsubscribe_after_close_frees)
 {
     int t0 = thread_count();
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     fm_subscription *s = NULL, *w = NULL;
     REQUIRE_OK(fm_subscribe(c, "x", NULL, noop_msg, NULL, &s));

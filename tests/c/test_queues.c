@@ -11,9 +11,9 @@ static uint64_t enqueue_text(fm_client *c, const char *q, const char *body,
     return id;
 }
 
-TEST(queue_enqueue_reserve_ack)
+CORE_TEST(queue_enqueue_reserve_ack)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     fm_header hs[2] = {{"tenant", "blue"}, {"kind", "email"}};
     fm_msg m = text_msg("job-body");
@@ -61,9 +61,9 @@ TEST(queue_enqueue_reserve_ack)
     fm_client_close(c);
 }
 
-TEST(queue_ack_nack_errors)
+CORE_TEST(queue_ack_nack_errors)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     uint64_t id = enqueue_text(c, "q", "x", 0, 0);
     CHECK_ST(fm_queue_ack(c, "q", 999), FM_ERR_NOT_FOUND);
@@ -90,9 +90,9 @@ TEST(queue_ack_nack_errors)
     fm_client_close(c);
 }
 
-TEST(queue_reserve_timeout_returns_null)
+CORE_TEST(queue_reserve_timeout_returns_null)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     fm_job *job = (fm_job *)0x1;
     int64_t t0 = now_ms();
@@ -121,9 +121,9 @@ static void *enqueue_later(void *p)
     return NULL;
 }
 
-TEST(queue_reserve_long_poll_wakes_on_enqueue)
+CORE_TEST(queue_reserve_long_poll_wakes_on_enqueue)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     struct late_enqueue a = {c, -1};
     pthread_t t;
@@ -143,9 +143,9 @@ TEST(queue_reserve_long_poll_wakes_on_enqueue)
     fm_client_close(c);
 }
 
-TEST(queue_priority_then_fifo)
+CORE_TEST(queue_priority_then_fifo)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     enqueue_text(c, "prio", "low-1", 0, -1);
     enqueue_text(c, "prio", "mid-1", 0, 0);
@@ -167,9 +167,9 @@ TEST(queue_priority_then_fifo)
     fm_client_close(c);
 }
 
-TEST(queue_delay)
+CORE_TEST(queue_delay)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     int64_t t0 = now_ms();
     enqueue_text(c, "delayed", "soon", 300, 0);
@@ -188,9 +188,9 @@ TEST(queue_delay)
     fm_client_close(c);
 }
 
-TEST(queue_visibility_timeout_redelivers_with_attempt_2)
+CORE_TEST(queue_visibility_timeout_redelivers_with_attempt_2)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     uint64_t id = enqueue_text(c, "vis", "work", 0, 0);
     fm_job *job = NULL;
@@ -223,9 +223,9 @@ TEST(queue_visibility_timeout_redelivers_with_attempt_2)
     fm_client_close(c);
 }
 
-TEST(queue_retry_policy_roundtrip)
+CORE_TEST(queue_retry_policy_roundtrip)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     fm_retry_policy p;
     memset(&p, 0xff, sizeof p);
@@ -243,9 +243,9 @@ TEST(queue_retry_policy_roundtrip)
     fm_client_close(c);
 }
 
-TEST(queue_nack_backoff_and_delay)
+CORE_TEST(queue_nack_backoff_and_delay)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     CHECK_OK(fm_queue_set_retry_policy(c, "nb", 0, 200, 1000, 2.0));
     uint64_t id = enqueue_text(c, "nb", "x", 0, 0);
@@ -278,9 +278,9 @@ TEST(queue_nack_backoff_and_delay)
     fm_client_close(c);
 }
 
-TEST(queue_dead_letter_after_max_attempts_and_replay)
+CORE_TEST(queue_dead_letter_after_max_attempts_and_replay)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     CHECK_OK(fm_queue_set_retry_policy(c, "dlq", 2, 0, 0, 1.0));
     fm_header h = {"source", "import"};
@@ -341,9 +341,9 @@ TEST(queue_dead_letter_after_max_attempts_and_replay)
 }
 
 /* A job whose visibility expires max_attempts times is dead-lettered too. */
-TEST(queue_visibility_expiry_counts_towards_dlq)
+CORE_TEST(queue_visibility_expiry_counts_towards_dlq)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     CHECK_OK(fm_queue_set_retry_policy(c, "vexp", 1, 0, 0, 1.0));
     uint64_t id = enqueue_text(c, "vexp", "slow", 0, 0);
@@ -364,9 +364,9 @@ TEST(queue_visibility_expiry_counts_towards_dlq)
     fm_client_close(c);
 }
 
-TEST(queue_dlq_list_max_and_replay_all)
+CORE_TEST(queue_dlq_list_max_and_replay_all)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     CHECK_OK(fm_queue_set_retry_policy(c, "many", 1, 0, 0, 1.0));
     const char *colour[] = {"red", "blue", "red", "green", "red"};
@@ -415,9 +415,9 @@ TEST(queue_dlq_list_max_and_replay_all)
     fm_client_close(c);
 }
 
-TEST(queue_receive_batch)
+CORE_TEST(queue_receive_batch)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     for (int i = 0; i < 5; i++)
         enqueue_text(c, "batch", "b", 0, 0);
@@ -472,9 +472,9 @@ static void *qworker_run(void *p)
     return NULL;
 }
 
-TEST(queue_competing_workers)
+CORE_TEST(queue_competing_workers)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     enum { JOBS = 300, W = 3 };
     for (int i = 0; i < JOBS; i++)

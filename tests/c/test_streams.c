@@ -4,9 +4,9 @@
 
 /* ---- publish / read --------------------------------------------------- */
 
-TEST(publish_and_read_roundtrip)
+CORE_TEST(publish_and_read_roundtrip)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     fm_header hs[2] = {{"content-type", "text/plain"}, {"trace", "abc"}};
     const char *key = "user-7";
@@ -24,6 +24,8 @@ TEST(publish_and_read_roundtrip)
         CHECK_MSG(pos.offset == (uint64_t)i, "offset %llu, expected %d",
                   (unsigned long long)pos.offset, i);
     }
+    char events[300];
+    qualified(events, sizeof events, "events"); /* default/default/events on mem:// */
     fm_messages *ms = NULL;
     int64_t t0 = (int64_t)time(NULL) * 1000;
     REQUIRE_OK(fm_read(c, "events", 0, 1, 3, &ms));
@@ -38,7 +40,7 @@ TEST(publish_and_read_roundtrip)
         CHECK(m->partition == 0);
         CHECK(bytes_eq(m->payload, m->payload_len, body));
         CHECK(bytes_eq(m->key, m->key_len, key));
-        CHECK(strcmp(m->stream, "default/default/events") == 0);
+        CHECK_MSG(strcmp(m->stream, events) == 0, "stream %s, expected %s", m->stream, events);
         CHECK(m->timestamp_ms > t0 - 60000 && m->timestamp_ms < t0 + 60000);
         REQUIRE(m->headers_len == 2);
         CHECK(strcmp(m->headers[0].key, "content-type") == 0);
@@ -66,15 +68,15 @@ TEST(publish_and_read_roundtrip)
     fm_messages_free(ms);
     /* the fully qualified name is the same stream */
     ms = NULL;
-    CHECK_OK(fm_read(c, "default/default/events", 0, 0, 100, &ms));
+    CHECK_OK(fm_read(c, events, 0, 0, 100, &ms));
     CHECK(fm_messages_len(ms) == 5);
     fm_messages_free(ms);
     fm_client_close(c);
 }
 
-TEST(read_not_found)
+CORE_TEST(read_not_found)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     fm_messages *ms = (fm_messages *)0x1;
     CHECK_ST(fm_read(c, "never", 0, 0, 10, &ms), FM_ERR_NOT_FOUND);
@@ -86,9 +88,9 @@ TEST(read_not_found)
     fm_client_close(c);
 }
 
-TEST(publish_batch_positions_in_order)
+CORE_TEST(publish_batch_positions_in_order)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     fm_msg msgs[4] = {text_msg("a"), text_msg("b"), text_msg("c"), text_msg("d")};
     fm_position pos[4];
@@ -109,9 +111,9 @@ TEST(publish_batch_positions_in_order)
     fm_client_close(c);
 }
 
-TEST(stream_create_partitions_and_latest_offset)
+CORE_TEST(stream_create_partitions_and_latest_offset)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     fm_options *o = fm_options_new();
     REQUIRE_OK(fm_options_set(o, "partitions", "4"));
@@ -178,9 +180,9 @@ TEST(stream_create_partitions_and_latest_offset)
     fm_client_close(c);
 }
 
-TEST(commit_and_get_offset)
+CORE_TEST(commit_and_get_offset)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     uint64_t off = 0;
     CHECK_ST(fm_commit_offset(c, "nostream", "g", 0, 1), FM_ERR_NOT_FOUND);
@@ -226,9 +228,9 @@ static void on_pub(void *ud, fm_status st, fm_position pos)
     pthread_mutex_unlock(&s->w.mu);
 }
 
-TEST(publish_async_and_flush)
+CORE_TEST(publish_async_and_flush)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     struct async_state s;
     memset(&s, 0, sizeof s);
@@ -268,9 +270,9 @@ TEST(publish_async_and_flush)
     waiter_destroy(&s.w);
 }
 
-TEST(close_runs_pending_async_callbacks)
+CORE_TEST(close_runs_pending_async_callbacks)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     struct async_state s;
     memset(&s, 0, sizeof s);
@@ -344,9 +346,9 @@ static void publish_n(fm_client *c, const char *stream, int from, int n)
     }
 }
 
-TEST(subscribe_callbacks_on_library_thread_in_order)
+CORE_TEST(subscribe_callbacks_on_library_thread_in_order)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     struct sub_state *s = malloc(sizeof *s);
     REQUIRE(s);
@@ -378,9 +380,9 @@ TEST(subscribe_callbacks_on_library_thread_in_order)
     free(s);
 }
 
-TEST(subscribe_start_options)
+CORE_TEST(subscribe_start_options)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     publish_n(c, "hist", 0, 10);
     struct sub_state *s = malloc(sizeof *s);
@@ -433,9 +435,9 @@ TEST(subscribe_start_options)
     free(s);
 }
 
-TEST(subscribe_partition_filter_and_all_partitions)
+CORE_TEST(subscribe_partition_filter_and_all_partitions)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     fm_options *o = fm_options_new();
     REQUIRE_OK(fm_options_set(o, "partitions", "3"));
@@ -474,9 +476,9 @@ TEST(subscribe_partition_filter_and_all_partitions)
     free(one);
 }
 
-TEST(consumer_group_resumes_after_committed)
+CORE_TEST(consumer_group_resumes_after_committed)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     publish_n(c, "grp", 0, 5);
     struct sub_state *s = malloc(sizeof *s);
@@ -551,9 +553,9 @@ static void on_msg_unsub(void *ud, const fm_message *m)
     }
 }
 
-TEST(unsubscribe_inside_callback)
+CORE_TEST(unsubscribe_inside_callback)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     struct self_unsub s;
     memset(&s, 0, sizeof s);
@@ -614,9 +616,9 @@ static void on_msg_reenter(void *ud, const fm_message *m)
     pthread_mutex_unlock(&r->w.mu);
 }
 
-TEST(callback_may_call_library)
+CORE_TEST(callback_may_call_library)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     struct reentrant r;
     memset(&r, 0, sizeof r);
@@ -639,9 +641,9 @@ TEST(callback_may_call_library)
 }
 
 /* Several subscriptions to one stream each get every message. */
-TEST(fanout_to_many_subscriptions)
+CORE_TEST(fanout_to_many_subscriptions)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     enum { SUBS = 4, MSGS = 50 };
     struct sub_state *s[SUBS];
@@ -684,9 +686,9 @@ static void *par_worker(void *p)
     return NULL;
 }
 
-TEST(client_is_thread_safe)
+CORE_TEST(client_is_thread_safe)
 {
-    fm_client *c = mem_client();
+    fm_client *c = test_client();
     REQUIRE(c);
     enum { T = 4 };
     pthread_t th[T];
