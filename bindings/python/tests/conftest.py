@@ -62,11 +62,9 @@ def _wait_listening(port: int, proc: "subprocess.Popen[bytes]", timeout: float) 
     raise RuntimeError(f"flowmesh serve did not listen on port {port} within {timeout}s")
 
 
-@pytest.fixture(scope="session")
-def broker_url() -> Iterator[str]:
-    """grpc:// URL of a broker started for this session on a free loopback
-    port (in-memory data), stopped afterwards. Skips when there is no binary
-    with a `serve` command."""
+def start_broker() -> "tuple[subprocess.Popen[bytes], str]":
+    """Start `flowmesh serve` on a free loopback port with in-memory data.
+    Skips the test when there is no binary with a working `serve`."""
     binary = _broker_binary()
     if not binary.is_file():
         pytest.skip(f"no broker: {binary} is not built")
@@ -74,28 +72,40 @@ def broker_url() -> Iterator[str]:
     if probe.returncode != 0 or b"--listen" not in probe.stdout + probe.stderr:
         pytest.skip(f"no broker: {binary} has no `serve --listen` command yet")
     port = _free_port()
-    log = open(os.environ.get("FLOWMESH_BROKER_LOG", os.devnull), "wb")
+    log = open(os.environ.get("FLOWMESH_BROKER_LOG", os.devnull), "ab")
     proc = subprocess.Popen(
         [str(binary), "serve", "--listen", f"127.0.0.1:{port}", "--data", "mem://"],
         stdout=log,
         stderr=log,
     )
+    log.close()  # the child keeps its own descriptor
     try:
-        try:
-            _wait_listening(port, proc, timeout=20)
-        except RuntimeError as exc:
-            if proc.returncode == 0:  # a stub that returns at once
-                pytest.skip(f"no broker: `{binary} serve` exits without listening")
-            raise exc
-        yield f"grpc://127.0.0.1:{port}"
+        _wait_listening(port, proc, timeout=20)
+    except RuntimeError:
+        stop_broker(proc)
+        if proc.returncode == 0:  # a stub that returns at once
+            pytest.skip(f"no broker: `{binary} serve` exits without listening")
+        raise
+    return proc, f"grpc://127.0.0.1:{port}"
+
+
+def stop_broker(proc: "subprocess.Popen[bytes]") -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> Iterator[str]:
+    """grpc:// URL of a broker shared by the session, stopped afterwards."""
+    proc, url = start_broker()
+    try:
+        yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        stop_broker(proc)
 
 
 # ---- engines ----------------------------------------------------------------------

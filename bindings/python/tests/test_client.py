@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import subprocess
 
 import pytest
 
@@ -132,6 +134,47 @@ async def test_unreachable_broker_health_is_false() -> None:
         assert await client.health_check() is False
     finally:
         await client.close()
+
+
+async def test_broker_down_and_back() -> None:
+    """A private broker: health goes False and calls raise Disconnected while
+    it is down; unary calls work again once it is back on the same port."""
+    from conftest import start_broker
+
+    proc, url = start_broker()
+    port = int(url.rsplit(":", 1)[1])
+    options = {"connect_timeout_ms": "500", "request_timeout_ms": "2000"}
+    try:
+        async with FlowMesh(url, options=options) as client:
+            assert await client.health_check() is True
+            proc.kill()  # abrupt: no goodbye to the client
+            proc.wait()
+            assert await client.health_check() is False
+            with pytest.raises((FlowMeshDisconnectedError, FlowMeshUnavailableError)) as info:
+                await client.kv.get(T, NS, "b", "k")
+            assert info.value.code in ("FM_ERR_DISCONNECTED", "FM_ERR_UNAVAILABLE")
+            proc = _restart_on(port)
+            for _ in range(50):
+                if await client.health_check():
+                    break
+                await asyncio.sleep(0.1)
+            await client.kv.set(T, NS, "b", "k", b"back")
+            assert await client.kv.get(T, NS, "b", "k") == b"back"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _restart_on(port: int) -> "subprocess.Popen[bytes]":
+    from conftest import _broker_binary, _wait_listening
+
+    proc = subprocess.Popen(
+        [str(_broker_binary()), "serve", "--listen", f"127.0.0.1:{port}", "--data", "mem://"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_listening(port, proc, timeout=20)
+    return proc
 
 
 def _closed_port() -> int:
