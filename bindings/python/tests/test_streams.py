@@ -308,3 +308,20 @@ def test_subscriptions_work_without_thread_pinning(tmp_path: Any) -> None:
     proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "got 5"
+
+
+async def test_subscribe_all_partitions(url: str, name: str) -> None:
+    async with FlowMesh(url) as client:
+        await client.stream.create(T, NS, name, partitions=3)
+        batch = [Event(payload=f"{k}:{i}".encode(), key=f"key-{k}".encode()) for i in range(10) for k in range(4)]
+        await client.stream.write(T, NS, name, batch)
+        got: List[Message] = []
+        async with client.stream.subscribe(T, NS, name, None, partition=None, start_offset=0) as sub:
+            while len(got) < len(batch):
+                got.append(await next_message(sub))
+        assert sorted(m.payload for m in got) == sorted(e.payload for e in batch)
+        assert len({m.partition for m in got}) > 1  # 4 keys over 3 partitions
+        for k in range(4):  # one key stays on one partition, in order
+            mine = [m for m in got if m.key == f"key-{k}".encode()]
+            assert len({m.partition for m in mine}) == 1
+            assert [int(m.payload.split(b":")[1]) for m in mine] == list(range(10))
