@@ -6,6 +6,8 @@ cd "$(dirname "$0")"
 PY="${PYTHON:-python3}"
 "$PY" -m pip install --quiet --disable-pip-version-check pytest >/dev/null 2>&1 \
   || "$PY" -m pip install --quiet --disable-pip-version-check pytest
+# Optional: with mypy installed the suite also checks `mypy --strict flowmesh`.
+"$PY" -m pip install --quiet --disable-pip-version-check mypy >/dev/null 2>&1 || true
 if [ -z "${FLOWMESH_LIB:-}" ]; then
   FLOWMESH_LIB="$(cd ../.. && pwd)/target/release/libflowmesh.so"
   export FLOWMESH_LIB
