@@ -74,11 +74,16 @@ int main(int argc, char **argv)
     const char *filter = argc > 1 ? argv[1] : getenv("FM_TEST_FILTER");
     int passed = 0, failed = 0;
     setvbuf(stdout, NULL, _IOLBF, 0);
-    printf("flowmesh C ABI tests, library %s, FM_TEST_URL=%s%s\n", fm_version(), test_url(),
-           getenv("FM_TEST_FLOWMESH") && *getenv("FM_TEST_FLOWMESH")
-               ? " (broker kill tests only)"
-               : strncmp(test_url(), "mem://", 6) == 0 ? " (embedded + core tests)"
-                                                       : " (core tests only)");
+    const char *bin = getenv("FM_TEST_FLOWMESH");
+    if (bin && *bin)
+        printf("flowmesh C ABI tests, library %s, broker kill tests only (they start their "
+               "own brokers: %s)\n", fm_version(), bin);
+    else
+        printf("flowmesh C ABI tests, library %s, FM_TEST_URL=%s (%s)\n", fm_version(),
+               test_url(),
+               strncmp(test_url(), "mem://", 6) == 0 ? "embedded + core tests"
+               : broker_mode()                       ? "core + broker tests"
+                                                     : "core tests");
     for (int i = 0; i < ntests; i++) {
         if (!kind_selected(tests[i].kind))
             continue;
@@ -304,4 +309,20 @@ fm_client *test_client_opts(fm_options *opts)
 fm_client *test_client(void)
 {
     return test_client_opts(NULL);
+}
+
+fm_client *shared_client(const char *mem_name)
+{
+    if (strncmp(test_url(), "mem://", 6) != 0)
+        return test_client();
+    char url[256];
+    snprintf(url, sizeof url, "mem://%s", mem_name);
+    fm_client *c = NULL;
+    fm_status st = fm_client_connect(url, NULL, &c);
+    if (st != FM_OK) {
+        harness_fail(__FILE__, __LINE__, "connect %s -> %s (%s)", url, fm_status_str(st),
+                     fm_last_error());
+        return NULL;
+    }
+    return c;
 }

@@ -167,6 +167,9 @@ const char *qualified(char *buf, size_t size, const char *name);
  * mode), those connect options. */
 fm_client *test_client(void);
 fm_client *test_client_opts(fm_options *opts);
+/* For tests whose clients must share one engine: on mem:// a client of the
+ * named in-memory engine "mem://<mem_name>", else test_client(). */
+fm_client *shared_client(const char *mem_name);
 /* An fm_msg over a C string payload (no key, no headers). */
 fm_msg text_msg(const char *s);
 /* Compares a (ptr,len) buffer with a C string. */
