@@ -16,7 +16,9 @@ Q = ("shop", "prod", "emails")
 async def main() -> None:
     async with FlowMesh(endpoint=URL) as client:
         for i in range(3):
-            job_id, seq = await client.queue.enqueue(*Q, f'{{"mail": {i}}}'.encode(), headers={"kind": "welcome"})
+            job_id, seq = await client.queue.enqueue(
+                *Q, f'{{"mail": {i}}}'.encode(), headers={"kind": "welcome"}
+            )
             print(f"enqueued job {job_id}")
         await client.queue.enqueue(*Q, b'{"mail": "urgent"}', priority=10)
         await client.queue.enqueue(*Q, b'{"mail": "tomorrow"}', delay=timedelta(hours=24))

@@ -19,8 +19,12 @@ async def main() -> None:
             "prod",
             "orders",
             [
-                Event(payload=b'{"order_id": "123", "amount": 99.99}', headers={"event_type": "order.created"}),
-                Event(payload=b'{"order_id": "124", "amount": 149.99}', headers={"event_type": "order.created"}),
+                Event(
+                    payload=b'{"order_id": "123", "amount": 99.99}', headers={"event_type": "order.created"}
+                ),
+                Event(
+                    payload=b'{"order_id": "124", "amount": 149.99}', headers={"event_type": "order.created"}
+                ),
             ],
         )
         print(f"written at offsets {offsets}")
@@ -40,7 +44,9 @@ async def main() -> None:
                 break
 
         state = await client.stream.get_consumer_group_state("shop", "prod", "orders", "billing", 0)
-        print(f"group billing: committed={state.committed_offset} latest={state.latest_offset} lag={state.lag}")
+        print(
+            f"group billing: committed={state.committed_offset} latest={state.latest_offset} lag={state.lag}"
+        )
 
 
 if __name__ == "__main__":

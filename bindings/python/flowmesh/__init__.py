@@ -1,14 +1,14 @@
 """flowmesh: asyncio SDK for streams, queues and KV on the native flowmesh core.
 
-    import asyncio
-    from flowmesh import FlowMesh, Event
+import asyncio
+from flowmesh import FlowMesh, Event
 
-    async def main() -> None:
-        async with FlowMesh("mem://") as client:
-            await client.stream.write("t", "ns", "orders", [Event(payload=b"hi")])
-            print(await client.stream.read("t", "ns", "orders"))
+async def main() -> None:
+    async with FlowMesh("mem://") as client:
+        await client.stream.write("t", "ns", "orders", [Event(payload=b"hi")])
+        print(await client.stream.read("t", "ns", "orders"))
 
-    asyncio.run(main())
+asyncio.run(main())
 """
 
 from ._bridge import Subscription

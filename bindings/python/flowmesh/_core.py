@@ -86,9 +86,7 @@ class Core:
         self.closing = False
         self._cond = threading.Condition()
         self._inflight = 0
-        self._pool = ThreadPoolExecutor(
-            max_workers=max_workers or 16, thread_name_prefix="flowmesh"
-        )
+        self._pool = ThreadPoolExecutor(max_workers=max_workers or 16, thread_name_prefix="flowmesh")
         self.subs: Set["SubState[Any]"] = set()
 
     # ---- in-flight accounting (runs on pool threads) ----------------------
@@ -155,9 +153,7 @@ class Core:
                 cf.add_done_callback(lambda f: self._hand_back(on_abandoned, f))
             raise
 
-    def _hand_back(
-        self, fn: Callable[[int, T], None], f: "concurrent.futures.Future[T]"
-    ) -> None:
+    def _hand_back(self, fn: Callable[[int, T], None], f: "concurrent.futures.Future[T]") -> None:
         # May run on the loop thread (if f was already done): only queue work.
         if f.cancelled() or f.exception() is not None:
             return

@@ -111,7 +111,9 @@ class FlowMesh:
     def _core(self) -> Core:
         if self._state is None:
             raise FlowMeshClosedError(
-                "the client is closed" if self._closed else "the client is not connected: call connect() or use async with"
+                "the client is closed"
+                if self._closed
+                else "the client is not connected: call connect() or use async with"
             )
         return self._state
 

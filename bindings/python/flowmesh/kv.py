@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from . import _native as n
-from ._bridge import SubState, Subscription, copy_bytes
+from ._bridge import Subscription, SubState, copy_bytes
 from ._core import Call
 from ._errors import check
 from ._native import lib
@@ -162,7 +162,12 @@ class KVClient:
 
         def do_watch(h: int, _: Call, state: SubState[KVEvent]) -> int:
             def on_change(
-                _user: Optional[int], op: int, key: Optional[bytes], value: Optional[int], length: int, revision: int
+                _user: Optional[int],
+                op: int,
+                key: Optional[bytes],
+                value: Optional[int],
+                length: int,
+                revision: int,
             ) -> None:
                 # Runs on a library thread; an exception must not reach C.
                 # Referencing `state` keeps it (and this thunk) alive while running.

@@ -30,7 +30,9 @@ def _job_id(job_id: JobId) -> int:
     try:
         value = int(job_id)
     except (TypeError, ValueError):
-        raise FlowMeshInvalidArgumentError(f"job_id must be an int or a numeric str, got {job_id!r}")
+        raise FlowMeshInvalidArgumentError(
+            f"job_id must be an int or a numeric str, got {job_id!r}"
+        ) from None
     return non_negative(value, "job_id")
 
 
@@ -241,9 +243,13 @@ class QueueClient:
         """Set the retry policy from a RetryPolicy and/or keyword overrides."""
         name = resource(tenant, namespace, queue)
         base = policy or RetryPolicy()
-        attempts = non_negative(max_attempts if max_attempts is not None else base.max_attempts, "max_attempts")
+        attempts = non_negative(
+            max_attempts if max_attempts is not None else base.max_attempts, "max_attempts"
+        )
         initial_ms = millis(
-            initial_backoff if initial_backoff is not None else timedelta(seconds=base.initial_backoff_seconds),
+            initial_backoff
+            if initial_backoff is not None
+            else timedelta(seconds=base.initial_backoff_seconds),
             label="initial_backoff",
         )
         max_ms = millis(
@@ -275,9 +281,7 @@ class QueueClient:
 
         return await self._client._core().run(work)
 
-    async def list_dlq_jobs(
-        self, tenant: str, namespace: str, queue: str, max_jobs: int = 100
-    ) -> List[Job]:
+    async def list_dlq_jobs(self, tenant: str, namespace: str, queue: str, max_jobs: int = 100) -> List[Job]:
         name = resource(tenant, namespace, queue)
         qname = name.decode()
         non_negative(max_jobs, "max_jobs")
@@ -289,9 +293,7 @@ class QueueClient:
 
         return await self._client._core().run(work)
 
-    async def replay_dlq_job(
-        self, tenant: str, namespace: str, queue: str, job_id: JobId
-    ) -> Tuple[str, int]:
+    async def replay_dlq_job(self, tenant: str, namespace: str, queue: str, job_id: JobId) -> Tuple[str, int]:
         """Move a dead job back to the queue; returns its id (unchanged)."""
         name = resource(tenant, namespace, queue)
         jid = _job_id(job_id)

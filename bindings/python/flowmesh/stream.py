@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from . import _native as n
-from ._bridge import SubState, Subscription, copy_bytes
+from ._bridge import Subscription, SubState, copy_bytes
 from ._core import Call, Options
 from ._errors import FlowMeshInvalidArgumentError, FlowMeshNotFoundError, check
 from ._native import lib
@@ -83,14 +83,10 @@ class StreamClient:
 
         return await self._client._core().run(work)
 
-    async def write(
-        self, tenant: str, namespace: str, stream: str, events: Sequence[Event]
-    ) -> List[int]:
+    async def write(self, tenant: str, namespace: str, stream: str, events: Sequence[Event]) -> List[int]:
         """Append events in one batch; returns the offset of each."""
         name = resource(tenant, namespace, stream)
-        out_msgs = [
-            n.OutMsg(payload_bytes(e.payload), e.key, e.headers) for e in events
-        ]
+        out_msgs = [n.OutMsg(payload_bytes(e.payload), e.key, e.headers) for e in events]
         if not out_msgs:
             return []
         count = len(out_msgs)
@@ -216,9 +212,7 @@ class StreamClient:
         non_negative(offset, "offset")
 
         def work(h: int, _: Call) -> None:
-            check(
-                lib().fm_commit_offset(h, name, group, partition, offset), "stream.commit_offset"
-            )
+            check(lib().fm_commit_offset(h, name, group, partition, offset), "stream.commit_offset")
 
         await self._client._core().run(work)
 
@@ -245,9 +239,7 @@ class StreamClient:
 
         return await self._client._core().run(work)
 
-    async def get_latest_offset(
-        self, tenant: str, namespace: str, stream: str, partition: int = 0
-    ) -> int:
+    async def get_latest_offset(self, tenant: str, namespace: str, stream: str, partition: int = 0) -> int:
         """The offset the next message of the partition will get (0 if empty)."""
         name = resource(tenant, namespace, stream)
         non_negative(partition, "partition")

@@ -136,5 +136,3 @@ def shared_url(request: Any, tmp_path: Path) -> str:
 def name() -> str:
     """A unique resource name: the broker is shared by the whole session."""
     return f"r-{uuid.uuid4().hex[:12]}"
-
-

@@ -11,8 +11,7 @@ from typing import Any, List
 
 import pytest
 
-from flowmesh import Event, FlowMesh, FlowMeshClosedError
-from flowmesh import _native
+from flowmesh import Event, FlowMesh, FlowMeshClosedError, _native
 
 T, NS = "acme", "test"
 
@@ -45,7 +44,9 @@ async def test_loop_stays_responsive_during_long_poll(url: str, name: str) -> No
 async def test_subscription_under_concurrent_writes(url: str, name: str) -> None:
     async with FlowMesh(url) as client:
         async with client.stream.subscribe(T, NS, name, None, 0, -2, buffer_size=8) as sub:
-            await asyncio.gather(*(client.stream.write(T, NS, name, [Event(payload=b"x")]) for _ in range(200)))
+            await asyncio.gather(
+                *(client.stream.write(T, NS, name, [Event(payload=b"x")]) for _ in range(200))
+            )
             offsets = [(await asyncio.wait_for(sub.__anext__(), 5)).offset for _ in range(200)]
         assert offsets == list(range(200))
         state = sub._state

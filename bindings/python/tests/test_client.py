@@ -23,8 +23,8 @@ from flowmesh import (
     FlowMeshTooLargeError,
     FlowMeshUnauthorizedError,
     FlowMeshUnavailableError,
+    _native,
 )
-from flowmesh import _native
 from flowmesh._errors import error_for
 from flowmesh.client import endpoint_url
 

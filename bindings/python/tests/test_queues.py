@@ -148,7 +148,12 @@ async def test_receive_batch(url: str, name: str) -> None:
 async def test_retry_policy_and_dlq(url: str, name: str) -> None:
     async with FlowMesh(url) as client:
         await client.queue.set_retry_policy(
-            T, NS, name, RetryPolicy(max_attempts=2, initial_backoff_seconds=0.0, max_backoff_seconds=1.0, backoff_multiplier=1.5)
+            T,
+            NS,
+            name,
+            RetryPolicy(
+                max_attempts=2, initial_backoff_seconds=0.0, max_backoff_seconds=1.0, backoff_multiplier=1.5
+            ),
         )
         policy = await client.queue.get_retry_policy(T, NS, name)
         assert policy.max_attempts == 2
@@ -179,7 +184,12 @@ async def test_retry_policy_and_dlq(url: str, name: str) -> None:
 async def test_retry_policy_keywords(url: str, name: str) -> None:
     async with FlowMesh(url) as client:
         await client.queue.set_retry_policy(
-            T, NS, name, max_attempts=7, initial_backoff=timedelta(milliseconds=250), max_backoff=timedelta(seconds=9)
+            T,
+            NS,
+            name,
+            max_attempts=7,
+            initial_backoff=timedelta(milliseconds=250),
+            max_backoff=timedelta(seconds=9),
         )
         policy = await client.queue.get_retry_policy(T, NS, name)
         assert policy.max_attempts == 7

@@ -240,7 +240,9 @@ async def test_concurrent_publishers_and_consumer(url: str, name: str) -> None:
         payloads = {m.payload.decode() for m in got}
         assert payloads == {f"{p}:{i}" for p in range(producers) for i in range(per)}
         for p in range(producers):  # each producer's order is kept
-            mine = [int(m.payload.decode().split(":")[1]) for m in got if m.payload.startswith(f"{p}:".encode())]
+            mine = [
+                int(m.payload.decode().split(":")[1]) for m in got if m.payload.startswith(f"{p}:".encode())
+            ]
             assert mine == list(range(per))
 
 
@@ -313,7 +315,9 @@ def test_subscriptions_work_without_thread_pinning(tmp_path: Any) -> None:
 async def test_subscribe_all_partitions(url: str, name: str) -> None:
     async with FlowMesh(url) as client:
         await client.stream.create(T, NS, name, partitions=3)
-        batch = [Event(payload=f"{k}:{i}".encode(), key=f"key-{k}".encode()) for i in range(10) for k in range(4)]
+        batch = [
+            Event(payload=f"{k}:{i}".encode(), key=f"key-{k}".encode()) for i in range(10) for k in range(4)
+        ]
         await client.stream.write(T, NS, name, batch)
         got: List[Message] = []
         async with client.stream.subscribe(T, NS, name, None, partition=None, start_offset=0) as sub:
