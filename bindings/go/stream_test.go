@@ -514,3 +514,49 @@ func TestSubscriptionAcrossBrokerRestart(t *testing.T) {
 		}
 	}
 }
+
+// Unsubscribe from several goroutines while Close runs and messages flow:
+// no deadlock, no double free, every channel closed.
+func TestUnsubscribeRacingClose(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, c *Client) {
+		ctx := ctxT(t)
+		s := uniq("racy")
+		var subs []*Subscription
+		var chans []<-chan *Message
+		for i := 0; i < 4; i++ {
+			sub, ch := must2(t)(c.SubscribeChan(ctx, s, StartEarliest(), WithBuffer(1)))
+			subs, chans = append(subs, sub), append(chans, ch)
+			subs = append(subs, must(c.Subscribe(ctx, s, func(*Message) {}, StartEarliest())).get(t))
+		}
+		for i := 0; i < 50; i++ {
+			must(c.PublishAsync(ctx, s, []byte("x"))).get(t)
+		}
+		var wg sync.WaitGroup
+		for _, sub := range subs {
+			for k := 0; k < 2; k++ {
+				wg.Add(1)
+				go func(sub *Subscription) {
+					defer wg.Done()
+					_ = sub.Unsubscribe()
+				}(sub)
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.Close()
+		}()
+		wg.Wait()
+		for _, sub := range subs {
+			select {
+			case <-sub.Done():
+			case <-time.After(5 * time.Second):
+				t.Fatal("subscription not torn down")
+			}
+		}
+		for _, ch := range chans {
+			for range ch {
+			}
+		}
+	})
+}
