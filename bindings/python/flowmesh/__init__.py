@@ -26,13 +26,14 @@ from ._errors import (
     FlowMeshUnauthorizedError,
     FlowMeshUnavailableError,
 )
-from .client import FlowMesh
+from .client import FlowMesh, connect
 from .types import ConsumerGroupState, Event, Job, KVEvent, Message, QueueStats, RetryPolicy
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FlowMesh",
+    "connect",
     "Subscription",
     "Event",
     "Message",

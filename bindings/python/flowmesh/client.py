@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import weakref
 from types import TracebackType
-from typing import Dict, Mapping, Optional, Type
+from typing import Any, Dict, Generator, Mapping, Optional, Type
 
 from . import _native as n
 from ._core import Call, Core
@@ -156,3 +156,41 @@ class FlowMesh:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "connected" if self._state else "not connected"
         return f"FlowMesh({self.endpoint!r}, {state})"
+
+
+class _Connecting:
+    """What ``flowmesh.connect`` returns: ``await`` it for a connected client,
+    or ``async with`` it to have the client closed at the end."""
+
+    def __init__(self, client: FlowMesh) -> None:
+        self._client = client
+
+    def __await__(self) -> Generator[Any, None, FlowMesh]:
+        return self._connected().__await__()
+
+    async def _connected(self) -> FlowMesh:
+        await self._client.connect()
+        return self._client
+
+    async def __aenter__(self) -> FlowMesh:
+        return await self._client.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await self._client.__aexit__(exc_type, exc, tb)
+
+
+def connect(
+    endpoint: str = DEFAULT_ENDPOINT,
+    auth_token: Optional[str] = None,
+    *,
+    options: Optional[Mapping[str, object]] = None,
+    max_workers: Optional[int] = None,
+) -> _Connecting:
+    """``async with flowmesh.connect("mem://") as client:`` or
+    ``client = await flowmesh.connect(url)`` (then ``await client.close()``)."""
+    return _Connecting(FlowMesh(endpoint, auth_token, options=options, max_workers=max_workers))

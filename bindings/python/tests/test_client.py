@@ -215,3 +215,15 @@ def test_public_names() -> None:
         assert hasattr(flowmesh, symbol)
     assert issubclass(FlowMeshNotFoundError, FlowMeshError)
     assert issubclass(FlowMeshTimeoutError, TimeoutError)
+
+
+async def test_module_level_connect(url: str, name: str) -> None:
+    async with flowmesh.connect(url) as client:
+        assert client.is_connected
+        await client.kv.set(T, NS, name, "k", b"v")
+    assert not client.is_connected
+    client = await flowmesh.connect(url)
+    try:
+        assert await client.health_check()
+    finally:
+        await client.close()
