@@ -7,6 +7,7 @@ pub mod ffi;
 pub mod names;
 pub mod options;
 pub mod server;
+pub mod signals;
 pub mod wire;
 
 pub use client::{Client, ClientConfig, Endpoint};

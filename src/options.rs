@@ -18,6 +18,7 @@ enum Kind {
     Start,
     Group,
     Text,
+    Float,
 }
 
 /// Every key with its value kind and the place it applies.
@@ -31,6 +32,11 @@ const KEYS: &[(&str, Kind, Context)] = &[
     ("worker_threads", Kind::Unsigned, Context::Connect),
     ("connect_timeout_ms", Kind::Unsigned, Context::Connect),
     ("request_timeout_ms", Kind::Unsigned, Context::Connect),
+    ("reconnect_initial_ms", Kind::Unsigned, Context::Connect),
+    ("reconnect_max_ms", Kind::Unsigned, Context::Connect),
+    ("reconnect_multiplier", Kind::Float, Context::Connect),
+    ("reconnect_jitter_ms", Kind::Unsigned, Context::Connect),
+    ("max_reconnect_attempts", Kind::Unsigned, Context::Connect),
     ("token", Kind::Text, Context::Connect),
     ("group", Kind::Group, Context::Subscribe),
     ("partition", Kind::Unsigned, Context::Subscribe),
@@ -66,6 +72,13 @@ pub struct Options {
 
 fn parse_u64(key: &str, v: &str) -> Result<u64> {
     v.trim().parse().map_err(|_| Error::invalid(format!("option {key}: expected a non-negative integer, got {v:?}")))
+}
+
+fn parse_f64(key: &str, v: &str) -> Result<f64> {
+    match v.trim().parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 1.0 => Ok(f),
+        _ => Err(Error::invalid(format!("option {key}: expected a number >= 1, got {v:?}"))),
+    }
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool> {
@@ -118,6 +131,9 @@ impl Options {
             }
             Kind::Group => names::check_group(value)?,
             Kind::Text => {}
+            Kind::Float => {
+                parse_f64(key, value)?;
+            }
         }
         self.values.insert(key.to_owned(), value.to_owned());
         Ok(())
@@ -149,6 +165,10 @@ impl Options {
 
     pub fn u64(&self, key: &str) -> Result<Option<u64>> {
         self.get(key).map(|v| parse_u64(key, v)).transpose()
+    }
+
+    pub fn f64(&self, key: &str) -> Result<Option<f64>> {
+        self.get(key).map(|v| parse_f64(key, v)).transpose()
     }
 
     pub fn bool(&self, key: &str) -> Result<Option<bool>> {

@@ -115,3 +115,27 @@ async fn connecting_to_no_broker_is_a_clear_error() {
     assert!(matches!(err, Error::Unavailable(_) | Error::Timeout(_)), "{err:?}");
     assert!(t.elapsed() < Duration::from_secs(15));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_stops_gracefully_on_sigterm_with_open_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(&format!("file://{}", dir.path().display()));
+    let client = Client::connect(&broker.url(), &Options::new()).await.unwrap();
+    let spec = flowmesh::SubscribeSpec { partition: None, start: flowmesh::StartFrom::Earliest, group: None };
+    let _sub = client.subscribe("live", spec).await.unwrap();
+    let _watch = client.kv_watch("cfg", "").await.unwrap();
+    client.publish("live", Record::new("x")).await.unwrap(); // opens the publish stream too
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(broker.child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = broker.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "broker ignored SIGTERM with open streams");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "graceful shutdown exits 0, got {status:?}");
+    let reopened = Client::connect(&format!("file://{}", dir.path().display()), &Options::new()).await.unwrap();
+    assert_eq!(reopened.read("live", 0, 0, 10).await.unwrap().len(), 1);
+}

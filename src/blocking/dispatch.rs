@@ -56,28 +56,31 @@ impl Dispatcher {
         let stop = stopped.clone();
         let thread = std::thread::Builder::new()
             .name("flowmesh-dispatch".into())
-            .spawn(move || loop {
-                let item = match rx.try_recv() {
-                    Ok(item) => item,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        if !stop.load(Ordering::Acquire) {
-                            delivery.idle();
+            .spawn(move || {
+                crate::signals::block_sigpipe_on_this_thread();
+                loop {
+                    let item = match rx.try_recv() {
+                        Ok(item) => item,
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            if !stop.load(Ordering::Acquire) {
+                                delivery.idle();
+                            }
+                            match rx.blocking_recv() {
+                                Some(item) => item,
+                                None => break,
+                            }
                         }
-                        match rx.blocking_recv() {
-                            Some(item) => item,
-                            None => break,
-                        }
-                    }
-                    Err(mpsc::error::TryRecvError::Disconnected) => break,
-                };
-                if stop.load(Ordering::Acquire) {
-                    break;
-                }
-                match item {
-                    Ok(item) => delivery.deliver(item),
-                    Err(e) => {
-                        delivery.failed(e);
+                        Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    };
+                    if stop.load(Ordering::Acquire) {
                         break;
+                    }
+                    match item {
+                        Ok(item) => delivery.deliver(item),
+                        Err(e) => {
+                            delivery.failed(e);
+                            break;
+                        }
                     }
                 }
             })

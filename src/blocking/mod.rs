@@ -63,6 +63,7 @@ impl BlockingClient {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.worker_threads)
             .thread_name("flowmesh-rt")
+            .on_thread_start(crate::signals::block_sigpipe_on_this_thread)
             .enable_all()
             .build()
             .map_err(|e| Error::Internal(format!("start runtime: {e}")))?;

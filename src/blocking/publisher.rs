@@ -94,6 +94,7 @@ impl Publisher {
         let completion_thread = std::thread::Builder::new()
             .name("flowmesh-publish".into())
             .spawn(move || {
+                crate::signals::block_sigpipe_on_this_thread();
                 while let Ok(results) = done_rx.recv() {
                     let n = results.len() as u64;
                     for (done, result) in results {

@@ -56,6 +56,6 @@ impl pb::kv_server::Kv for KvService {
         let r = req.into_inner();
         let feed = self.0.engine.kv_watch(&r.bucket, &r.prefix).await.map_err(|e| wire::to_status(&e))?;
         let events = feed.map(|ev| ev.map(pb::KvEvent::from).map_err(|e| wire::to_status(&e)));
-        Ok(Response::new(Box::pin(events)))
+        Ok(Response::new(Box::pin(events.take_until(self.0.stopped()))))
     }
 }

@@ -38,7 +38,13 @@ impl Default for ServerConfig {
 pub(crate) struct Shared {
     engine: Arc<dyn Engine>,
     cfg: Arc<ServerConfig>,
+    /// Becomes true when shutdown starts: endless streams (subscriptions,
+    /// watches, publish streams) end so the graceful drain can finish.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
+
+/// How long a graceful shutdown may take before the broker stops anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves `engine` on `addr` until `shutdown` resolves, then finishes the
 /// requests in flight and flushes the engine to disk.
@@ -62,9 +68,16 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let max = cfg.max_message_bytes.max(cfg.max_payload_bytes + FRAME_SLACK);
-    let shared = Shared { engine: engine.clone(), cfg: Arc::new(cfg) };
+    let (stop_tx, stopping) = tokio::sync::watch::channel(false);
+    let shared = Shared { engine: engine.clone(), cfg: Arc::new(cfg), stopping };
+    let mut stopped = stop_tx.subscribe();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: ending streams, finishing requests in flight");
+        let _ = stop_tx.send(true);
+    };
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    Server::builder()
+    let server = Server::builder()
         .tcp_nodelay(true)
         .add_service(pb::health_server::HealthServer::new(health::HealthService(shared.clone())))
         .add_service(
@@ -82,13 +95,26 @@ pub async fn serve_on(
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(|e| Error::Internal(format!("gRPC server failed: {e}")))?;
+        .serve_with_incoming_shutdown(incoming, signal);
+    tokio::select! {
+        r = server => r.map_err(|e| Error::Internal(format!("gRPC server failed: {e}")))?,
+        _ = async {
+            let _ = stopped.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("graceful shutdown took longer than {SHUTDOWN_GRACE:?}; stopping anyway"),
+    }
     engine.sync().await
 }
 
 impl Shared {
+    /// Resolves when the broker starts shutting down.
+    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stopping.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
     fn check_payload(&self, size: usize) -> Result<()> {
         if size > self.cfg.max_payload_bytes {
             return Err(Error::TooLarge(format!(

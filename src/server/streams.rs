@@ -85,7 +85,8 @@ impl pb::streams_server::Streams for StreamsService {
         &self,
         req: Request<Streaming<pb::PublishRequest>>,
     ) -> Result<Response<Self::PublishStream>, Status> {
-        let mut input = req.into_inner();
+        // Stop reading new requests at shutdown; those already read finish.
+        let mut input = Box::pin(req.into_inner().take_until(self.0.stopped()));
         let (tx, rx) = mpsc::channel(PUBLISH_WINDOW);
         let this = StreamsService(self.0.clone());
         tokio::spawn(async move {
@@ -172,7 +173,7 @@ impl pb::streams_server::Streams for StreamsService {
             }
             Some((Ok(pb::SubscribeResponse { messages }), feed))
         });
-        Ok(Response::new(Box::pin(batches)))
+        Ok(Response::new(Box::pin(batches.take_until(self.0.stopped()))))
     }
 
     async fn commit_offset(

@@ -132,7 +132,10 @@ impl EmbeddedEngine {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("flowmesh-maint".into())
-                .spawn(move || maintenance(weak, stop))
+                .spawn(move || {
+                    crate::signals::block_sigpipe_on_this_thread();
+                    maintenance(weak, stop)
+                })
                 .map_err(|e| Error::Internal(format!("spawn maintenance thread: {e}")))?
         };
         let shared = Arc::new(Shared { inner, stop, thread: Mutex::new(Some(thread)) });
