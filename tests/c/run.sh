@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
-# The C ABI test suite, run twice:
-#   1. built with -fsanitize=address,undefined and run (LeakSanitizer on);
-#   2. built plain (-g) and run under valgrind memcheck
+# The C ABI test suite:
+#   1. built with -fsanitize=address,undefined and run (LeakSanitizer on) on
+#      mem:// (every test: embedded-only and core);
+#   2. the same ASan build's core tests (CORE_TEST, plus BROKER_TEST) against
+#      a real broker, `target/release/flowmesh serve` on a free loopback port
+#      (FM_TEST_URL=grpc://127.0.0.1:PORT), once with --data mem:// and once
+#      with --data file://<fresh temp dir>; the broker must then exit cleanly
+#      on SIGTERM;
+#   3. the ASan build's broker kill test (KILL_TEST): it starts its own
+#      broker (FM_TEST_FLOWMESH), kill -9s it while publishing, restarts it on
+#      the same data and reads back every acknowledged publish;
+#   4. built plain (-g) and run under valgrind memcheck on mem://
 #      (--error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite).
-# Both must pass. Under valgrind the connect/close cycle test runs
+# All must pass. Brokers started here are killed on exit (trap). Under
+# valgrind the connect/close cycle test runs
 # FM_TEST_CYCLES cycles (default here: 200 instead of 1000) and timeouts are
 # scaled by FM_TEST_SLOW, because valgrind is slow.
 #
@@ -16,6 +26,11 @@ filter="${1:-}"
 
 if [ ! -e "$root/target/release/libflowmesh.so" ]; then
     echo "tests/c: $root/target/release/libflowmesh.so is missing: run 'make lib' first" >&2
+    exit 1
+fi
+flowmesh_bin="$root/target/release/flowmesh"
+if [ ! -x "$flowmesh_bin" ]; then
+    echo "tests/c: $flowmesh_bin is missing: the broker passes need it (cargo build --release)" >&2
     exit 1
 fi
 # The SONAME is libflowmesh.so.0; the build leaves that symlink next to it.
@@ -34,9 +49,10 @@ total_fail=0
 run_suite() {
     local label="$1"; shift
     local out="$here/build/$label.log"
-    "$@" > >(tee "$out" | sed -u -E "s/^([0-9]+) passed, ([0-9]+) failed$/tests\/c [$label]: \1 passed, \2 failed/") 2>&1
-    local rc=$?
-    wait
+    # A plain pipeline (no background filter to wait for: a bare `wait`
+    # would also wait for a broker running in the background).
+    "$@" 2>&1 | tee "$out" | sed -u -E "s/^([0-9]+) passed, ([0-9]+) failed$/tests\/c [$label]: \1 passed, \2 failed/"
+    local rc=${PIPESTATUS[0]}
     local line
     line="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -1)"
     if [ -n "$line" ]; then
@@ -63,6 +79,130 @@ if ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_us
     echo "tests/c: ASan run: OK"
 else
     echo "tests/c: ASan run: FAILED (exit $?)"
+    fail=1
+fi
+
+# ---- the broker passes ------------------------------------------------------
+broker_pid=""
+tmp_dirs=()
+cleanup() {
+    if [ -n "$broker_pid" ]; then
+        kill -9 "$broker_pid" 2>/dev/null
+        wait "$broker_pid" 2>/dev/null
+    fi
+    for d in "${tmp_dirs[@]}"; do rm -rf "$d"; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A free loopback port (the kernel's pick for port 0).
+free_port() {
+    if command -v python3 >/dev/null 2>&1; then
+        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+    else
+        local p i
+        for i in $(seq 1 50); do
+            p=$((20000 + RANDOM % 40000))
+            if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+        done
+        return 1
+    fi
+}
+
+# start_broker DATA_URL LOG: starts `flowmesh serve` on a free loopback port
+# and waits (bounded: 10 s per attempt, 3 attempts) until the port accepts.
+# Sets broker_pid and broker_port.
+start_broker() {
+    local data="$1" log="$2" attempt i
+    for attempt in 1 2 3; do
+        broker_port="$(free_port)" || return 1
+        "$flowmesh_bin" serve --listen "127.0.0.1:$broker_port" --data "$data" >>"$log" 2>&1 &
+        broker_pid=$!
+        for i in $(seq 1 100); do
+            if (exec 3<>"/dev/tcp/127.0.0.1/$broker_port") 2>/dev/null; then
+                return 0
+            fi
+            kill -0 "$broker_pid" 2>/dev/null || break # exited (port taken?): next attempt
+            sleep 0.1
+        done
+        kill -9 "$broker_pid" 2>/dev/null
+        wait "$broker_pid" 2>/dev/null
+        broker_pid=""
+    done
+    return 1
+}
+
+# stop_broker: SIGTERM (graceful shutdown), bounded wait (10 s), then
+# SIGKILL. Returns 0 only if the broker exited by itself with status 0.
+stop_broker() {
+    local i rc
+    [ -n "$broker_pid" ] || return 1
+    kill -TERM "$broker_pid" 2>/dev/null
+    for i in $(seq 1 100); do
+        kill -0 "$broker_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$broker_pid" 2>/dev/null; then
+        echo "tests/c: the broker (pid $broker_pid) did not exit within 10 s of SIGTERM: killing it"
+        kill -9 "$broker_pid" 2>/dev/null
+        wait "$broker_pid" 2>/dev/null
+        broker_pid=""
+        return 1
+    fi
+    wait "$broker_pid"
+    rc=$?
+    broker_pid=""
+    [ "$rc" = 0 ] || echo "tests/c: the broker exited with status $rc after SIGTERM"
+    return "$rc"
+}
+
+for backing in mem file; do
+    label="asan-broker-$backing"
+    if [ "$backing" = mem ]; then
+        data="mem://"
+    else
+        d="$(mktemp -d /tmp/flowmesh-cbroker-XXXXXX)"
+        tmp_dirs+=("$d")
+        data="file://$d"
+    fi
+    log="$here/build/$label-broker.log"
+    : >"$log"
+    echo "== tests/c: ASan build, core tests against flowmesh serve --data $data"
+    if ! start_broker "$data" "$log"; then
+        echo "tests/c: $label: cannot start the broker (log: $log)"
+        tail -5 "$log"
+        fail=1
+        total_fail=$((total_fail + 1))
+        continue
+    fi
+    echo "tests/c: broker pid $broker_pid on 127.0.0.1:$broker_port (log: $log)"
+    if FM_TEST_URL="grpc://127.0.0.1:$broker_port" FM_TEST_DATA="$data" \
+       ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1" \
+       LSAN_OPTIONS="$lsan_opts" \
+       UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+       run_suite "$label" ./build/test_abi_asan $filter; then
+        echo "tests/c: $label run: OK"
+    else
+        echo "tests/c: $label run: FAILED (exit $?)"
+        fail=1
+    fi
+    if ! stop_broker; then
+        echo "tests/c: $label: the broker did not shut down cleanly on SIGTERM (log: $log); counted as a failure"
+        tail -5 "$log"
+        fail=1
+        total_fail=$((total_fail + 1))
+    fi
+done
+
+echo "== tests/c: ASan build, kill -9 of a broker while a client publishes"
+if FM_TEST_FLOWMESH="$flowmesh_bin" \
+   ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1" \
+   LSAN_OPTIONS="$lsan_opts" \
+   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+   run_suite asan-kill ./build/test_abi_asan $filter; then
+    echo "tests/c: asan-kill run: OK"
+else
+    echo "tests/c: asan-kill run: FAILED (exit $?)"
     fail=1
 fi
 
@@ -94,7 +234,7 @@ else
 fi
 
 if [ "$fail" = 0 ]; then
-    echo "tests/c: all C ABI tests passed under ASan and valgrind"
+    echo "tests/c: all C ABI tests passed under ASan (embedded and broker) and valgrind"
 else
     echo "tests/c: FAILED"
 fi

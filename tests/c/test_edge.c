@@ -179,7 +179,15 @@ CORE_TEST(retention_max_messages_read_starts_at_earliest_retained)
     fm_messages *ms = NULL;
     REQUIRE_OK(fm_read(c, "capped", 0, 0, 100, &ms));
     size_t n = fm_messages_len(ms);
-    CHECK_MSG(n >= 3 && n < 10, "read %zu messages from a stream capped at 3", n);
+    /* mem:// trims per message; file:// storage (embedded or behind a
+     * broker) drops whole segments (README: segment_bytes, 64 MiB), so
+     * there all 10 small messages may still be retained. Either way the
+     * newest 3 are kept and a read from 0 starts at the earliest retained. */
+    const char *data = getenv("FM_TEST_DATA"); /* run.sh: the broker's --data */
+    int per_message = strncmp(test_url(), "mem://", 6) == 0 ||
+                      (broker_mode() && data && strncmp(data, "mem://", 6) == 0);
+    size_t most = per_message ? 9 : 10;
+    CHECK_MSG(n >= 3 && n <= most, "read %zu messages from a stream capped at 3", n);
     if (n > 0) {
         const fm_message *last = fm_messages_get(ms, n - 1);
         CHECK(last->offset == 9 && bytes_eq(last->payload, last->payload_len, "r9"));
