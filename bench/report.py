@@ -393,6 +393,8 @@ def main():
                "do not edit by hand: re-run the command below.\n")
     if meta.get("quick"):
         out.append("> **Quick mode** (`--quick`): short cells, for development only — do not quote these numbers.\n")
+    if meta.get("harness_rc"):
+        out.append(f"> **Incomplete run**: the harness exited with status {meta['harness_rc']} (124 = stopped at the time limit); only the cells that finished are reported.\n")
     out.append("## Run\n")
     out.append(f"- Command: `{meta['command']}` (`make bench`{' / `make bench-quick`' if meta.get('quick') else ''})")
     out.append(f"- Date: {meta['date']}")

@@ -164,7 +164,9 @@ HARGS=(run --out "$RAW" --data "$WORK/fm" --nats "nats://127.0.0.1:$NATS_PORT" \
 [ "$QUICK" = 1 ] && HARGS+=(--quick)
 [ -n "$ROUNDS" ] && HARGS+=(--rounds "$ROUNDS")
 say "running: fmbench ${HARGS[*]}"
-timeout "$HARD_LIMIT" "$FMBENCH" "${HARGS[@]}"
+HRC=0
+timeout "$HARD_LIMIT" "$FMBENCH" "${HARGS[@]}" || HRC=$?
+[ "$HRC" = 0 ] || say "WARNING: the harness exited with status $HRC (124 = stopped at the ${HARD_LIMIT}s limit); the report covers the cells that finished"
 
 # ---- 5. report ----------------------------------------------------------------
 lockver() { awk -v n="$1" '$0=="name = \""n"\"" {getline; gsub(/version = |"/,""); print; exit}' "$BENCH/harness/Cargo.lock"; }
@@ -190,6 +192,7 @@ meta = {
   "async_nats": "$(lockver async-nats)", "redis_crate": "$(lockver redis)",
   "broker": "$BROKER_NOTE",
   "quick": $QUICK,
+  "harness_rc": $HRC,
 }
 json.dump(meta, open(sys.argv[1], "w"), indent=1)
 EOF
@@ -197,3 +200,4 @@ say "writing $REPORT"
 python3 "$BENCH/report.py" --raw "$RAW" --meta "$OUT_DIR/meta.json" --report "$REPORT" \
   --plots "$OUT_DIR" --profile "$BENCH/results/profile.md" $([ "$PLOTS" = 1 ] || echo --no-plots)
 say "done in $(( $(date +%s) - T0 ))s: $REPORT"
+exit "$HRC"

@@ -342,7 +342,7 @@ fn w2_consume(ctx: &Ctx, rt: &tokio::runtime::Runtime) {
 fn w3_queue(ctx: &Ctx, rt: &tokio::runtime::Runtime) {
     let pl = payload(128);
     let n = ctx.p.queue_n;
-    let cap = Duration::from_secs(60);
+    let dur = ctx.p.dur;
     let systems = ctx.systems(&[Sys::FmBatch, Sys::FmInterval, Sys::FmGrpc, Sys::FmGrpcInterval, Sys::Nats]);
     let mut cells: Vec<Cell> = Vec::new();
     for &s in &systems {
@@ -358,13 +358,13 @@ fn w3_queue(ctx: &Ctx, rt: &tokio::runtime::Runtime) {
                     match s {
                         Sys::Nats => {
                             let c = peers::NatsCell::open(ctx.args.nats.as_deref().unwrap(), cell, 1, true).await?;
-                            let r = peers::nats_queue_throughput(&c, pl.clone(), n, 256, cap).await;
+                            let r = peers::nats_queue_throughput(&c, pl.clone(), n, 256, dur).await;
                             c.close().await;
                             r
                         }
                         s => {
                             let c = FmCell::open(&ctx.fm_target(s), cell, 2).await?;
-                            let r = fm::queue_throughput(&c, &format!("q-{cell}"), pl.clone(), n, 256, cap).await;
+                            let r = fm::queue_throughput(&c, &format!("q-{cell}"), pl.clone(), n, 256, dur).await;
                             c.close();
                             r
                         }
@@ -373,9 +373,8 @@ fn w3_queue(ctx: &Ctx, rt: &tokio::runtime::Runtime) {
             }),
         ));
     }
-    run_case(ctx, "queue_throughput", &format!("128 B, {n} jobs, 1 producer + 1 worker"), &cells);
+    run_case(ctx, "queue_throughput", "128 B, 1 producer + 1 worker", &cells);
 
-    let dur = ctx.p.dur;
     let mut cells: Vec<Cell> = Vec::new();
     for &s in &systems {
         let pl = pl.clone();
@@ -512,14 +511,14 @@ fn run(args: RunArgs) -> R<()> {
     let q = args.quick;
     let p = Params {
         rounds: args.rounds.unwrap_or(if q { 3 } else { 5 }),
-        dur: Duration::from_millis(if q { 200 } else { 2000 }),
-        size_dur: Duration::from_millis(if q { 200 } else { 1000 }),
+        dur: Duration::from_millis(if q { 150 } else { 1500 }),
+        size_dur: Duration::from_millis(if q { 100 } else { 1000 }),
         lat_max: if q { 5_000 } else { 20_000 },
-        consume_n: if q { 20_000 } else { 200_000 },
-        queue_n: if q { 10_000 } else { 100_000 },
+        consume_n: if q { 10_000 } else { 200_000 },
+        queue_n: if q { 200_000 } else { 2_000_000 },
         rtt_max: if q { 2_000 } else { 20_000 },
         kv_keys: 1000,
-        capi_dur: Duration::from_millis(if q { 300 } else { 1500 }),
+        capi_dur: Duration::from_millis(if q { 200 } else { 1500 }),
         overhead_calls: if q { 100_000 } else { 1_000_000 },
     };
     std::fs::create_dir_all(&args.data)?;

@@ -196,8 +196,10 @@ pub async fn nats_consume(js: &jetstream::Context, stream: &str, n: u64, batch: 
     Ok(Outcome::new(got, start.elapsed()))
 }
 
-/// Work-queue stream: one async publisher, one pull worker acking each job.
-pub async fn nats_queue_throughput(cell: &NatsCell, payload: Bytes, n: u64, window: usize, cap: Duration) -> R<Outcome> {
+/// Work-queue stream: one async publisher, one pull worker acking each job,
+/// for `dur` (at most `n` jobs). The last job is double-acked, so every
+/// earlier ack has reached the server when the clock stops.
+pub async fn nats_queue_throughput(cell: &NatsCell, payload: Bytes, n: u64, window: usize, dur: Duration) -> R<Outcome> {
     let consumer = durable_pull(&cell.js[0], &cell.stream).await?;
     let start = Instant::now();
     let prod = {
@@ -205,8 +207,10 @@ pub async fn nats_queue_throughput(cell: &NatsCell, payload: Bytes, n: u64, wind
         let subject = cell.subject.clone();
         tokio::spawn(async move {
             let mut pending = VecDeque::new();
-            for _ in 0..n {
+            let mut sent = 0;
+            while sent < n && start.elapsed() < dur {
                 pending.push_back(js.publish(subject.clone(), payload.clone()).await?);
+                sent += 1;
                 if pending.len() >= window {
                     pending.pop_front().unwrap().await?;
                 }
@@ -219,21 +223,29 @@ pub async fn nats_queue_throughput(cell: &NatsCell, payload: Bytes, n: u64, wind
     };
     let mut msgs = consumer.stream().max_messages_per_batch(256).messages().await?;
     let mut done = 0;
+    let mut held: Option<jetstream::Message> = None;
     while done < n {
-        let m = match tokio::time::timeout(cap.saturating_sub(start.elapsed()), msgs.next()).await {
+        let left = dur.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        let m = match tokio::time::timeout(left, msgs.next()).await {
             Ok(Some(m)) => m?,
             Ok(None) => return Err("pull stream ended".into()),
-            Err(_) => return Err(format!("queue run timed out after {done}/{n}").into()),
+            Err(_) => break,
         };
-        done += 1;
-        if done == n {
-            m.double_ack().await?;
-        } else {
-            m.ack().await?;
+        if let Some(prev) = held.replace(m) {
+            prev.ack().await?;
+            done += 1;
         }
     }
+    if let Some(last) = held {
+        last.double_ack().await?;
+        done += 1;
+    }
+    let el = start.elapsed();
     prod.await?.map_err(|e| e.to_string())?;
-    Ok(Outcome::new(done, start.elapsed()))
+    Ok(Outcome::new(done, el))
 }
 
 /// publish (acked) → pull one → double ack, one job at a time.
