@@ -11,7 +11,8 @@
 #      broker (FM_TEST_FLOWMESH), kill -9s it while publishing, restarts it on
 #      the same data and reads back every acknowledged publish;
 #   4. built plain (-g) and run under valgrind memcheck on mem://
-#      (--error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite).
+#      (--error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite),
+#      then its core tests under memcheck against a broker (--data mem://).
 # All must pass. Brokers started here are killed on exit (trap). Under
 # valgrind the connect/close cycle test runs
 # FM_TEST_CYCLES cycles (default here: 200 instead of 1000) and timeouts are
@@ -215,21 +216,44 @@ if ! command -v valgrind >/dev/null 2>&1; then
 else
     cycles="${FM_TEST_CYCLES_VALGRIND:-200}"
     echo "tests/c: under valgrind the connect/close cycle test runs FM_TEST_CYCLES=$cycles (1000 in the ASan run)"
-    if FM_TEST_CYCLES="$cycles" FM_TEST_SLOW="${FM_TEST_SLOW:-10}" FM_TEST_VALGRIND=1 \
-       FM_TEST_RSS_SLACK_KB="${FM_TEST_RSS_SLACK_KB:-8192}" \
-       run_suite valgrind valgrind --quiet --error-exitcode=99 --leak-check=full \
-                --errors-for-leak-kinds=definite --show-leak-kinds=definite \
-                --track-origins=yes --fair-sched=yes \
-                ./build/test_abi $filter; then
-        echo "tests/c: valgrind run: OK (0 errors, 0 definite leaks)"
-    else
-        rc=$?
-        if [ "$rc" = 99 ]; then
-            echo "tests/c: valgrind run: FAILED: valgrind reported errors or definite leaks (exit 99)"
+    # run_valgrind LABEL [ENV=VALUE...]: the plain build under memcheck.
+    run_valgrind() {
+        local label="$1" rc; shift
+        if run_suite "$label" env "$@" FM_TEST_CYCLES="$cycles" FM_TEST_SLOW="${FM_TEST_SLOW:-10}" \
+                    FM_TEST_VALGRIND=1 FM_TEST_RSS_SLACK_KB="${FM_TEST_RSS_SLACK_KB:-8192}" \
+                    valgrind --quiet --error-exitcode=99 --leak-check=full \
+                    --errors-for-leak-kinds=definite --show-leak-kinds=definite \
+                    --track-origins=yes --fair-sched=yes \
+                    ./build/test_abi $filter; then
+            echo "tests/c: $label run: OK (0 errors, 0 definite leaks)"
         else
-            echo "tests/c: valgrind run: FAILED (exit $rc)"
+            rc=$?
+            if [ "$rc" = 99 ]; then
+                echo "tests/c: $label run: FAILED: valgrind reported errors or definite leaks (exit 99)"
+            else
+                echo "tests/c: $label run: FAILED (exit $rc)"
+            fi
+            fail=1
         fi
+    }
+    run_valgrind valgrind
+    # The core tests under memcheck against a broker too (mem:// data only:
+    # it takes ~30 s; the file:// broker is covered by the ASan pass).
+    echo "== tests/c: valgrind memcheck, core tests against flowmesh serve --data mem://"
+    log="$here/build/valgrind-broker-mem-broker.log"
+    : >"$log"
+    if start_broker "mem://" "$log"; then
+        echo "tests/c: broker pid $broker_pid on 127.0.0.1:$broker_port (log: $log)"
+        run_valgrind valgrind-broker-mem FM_TEST_URL="grpc://127.0.0.1:$broker_port" FM_TEST_DATA="mem://"
+        if ! stop_broker; then
+            echo "tests/c: valgrind-broker-mem: the broker did not shut down cleanly on SIGTERM (log: $log); counted as a failure"
+            fail=1
+            total_fail=$((total_fail + 1))
+        fi
+    else
+        echo "tests/c: valgrind-broker-mem: cannot start the broker (log: $log)"
         fail=1
+        total_fail=$((total_fail + 1))
     fi
 fi
 

@@ -636,3 +636,77 @@ KILL_TEST(broker_killed_while_publishing)
     else
         printf("    broker data and log kept in %s\n", dir);
 }
+
+/* ---- a broker that stops answering (SIGSTOP): deadlines, not hangs -------- */
+
+static void noop_sub(void *ud, const fm_message *m)
+{
+    (void)ud;
+    (void)m;
+}
+
+KILL_TEST(broker_frozen_calls_time_out_and_close_is_prompt)
+{
+    enum { TIMEOUT_MS = 3000 };
+    char dir[] = "/tmp/flowmesh-cfreeze-XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL);
+    char log[320];
+    snprintf(log, sizeof log, "%s/broker.log", dir);
+    struct broker b = {0, 0, ""};
+    if (broker_start(&b, "mem://", log) != 0) {
+        harness_fail(__FILE__, __LINE__, "cannot start the broker (log %s)", log);
+        return;
+    }
+    int base = thread_count();
+    fm_options *o = fm_options_new();
+    REQUIRE_OK(fm_options_set(o, "request_timeout_ms", "3000"));
+    REQUIRE_OK(fm_options_set(o, "connect_timeout_ms", "2000"));
+    fm_client *c = NULL;
+    fm_status st = fm_client_connect(b.url, o, &c);
+    fm_options_free(o);
+    if (st != FM_OK) {
+        harness_fail(__FILE__, __LINE__, "connect %s: %s (%s)", b.url, fm_status_str(st),
+                     fm_last_error());
+        broker_stop(&b, SIGKILL);
+        rm_tree(dir);
+        return;
+    }
+    fm_msg m = text_msg("before");
+    CHECK_OK(fm_publish(c, "frozen", &m, NULL));
+    fm_subscription *sub = NULL;
+    CHECK_OK(fm_subscribe(c, "frozen", NULL, noop_sub, NULL, &sub));
+
+    kill(b.pid, SIGSTOP); /* the connection stays open; nothing answers */
+    int64_t t0 = now_ms();
+    st = fm_publish(c, "frozen", &m, NULL);
+    int64_t dt = now_ms() - t0;
+    CHECK_MSG(broker_down_status(st), "publish to a frozen broker: %s (%s)", fm_status_str(st),
+              fm_last_error());
+    CHECK_MSG(dt >= TIMEOUT_MS - 100 || st != FM_ERR_TIMEOUT,
+              "publish timed out after %lld ms, before request_timeout_ms=%d", (long long)dt,
+              TIMEOUT_MS);
+    CHECK_MSG(dt <= TIMEOUT_MS + 2000 * slow(), "publish to a frozen broker took %lld ms",
+              (long long)dt);
+    printf("    frozen broker: publish -> %s after %lld ms\n", fm_status_str(st), (long long)dt);
+    t0 = now_ms();
+    fm_job *job = NULL;
+    st = fm_queue_reserve(c, "frozen-q", 30000, 500, &job);
+    dt = now_ms() - t0;
+    CHECK_MSG(broker_down_status(st), "reserve from a frozen broker: %s", fm_status_str(st));
+    CHECK_MSG(dt <= TIMEOUT_MS + 500 + 2000 * slow(), "reserve(wait 500) took %lld ms",
+              (long long)dt);
+    fm_job_free(job);
+
+    /* close with a subscription open on a frozen connection: prompt */
+    t0 = now_ms();
+    fm_client_close(c);
+    int64_t close_ms = now_ms() - t0;
+    CHECK_MSG(close_ms < 2000 * slow(), "fm_client_close with a frozen broker took %lld ms",
+              (long long)close_ms);
+    CHECK_OK(fm_unsubscribe(sub));
+    int t1 = wait_thread_count(base, 3000 * slow());
+    CHECK_MSG(t1 == base, "threads %d before connect, %d after close", base, t1);
+    kill(b.pid, SIGCONT);
+    broker_stop(&b, SIGKILL);
+    rm_tree(dir);
+}
