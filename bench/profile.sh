@@ -65,6 +65,8 @@ cg pub-single publish 20000 interval
 cg pub-batch publish-batch 512000 interval
 cg kv-set kv-set 20000 interval
 cg kv-get kv-get 200000 interval
+cg ffi-exists ffi-kv-exists 200000 none
+cg ffi-publish ffi-publish 100000 none
 pf pub-fsync publish 3000 batch
 pf kv-fsync kv-set 3000 batch
 say "wrote $OUT"

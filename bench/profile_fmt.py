@@ -59,7 +59,7 @@ def main():
         for fn, ir in self_rows[:TOP]:
             out.append(f"| {ir / total * 100:.1f}% | {ir / count:,.0f} | `{short(fn)}` |")
         out.append("")
-        interesting = [(fn, ir) for fn, ir in incl_rows if ("flowmesh" in fn or "embedded" in fn) and ir < total]
+        interesting = [(fn, ir) for fn, ir in incl_rows if any(k in fn for k in ("flowmesh", "embedded", "block_on", "fm_")) and ir < total]
         out.append("Inclusive (flowmesh functions, top):\n")
         out.append("| incl. % | Ir/op | function |")
         out.append("|---:|---:|---|")

@@ -162,8 +162,11 @@ impl Path {
 }
 
 /// ns per call of `fm_kv_exists` (or `fm_publish` of 128 B when `publish`)
-/// on mem://, through `path`.
-pub fn overhead(path: Path, publish: bool, calls: u64, cell: u64) -> R<Outcome> {
+/// on one named mem:// engine, through each path. The paths are
+/// interleaved in `chunks` slices of `calls / chunks` calls (C, blocking,
+/// async, C, ...), so machine noise hits all three alike; each path's figure
+/// is the median slice.
+pub fn overhead(publish: bool, calls: u64, chunks: u64, cell: u64) -> R<Vec<(Path, Outcome)>> {
     let url = format!("mem://ffi-{cell}");
     let bucket = CString::new("ffi")?;
     let key = CString::new("present")?;
@@ -180,8 +183,7 @@ pub fn overhead(path: Path, publish: bool, calls: u64, cell: u64) -> R<Outcome> 
             "fm_kv_set",
         )?;
     }
-    let warm = calls / 10;
-    let run = |n: u64| -> R<Duration> {
+    let run = |path: Path, n: u64| -> R<Duration> {
         let start = Instant::now();
         match path {
             Path::CAbi => unsafe {
@@ -229,12 +231,57 @@ pub fn overhead(path: Path, publish: bool, calls: u64, cell: u64) -> R<Outcome> 
         }
         Ok(start.elapsed())
     };
-    run(warm)?;
-    let el = run(calls)?;
+    let paths = [Path::CAbi, Path::RustBlocking, Path::RustAsync];
+    let per = (calls / chunks).max(1);
+    for p in paths {
+        run(p, per / 2)?; // warm-up
+    }
+    let mut slices: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+    let mut totals = [Duration::ZERO; 3];
+    for i in 0..chunks as usize {
+        for k in 0..paths.len() {
+            let k = (k + i) % paths.len();
+            let d = run(paths[k], per)?;
+            totals[k] += d;
+            slices[k].push(d.as_nanos() as f64 / per as f64);
+        }
+    }
     bc.close();
     drop(c);
-    let ns = el.as_nanos() as f64 / calls as f64;
-    let mut o = Outcome::new(calls, el);
-    o.extra.push(("ns_per_call", serde_json::json!((ns * 10.0).round() / 10.0)));
-    Ok(o)
+    let mut out = Vec::new();
+    for (k, p) in paths.into_iter().enumerate() {
+        let mut v = slices[k].clone();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let median = v[v.len() / 2];
+        let mut o = Outcome::new(per * chunks, totals[k]);
+        o.extra.push(("ns_per_call", serde_json::json!((median * 10.0).round() / 10.0)));
+        o.extra.push(("ns_per_call_min_slice", serde_json::json!((v[0] * 10.0).round() / 10.0)));
+        out.push((p, o));
+    }
+    Ok(out)
+}
+
+/// `count` calls of fm_kv_exists (or fm_publish) through the C ABI, for a profiler.
+pub fn overhead_profile(publish: bool, count: u64) -> R<f64> {
+    let c = CClient::connect("mem://", &[])?;
+    let bucket = CString::new("ffi")?;
+    let key = CString::new("present")?;
+    let stream = CString::new("ffi-stream")?;
+    let payload = vec![b'x'; 128];
+    let m = msg(&payload);
+    let start = Instant::now();
+    unsafe {
+        check(fm_kv_set(c.0, bucket.as_ptr(), key.as_ptr(), b"v".as_ptr(), 1, 0, null_mut()), "fm_kv_set")?;
+        let mut out = false;
+        let mut pos = fm_position::default();
+        for _ in 0..count {
+            let s = if publish {
+                fm_publish(c.0, stream.as_ptr(), &m, &mut pos)
+            } else {
+                fm_kv_exists(c.0, bucket.as_ptr(), key.as_ptr(), &mut out)
+            };
+            check(s, "call")?;
+        }
+    }
+    Ok(start.elapsed().as_nanos() as f64 / count as f64)
 }

@@ -493,17 +493,22 @@ fn w5_capi(ctx: &Ctx) {
     run_case(ctx, "capi_queue", "mem://, 128 B, enqueue→reserve→ack", &cells);
     let calls = ctx.p.overhead_calls;
     for publish in [false, true] {
-        let cells: Vec<Cell> = [ffi::Path::CAbi, ffi::Path::RustBlocking, ffi::Path::RustAsync]
-            .into_iter()
-            .map(|p| -> Cell {
-                (
-                    p.label().to_string(),
-                    Box::new(move |cell| ffi::overhead(p, publish, calls, cell)),
-                )
-            })
-            .collect();
         let case = if publish { "fm_publish, mem://, 128 B" } else { "fm_kv_exists, mem://" };
-        run_case(ctx, "ffi_overhead", case, &cells);
+        eprintln!("\n== ffi_overhead | {case} (paths interleaved in 20 slices per round)");
+        for round in 0..ctx.p.rounds {
+            match ffi::overhead(publish, calls, 20, ctx.next_cell()) {
+                Ok(rows) => {
+                    for (p, o) in rows {
+                        ctx.sink.emit("ffi_overhead", case, p.label(), round, &o);
+                    }
+                }
+                Err(e) => {
+                    ctx.errors.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("  r{round} ERROR: {e}");
+                    ctx.sink.note("error", serde_json::json!({"workload": "ffi_overhead", "case": case, "system": "all", "error": e.to_string()}));
+                }
+            }
+        }
     }
 }
 
@@ -582,6 +587,14 @@ fn run(args: RunArgs) -> R<()> {
 }
 
 fn profile(what: &str, count: u64, data: &str, fsync: &str) -> R<()> {
+    if what == "ffi-kv-exists" || what == "ffi-publish" {
+        // Only the C ABI path, nothing else in the loop.
+        let publish = what == "ffi-publish";
+        let start = Instant::now();
+        let rows = ffi::overhead_profile(publish, count)?;
+        eprintln!("{what}: {count} calls in {:?} ({rows:.0} ns/call)", start.elapsed());
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
