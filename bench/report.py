@@ -284,7 +284,7 @@ def plots(g, outdir):
     made = []
 
     def short(s):
-        return (s.replace("flowmesh embedded ", "fm ").replace("flowmesh gRPC broker", "fm gRPC")
+        return (s.replace("flowmesh embedded ", "fm emb ").replace("flowmesh gRPC broker", "fm gRPC")
                 .replace("NATS JetStream", "JetStream").replace(" (reference RTT)", "")
                 .replace("(appendfsync everysec)", "").replace("flowmesh C ABI ", ""))
 
@@ -305,7 +305,7 @@ def plots(g, outdir):
         if not groups:
             return
         n = max(len(s) for _, s in groups)
-        fig, axes = plt.subplots(1, len(groups), figsize=(max(5, 4.2 * len(groups)), 4.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(groups), figsize=(max(5, 4.2 * len(groups)), 5.4), squeeze=False)
         for ax, (case, systems) in zip(axes[0], groups):
             names = list(systems)
             meds, lo, hi = [], [], []
@@ -360,15 +360,15 @@ def plots(g, outdir):
         return [(c, s) for c, s in g.get(w, {}).items() if pred(c)]
 
     bars("publish_throughput.png", "Stream publish throughput (128 B)",
-         cases("publish_throughput", lambda c: c.startswith("128 B")), "ops_per_sec", "msg/s")
+         cases("publish_throughput", lambda c: c.startswith("128 B")), "ops_per_sec", "msg/s (log)", log=True)
     bars("publish_throughput_sizes.png", "Publish throughput by payload size (1 producer)",
-         cases("publish_throughput", lambda c: not c.startswith("128 B")), "mb_per_sec", "MB/s")
+         cases("publish_throughput", lambda c: not c.startswith("128 B")), "mb_per_sec", "MB/s (log)", log=True)
     pct("publish_latency.png", "Single publish (1 in flight)", cases("publish_latency"))
     bars("consume_queue.png", "Consume with commit, queue round trips",
-         cases("consume") + cases("queue_throughput"), "ops_per_sec", "msg/s or jobs/s")
+         cases("consume") + cases("queue_throughput"), "ops_per_sec", "msg/s or jobs/s (log)", log=True)
     pct("queue_latency.png", "Queue enqueue→reserve→ack, one at a time", cases("queue_rtt"))
     bars("kv_throughput.png", "KV set / get", [(f"{w.split('_')[1]}: {c}", s) for w in ("kv_set", "kv_get") for c, s in g.get(w, {}).items()],
-         "ops_per_sec", "ops/s", log=True)
+         "ops_per_sec", "ops/s (log)", log=True)
     pct("kv_latency.png", "KV set / get", [(f"{w.split('_')[1]}: {c}", s) for w in ("kv_set", "kv_get") for c, s in g.get(w, {}).items()])
     bars("capi.png", "Embedded engine through the C ABI", cases("capi_append") + cases("capi_queue"), "ops_per_sec", "msg/s or jobs/s")
     bars("ffi_overhead.png", "FFI overhead", cases("ffi_overhead"), "ns_per_call", "ns per call")
