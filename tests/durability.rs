@@ -125,7 +125,7 @@ async fn broker_stops_gracefully_on_sigterm_with_open_streams() {
     let _sub = client.subscribe("live", spec).await.unwrap();
     let _watch = client.kv_watch("cfg", "").await.unwrap();
     client.publish("live", Record::new("x")).await.unwrap(); // opens the publish stream too
-    // SAFETY: signalling our own child process.
+                                                             // SAFETY: signalling our own child process.
     unsafe { libc::kill(broker.child.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
@@ -138,4 +138,54 @@ async fn broker_stops_gracefully_on_sigterm_with_open_streams() {
     assert!(status.success(), "graceful shutdown exits 0, got {status:?}");
     let reopened = Client::connect(&format!("file://{}", dir.path().display()), &Options::new()).await.unwrap();
     assert_eq!(reopened.read("live", 0, 0, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_resumes_after_broker_restart_without_loss_or_duplicates() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = format!("file://{}", dir.path().display());
+    let addr = common::free_addr();
+    let mut broker = Broker::start_on(&data, &addr);
+    let opts = Options::new()
+        .with("reconnect_initial_ms", "50")
+        .unwrap()
+        .with("reconnect_max_ms", "500")
+        .unwrap()
+        .with("reconnect_jitter_ms", "50")
+        .unwrap()
+        .with("request_timeout_ms", "3000")
+        .unwrap();
+    let client = Client::connect(&broker.url(), &opts).await.unwrap();
+    let spec = flowmesh::SubscribeSpec { partition: None, start: flowmesh::StartFrom::Earliest, group: None };
+    let mut sub = client.subscribe("resume", spec).await.unwrap();
+    for i in 0..5 {
+        client.publish("resume", Record::new(format!("r-{i}"))).await.unwrap();
+    }
+    for i in 0..5u64 {
+        assert_eq!(next_message(&mut sub).await.offset, i);
+    }
+    broker.kill();
+    let _broker = Broker::start_on(&data, &addr);
+    for i in 5..10 {
+        // The first publish after the restart may find the old link dead.
+        let mut tries = 0;
+        while let Err(e) = client.publish("resume", Record::new(format!("r-{i}"))).await {
+            tries += 1;
+            assert!(tries < 50, "publish never recovered: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for i in 5..10u64 {
+        let m = next_message(&mut sub).await;
+        assert_eq!((m.offset, m.payload.clone()), (i, bytes::Bytes::from(format!("r-{i}"))));
+    }
+    let extra = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
+    assert!(extra.is_err(), "a message was delivered twice: {extra:?}");
+}
+
+async fn next_message(sub: &mut flowmesh::MessageStream) -> flowmesh::Message {
+    use futures::StreamExt;
+    let item = tokio::time::timeout(Duration::from_secs(30), sub.next()).await;
+    item.expect("subscription stalled").expect("subscription ended").expect("feed error")
 }

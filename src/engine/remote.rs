@@ -4,7 +4,7 @@
 //! reserve long-polls on the broker; subscriptions and watches are
 //! server-streamed with HTTP/2 flow control; every call has a deadline.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,9 +15,9 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
-use tonic::Request;
+use tonic::{Request, Streaming};
 
-use crate::client::ClientConfig;
+use crate::client::{Backoff, ClientConfig};
 use crate::engine::*;
 use crate::error::{Error, Result};
 use crate::wire::{self, pb};
@@ -42,6 +42,7 @@ pub struct RemoteEngine {
     kv: pb::kv_client::KvClient<Channel>,
     health: pb::health_client::HealthClient<Channel>,
     timeout: Duration,
+    backoff: Backoff,
     link: tokio::sync::Mutex<Option<PublishLink>>,
     next_id: AtomicU64,
 }
@@ -78,6 +79,7 @@ impl RemoteEngine {
                 .max_encoding_message_size(MAX_MESSAGE),
             health: pb::health_client::HealthClient::new(channel),
             timeout: Duration::from_millis(cfg.request_timeout_ms.max(1)),
+            backoff: cfg.reconnect,
             link: tokio::sync::Mutex::new(None),
             next_id: AtomicU64::new(1),
         };
@@ -204,20 +206,60 @@ impl Engine for RemoteEngine {
     }
 
     async fn subscribe(&self, stream: &str, spec: SubscribeSpec) -> Result<MessageStream> {
-        let req = wire::spec_to_pb(stream.into(), spec);
-        // No deadline on the stream itself: only on opening it.
-        let opened = tokio::time::timeout(self.timeout, self.streams.clone().subscribe(Request::new(req)))
-            .await
-            .map_err(|_| Error::Timeout("opening the subscription timed out".into()))?;
-        let inbound = status(opened)?;
-        let messages = inbound.flat_map(|batch| {
-            let items: Vec<Result<Message>> = match batch {
-                Ok(b) => b.messages.into_iter().map(|m| Ok(m.into())).collect(),
-                Err(s) => vec![Err(wire::from_status(&s))],
+        if spec.start == StartFrom::Committed && spec.group.is_none() {
+            return Err(Error::invalid("start=committed needs a consumer group"));
+        }
+        let info = match self.stream_info(stream).await {
+            Err(Error::NotFound(_)) => {
+                // Subscribing creates the stream, as on the embedded engine.
+                match self.create_stream(stream, StreamConfig::default()).await {
+                    Ok(()) | Err(Error::AlreadyExists(_)) => self.stream_info(stream).await?,
+                    Err(e) => return Err(e),
+                }
+            }
+            other => other?,
+        };
+        let parts: Vec<PartitionInfo> = match spec.partition {
+            Some(p) => vec![*info.partitions.get(p as usize).ok_or_else(|| {
+                Error::NotFound(format!("stream {stream} has no partition {p} (it has {})", info.partitions.len()))
+            })?],
+            None => info.partitions,
+        };
+        // One feed per partition, each starting at an explicit offset, so
+        // each can resume exactly where it stopped after a reconnect.
+        let mut feeds = Vec::with_capacity(parts.len());
+        for p in parts {
+            let next = match spec.start {
+                StartFrom::Earliest => p.earliest,
+                StartFrom::Latest => p.latest,
+                StartFrom::Offset(o) => o,
+                StartFrom::Committed => {
+                    let group = spec.group.as_deref().unwrap_or_default();
+                    match self.get_offset(stream, group, p.partition).await {
+                        Ok(c) => c + 1,
+                        Err(Error::NotFound(_)) => p.earliest,
+                        Err(e) => return Err(e),
+                    }
+                }
             };
-            futures::stream::iter(items)
-        });
-        Ok(Box::pin(messages))
+            let mut feed = PartitionFeed {
+                client: self.streams.clone(),
+                stream: stream.to_owned(),
+                partition: p.partition,
+                next,
+                open_timeout: self.timeout,
+                backoff: self.backoff,
+                inbound: None,
+                buffer: VecDeque::new(),
+                done: false,
+            };
+            feed.open().await.map_err(|s| wire::from_status(&s))?;
+            feeds.push(Box::pin(futures::stream::unfold(feed, |mut f| async move {
+                let item = f.next_message().await?;
+                Some((item, f))
+            })));
+        }
+        Ok(Box::pin(futures::stream::select_all(feeds)))
     }
 
     async fn commit_offset(&self, stream: &str, group: &str, partition: u32, offset: u64) -> Result<()> {
@@ -358,5 +400,101 @@ impl Engine for RemoteEngine {
             Ok(e) => wire::kv_event_from_pb(e),
             Err(s) => Err(wire::from_status(&s)),
         })))
+    }
+}
+
+/// One partition of a subscription that survives broker restarts: it
+/// remembers the next offset and, after a transport failure, re-subscribes
+/// from there with backoff, so nothing is lost or delivered twice.
+struct PartitionFeed {
+    client: pb::streams_client::StreamsClient<Channel>,
+    stream: String,
+    partition: u32,
+    next: u64,
+    open_timeout: Duration,
+    backoff: Backoff,
+    inbound: Option<Streaming<pb::SubscribeResponse>>,
+    buffer: VecDeque<Message>,
+    done: bool,
+}
+
+/// Failures worth a reconnect: the link, not the broker's answer.
+fn transient(s: &tonic::Status) -> bool {
+    s.metadata().get(wire::CODE_KEY).is_none()
+        || matches!(wire::from_status(s), Error::Disconnected(_) | Error::Unavailable(_))
+}
+
+impl PartitionFeed {
+    async fn open(&mut self) -> std::result::Result<(), tonic::Status> {
+        let req = pb::SubscribeRequest {
+            stream: self.stream.clone(),
+            partition: Some(self.partition),
+            start: pb::StartFrom::Offset as i32,
+            offset: self.next,
+            group: None,
+        };
+        let opened = tokio::time::timeout(self.open_timeout, self.client.subscribe(Request::new(req)))
+            .await
+            .map_err(|_| tonic::Status::deadline_exceeded("opening the subscription timed out"))??;
+        self.inbound = Some(opened.into_inner());
+        Ok(())
+    }
+
+    async fn reconnect(&mut self) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if self.backoff.exhausted(attempt) {
+                return Err(Error::Disconnected(format!(
+                    "subscription to {}/{} gave up after {} reconnect attempts",
+                    self.stream,
+                    self.partition,
+                    attempt - 1
+                )));
+            }
+            tokio::time::sleep(self.backoff.delay(attempt)).await;
+            match self.open().await {
+                Ok(()) => {
+                    tracing::info!(stream = %self.stream, partition = self.partition, next = self.next, "subscription resumed");
+                    return Ok(());
+                }
+                Err(s) if transient(&s) => continue,
+                Err(s) => return Err(wire::from_status(&s)),
+            }
+        }
+    }
+
+    async fn next_message(&mut self) -> Option<Result<Message>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some(m) = self.buffer.pop_front() {
+                self.next = m.offset + 1;
+                return Some(Ok(m));
+            }
+            let Some(inbound) = self.inbound.as_mut() else {
+                if let Err(e) = self.reconnect().await {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                continue;
+            };
+            match inbound.message().await {
+                Ok(Some(batch)) => {
+                    let next = self.next;
+                    self.buffer.extend(batch.messages.into_iter().map(Message::from).filter(|m| m.offset >= next));
+                }
+                Ok(None) => self.inbound = None, // broker ended the stream (shutting down)
+                Err(s) if transient(&s) => {
+                    tracing::warn!(stream = %self.stream, partition = self.partition, error = %s, "subscription lost; reconnecting");
+                    self.inbound = None;
+                }
+                Err(s) => {
+                    self.done = true;
+                    return Some(Err(wire::from_status(&s)));
+                }
+            }
+        }
     }
 }

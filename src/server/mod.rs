@@ -76,7 +76,9 @@ pub async fn serve_on(
         tracing::info!("shutting down: ending streams, finishing requests in flight");
         let _ = stop_tx.send(true);
     };
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // tonic ignores Server::tcp_nodelay for a given listener: set it here, or
+    // small responses wait ~40 ms for Nagle's algorithm.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = Server::builder()
         .tcp_nodelay(true)
         .add_service(pb::health_server::HealthServer::new(health::HealthService(shared.clone())))
