@@ -382,6 +382,7 @@ def main():
     ap.add_argument("--report", required=True)
     ap.add_argument("--plots", required=True)
     ap.add_argument("--profile")
+    ap.add_argument("--profile-notes")
     ap.add_argument("--no-plots", action="store_true")
     a = ap.parse_args()
     cells, notes = load(a.raw)
@@ -456,10 +457,13 @@ def main():
             out.append(f"- {e['workload']} / {e['case']} / {e['system']}: `{e['error'][:300]}`")
         out.append("")
 
+    out.append("## Profile\n")
+    if a.profile_notes and os.path.exists(a.profile_notes):
+        out.append(open(a.profile_notes).read().rstrip() + "\n")
     if a.profile and os.path.exists(a.profile):
         out.append(open(a.profile).read().rstrip() + "\n")
     else:
-        out.append("## Profile\n\nRun `bench/profile.sh` to (re)generate the profile section.\n")
+        out.append("Run `bench/profile.sh` to (re)generate the profile data.\n")
     out.append("## How to reproduce\n")
     out.append("`make bench` (full, writes this file) or `make bench-quick` (about 2 minutes, writes bench/results/quick/). "
                "Raw per-round numbers: `raw.jsonl` next to the plots. Peers are installed from Debian if missing and "

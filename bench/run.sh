@@ -198,6 +198,6 @@ json.dump(meta, open(sys.argv[1], "w"), indent=1)
 EOF
 say "writing $REPORT"
 python3 "$BENCH/report.py" --raw "$RAW" --meta "$OUT_DIR/meta.json" --report "$REPORT" \
-  --plots "$OUT_DIR" --profile "$BENCH/results/profile.md" $([ "$PLOTS" = 1 ] || echo --no-plots)
+  --plots "$OUT_DIR" --profile "$BENCH/results/profile.md" --profile-notes "$BENCH/PROFILE.md" $([ "$PLOTS" = 1 ] || echo --no-plots)
 say "done in $(( $(date +%s) - T0 ))s: $REPORT"
 exit "$HRC"
