@@ -506,6 +506,35 @@ fm_status fm_subscribe(struct fm_client *client,
                        void *user_data,
                        struct fm_subscription **out);
 
+// Subscribes in pull mode: no callback and no delivery thread; the
+// application takes batches with fm_subscription_next at its own pace (the
+// library buffers at most 1024 messages ahead, then back-pressures the
+// feed). Same `opts` as fm_subscribe; with auto_commit, a call to
+// fm_subscription_next commits what the previous call returned. On FM_OK
+// `*out` is owned by the caller (fm_unsubscribe).
+fm_status fm_subscribe_pull(struct fm_client *client,
+                            const char *stream,
+                            const struct fm_options *opts,
+                            struct fm_subscription **out);
+
+// Takes up to `max_messages` (>= 1) from a pull subscription, waiting up
+// to `timeout_ms` for the first. FM_OK with an empty list on timeout; on
+// FM_OK `*out` is owned by the caller (fm_messages_free). Returns the
+// error that ended the feed (e.g. FM_ERR_DISCONNECTED once reconnecting
+// gave up), FM_ERR_CLOSED after the client closed, and
+// FM_ERR_INVALID_ARGUMENT for a callback subscription. Call it from one
+// thread at a time per subscription.
+fm_status fm_subscription_next(struct fm_subscription *sub,
+                               uintptr_t max_messages,
+                               uint64_t timeout_ms,
+                               struct fm_messages **out);
+
+// FM_OK while a subscription or watch is healthy (or was stopped by
+// fm_unsubscribe); otherwise the status of the error that ended its feed,
+// with fm_last_error() describing it. A callback subscription whose feed
+// ended calls no more callbacks: poll this to learn why.
+fm_status fm_subscription_status(const struct fm_subscription *sub);
+
 // Stops a subscription or KV watch and frees it. Waits for a running
 // callback to return, unless called from inside that callback. NULL is a
 // no-op returning FM_OK; after fm_client_close it just frees.

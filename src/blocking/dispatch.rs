@@ -30,6 +30,8 @@ pub trait Delivery<T>: Send + 'static {
 
 pub struct Dispatcher {
     stopped: Arc<AtomicBool>,
+    /// The error that ended the feed, if one did.
+    failure: Arc<Mutex<Option<Error>>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     thread_id: ThreadId,
@@ -54,6 +56,8 @@ impl Dispatcher {
             }
         });
         let stop = stopped.clone();
+        let failure: Arc<Mutex<Option<Error>>> = Arc::default();
+        let failed_with = failure.clone();
         let thread = std::thread::Builder::new()
             .name("flowmesh-dispatch".into())
             .spawn(move || {
@@ -78,6 +82,7 @@ impl Dispatcher {
                     match item {
                         Ok(item) => delivery.deliver(item),
                         Err(e) => {
+                            *failed_with.lock().unwrap() = Some(e.clone());
                             delivery.failed(e);
                             break;
                         }
@@ -86,7 +91,13 @@ impl Dispatcher {
             })
             .map_err(|e| Error::Internal(format!("spawn dispatcher thread: {e}")))?;
         let thread_id = thread.thread().id();
-        Ok(Arc::new(Dispatcher { stopped, task: Mutex::new(Some(task)), thread: Mutex::new(Some(thread)), thread_id }))
+        Ok(Arc::new(Dispatcher {
+            stopped,
+            failure,
+            task: Mutex::new(Some(task)),
+            thread: Mutex::new(Some(thread)),
+            thread_id,
+        }))
     }
 
     /// Stops delivery and waits for a running callback, unless called from
@@ -101,6 +112,15 @@ impl Dispatcher {
             if std::thread::current().id() != self.thread_id {
                 let _ = t.join();
             }
+        }
+    }
+
+    /// Ok while delivering (or stopped by the user); the error that ended
+    /// the feed otherwise.
+    pub fn status(&self) -> Result<()> {
+        match self.failure.lock().unwrap().clone() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 

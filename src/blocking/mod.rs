@@ -40,19 +40,104 @@ pub struct BlockingClient {
     active: Arc<(Mutex<usize>, Condvar)>,
 }
 
-/// A running callback subscription (stream or KV watch).
+/// A running subscription: callbacks on a library thread (stream or KV
+/// watch), or pulled in batches by the application.
 pub struct Subscription {
-    dispatcher: Arc<Dispatcher>,
+    kind: SubscriptionKind,
+}
+
+enum SubscriptionKind {
+    Callback(Arc<Dispatcher>),
+    Pull(Puller),
 }
 
 impl Subscription {
     /// Stops delivery; waits for a running callback unless called from it.
     pub fn stop(&self) {
-        self.dispatcher.stop();
+        match &self.kind {
+            SubscriptionKind::Callback(d) => d.stop(),
+            SubscriptionKind::Pull(p) => p.stop(),
+        }
     }
 
-    pub fn is_stopped(&self) -> bool {
-        self.dispatcher.is_stopped()
+    /// Ok while the feed is healthy; the error that ended it otherwise.
+    pub fn status(&self) -> Result<()> {
+        match &self.kind {
+            SubscriptionKind::Callback(d) => d.status(),
+            SubscriptionKind::Pull(p) => p.failure.lock().unwrap().clone().map_or(Ok(()), Err),
+        }
+    }
+
+    /// Up to `max` messages, waiting up to `timeout` for the first (pull
+    /// subscriptions only). Empty on timeout. With auto-commit, what the
+    /// previous call returned is committed first: it counts as processed.
+    pub fn next(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
+        match &self.kind {
+            SubscriptionKind::Callback(_) => {
+                Err(Error::invalid("fm_subscription_next needs a subscription made with fm_subscribe_pull"))
+            }
+            SubscriptionKind::Pull(p) => p.next(max.max(1), timeout),
+        }
+    }
+}
+
+/// Messages buffered ahead of a pull subscriber (back-pressure beyond this).
+const PULL_BUFFER: usize = 1024;
+
+struct Puller {
+    client: Arc<BlockingClient>,
+    rx: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Result<Message>>>,
+    task: tokio::task::JoinHandle<()>,
+    failure: Mutex<Option<Error>>,
+    committer: Mutex<Option<AutoCommit>>,
+    /// (partition, offset) of what the last call returned, for auto-commit.
+    returned: Mutex<Vec<(u32, u64)>>,
+}
+
+impl Puller {
+    fn next(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
+        if let Some(e) = self.failure.lock().unwrap().clone() {
+            return Err(e);
+        }
+        if let Some(c) = self.committer.lock().unwrap().as_mut() {
+            for (p, o) in self.returned.lock().unwrap().drain(..) {
+                c.delivered(p, o);
+            }
+            c.commit();
+        }
+        let batch = self.client.block_on(async {
+            let mut rx = self.rx.lock().await;
+            let mut out = Vec::new();
+            let first = match tokio::time::timeout(timeout, rx.recv()).await {
+                Err(_) => return Ok(out),
+                Ok(None) => return Err(Error::Closed("subscription stopped".into())),
+                Ok(Some(item)) => item?,
+            };
+            out.push(first);
+            while out.len() < max {
+                match rx.try_recv() {
+                    Ok(item) => out.push(item?),
+                    Err(_) => break,
+                }
+            }
+            Ok(out)
+        });
+        match &batch {
+            Ok(msgs) => *self.returned.lock().unwrap() = msgs.iter().map(|m| (m.partition, m.offset)).collect(),
+            Err(e @ (Error::Closed(_) | Error::InvalidArgument(_))) => return Err(e.clone()),
+            Err(e) => *self.failure.lock().unwrap() = Some(e.clone()),
+        }
+        batch
+    }
+
+    fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Puller {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -146,14 +231,7 @@ impl BlockingClient {
         let group = spec.group.clone();
         let feed = self.block_on(self.client.subscribe(stream, spec))?;
         let committer = match (auto_commit, group) {
-            (true, Some(group)) => Some(AutoCommit {
-                client: self.client.clone(),
-                handle: self.handle.clone(),
-                stream: stream.to_owned(),
-                group,
-                pending: Vec::new(),
-                since_commit: 0,
-            }),
+            (true, Some(group)) => Some(self.auto_commit(stream, &group)),
             _ => None,
         };
         let delivery = MessageDelivery { callback, committer };
@@ -168,6 +246,46 @@ impl BlockingClient {
         self.track(Dispatcher::start(&self.handle, feed, WatchDelivery(callback))?)
     }
 
+    /// A subscription without a callback: the application pulls batches
+    /// with [`Subscription::next`] at its own pace.
+    pub fn subscribe_pull(self: &Arc<Self>, stream: &str, opts: &Options) -> Result<Subscription> {
+        let (spec, auto_commit) = opts.subscription()?;
+        let committer = match (auto_commit, &spec.group) {
+            (true, Some(group)) => Some(self.auto_commit(stream, group)),
+            _ => None,
+        };
+        let mut feed = self.block_on(self.client.subscribe(stream, spec))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(PULL_BUFFER);
+        let task = self.handle.spawn(async move {
+            while let Some(item) = feed.next().await {
+                let last = item.is_err();
+                if tx.send(item).await.is_err() || last {
+                    break;
+                }
+            }
+        });
+        let puller = Puller {
+            client: self.clone(),
+            rx: tokio::sync::Mutex::new(rx),
+            task,
+            failure: Mutex::new(None),
+            committer: Mutex::new(committer),
+            returned: Mutex::new(Vec::new()),
+        };
+        Ok(Subscription { kind: SubscriptionKind::Pull(puller) })
+    }
+
+    fn auto_commit(&self, stream: &str, group: &str) -> AutoCommit {
+        AutoCommit {
+            client: self.client.clone(),
+            handle: self.handle.clone(),
+            stream: stream.to_owned(),
+            group: group.to_owned(),
+            pending: Vec::new(),
+            since_commit: 0,
+        }
+    }
+
     fn track(&self, dispatcher: Arc<Dispatcher>) -> Result<Subscription> {
         let mut subs = self.subscriptions.lock().unwrap();
         if self.is_closed() {
@@ -176,7 +294,7 @@ impl BlockingClient {
         }
         subs.retain(|w| w.upgrade().is_some_and(|d| !d.is_stopped()));
         subs.push(Arc::downgrade(&dispatcher));
-        Ok(Subscription { dispatcher })
+        Ok(Subscription { kind: SubscriptionKind::Callback(dispatcher) })
     }
 
     /// Stops delivery, waits for running callbacks, finishes queued

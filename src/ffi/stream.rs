@@ -321,6 +321,63 @@ pub unsafe extern "C" fn fm_subscribe(
     })
 }
 
+/// Subscribes in pull mode: no callback and no delivery thread; the
+/// application takes batches with fm_subscription_next at its own pace (the
+/// library buffers at most 1024 messages ahead, then back-pressures the
+/// feed). Same `opts` as fm_subscribe; with auto_commit, a call to
+/// fm_subscription_next commits what the previous call returned. On FM_OK
+/// `*out` is owned by the caller (fm_unsubscribe).
+#[no_mangle]
+pub unsafe extern "C" fn fm_subscribe_pull(
+    client: *mut fm_client,
+    stream: *const c_char,
+    opts: *const fm_options,
+    out: *mut *mut fm_subscription,
+) -> fm_status {
+    guard(|| {
+        let out = out_arg(out, "out")?;
+        *out = std::ptr::null_mut();
+        let c = client_arg(client)?;
+        let stream = str_arg(stream, "stream")?;
+        let sub = c.subscribe_pull(stream, &options_or_default(opts))?;
+        *out = to_c(fm_subscription { inner: sub });
+        Ok(())
+    })
+}
+
+/// Takes up to `max_messages` (>= 1) from a pull subscription, waiting up
+/// to `timeout_ms` for the first. FM_OK with an empty list on timeout; on
+/// FM_OK `*out` is owned by the caller (fm_messages_free). Returns the
+/// error that ended the feed (e.g. FM_ERR_DISCONNECTED once reconnecting
+/// gave up), FM_ERR_CLOSED after the client closed, and
+/// FM_ERR_INVALID_ARGUMENT for a callback subscription. Call it from one
+/// thread at a time per subscription.
+#[no_mangle]
+pub unsafe extern "C" fn fm_subscription_next(
+    sub: *mut fm_subscription,
+    max_messages: usize,
+    timeout_ms: u64,
+    out: *mut *mut fm_messages,
+) -> fm_status {
+    guard(|| {
+        let out = out_arg(out, "out")?;
+        *out = std::ptr::null_mut();
+        let sub = ref_arg(sub, "sub")?;
+        let msgs = sub.inner.next(max_messages, Duration::from_millis(timeout_ms))?;
+        *out = to_c(fm_messages { items: msgs.into_iter().map(OwnedMessage::new).collect() });
+        Ok(())
+    })
+}
+
+/// FM_OK while a subscription or watch is healthy (or was stopped by
+/// fm_unsubscribe); otherwise the status of the error that ended its feed,
+/// with fm_last_error() describing it. A callback subscription whose feed
+/// ended calls no more callbacks: poll this to learn why.
+#[no_mangle]
+pub unsafe extern "C" fn fm_subscription_status(sub: *const fm_subscription) -> fm_status {
+    guard(|| ref_arg(sub, "sub")?.inner.status())
+}
+
 /// Stops a subscription or KV watch and frees it. Waits for a running
 /// callback to return, unless called from inside that callback. NULL is a
 /// no-op returning FM_OK; after fm_client_close it just frees.
