@@ -48,7 +48,7 @@ pub struct Subscription {
 
 enum SubscriptionKind {
     Callback(Arc<Dispatcher>),
-    Pull(Puller),
+    Pull(Box<Puller>),
 }
 
 impl Subscription {
@@ -272,7 +272,7 @@ impl BlockingClient {
             committer: Mutex::new(committer),
             returned: Mutex::new(Vec::new()),
         };
-        Ok(Subscription { kind: SubscriptionKind::Pull(puller) })
+        Ok(Subscription { kind: SubscriptionKind::Pull(Box::new(puller)) })
     }
 
     fn auto_commit(&self, stream: &str, group: &str) -> AutoCommit {
