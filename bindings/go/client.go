@@ -21,12 +21,8 @@ import "C"
 
 import (
 	"context"
-	"os"
-	"os/signal"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 	"unsafe"
 )
@@ -112,21 +108,6 @@ func newOptions(op string, kv [][2]string) (*C.fm_options, error) {
 	return opts, nil
 }
 
-var sigpipeOnce sync.Once
-
-// guardSIGPIPE keeps a broker that goes away from killing the program. The
-// library's threads write to broker sockets without masking SIGPIPE; on a
-// thread Go did not create, an un-notified SIGPIPE takes the default
-// action and ends the process (seen in TestBrokerRestart). While SIGPIPE is
-// notified the runtime swallows it (the channel is never read and sends to
-// it never block) and the write fails with EPIPE instead, which the library
-// handles. Side effect, as for any program that notifies SIGPIPE: a write to
-// a closed stdout returns EPIPE instead of killing the program. Remove once
-// the library blocks SIGPIPE on its own threads (NOTES-FOR-LEAD.md).
-func guardSIGPIPE() {
-	sigpipeOnce.Do(func() { signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE) })
-}
-
 // Connect opens a client for url. If ctx ends first Connect returns
 // ctx.Err() and a connection that completes later is closed in the background.
 func Connect(ctx context.Context, url string, options ...Option) (*Client, error) {
@@ -140,9 +121,6 @@ func Connect(ctx context.Context, url string, options ...Option) (*Client, error
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
-	}
-	if strings.HasPrefix(url, "grpc") {
-		guardSIGPIPE()
 	}
 	type result struct {
 		ptr *C.fm_client
