@@ -33,9 +33,12 @@ type Subscription struct {
 	// SubscribeChan with a group: commit after a successful hand-off.
 	commitStream, commitGroup string
 
+	op string // "subscribe" or "kv_watch", for errors
+
 	mu     sync.Mutex
 	ptr    *C.fm_subscription // nil until setup finished, and after teardown
 	ending bool
+	err    error // why the feed ended, when it was not Unsubscribe or Close
 }
 
 func newSubscription(c *Client) *Subscription {
@@ -44,6 +47,7 @@ func newSubscription(c *Client) *Subscription {
 
 // start runs the native subscribe call fn with a fresh handle for s.
 func (s *Subscription) start(ctx context.Context, op string, fn func(p *C.fm_client, h cgo.Handle, out **C.fm_subscription) error) error {
+	s.op = op
 	err := s.c.do(ctx, op, func(p *C.fm_client) error {
 		// Everything the callback reads is written before NewHandle: the
 		// handle table's synchronisation orders these writes before the
@@ -95,8 +99,48 @@ func (s *Subscription) Unsubscribe() error {
 	return s.teardown(ptr)
 }
 
-// Done is closed once the subscription has been torn down.
+// Done is closed once the subscription has been torn down: after
+// Unsubscribe or Close, or when its feed ended with an error (see Err).
 func (s *Subscription) Done() <-chan struct{} { return s.ended }
+
+// Err returns the error that ended the subscription's feed, such as
+// ErrDisconnected once a remote client gave up reconnecting
+// (max_reconnect_attempts), or a KV watch that fell too far behind. It is
+// nil while the subscription runs and after Unsubscribe or Close. As with
+// bufio.Scanner, check it once the channel of SubscribeChan or WatchChan is
+// closed, or once Done is closed for a handler subscription: every message
+// delivered before the failure has reached the channel or handler by then.
+func (s *Subscription) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// checkFeed asks the library whether the feed is still alive and tears the
+// subscription down, recording why, if it is not. The library sets the
+// status on its dispatcher thread after the last callback has returned, so
+// nothing already received is dropped. It reports whether s is still live.
+func (s *Subscription) checkFeed() bool {
+	s.mu.Lock()
+	if s.ending || s.ptr == nil {
+		live := !s.ending
+		s.mu.Unlock()
+		return live
+	}
+	// Under s.mu: Unsubscribe cannot free ptr during the call.
+	ptr := s.ptr
+	err := call(s.op, func() C.fm_status { return C.fm_subscription_status(ptr) })
+	if err == nil {
+		s.mu.Unlock()
+		return true
+	}
+	s.err = err
+	s.ending = true
+	close(s.stop)
+	s.mu.Unlock()
+	_ = s.teardown(ptr)
+	return false
+}
 
 func (s *Subscription) teardown(ptr *C.fm_subscription) error {
 	err := call("unsubscribe", func() C.fm_status { return C.fm_unsubscribe(ptr) })

@@ -40,6 +40,8 @@ type Client struct {
 	closing  chan struct{} // closed when Close begins; ends long polls early
 	shut     chan struct{} // closed when Close has finished
 	subs     map[*Subscription]struct{}
+	watching bool          // the feed monitor goroutine runs
+	watchEnd chan struct{} // closed when that goroutine exits
 }
 
 // Option configures Connect. Options map onto the native string options, so
@@ -272,7 +274,14 @@ func (c *Client) Close() error {
 		subs = append(subs, s)
 	}
 	wait := c.inflight > 0
+	var monitor chan struct{}
+	if c.watching {
+		monitor = c.watchEnd
+	}
 	c.mu.Unlock()
+	if monitor != nil {
+		<-monitor // it may be tearing down a failed feed; let it finish
+	}
 
 	// Unsubscribe first, while the client is alive, so handlers blocked on a
 	// full channel are released and every handle is freed by the library.
@@ -291,7 +300,8 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// addSub registers s for Close; false if Close has already begun.
+// addSub registers s for Close and for the feed monitor; false if Close
+// has already begun.
 func (c *Client) addSub(s *Subscription) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -299,7 +309,54 @@ func (c *Client) addSub(s *Subscription) bool {
 		return false
 	}
 	c.subs[s] = struct{}{}
+	if !c.watching {
+		c.watching = true
+		c.watchEnd = make(chan struct{})
+		go c.monitorFeeds(c.watchEnd)
+	}
 	return true
+}
+
+// feedPoll is how often the feed monitor asks the library whether each
+// subscription's feed is still alive (fm_subscription_status: a lock and a
+// load, no I/O). The library has no end-of-feed callback, so a failed feed
+// is noticed within this time.
+var feedPoll = 50 * time.Millisecond
+
+// monitorFeeds runs while the client has subscriptions: it polls their
+// status and ends those whose feed failed, so that their channels close
+// and Err says why. It exits when the last subscription has gone or Close
+// begins (Close waits for it).
+func (c *Client) monitorFeeds(end chan struct{}) {
+	defer close(end)
+	t := time.NewTicker(feedPoll)
+	defer t.Stop()
+	var subs []*Subscription
+	for {
+		select {
+		case <-c.closing:
+			c.mu.Lock()
+			c.watching = false
+			c.mu.Unlock()
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		if len(c.subs) == 0 || c.closed {
+			c.watching = false
+			c.mu.Unlock()
+			return
+		}
+		subs = subs[:0]
+		for s := range c.subs {
+			subs = append(subs, s)
+		}
+		c.mu.Unlock()
+		for _, s := range subs {
+			s.checkFeed()
+		}
+		clear(subs)
+	}
 }
 
 func (c *Client) removeSub(s *Subscription) {

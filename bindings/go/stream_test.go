@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -466,11 +465,6 @@ func TestSubscriptionAcrossBrokerRestart(t *testing.T) {
 	if brokerURL == "" {
 		t.Skip("remote engine: " + brokerSkip)
 	}
-	if os.Getenv("FLOWMESH_GO_STRICT") == "" {
-		// Known gap (bindings/go/NOTES-FOR-LEAD.md): the remote engine does
-		// not reopen a subscription after a broker restart yet.
-		t.Skip("subscription resume across broker restarts is not in the core yet; FLOWMESH_GO_STRICT=1 runs it")
-	}
 	data := "file://" + t.TempDir()
 	url, stop, err := spawnBroker("", data)
 	if err != nil {
@@ -512,6 +506,15 @@ func TestSubscriptionAcrossBrokerRestart(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("subscription did not resume after the broker restart (message %d missing)", i)
 		}
+	}
+	// Nothing is delivered twice: the resumed feed starts after offset 9.
+	select {
+	case m := <-ch:
+		t.Fatalf("extra delivery after restart: %q at offset %d", m.Payload, m.Offset)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := sub.Err(); err != nil {
+		t.Fatalf("subscription reports %v after a successful resume", err)
 	}
 }
 
@@ -559,4 +562,92 @@ func TestUnsubscribeRacingClose(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A remote client that may reconnect only once gives up when its broker
+// dies: channel subscriptions and watches close their channel, handler
+// subscriptions end, and Err says ErrDisconnected. Messages delivered
+// before the loss all arrive first.
+func TestFeedErrorAfterBrokerLoss(t *testing.T) {
+	if brokerURL == "" {
+		t.Skip("remote engine: " + brokerSkip)
+	}
+	url, stop, err := spawnBroker("", "mem://")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	ctx := ctxT(t)
+	c := connect(t, url, WithRequestTimeout(2*time.Second), WithConnectTimeout(time.Second),
+		WithOption("max_reconnect_attempts", "1"), WithOption("reconnect_initial_ms", "50"),
+		WithOption("reconnect_jitter_ms", "0"))
+	s := uniq("dead")
+	sub, ch := must2(t)(c.SubscribeChan(ctx, s, StartEarliest()))
+	gsub, gch := must2(t)(c.SubscribeChan(ctx, s, StartEarliest(), WithGroup("g")))
+	var mu sync.Mutex
+	handled := 0
+	hsub := must(c.Subscribe(ctx, s, func(*Message) {
+		mu.Lock()
+		handled++
+		mu.Unlock()
+	}, StartEarliest())).get(t)
+	wsub, wch, err := c.WatchChan(ctx, "deadkv", "", 0)
+	ok(t, err)
+	for i := 0; i < 3; i++ {
+		must(c.Publish(ctx, s, []byte(fmt.Sprint(i)))).get(t)
+	}
+	must(c.Set(ctx, "deadkv", "k", []byte("v"))).get(t)
+	eventually(t, 5*time.Second, "handler saw 3", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return handled == 3
+	})
+	if sub.Err() != nil || hsub.Err() != nil {
+		t.Fatal("Err not nil on a healthy subscription")
+	}
+	stop()
+
+	drain := func(name string, ch <-chan *Message, sub *Subscription) {
+		t.Helper()
+		n := 0
+		deadline := time.After(15 * time.Second)
+		for open := true; open; {
+			select {
+			case _, open = <-ch:
+				if open {
+					n++
+				}
+			case <-deadline:
+				t.Fatalf("%s: channel not closed after the broker died", name)
+			}
+		}
+		if n != 3 {
+			t.Fatalf("%s: %d messages before close, want 3", name, n)
+		}
+		if err := sub.Err(); !errors.Is(err, ErrDisconnected) {
+			t.Fatalf("%s: Err() = %v, want ErrDisconnected", name, err)
+		}
+	}
+	drain("SubscribeChan", ch, sub)
+	drain("SubscribeChan with group", gch, gsub)
+	select {
+	case <-hsub.Done():
+	case <-time.After(15 * time.Second):
+		t.Fatal("handler subscription not ended after the broker died")
+	}
+	if err := hsub.Err(); !errors.Is(err, ErrDisconnected) {
+		t.Fatalf("handler: Err() = %v, want ErrDisconnected", err)
+	}
+	for range wch {
+	}
+	if err := wsub.Err(); err == nil {
+		t.Fatal("watch: channel closed but Err() is nil")
+	} else {
+		t.Logf("watch ended with: %v", err)
+	}
+	ok(t, sub.Unsubscribe()) // no-op after the feed ended
+	ok(t, c.Close())
+	if sub.Err() == nil {
+		t.Fatal("Close cleared Err")
+	}
 }
