@@ -2,6 +2,7 @@ package flowmesh
 
 import (
 	"context"
+	"fmt"
 	"testing"
 )
 
@@ -135,5 +136,61 @@ func BenchmarkSubscribeChan(b *testing.B) {
 	}()
 	for i := 0; i < b.N; i++ {
 		<-ch
+	}
+}
+
+// prefill publishes n messages of 128 bytes to stream before timing.
+func prefill(b *testing.B, c *Client, stream string, n int) {
+	b.Helper()
+	msgs := make([]Message, 1000)
+	for i := range msgs {
+		msgs[i].Payload = make([]byte, 128)
+	}
+	for n > 0 {
+		k := min(n, len(msgs))
+		if _, err := c.PublishBatch(context.Background(), stream, msgs[:k]); err != nil {
+			b.Fatal(err)
+		}
+		n -= k
+	}
+}
+
+// Delivery only (messages published before the timer starts): the callback
+// path (one C->Go callback per message) against pull batches.
+func BenchmarkDeliverChan(b *testing.B) {
+	run := func(b *testing.B, open func(c *Client) (func(), <-chan *Message)) {
+		ctx := context.Background()
+		c, err := Connect(ctx, "mem://")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		prefill(b, c, "bench", b.N)
+		b.ResetTimer()
+		stop, ch := open(c)
+		defer stop()
+		for i := 0; i < b.N; i++ {
+			<-ch
+		}
+	}
+	b.Run("callback", func(b *testing.B) {
+		run(b, func(c *Client) (func(), <-chan *Message) {
+			sub, ch, err := c.SubscribeChan(context.Background(), "bench", StartEarliest(), WithBuffer(256))
+			if err != nil {
+				b.Fatal(err)
+			}
+			return func() { sub.Unsubscribe() }, ch
+		})
+	})
+	for _, batch := range []int{1, 64, 256} {
+		b.Run(fmt.Sprint("pull-batch=", batch), func(b *testing.B) {
+			run(b, func(c *Client) (func(), <-chan *Message) {
+				stop, ch, err := c.pullChan(context.Background(), "bench", batch, StartEarliest(), WithBuffer(256))
+				if err != nil {
+					b.Fatal(err)
+				}
+				return stop, ch
+			})
+		})
 	}
 }
