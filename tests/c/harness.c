@@ -187,6 +187,20 @@ int thread_count(void)
     return n;
 }
 
+int fd_count(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the directory stream's own fd */
+}
+
 long rss_kb(void)
 {
     FILE *f = fopen("/proc/self/status", "r");

@@ -136,6 +136,9 @@ int64_t now_ms(void);
 void sleep_ms(long ms);
 /* Threads of this process (/proc/self/task entries). */
 int thread_count(void);
+/* Open file descriptors of this process (/proc/self/fd entries, minus the
+ * one used to list them), -1 if unknown. */
+int fd_count(void);
 /* VmRSS of this process in kB (/proc/self/status), -1 if unknown. */
 long rss_kb(void);
 /* Live heap bytes as the ASan allocator counts them (every malloc of the

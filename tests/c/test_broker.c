@@ -3,16 +3,9 @@
  * while a client publishes. The first two are core tests (mem:// and
  * grpc://); the kill test starts its own brokers (FM_TEST_FLOWMESH). */
 #include "harness.h"
+#include "broker.h"
 
-#include <arpa/inet.h>
-#include <dirent.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 /* ---- close while a subscription callback is receiving ------------------- */
@@ -233,141 +226,6 @@ CORE_TEST(publish_and_delivery_latency_with_open_subscription)
 }
 
 /* ---- kill -9 of the broker while a client publishes ---------------------- */
-
-struct broker {
-    pid_t pid;
-    int port;
-    char url[64];
-};
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
-static int port_open(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return 0;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons((uint16_t)port);
-    int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
-/* Starts `flowmesh serve` on a free loopback port over `data` (a URL); the
- * child dies with this process (PR_SET_PDEATHSIG). Waits (bounded) for the
- * port. Returns 0 on success. */
-static int broker_start(struct broker *b, const char *data, const char *log)
-{
-    const char *bin = getenv("FM_TEST_FLOWMESH");
-    if (!bin || !*bin)
-        return -1;
-    for (int attempt = 0; attempt < 3; attempt++) {
-        b->port = free_port();
-        if (b->port <= 0)
-            return -1;
-        char listen[32];
-        snprintf(listen, sizeof listen, "127.0.0.1:%d", b->port);
-        snprintf(b->url, sizeof b->url, "grpc://127.0.0.1:%d", b->port);
-        int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        pid_t parent = getpid();
-        pid_t pid = fork();
-        if (pid < 0) {
-            if (logfd >= 0)
-                close(logfd);
-            return -1;
-        }
-        if (pid == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            if (getppid() != parent)
-                _exit(127);
-            if (logfd >= 0) {
-                dup2(logfd, 1);
-                dup2(logfd, 2);
-            }
-            execl(bin, "flowmesh", "serve", "--listen", listen, "--data", data, (char *)NULL);
-            _exit(127);
-        }
-        if (logfd >= 0)
-            close(logfd);
-        b->pid = pid;
-        int64_t deadline = now_ms() + 10000 * slow();
-        while (now_ms() < deadline) {
-            if (port_open(b->port))
-                return 0;
-            int status;
-            if (waitpid(pid, &status, WNOHANG) == pid)
-                break; /* it exited (port taken?): try another port */
-            sleep_ms(20);
-        }
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        b->pid = 0;
-    }
-    return -1;
-}
-
-/* SIGTERM (graceful) or SIGKILL; waits (bounded) for the exit. */
-static void broker_stop(struct broker *b, int sig)
-{
-    if (b->pid <= 0)
-        return;
-    kill(b->pid, sig);
-    int64_t deadline = now_ms() + 10000 * slow();
-    while (now_ms() < deadline) {
-        if (waitpid(b->pid, NULL, WNOHANG) == b->pid) {
-            b->pid = 0;
-            return;
-        }
-        sleep_ms(10);
-    }
-    kill(b->pid, SIGKILL);
-    waitpid(b->pid, NULL, 0);
-    b->pid = 0;
-}
-
-static void rm_tree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return;
-    if (S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        if (d) {
-            struct dirent *e;
-            while ((e = readdir(d)) != NULL) {
-                if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-                    continue;
-                char sub[4096];
-                snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-                rm_tree(sub);
-            }
-            closedir(d);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
 
 #define MAX_ACKED 200000
 struct killpub {
