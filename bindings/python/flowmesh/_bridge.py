@@ -1,19 +1,28 @@
-"""From library callback threads to an asyncio async iterator.
+"""From the library to an asyncio async iterator, two ways.
 
-The library calls back on its own dispatcher threads. ``Channel`` is a
-bounded buffer between such a thread and one event loop:
+Pull (stream subscriptions): ``PullState`` takes batches with
+fm_subscription_next on a worker thread, one batch in flight per
+subscription, each native wait at most ``PULL_WAIT_MS`` so unsubscribe and
+close stay prompt. The library buffers at most 1024 messages ahead and then
+back-pressures the feed; a feed that died returns its error from the call.
+
+Callbacks (KV watches): the library calls back on its own dispatcher thread.
+``Channel`` is a bounded buffer between such a thread and one event loop:
 
 * the callback appends and wakes the loop (call_soon_threadsafe) only when a
   consumer is actually waiting, so a busy stream costs one wake-up per batch,
   not per message;
 * when the buffer is full the callback thread blocks, which stops delivery
   in the library: a slow consumer applies backpressure instead of growing
-  memory without bound.
+  memory without bound;
+* a consumer that waited ``IDLE_POLL_S`` for nothing asks the library
+  (fm_subscription_status) whether the feed ended with an error.
 
-``SubState`` owns the native subscription handle and the ctypes callback;
-``Subscription`` is the user-facing iterator. The state never references the
-iterator, so a dropped iterator is garbage-collected and its finalizer
-unsubscribes.
+``Subscription`` is the user-facing iterator over either state; a feed that
+ended with an error raises that error (mapped, e.g.
+FlowMeshDisconnectedError) once its buffered items are consumed, then the
+iteration is over. The state never references the iterator, so a dropped
+iterator is garbage-collected and its finalizer unsubscribes.
 """
 
 from __future__ import annotations
@@ -23,19 +32,33 @@ import ctypes
 import threading
 import weakref
 from collections import deque
-from typing import Any, Callable, Deque, Generic, List, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Deque, Generic, List, Optional, TypeVar
 
 from ._core import Call, Core
-from ._errors import FlowMeshInvalidArgumentError
-from ._native import lib
+from ._errors import FlowMeshClosedError, FlowMeshError, FlowMeshInvalidArgumentError, raise_status
+from ._native import FM_OK, lib
 from ._threadstate import Pin
 
 T = TypeVar("T")
+
+# A callback consumer that waited this long asks whether the feed died.
+IDLE_POLL_S = 0.25
+# Longest native wait of one fm_subscription_next (bounds unsubscribe/close).
+PULL_WAIT_MS = 200
+# Most messages taken per fm_subscription_next.
+PULL_BATCH = 256
 
 
 def _wake(fut: "asyncio.Future[None]") -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _retrieve(fut: "asyncio.Future[Any]") -> None:
+    # Mark an exception as seen: a fetch nobody awaits any more (iterator
+    # dropped) must not log "exception was never retrieved".
+    if not fut.cancelled():
+        fut.exception()
 
 
 class Channel(Generic[T]):
@@ -80,8 +103,9 @@ class Channel(Generic[T]):
                 pass
 
     # ---- consumer side: the event loop ----------------------------------------------
-    async def get(self) -> T:
-        """Next item; raises StopAsyncIteration once closed."""
+    async def get(self, idle: Optional[Callable[[], Awaitable[None]]] = None) -> T:
+        """Next item; raises StopAsyncIteration once closed. With ``idle``,
+        awaits it after each ``IDLE_POLL_S`` without items (it may raise)."""
         while True:
             if self.closed:
                 self._batch.clear()
@@ -98,21 +122,30 @@ class Channel(Generic[T]):
                     continue
                 fut = self._loop.create_future()
                 self._waiters.append(fut)
+            timer = self._loop.call_later(IDLE_POLL_S, _wake, fut) if idle is not None else None
             try:
                 await fut
             finally:
-                if fut.cancelled():  # the consumer was cancelled: forget it
+                if timer is not None:
+                    timer.cancel()
+                if fut.cancelled() or timer is not None:  # forget a stale waiter
                     with self._cond:
                         if fut in self._waiters:
                             self._waiters.remove(fut)
+            if idle is not None:
+                with self._cond:
+                    quiet = not self._items and not self.closed
+                if quiet:
+                    await idle()
 
 
 class SubState(Generic[T]):
-    """A native subscription (or KV watch) handle and what must outlive it."""
+    """A callback subscription (or KV watch) handle and what must outlive it."""
 
-    def __init__(self, core: Core, channel: Channel[T]) -> None:
+    def __init__(self, core: Core, channel: Channel[T], operation: str = "subscription") -> None:
         self.core = core
         self.channel = channel
+        self.operation = operation
         self.callback: Any = None  # the CFUNCTYPE object: must stay referenced
         self.pin = Pin()  # the callback thread's kept Python thread state
         self._lock = threading.Lock()
@@ -120,14 +153,42 @@ class SubState(Generic[T]):
         self._released = False
 
     def attach(self, handle: int) -> bool:
-        """Store the handle; False if released meanwhile (caller unsubscribes)."""
+        """Store the handle; False if released meanwhile (caller discards)."""
         with self._lock:
             if self._released:
                 return False
             self._handle = handle
             return True
 
-    def release(self) -> None:
+    def discard(self, handle: int) -> None:
+        """Unsubscribe a handle that came back after release (blocking)."""
+        lib().fm_unsubscribe(handle)
+        self.pin.release_joined()
+
+    def stop_local(self) -> None:
+        """Non-blocking part of closing: end the consumer, unblock the callback."""
+        self.channel.close()
+
+    async def get(self) -> T:
+        return await self.channel.get(self._check_status)
+
+    async def _check_status(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.core.pool, self.status_sync)
+        except RuntimeError:  # pool shut down: the client is closing
+            pass
+
+    def status_sync(self) -> None:
+        """Raise the error that ended the feed, if any (pool thread)."""
+        with self._lock:  # the handle cannot be freed while we hold it
+            if self._released or not self._handle:
+                return
+            status = lib().fm_subscription_status(self._handle)
+            if status != FM_OK:
+                raise_status(status, self.operation)
+
+    def release(self, wait: bool = True) -> None:
         """Unsubscribe; blocking, idempotent, from any thread (also a
         callback thread or a GC finalizer: fm_unsubscribe allows both)."""
         with self._lock:
@@ -148,24 +209,143 @@ class SubState(Generic[T]):
         self.core.unregister(self)
 
 
+class PullState(Generic[T]):
+    """A pull subscription: batches taken with fm_subscription_next on a
+    worker thread, at most one call in flight, buffered here for the loop."""
+
+    def __init__(self, core: Core, batch: int, convert: Callable[[Any], T], operation: str) -> None:
+        self.core = core
+        self.batch = max(1, min(batch, PULL_BATCH))
+        self._convert = convert
+        self._operation = operation
+        self._cond = threading.Condition()
+        self._handle: Optional[int] = None
+        self._released = False
+        self._busy = False  # a fm_subscription_next is running on the handle
+        self._free_on_return = False  # released meanwhile: the fetch frees it
+        self.items: Deque[T] = deque()  # the loop's side
+        self._fetch: "Optional[asyncio.Future[List[T]]]" = None
+
+    def attach(self, handle: int) -> bool:
+        with self._cond:
+            if self._released:
+                return False
+            self._handle = handle
+            return True
+
+    def discard(self, handle: int) -> None:
+        lib().fm_unsubscribe(handle)
+
+    def stop_local(self) -> None:
+        with self._cond:
+            self._released = True
+        self.items.clear()
+
+    # ---- worker thread ---------------------------------------------------------------
+    def _next_sync(self) -> List[T]:
+        self.core.enter()  # close waits for this call before freeing the client
+        try:
+            with self._cond:
+                if self._released or not self._handle:
+                    raise FlowMeshClosedError("the subscription is closed")
+                handle = self._handle
+                self._busy = True
+            try:
+                out = ctypes.c_void_p()
+                status = lib().fm_subscription_next(handle, self.batch, PULL_WAIT_MS, ctypes.byref(out))
+                if status != FM_OK:
+                    raise_status(status, self._operation)
+                try:
+                    count = lib().fm_messages_len(out)
+                    get, convert = lib().fm_messages_get, self._convert
+                    return [convert(get(out, i).contents) for i in range(count)]
+                finally:
+                    lib().fm_messages_free(out)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+                    free = None
+                    if self._free_on_return:
+                        free, self._handle = self._handle, None
+                if free:
+                    lib().fm_unsubscribe(free)
+        finally:
+            self.core.leave()
+
+    def release(self, wait: bool = True) -> None:
+        """Unsubscribe; idempotent, any non-loop thread. The handle is never
+        freed under a running fm_subscription_next: ``wait`` waits for it
+        (at most PULL_WAIT_MS), else that call frees it when it returns."""
+        with self._cond:
+            self._released = True
+            if self._busy and not wait:
+                self._free_on_return = True
+                handle = None
+            else:
+                while self._busy:
+                    self._cond.wait()
+                handle, self._handle = self._handle, None
+        if handle:
+            lib().fm_unsubscribe(handle)
+        self.core.unregister(self)
+
+    # ---- the loop ----------------------------------------------------------------------
+    async def get(self) -> T:
+        while True:
+            if self.items:
+                return self.items.popleft()
+            fut = self._fetch
+            if fut is None:
+                if self._released:
+                    raise StopAsyncIteration
+                loop = asyncio.get_running_loop()
+                try:
+                    fut = loop.run_in_executor(self.core.sub_pool, self._next_sync)
+                except RuntimeError:  # pool shut down: the client is closing
+                    raise StopAsyncIteration from None
+                fut.add_done_callback(_retrieve)
+                self._fetch = fut
+            try:
+                await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                # The consumer was cancelled; the fetch goes on and its
+                # messages are kept for the next call (nothing is lost).
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    self._fetch = None
+                    self.items.extend(fut.result())
+                raise
+            except Exception:
+                pass  # raised below
+            self._fetch = None
+            self.items.extend(fut.result())  # raises the call's error, if any
+
+
 class Subscription(Generic[T]):
     """Async iterator over a subscription. Subscribes on first use (or on
     ``await sub.start()`` / ``async with``); ``aclose()`` or garbage
-    collection unsubscribes. One consumer task at a time."""
+    collection unsubscribes. One consumer task at a time.
+
+    A feed that ends with an error (e.g. the broker stayed unreachable past
+    ``max_reconnect_attempts``) raises it, mapped (FlowMeshDisconnectedError,
+    ...), after the messages received before it; the iteration is then over.
+    Closing the client ends the iteration normally."""
 
     def __init__(
         self,
         core_of: Callable[[], Core],
-        subscribe: Callable[[int, Call, SubState[T]], int],
+        subscribe: Callable[[int, Call, Any], int],
         buffer_size: int,
+        make_state: Optional[Callable[[Core, asyncio.AbstractEventLoop, int], Any]] = None,
     ) -> None:
-        if not isinstance(buffer_size, int) or buffer_size < 1:
+        if not isinstance(buffer_size, int) or isinstance(buffer_size, bool) or buffer_size < 1:
             raise FlowMeshInvalidArgumentError("buffer_size must be an int >= 1")
         self._core_of = core_of
         self._subscribe = subscribe
         self._buffer_size = buffer_size
-        self._state: Optional[SubState[T]] = None
-        self._finalizer: "Optional[weakref.finalize[[], Subscription[T]]]" = None
+        self._make_state = make_state or _callback_state
+        self._state: Any = None
+        self._finalizer: "Optional[weakref.finalize[[bool], Subscription[T]]]" = None
         self._closed = False
 
     async def start(self) -> "Subscription[T]":
@@ -174,17 +354,16 @@ class Subscription(Generic[T]):
             return self
         core = self._core_of()
         loop = asyncio.get_running_loop()
-        state: SubState[T] = SubState(core, Channel(loop, self._buffer_size))
+        state = self._make_state(core, loop, self._buffer_size)
         core.register(state)
         self._state = state
-        self._finalizer = weakref.finalize(self, state.release)
+        self._finalizer = weakref.finalize(self, state.release, False)
         subscribe = self._subscribe
 
         def work(handle: int, call: Call) -> None:
             sub = subscribe(handle, call, state)
             if not state.attach(sub):  # released while subscribing
-                lib().fm_unsubscribe(sub)
-                state.pin.release_joined()
+                state.discard(sub)
 
         try:
             await core.run(work)
@@ -193,7 +372,7 @@ class Subscription(Generic[T]):
             # attach() then sees the released state and unsubscribes.
             self._finalizer.detach()
             self._state = None
-            state.channel.close()
+            state.stop_local()
             loop.run_in_executor(None, state.release)
             raise
         return self
@@ -206,8 +385,18 @@ class Subscription(Generic[T]):
             raise StopAsyncIteration
         if self._state is None:
             await self.start()
-        assert self._state is not None
-        return await self._state.channel.get()
+        state = self._state
+        if state is None:  # closed while starting
+            raise StopAsyncIteration
+        try:
+            item: T = await state.get()
+            return item
+        except FlowMeshClosedError:
+            await self.aclose()  # the client closed under us: just the end
+            raise StopAsyncIteration from None
+        except FlowMeshError:
+            await self.aclose()  # the feed died: report it once, then the end
+            raise
 
     async def aclose(self) -> None:
         """Unsubscribe and end the iteration (idempotent)."""
@@ -217,9 +406,9 @@ class Subscription(Generic[T]):
             return
         if self._finalizer is not None:
             self._finalizer.detach()
-        state.channel.close()
+        state.stop_local()
         loop = asyncio.get_running_loop()
-        # fm_unsubscribe waits for a running callback: not on the loop thread.
+        # fm_unsubscribe waits for a running callback (or fetch): not on the loop thread.
         await loop.run_in_executor(None, state.release)
 
     async def __aenter__(self) -> "Subscription[T]":
@@ -227,6 +416,10 @@ class Subscription(Generic[T]):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _callback_state(core: Core, loop: asyncio.AbstractEventLoop, buffer_size: int) -> "SubState[Any]":
+    return SubState(core, Channel(loop, buffer_size))
 
 
 def copy_bytes(address: Optional[int], length: int) -> bytes:

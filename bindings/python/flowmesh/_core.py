@@ -15,15 +15,15 @@ import ctypes
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Set, Type, TypeVar
+from typing import Any, Callable, Mapping, Optional, Set, Type, TypeVar
 
 from ._errors import FlowMeshClosedError, check
 from ._native import lib
 
-if TYPE_CHECKING:
-    from ._bridge import SubState
-
 T = TypeVar("T")
+
+# Threads for pull subscriptions waiting at the same time (created on demand).
+SUB_WORKERS = 256
 
 
 class Options:
@@ -87,7 +87,14 @@ class Core:
         self._cond = threading.Condition()
         self._inflight = 0
         self._pool = ThreadPoolExecutor(max_workers=max_workers or 16, thread_name_prefix="flowmesh")
-        self.subs: Set["SubState[Any]"] = set()
+        # Pull subscriptions wait here (up to 200 ms per call), not on the
+        # pool above, so idle subscriptions never hold up ordinary calls.
+        self.sub_pool = ThreadPoolExecutor(max_workers=SUB_WORKERS, thread_name_prefix="flowmesh-sub")
+        self.subs: Set[Any] = set()
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        return self._pool
 
     # ---- in-flight accounting (runs on pool threads) ----------------------
     def enter(self) -> int:
@@ -108,13 +115,13 @@ class Core:
         if self.closing or self.handle is None:
             raise FlowMeshClosedError("the client is closed or not connected")
 
-    def register(self, sub: "SubState[Any]") -> None:
+    def register(self, sub: Any) -> None:
         with self._cond:
             if self.closing:
                 raise FlowMeshClosedError("the client is closed")
             self.subs.add(sub)
 
-    def unregister(self, sub: "SubState[Any]") -> None:
+    def unregister(self, sub: Any) -> None:
         with self._cond:
             self.subs.discard(sub)
 
@@ -196,12 +203,16 @@ class Core:
         """Close everything; blocking, idempotent, safe from any non-loop thread.
 
         Order matters: subscriptions first (their callbacks may be blocked on
-        a full buffer, and fm_client_close waits for running callbacks), then
-        wait for calls in flight, then free the handle.
+        a full buffer, and fm_client_close waits for running callbacks; a
+        pull subscription's handle must not be freed under a running
+        fm_subscription_next), then wait for calls in flight, then free the
+        handle.
         """
         with self._cond:
             self.closing = True
             subs = list(self.subs)
+        for sub in subs:  # all at once: no new fetches, blocked callbacks return
+            sub.stop_local()
         for sub in subs:
             sub.release()
         with self._cond:
@@ -211,6 +222,7 @@ class Core:
         if handle:
             lib().fm_client_close(handle)
         self._pool.shutdown(wait=False)
+        self.sub_pool.shutdown(wait=False)
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()

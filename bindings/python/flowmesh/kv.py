@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 from . import _native as n
-from ._bridge import Subscription, SubState, copy_bytes
-from ._core import Call
+from ._bridge import Channel, Subscription, SubState, copy_bytes
+from ._core import Call, Core
 from ._errors import check
 from ._native import lib
 from ._util import Duration, millis, non_negative, payload_bytes, resource, text
@@ -190,4 +190,7 @@ class KVClient:
             assert out.value is not None
             return int(out.value)
 
-        return Subscription(self._client._core, do_watch, buffer_size)
+        def make_state(core: Core, loop: Any, size: int) -> SubState[KVEvent]:
+            return SubState(core, Channel(loop, size), "kv.watch")
+
+        return Subscription(self._client._core, do_watch, buffer_size, make_state)

@@ -17,6 +17,7 @@ from flowmesh import (
     FlowMeshTooLargeError,
     Message,
 )
+from flowmesh import stream as fm_stream
 
 T, NS = "acme", "test"
 
@@ -171,7 +172,7 @@ async def test_slow_consumer_backpressure_no_loss(url: str, name: str) -> None:
         while len(got) < total:
             msg = await next_message(sub)
             got.append(msg.offset)
-            peak = max(peak, len(state.channel._items))
+            peak = max(peak, len(state.items))  # fetched in batches of <= buffer_size
             if len(got) % 20 == 0:
                 await asyncio.sleep(0.01)  # be slow now and then
         await writer
@@ -273,7 +274,8 @@ async def test_break_out_of_async_for_then_gc(url: str, name: str) -> None:
         assert not core.subs
 
 
-async def test_callback_thread_state_is_freed_after_unsubscribe(name: str) -> None:
+async def test_callback_thread_state_is_freed_after_unsubscribe(monkeypatch: Any, name: str) -> None:
+    monkeypatch.setattr(fm_stream, "SUBSCRIBE_MODE", "callback")
     async with FlowMesh("mem://") as client:
         await client.stream.write(T, NS, name, events(3))
         sub = client.stream.subscribe(T, NS, name, None, 0, 0)
@@ -294,6 +296,8 @@ def test_subscriptions_work_without_thread_pinning(tmp_path: Any) -> None:
     script.write_text(
         "import asyncio\n"
         "from flowmesh import FlowMesh, Event\n"
+        "from flowmesh import stream\n"
+        "stream.SUBSCRIBE_MODE = 'callback'\n"
         "async def main():\n"
         "    async with FlowMesh('mem://') as c:\n"
         "        await c.stream.write('a', 'b', 's', [Event(payload=b'x')] * 5)\n"
