@@ -24,7 +24,7 @@ WORKLOADS = OrderedDict([
                  "flowmesh commits the group offset every 256 messages and at the end (offsets are cumulative); "
                  "JetStream: durable pull consumer, `AckExplicit`, every message acked, the last one with a double ack.")),
     ("queue_throughput", ("3. Queue enqueue → reserve → ack, throughput",
-                          "One producer (256 enqueues in flight) and one worker (receive up to 256, ack each) move a fixed number of jobs; "
+                          "One producer (256 enqueues in flight) and one worker (receive up to 256, ack each) run for the cell duration; jobs acked per second. "
                           "JetStream: a `WorkQueue` stream, async publish, durable pull consumer with explicit ack.")),
     ("queue_rtt", ("3. Queue enqueue → reserve → ack, one job at a time (round-trip latency)",
                    "flowmesh: enqueue, reserve, ack, each awaited. JetStream: publish (acked), pull one, double ack.")),
