@@ -144,13 +144,22 @@ export interface KvEvent {
 /**
  * A live subscription or KV watch. Iterate it with for-await (breaking out
  * closes it) or pass a handler to subscribe()/watch(). While it is open it
- * keeps the process alive. Events: 'error' (handler threw, or a commit failed),
- * 'close'. Without an 'error' listener a handler error is thrown (uncaught).
+ * keeps the process alive. When its feed ends with an error (e.g. the broker
+ * is gone after max_reconnect_attempts) the loop throws that FlowMeshError
+ * after the events before it; a handler subscription emits it as 'error'.
+ * Events: 'error' (feed error, handler threw, or a commit failed), 'close'.
+ * Without an 'error' listener a handler-mode error is thrown (uncaught).
  */
 export declare class Subscription<T = Message> extends EventEmitter implements AsyncIterable<T> {
-  /** True once close() started. */
+  /** True once close() started (by the user, the client, or an error). */
   readonly closed: boolean;
-  /** Stops delivery, commits what was processed, frees the native subscription. Idempotent. */
+  /** The error that ended the feed, or null. */
+  readonly error: FlowMeshError | null;
+  /** Events waiting in JS for the consumer (at most 512 for a stream subscription). */
+  readonly buffered: number;
+  /** Settles once the native subscription is freed (at most ~200 ms after close()). */
+  readonly released: Promise<void>;
+  /** Stops delivery and commits what was processed. Idempotent. */
   close(): Promise<void>;
   [Symbol.asyncIterator](): AsyncIterator<T>;
   [Symbol.asyncDispose](): Promise<void>;

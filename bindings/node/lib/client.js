@@ -3,7 +3,7 @@
 // worker pool (lib/ops.js) and converts the result: Uint8Array -> Buffer,
 // native failures -> FlowMeshError subclasses.
 
-const { koffi, load, decodeMessage, copyBytes } = require('./native');
+const { koffi, load, copyBytes } = require('./native');
 const errors = require('./errors');
 const { pool } = require('./pool');
 const { Subscription } = require('./subscription');
@@ -132,10 +132,10 @@ class Client {
     return this._run(op, args, long);
   }
 
-  // Runs an op for the binding itself (commits, unsubscribes during close).
-  _internal(op, args) {
+  // Runs an op for the binding itself (commits, pulls, unsubscribes during close).
+  _internal(op, args, long = false) {
     if (this._state === 'closed') return Promise.reject(errors.byName('FM_ERR_CLOSED', 'client is closed'));
-    return this._run(op, args, false);
+    return this._run(op, args, long);
   }
 
   // An async function with no other reaction on its promise, so errors carry
@@ -197,8 +197,13 @@ class Client {
     const commit = ours
       ? (p, o) => this._internal('commitOffset', [stream, String(group), p, o])
       : null;
-    return await this._subscribe((sub) => (ud, ptr) => sub._push(message(decodeMessage(ptr))),
-      'subscribe', [stream, optionPairs(opts)], commit, handler);
+    if (handler !== undefined && typeof handler !== 'function') throw new TypeError('handler must be a function');
+    if (this._state !== 'open') throw errors.byName('FM_ERR_CLOSED', 'client is closed');
+    // Pull mode: no callback; the subscription's pump takes batches (subscription.js).
+    const sub = new Subscription(this, commit, message);
+    this._subs.add(sub);
+    await sub._open(null, this._call('subscribePull', [stream, optionPairs(opts)]), handler, true);
+    return sub;
   }
 
   async _subscribe(makeCallback, op, args, commit, handler) {
@@ -207,8 +212,7 @@ class Client {
     const { types } = lib();
     const sub = new Subscription(this, commit);
     this._subs.add(sub);
-    const proto = op === 'subscribe' ? types.messageCb : types.kvWatchCb;
-    const cb = koffi.register(makeCallback(sub), koffi.pointer(proto));
+    const cb = koffi.register(makeCallback(sub), koffi.pointer(types.kvWatchCb));
     await sub._open(cb, this._call(op, [...args, cb]), handler);
     return sub;
   }
@@ -370,7 +374,7 @@ class Client {
   async _shutdown() {
     this._state = 'closing';
     // A failing unsubscribe must not keep the native client open.
-    await Promise.allSettled([...this._subs].map((s) => s.close()));
+    await Promise.allSettled([...this._subs].map((s) => s.close().then(() => s._released)));
     // Calls in flight finish first: fm_client_close racing a blocked call is
     // not clean in the library yet (NOTES-FOR-LEAD.md, item 1).
     while (this._inflight > 0) await new Promise((resolve) => { this._drained = resolve; });

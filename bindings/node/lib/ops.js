@@ -88,6 +88,23 @@ function bufBytes(buf) {
   }
 }
 
+// Copies every message out of an fm_messages list and frees it.
+function decodeMessages(list) {
+  try {
+    const n = Number(fn.fm_messages_len(list));
+    const msgs = [];
+    for (let i = 0; i < n; i++) {
+      const msg = decodeMessage(fn.fm_messages_get(list, i));
+      out(msg.payload);
+      if (msg.key) out(msg.key);
+      msgs.push(msg);
+    }
+    return msgs;
+  } finally {
+    fn.fm_messages_free(list);
+  }
+}
+
 const POSITION_SIZE = koffi.sizeof(types.position);
 
 const ops = {
@@ -126,29 +143,25 @@ const ops = {
   read(c, stream, partition, offset, max) {
     const m = [null];
     check(fn.fm_read(c, stream, partition, offset, max, m));
-    try {
-      const n = Number(fn.fm_messages_len(m[0]));
-      const list = [];
-      for (let i = 0; i < n; i++) {
-        const msg = decodeMessage(fn.fm_messages_get(m[0], i));
-        out(msg.payload);
-        if (msg.key) out(msg.key);
-        list.push(msg);
-      }
-      return list;
-    } finally {
-      fn.fm_messages_free(m[0]);
-    }
+    return decodeMessages(m[0]);
   },
-  // cb is a koffi-registered callback (BigInt address) owned by the main thread:
-  // koffi relays its calls to the main event loop whatever thread calls it.
-  subscribe(c, stream, pairs, cb) {
+  // Pull mode: the library buffers at most 1024 messages ahead, then
+  // back-pressures the feed; we take batches with `next` (lib/subscription.js).
+  subscribePull(c, stream, pairs) {
     return withOptions(pairs, (opts) => {
       const sub = [null];
-      check(fn.fm_subscribe(c, stream, opts, cb, null, sub));
+      check(fn.fm_subscribe_pull(c, stream, opts, sub));
       return sub[0];
     });
   },
+  // Up to `max` messages, waiting up to timeoutMs for the first ([] on timeout).
+  next(_c, sub, max, timeoutMs) {
+    const m = [null];
+    check(fn.fm_subscription_next(sub, max, timeoutMs, m));
+    return decodeMessages(m[0]);
+  },
+  // Throws the error that ended a watch's (or subscription's) feed, if any.
+  status(_c, sub) { check(fn.fm_subscription_status(sub)); },
   unsubscribe(_c, sub) { check(fn.fm_unsubscribe(sub)); },
   commitOffset(c, stream, group, partition, offset) {
     check(fn.fm_commit_offset(c, stream, group, partition, offset));

@@ -1,17 +1,41 @@
 'use strict';
-// A live stream subscription or KV watch. Native callbacks (relayed by koffi to
-// the main thread) only copy the event into `buffer` and return at once; the
-// user's handler or for-await loop drains it. So a slow handler never holds a
-// library dispatcher thread, and closing from inside a handler cannot deadlock.
+// A live stream subscription or KV watch, drained by the user's handler or
+// for-await loop from `buffer`.
 //
-// Consumer groups: the binding commits offsets itself (native auto_commit off),
-// after the handler resolved or the loop asked for the next message, so a
-// message is committed only once the application is done with it
-// (at-least-once). Commits are coalesced to the newest offset per partition.
+// Stream subscriptions use the library's pull mode: a pump (below) takes
+// batches with fm_subscription_next on a pool worker, and only while fewer
+// than BATCH events wait in JS. So a slow consumer back-pressures the library
+// (which buffers at most 1024 messages ahead, then stops reading the feed)
+// instead of growing memory. An error that ends the feed (broker gone after
+// max_reconnect_attempts) is delivered after the buffered messages: the loop
+// throws it, a handler subscription emits 'error'.
+//
+// KV watches are callback-based (the library has no pull mode for them):
+// callbacks, relayed by koffi to the main thread, only copy the event into
+// `buffer`. A watch whose feed died calls nothing more, so while it is idle
+// we ask fm_subscription_status every WATCH_CHECK_MS and end it with that error.
+//
+// Consumer groups: the binding commits offsets itself (native auto_commit off,
+// because pull mode's auto_commit would commit what the pump prefetched, not
+// what the application finished), after the handler resolved or the loop
+// asked for the next message, so a message is committed only once the
+// application is done with it (at-least-once). Commits are coalesced to the
+// newest offset per partition.
 
 const { EventEmitter } = require('node:events');
 const { koffi } = require('./native');
 const keepalive = require('./keepalive');
+
+const BATCH = 256; // messages per fm_subscription_next; also the JS buffer's refill mark
+const NEXT_TIMEOUT_MS = 200; // bounds how long close() waits for a pull in flight
+const WATCH_CHECK_MS = 1000;
+
+// Marks the error that ends a feed, queued behind the events before it.
+class Failure {
+  constructor(error) {
+    this.error = error;
+  }
+}
 
 // FIFO with O(1) shift (Array#shift is O(n) on long backlogs).
 class Fifo {
@@ -40,11 +64,13 @@ class Fifo {
 }
 
 class Subscription extends EventEmitter {
-  // commit: null, or (partition, offset) => Promise for auto-commit.
-  constructor(client, commit) {
+  // commit: null, or (partition, offset) => Promise for auto-commit;
+  // decode: worker message -> event (pull mode).
+  constructor(client, commit, decode = null) {
     super();
     this._client = client;
     this._commit = commit;
+    this._decode = decode;
     this._handle = null;
     this._cb = null;
     this._buffer = new Fifo();
@@ -55,7 +81,18 @@ class Subscription extends EventEmitter {
     this._toCommit = new Map();
     this._committing = null;
     this._opening = Promise.resolve();
+    this._pumping = null; // the pull loop (stream subscriptions)
+    this._space = null; // wakes the pump once the buffer has room
+    this._checking = null; // a status check in flight (watches)
+    this._timer = null;
+    this._lastEvent = 0;
+    this.error = null;
     keepalive.acquire();
+  }
+
+  /** Events waiting in JS for the consumer (at most 2 * BATCH in pull mode). */
+  get buffered() {
+    return this._buffer.length;
   }
 
   /** True once close() started (explicitly, by the client, or a handler error). */
@@ -66,6 +103,7 @@ class Subscription extends EventEmitter {
   // Called from the native callback, on the main thread.
   _push(event) {
     if (this._closing) return;
+    this._lastEvent = Date.now();
     if (this._waiter) {
       const w = this._waiter;
       this._waiter = null;
@@ -75,14 +113,40 @@ class Subscription extends EventEmitter {
     }
   }
 
-  _next() {
-    if (this._buffer.length > 0) return Promise.resolve(this._buffer.shift());
-    if (this._closing) return Promise.resolve(null);
-    return new Promise((resolve) => { this._waiter = resolve; });
+  // The next event, null once closed; rejects with the error that ended the feed.
+  async _next() {
+    let event;
+    if (this._buffer.length > 0) {
+      event = this._buffer.shift();
+      if (this._space && this._buffer.length < BATCH) this._wake();
+    } else if (this._closing) {
+      return null;
+    } else {
+      event = await new Promise((resolve) => { this._waiter = resolve; });
+    }
+    if (event instanceof Failure) {
+      this.close().catch(() => {});
+      throw event.error;
+    }
+    return event;
   }
 
-  // cb: the koffi-registered callback; opening: Promise of the native handle.
-  async _open(cb, opening, handler) {
+  _wake() {
+    const s = this._space;
+    this._space = null;
+    if (s) s();
+  }
+
+  // The feed ended with `err`: deliver it after what is buffered.
+  _fail(err) {
+    if (this._closing || this.error) return;
+    this.error = err;
+    this._push(new Failure(err));
+  }
+
+  // cb: the koffi-registered callback (null in pull mode); opening: Promise of
+  // the native handle.
+  async _open(cb, opening, handler, pull = false) {
     this._cb = cb;
     this._opening = opening.then((handle) => { this._handle = handle; });
     try {
@@ -91,17 +155,54 @@ class Subscription extends EventEmitter {
       await this.close();
       throw err;
     }
+    if (pull) {
+      this._pumping = this._pump();
+    } else {
+      this._lastEvent = Date.now();
+      this._timer = setInterval(() => this._check(), WATCH_CHECK_MS);
+      this._timer.unref();
+    }
     if (handler) {
       this._handler = handler;
       this._runHandler();
     }
   }
 
+  // Pull loop: one fm_subscription_next at a time (the ABI wants one thread
+  // per subscription at a time; unsubscribe waits for it), only while the
+  // buffer is below BATCH.
+  async _pump() {
+    while (!this._closing) {
+      if (this._buffer.length >= BATCH) {
+        await new Promise((resolve) => { this._space = resolve; });
+        continue;
+      }
+      let batch;
+      try {
+        batch = await this._client._internal('next', [this._handle, BATCH, NEXT_TIMEOUT_MS], true);
+      } catch (err) {
+        this._fail(err);
+        return;
+      }
+      for (const m of batch) this._push(this._decode(m));
+    }
+  }
+
+  // Idle watch: did its feed die? (Runs only between events; unsubscribe waits.)
+  _check() {
+    if (this._closing || this._checking || this.error || this._handle === null) return;
+    if (Date.now() - this._lastEvent < WATCH_CHECK_MS) return;
+    this._checking = this._client._internal('status', [this._handle])
+      .catch((err) => this._fail(err))
+      .finally(() => { this._checking = null; });
+  }
+
   async _runHandler() {
     for (;;) {
-      const event = await this._next();
-      if (event === null) return;
+      let event;
       try {
+        event = await this._next();
+        if (event === null) return;
         await this._handler(event);
       } catch (err) {
         this.close().catch(() => {});
@@ -158,7 +259,11 @@ class Subscription extends EventEmitter {
     };
   }
 
-  /** Stops delivery, commits what was processed, frees the native subscription. */
+  /**
+   * Stops delivery and commits what was processed. The native subscription is
+   * freed once a pull in flight returns (at most NEXT_TIMEOUT_MS later):
+   * `released` settles then, and client.close() waits for it.
+   */
   close() {
     if (!this._closing) this._closing = this._shutdown();
     return this._closing;
@@ -173,8 +278,23 @@ class Subscription extends EventEmitter {
       this._waiter = null;
       w(null);
     }
+    this._wake();
+    if (this._timer) clearInterval(this._timer);
+    this._timer = null;
+    this._released = this._release();
+    this._released.catch(() => {});
+    await this._opening.catch(() => {});
+    if (this._committing) await this._committing;
+    // A watch has no pull in flight: its release is prompt, wait for it.
+    if (!this._pumping) await this._released;
+  }
+
+  async _release() {
     try {
       await this._opening.catch(() => {});
+      // A pull or status check in flight must return before the handle is freed.
+      if (this._pumping) await this._pumping;
+      if (this._checking) await this._checking;
       if (this._committing) await this._committing;
       // fm_unsubscribe waits for a running callback; that callback is parked
       // until the main thread runs it, which it can since we only await here.
@@ -187,6 +307,11 @@ class Subscription extends EventEmitter {
       keepalive.release();
       this.emit('close');
     }
+  }
+
+  /** Settles once the native subscription is freed (after close()). */
+  get released() {
+    return this._closing ? this._closing.then(() => this._released) : Promise.resolve();
   }
 }
 

@@ -53,11 +53,12 @@ function freePort() {
   });
 }
 
-// Starts `flowmesh serve` on a free loopback port; resolves once a client can
-// reach it. Returns { url, stop }.
-async function startBroker() {
-  const port = await freePort();
-  const proc = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data', 'mem://'],
+// Starts `flowmesh serve` on a free loopback port (or `port`) with `data`
+// (default mem://); resolves once a client can reach it. Returns { url, port,
+// stop, kill } (kill: SIGKILL, resolves once it exited).
+async function startBroker({ port, data = 'mem://' } = {}) {
+  if (!port) port = await freePort();
+  const proc = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data', data],
     { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr += d; });
@@ -72,6 +73,11 @@ async function startBroker() {
     proc.kill('SIGTERM');
     setTimeout(() => proc.kill('SIGKILL'), 3000).unref();
   });
+  const kill = () => new Promise((resolve) => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
+    proc.once('exit', () => resolve());
+    proc.kill('SIGKILL');
+  });
   const end = Date.now() + 15000;
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`broker exited early (${proc.exitCode}): ${stderr}`);
@@ -82,7 +88,7 @@ async function startBroker() {
       } finally {
         await c.close();
       }
-      return { url, stop };
+      return { url, port, stop, kill };
     } catch (err) {
       if (Date.now() > end) {
         await stop();
@@ -146,4 +152,4 @@ function forEachEngine(describe, before, after, body) {
 // Per-test timeout: a hang becomes a failure, not a stuck run.
 const T = { timeout: 15000 };
 
-module.exports = { T, flowmesh, uniq, sleep, eventually, forEachEngine, brokerSkipReason, startBroker, ROOT, BIN };
+module.exports = { T, flowmesh, uniq, sleep, eventually, forEachEngine, brokerSkipReason, startBroker, freePort, ROOT, BIN };
