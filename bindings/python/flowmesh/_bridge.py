@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import threading
 import weakref
 from collections import deque
-from typing import Any, Awaitable, Callable, Deque, Generic, List, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Deque, Dict, Generic, List, Optional, Tuple, TypeVar
 
 from ._core import Call, Core
 from ._errors import FlowMeshClosedError, FlowMeshError, FlowMeshInvalidArgumentError, raise_status
@@ -40,6 +41,7 @@ from ._native import FM_OK, lib
 from ._threadstate import Pin
 
 T = TypeVar("T")
+log = logging.getLogger("flowmesh")
 
 # A callback consumer that waited this long asks whether the feed died.
 IDLE_POLL_S = 0.25
@@ -169,6 +171,11 @@ class SubState(Generic[T]):
         """Non-blocking part of closing: end the consumer, unblock the callback."""
         self.channel.close()
 
+    pending_commit = False  # the library auto-commits callback deliveries itself
+
+    def final_commit(self, client: int) -> None:
+        pass
+
     async def get(self) -> T:
         return await self.channel.get(self._check_status)
 
@@ -213,7 +220,14 @@ class PullState(Generic[T]):
     """A pull subscription: batches taken with fm_subscription_next on a
     worker thread, at most one call in flight, buffered here for the loop."""
 
-    def __init__(self, core: Core, batch: int, convert: Callable[[Any], T], operation: str) -> None:
+    def __init__(
+        self,
+        core: Core,
+        batch: int,
+        convert: Callable[[Any], T],
+        operation: str,
+        auto_commit: Optional[Tuple[bytes, bytes]] = None,
+    ) -> None:
         self.core = core
         self.batch = max(1, min(batch, PULL_BATCH))
         self._convert = convert
@@ -225,6 +239,12 @@ class PullState(Generic[T]):
         self._free_on_return = False  # released meanwhile: the fetch frees it
         self.items: Deque[T] = deque()  # the loop's side
         self._fetch: "Optional[asyncio.Future[List[T]]]" = None
+        # auto_commit: (stream, group). The library commits a batch when the
+        # next one is taken; what was handed out since is committed here
+        # when the subscription ends, so "returned by the iterator" means
+        # committed. partition -> offset of the last message handed out.
+        self._auto_commit = auto_commit
+        self._handed: Dict[int, int] = {}
 
     def attach(self, handle: int) -> bool:
         with self._cond:
@@ -273,6 +293,24 @@ class PullState(Generic[T]):
         finally:
             self.core.leave()
 
+    @property
+    def pending_commit(self) -> bool:
+        return self._auto_commit is not None and bool(self._handed)
+
+    def final_commit(self, client: int) -> None:
+        """Commit what was handed out since the last fetch (auto_commit);
+        on a thread that may use the client handle. Best effort."""
+        handed, self._handed = self._handed, {}
+        if self._auto_commit is None or not handed:
+            return
+        stream, group = self._auto_commit
+        for partition, offset in handed.items():
+            status = lib().fm_commit_offset(client, stream, group, partition, offset)
+            if status != FM_OK:
+                log.warning(
+                    "flowmesh: auto-commit of %s/%d@%d failed (%d)", stream, partition, offset, status
+                )
+
     def release(self, wait: bool = True) -> None:
         """Unsubscribe; idempotent, any non-loop thread. The handle is never
         freed under a running fm_subscription_next: ``wait`` waits for it
@@ -288,17 +326,25 @@ class PullState(Generic[T]):
                 handle, self._handle = self._handle, None
         if handle:
             lib().fm_unsubscribe(handle)
+        if self.pending_commit:
+            # Dropped without aclose (garbage-collected): commit on the pool.
+            self.core.submit_quietly(self.final_commit)
         self.core.unregister(self)
 
     # ---- the loop ----------------------------------------------------------------------
     async def get(self) -> T:
         while True:
             if self.items:
-                return self.items.popleft()
+                item = self.items.popleft()
+                if self._auto_commit is not None:
+                    self._handed[item.partition] = item.offset  # type: ignore[attr-defined]
+                return item
             fut = self._fetch
             if fut is None:
                 if self._released:
                     raise StopAsyncIteration
+                # The next fm_subscription_next commits everything handed out.
+                self._handed.clear()
                 loop = asyncio.get_running_loop()
                 try:
                     fut = loop.run_in_executor(self.core.sub_pool, self._next_sync)
@@ -407,6 +453,11 @@ class Subscription(Generic[T]):
         if self._finalizer is not None:
             self._finalizer.detach()
         state.stop_local()
+        if state.pending_commit:  # auto_commit: what the iterator returned is processed
+            try:
+                await state.core.run(lambda h, _call: state.final_commit(h))
+            except FlowMeshClosedError:
+                pass
         loop = asyncio.get_running_loop()
         # fm_unsubscribe waits for a running callback (or fetch): not on the loop thread.
         await loop.run_in_executor(None, state.release)

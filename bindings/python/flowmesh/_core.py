@@ -183,6 +183,27 @@ class Core:
         except RuntimeError:
             pass
 
+    def submit_quietly(self, fn: Callable[[int], None]) -> None:
+        """Run ``fn(handle)`` on the pool, best effort: skipped once closing,
+        errors dropped. From any thread (e.g. a GC finalizer)."""
+
+        def work() -> None:
+            try:
+                handle = self.enter()
+            except FlowMeshClosedError:
+                return
+            try:
+                fn(handle)
+            except Exception:
+                pass
+            finally:
+                self.leave()
+
+        try:
+            self._pool.submit(work)
+        except RuntimeError:  # pool shut down
+            pass
+
     def connect_sync(self, url: str, options: Mapping[str, str]) -> None:
         out = ctypes.c_void_p()
         with Options(options) as opts:
@@ -213,6 +234,13 @@ class Core:
             subs = list(self.subs)
         for sub in subs:  # all at once: no new fetches, blocked callbacks return
             sub.stop_local()
+        handle = self.handle
+        if handle:  # auto_commit of what iterators returned (pull subscriptions)
+            for sub in subs:
+                try:
+                    sub.final_commit(handle)
+                except Exception:  # pragma: no cover - best effort
+                    pass
         for sub in subs:
             sub.release()
         with self._cond:

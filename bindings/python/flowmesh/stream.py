@@ -153,9 +153,12 @@ class StreamClient:
         committed or there is no group), >= 0 that offset. ``partition=None``
         delivers every partition. Offsets are committed by the caller
         (``commit_offset``) unless ``auto_commit`` is true; auto-commit marks a
-        message done once it is buffered here, not once you processed it.
-        At most ``buffer_size`` messages wait in memory; beyond that delivery
-        pauses until the consumer catches up.
+        message done once the iterator returned it (committed in batches when
+        the next batch is fetched, the rest when the subscription ends).
+        Messages are fetched in batches of up to ``min(buffer_size, 256)``;
+        the library holds at most 1024 more, then pauses the feed until the
+        consumer catches up. A feed that ended with an error (e.g. broker
+        unreachable past ``max_reconnect_attempts``) raises it.
         """
         name = resource(tenant, namespace, stream)
         opts: Dict[str, str] = {}
@@ -187,8 +190,10 @@ class StreamClient:
             assert out.value is not None
             return int(out.value)
 
+        commit = (name, consumer_group.encode()) if consumer_group and auto_commit else None
+
         def make_state(core: Core, _loop: Any, size: int) -> PullState[Message]:
-            return PullState(core, size, _message, "stream.subscribe")
+            return PullState(core, size, _message, "stream.subscribe", commit)
 
         return Subscription(self._client._core, do_subscribe, buffer_size, make_state)
 

@@ -62,19 +62,20 @@ def _wait_listening(port: int, proc: "subprocess.Popen[bytes]", timeout: float) 
     raise RuntimeError(f"flowmesh serve did not listen on port {port} within {timeout}s")
 
 
-def start_broker() -> "tuple[subprocess.Popen[bytes], str]":
-    """Start `flowmesh serve` on a free loopback port with in-memory data.
-    Skips the test when there is no binary with a working `serve`."""
+def start_broker(data: str = "mem://", port: int = 0) -> "tuple[subprocess.Popen[bytes], str]":
+    """Start `flowmesh serve` on a loopback port (a free one unless given)
+    with ``data`` (in memory by default). Skips the test when there is no
+    binary with a working `serve`."""
     binary = _broker_binary()
     if not binary.is_file():
         pytest.skip(f"no broker: {binary} is not built")
     probe = subprocess.run([str(binary), "serve", "--help"], capture_output=True, timeout=30)
     if probe.returncode != 0 or b"--listen" not in probe.stdout + probe.stderr:
         pytest.skip(f"no broker: {binary} has no `serve --listen` command yet")
-    port = _free_port()
+    port = port or _free_port()
     log = open(os.environ.get("FLOWMESH_BROKER_LOG", os.devnull), "ab")
     proc = subprocess.Popen(
-        [str(binary), "serve", "--listen", f"127.0.0.1:{port}", "--data", "mem://"],
+        [str(binary), "serve", "--listen", f"127.0.0.1:{port}", "--data", data],
         stdout=log,
         stderr=log,
     )

@@ -85,14 +85,21 @@ async def test_seed_streams(shared_url: str, name: str) -> None:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.2)
         await client.stream.write("tenant", "namespace", name, [Event(payload=b"later")])
-        for _ in range(200):
+        committed = -1
+        for _ in range(250):  # processed, and its commit_offset done (not cancelled midway)
             if processed:
-                break
+                try:
+                    committed = await client.stream.get_offset("tenant", "namespace", name, "consumer-group", 0)
+                except FlowMeshNotFoundError:
+                    pass
+                if committed >= 0:
+                    break
             await asyncio.sleep(0.02)
         consumer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await consumer
         assert [m.payload for m in processed] == [b"later"]
+        assert committed == 1
         assert await client.stream.get_offset("tenant", "namespace", name, "consumer-group", 0) == 1
 
 

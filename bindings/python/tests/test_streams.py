@@ -333,3 +333,55 @@ async def test_subscribe_all_partitions(url: str, name: str) -> None:
             mine = [m for m in got if m.key == f"key-{k}".encode()]
             assert len({m.partition for m in mine}) == 1
             assert [int(m.payload.split(b":")[1]) for m in mine] == list(range(10))
+
+
+async def test_auto_commit_commits_what_the_iterator_returned(url: str, name: str) -> None:
+    async with FlowMesh(url) as client:
+        await client.stream.write(T, NS, name, events(5))
+        sub = client.stream.subscribe(T, NS, name, "g", 0, -1, auto_commit=True)
+        assert [(await next_message(sub)).offset for _ in range(3)] == [0, 1, 2]
+        await sub.aclose()
+        assert await client.stream.get_offset(T, NS, name, "g", 0) == 2
+        # Resumes after it; breaking out of async for (then GC) commits too.
+        async for msg in client.stream.subscribe(T, NS, name, "g", 0, -1, auto_commit=True):
+            assert msg.offset == 3
+            break
+        gc.collect()
+        for _ in range(100):
+            if await client.stream.get_offset(T, NS, name, "g", 0) == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert await client.stream.get_offset(T, NS, name, "g", 0) == 3
+        # Without auto_commit nothing is committed.
+        sub = client.stream.subscribe(T, NS, name, "g", 0, -1)
+        assert (await next_message(sub)).offset == 4
+        await sub.aclose()
+        assert await client.stream.get_offset(T, NS, name, "g", 0) == 3
+
+
+async def test_auto_commit_at_client_close(shared_url: str, name: str) -> None:
+    client = FlowMesh(shared_url)
+    await client.connect()
+    await client.stream.write(T, NS, name, events(4))
+    sub = client.stream.subscribe(T, NS, name, "g", 0, -1, auto_commit=True)
+    assert [(await next_message(sub)).offset for _ in range(2)] == [0, 1]
+    await client.close()
+    async with FlowMesh(shared_url) as again:
+        assert await again.stream.get_offset(T, NS, name, "g", 0) == 1
+
+
+async def test_cancelled_consumer_loses_no_message(url: str, name: str) -> None:
+    """A task cancelled while a fetch is in flight: the batch that fetch
+    brings afterwards is kept for the next iteration."""
+    async with FlowMesh(url) as client:
+        async with client.stream.subscribe(T, NS, name, None, 0, -2) as sub:
+            got: List[int] = []
+            for i in range(3):
+                waiter = asyncio.ensure_future(sub.__anext__())
+                await asyncio.sleep(0.02)  # the fetch is now waiting in the library
+                waiter.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await waiter
+                await client.stream.write(T, NS, name, events(1, f"m{i}"))
+                got.append((await next_message(sub)).offset)
+        assert got == [0, 1, 2]
