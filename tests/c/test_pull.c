@@ -426,6 +426,7 @@ CORE_TEST(pull_after_close_is_closed_and_unsubscribe_frees)
     int64_t close_ms = now_ms() - t0;
     CHECK_MSG(close_ms < 2000 * slow(), "close with pull subscriptions open took %lld ms",
               (long long)close_ms);
+
     ms = (fm_messages *)1;
     t0 = now_ms();
     CHECK_ST(fm_subscription_next(sub, 10, 5000, &ms), FM_ERR_CLOSED);
@@ -440,6 +441,26 @@ CORE_TEST(pull_after_close_is_closed_and_unsubscribe_frees)
     CHECK_OK(fm_unsubscribe(idle));
     int t1 = wait_thread_count(base, 3000 * slow());
     CHECK_MSG(t1 == base, "threads %d before connect, %d after close + unsubscribe", base, t1);
+}
+
+/* fm_client_close "joins every library thread"; pull subscription handles
+ * stay valid until fm_unsubscribe, but should not keep library threads
+ * running. */
+CORE_TEST(close_joins_threads_with_pull_handles_open)
+{
+    int base = thread_count();
+    fm_client *c = test_client();
+    REQUIRE(c);
+    fm_subscription *sub = NULL;
+    CHECK_OK(fm_subscribe_pull(c, "pull-threads", NULL, &sub));
+    fm_client_close(c);
+    int t_closed = wait_thread_count(base, 300 * slow());
+    CHECK_MSG(t_closed == base,
+              "threads: %d before connect, %d after fm_client_close with a pull subscription "
+              "handle not yet freed", base, t_closed);
+    CHECK_OK(fm_unsubscribe(sub));
+    int t1 = wait_thread_count(base, 3000 * slow());
+    CHECK_MSG(t1 == base, "threads %d before connect, %d after fm_unsubscribe", base, t1);
 }
 
 /* A next blocked waiting for messages returns FM_ERR_CLOSED when another
@@ -557,6 +578,25 @@ CORE_TEST(pull_auto_commit_commits_what_the_previous_next_returned)
     CHECK(n == 0);
     CHECK(get_off(c, "pull-ac", "g1") == 9);
     CHECK_OK(fm_unsubscribe(sub));
+
+    /* unsubscribe right after a batch: is that batch committed? (callback
+     * subscriptions commit at unsubscribe; the pull docs only promise "the
+     * next call commits what the previous one returned") */
+    {
+        fm_client *c2 = c;
+        fm_options *o3 = opts1("group", "g3");
+        CHECK_OK(fm_options_set(o3, "start", "earliest"));
+        fm_subscription *s3 = NULL;
+        if (fm_subscribe_pull(c2, "pull-ac", o3, &s3) == FM_OK) {
+            n = pull_batch(s3, 4, 1000, &first, &last);
+            CHECK_OK(fm_unsubscribe(s3));
+            long g3 = get_off(c2, "pull-ac", "g3");
+            printf("    pull, group g3: next returned %ld..%ld, then fm_unsubscribe: committed %ld "
+                   "(-1 = nothing)\n", first, last, g3);
+            CHECK(g3 == -1 || g3 == last);
+        }
+        fm_options_free(o3);
+    }
 
     /* the group resumes after the committed offset */
     publish_n(c, "pull-ac", "a", 10, 2);

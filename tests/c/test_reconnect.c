@@ -352,6 +352,49 @@ KILL_TEST(pull_hands_out_buffered_messages_before_the_error)
     testdir_done(&td);
 }
 
+/* fm_subscription_status: "FM_OK while a subscription or watch is healthy;
+ * otherwise the status of the error that ended its feed". A pull
+ * subscription whose feed gave up (nothing buffered) should say so without
+ * a next call first, as a callback subscription does. */
+KILL_TEST(pull_status_reports_an_ended_feed_without_next)
+{
+    struct testdir td;
+    REQUIRE(testdir_make(&td, "pullst") == 0);
+    struct broker b = {0, 0, ""};
+    if (broker_start(&b, td.data, td.log) != 0) {
+        harness_fail(__FILE__, __LINE__, "cannot start the broker (log %s)", td.log);
+        return;
+    }
+    fm_client *c = connect_with(b.url, "50", "100", "0", "1");
+    if (!c) {
+        broker_stop(&b, SIGKILL);
+        return;
+    }
+    struct seen *cs = seen_new(0, 0);
+    REQUIRE(cs);
+    fm_subscription *cb = NULL, *pull = NULL;
+    CHECK_OK(fm_subscribe_pull(c, "pst", NULL, &pull));
+    CHECK_OK(fm_subscribe(c, "pst", NULL, on_seen, cs, &cb));
+    REQUIRE(cb && pull);
+    broker_stop(&b, SIGKILL);
+    int64_t at, killed = now_ms();
+    CHECK_ST(wait_status_not_ok(cb, 10000 * slow(), &at), FM_ERR_DISCONNECTED);
+    /* same schedule: give the pull feed the same time again, and more */
+    fm_status st = wait_status_not_ok(pull, 2 * (at - killed) + 1000 * slow(), &at);
+    CHECK_MSG(st == FM_ERR_DISCONNECTED,
+              "pull subscription status %lld ms after kill -9, its feed ended, no next called: "
+              "%s (a callback subscription on the same client reports FM_ERR_DISCONNECTED)",
+              (long long)(at - killed), fm_status_str(st));
+    fm_messages *ms = NULL;
+    CHECK_ST(fm_subscription_next(pull, 10, 1000, &ms), FM_ERR_DISCONNECTED);
+    CHECK_ST(fm_subscription_status(pull), FM_ERR_DISCONNECTED);
+    fm_client_close(c);
+    CHECK_OK(fm_unsubscribe(cb));
+    CHECK_OK(fm_unsubscribe(pull));
+    seen_free(cs);
+    testdir_done(&td);
+}
+
 /* ---- unlimited attempts: survive kill -9 + restart ------------------------------ */
 
 struct feeder {
