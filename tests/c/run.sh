@@ -7,9 +7,12 @@
 #      (FM_TEST_URL=grpc://127.0.0.1:PORT), once with --data mem:// and once
 #      with --data file://<fresh temp dir>; the broker must then exit cleanly
 #      on SIGTERM;
-#   3. the ASan build's broker kill test (KILL_TEST): it starts its own
-#      broker (FM_TEST_FLOWMESH), kill -9s it while publishing, restarts it on
-#      the same data and reads back every acknowledged publish;
+#   3. the ASan build's broker kill tests (KILL_TEST): they start their own
+#      brokers (FM_TEST_FLOWMESH): kill -9 while publishing (restart on the
+#      same data, every acknowledged publish readable), a SIGSTOP'd broker,
+#      and subscriptions across kills and restarts on the same port
+#      (test_reconnect.c: max_reconnect_attempts, resume in order, close
+#      during delivery, 200 restarts without thread/fd growth);
 #   4. built plain (-g) and run under valgrind memcheck on mem://
 #      (--error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite),
 #      then its core tests under memcheck against a broker (--data mem://).
