@@ -105,6 +105,7 @@ function decodeMessages(list) {
   }
 }
 
+const SLEEP = new Int32Array(new SharedArrayBuffer(4));
 const POSITION_SIZE = koffi.sizeof(types.position);
 
 const ops = {
@@ -159,6 +160,31 @@ const ops = {
     const m = [null];
     check(fn.fm_subscription_next(sub, max, timeoutMs, m));
     return decodeMessages(m[0]);
+  },
+  // Many pull subscriptions at once, without blocking on any one: polls each
+  // (timeout 0), pausing 1..5 ms between empty rounds, until one has
+  // messages or an error, or waitMs passed. One result per handle:
+  // { msgs } or { status, message }.
+  pollMany(_c, subs, max, waitMs) {
+    const deadline = Date.now() + waitMs;
+    let pause = 0;
+    for (;;) {
+      let any = false;
+      const results = subs.map((sub) => {
+        try {
+          const msgs = ops.next(null, sub, max, 0);
+          if (msgs.length > 0) any = true;
+          return { msgs };
+        } catch (err) {
+          if (!(err instanceof NativeFailure)) throw err;
+          any = true;
+          return { status: err.status, message: err.message };
+        }
+      });
+      if (any || Date.now() >= deadline) return results;
+      pause = Math.min(5, pause + 1);
+      Atomics.wait(SLEEP, 0, 0, pause);
+    }
   },
   // Throws the error that ended a watch's (or subscription's) feed, if any.
   status(_c, sub) { check(fn.fm_subscription_status(sub)); },

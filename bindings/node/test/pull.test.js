@@ -74,6 +74,29 @@ describe('back-pressure (mem://)', () => {
   });
 });
 
+describe('many subscriptions (mem://)', () => {
+  it('more subscriptions than pool workers all get their messages promptly', T, async () => {
+    const c = await flowmesh.connect('mem://');
+    try {
+      const streams = Array.from({ length: 12 }, () => uniq('s'));
+      const got = new Map(streams.map((s) => [s, []]));
+      const subs = [];
+      for (const s of streams) subs.push(await c.subscribe(s, (m) => { got.get(s).push(m.payload.toString()); }));
+      for (let round = 0; round < 3; round++) {
+        for (const s of streams) await c.publish(s, `${s}-${round}`);
+      }
+      await eventually(() => streams.every((s) => got.get(s).length === 3), 10000);
+      for (const s of streams) assert.deepEqual(got.get(s), [0, 1, 2].map((r) => `${s}-${r}`));
+      // close half of them, the rest keep receiving
+      for (const sub of subs.slice(0, 6)) await sub.close();
+      for (const s of streams.slice(6)) await c.publish(s, 'late');
+      await eventually(() => streams.slice(6).every((s) => got.get(s).length === 4), 10000);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
 const skip = brokerSkipReason() || false;
 
 describe('broker failures (grpc://)', { skip }, () => {

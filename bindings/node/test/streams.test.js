@@ -82,7 +82,9 @@ forEachEngine(describe, before, after, (env) => {
     await c.publish(s, 'before');
     const sub = await c.subscribe(s); // default start: latest
     const sent = ['x', 'y', 'z'];
-    setTimeout(() => { for (const p of sent) c.publish(s, p); }, 20);
+    // Awaited one by one: publishes left in flight together may run on
+    // different workers, so their order is not defined.
+    setTimeout(async () => { for (const p of sent) await c.publish(s, p); }, 20);
     const got = [];
     for await (const m of sub) {
       got.push(m.payload.toString());
