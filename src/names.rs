@@ -18,30 +18,37 @@ fn check_segment(what: &str, seg: &str, full: &str) -> Result<()> {
 
 /// Resolves a user-supplied name into its fully qualified form.
 pub fn qualify(name: &str, tenant: &str, namespace: &str) -> Result<String> {
-    let parts: Vec<&str> = name.split('/').collect();
-    match parts.as_slice() {
-        [n] => {
-            check_segment("name", n, name)?;
-            Ok(format!("{tenant}/{namespace}/{n}"))
+    if !name.contains('/') {
+        check_segment("name", name, name)?;
+        let mut q = String::with_capacity(tenant.len() + namespace.len() + name.len() + 2);
+        for (i, part) in [tenant, namespace, name].into_iter().enumerate() {
+            if i > 0 {
+                q.push('/');
+            }
+            q.push_str(part);
         }
-        [t, ns, n] => {
-            check_segment("tenant", t, name)?;
-            check_segment("namespace", ns, name)?;
-            check_segment("name", n, name)?;
-            Ok(name.to_owned())
-        }
-        _ => Err(Error::InvalidArgument(format!(
-            "invalid name {name:?}: expected \"name\" or \"tenant/namespace/name\""
-        ))),
+        return Ok(q);
     }
+    if name.split('/').count() != 3 {
+        return Err(Error::InvalidArgument(format!(
+            "invalid name {name:?}: expected \"name\" or \"tenant/namespace/name\""
+        )));
+    }
+    check_qualified(name)?;
+    Ok(name.to_owned())
 }
 
 /// Checks an already qualified name (as an engine or the broker receives it).
 pub fn check_qualified(name: &str) -> Result<()> {
-    if name.split('/').count() != 3 {
-        return Err(Error::InvalidArgument(format!("expected a qualified name tenant/namespace/name, got {name:?}")));
+    let mut parts = name.split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(t), Some(ns), Some(n), None) => {
+            check_segment("tenant", t, name)?;
+            check_segment("namespace", ns, name)?;
+            check_segment("name", n, name)
+        }
+        _ => Err(Error::InvalidArgument(format!("expected a qualified name tenant/namespace/name, got {name:?}"))),
     }
-    qualify(name, "", "").map(|_| ())
 }
 
 /// Checks a tenant or namespace given as an option.

@@ -7,8 +7,8 @@ mod dispatch;
 mod publisher;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -37,7 +37,7 @@ pub struct BlockingClient {
     /// Fires when close starts: blocked calls return Closed at once.
     closing: tokio::sync::watch::Sender<bool>,
     /// Blocking calls in progress; close waits for them before stopping the runtime.
-    active: Arc<(Mutex<usize>, Condvar)>,
+    active: AtomicUsize,
 }
 
 /// A running subscription: callbacks on a library thread (stream or KV
@@ -64,7 +64,7 @@ impl Subscription {
     pub fn status(&self) -> Result<()> {
         match &self.kind {
             SubscriptionKind::Callback(d) => d.status(),
-            SubscriptionKind::Pull(p) => p.failure.lock().unwrap().clone().map_or(Ok(()), Err),
+            SubscriptionKind::Pull(p) => p.ended.lock().unwrap().clone().map_or(Ok(()), Err),
         }
     }
 
@@ -76,7 +76,8 @@ impl Subscription {
             SubscriptionKind::Callback(_) => {
                 Err(Error::invalid("fm_subscription_next needs a subscription made with fm_subscribe_pull"))
             }
-            SubscriptionKind::Pull(p) => p.next(max.max(1), timeout),
+            SubscriptionKind::Pull(_) if max == 0 => Err(Error::invalid("max_messages must be at least 1")),
+            SubscriptionKind::Pull(p) => p.next(max, timeout),
         }
     }
 }
@@ -85,38 +86,67 @@ impl Subscription {
 const PULL_BUFFER: usize = 1024;
 
 struct Puller {
-    client: Arc<BlockingClient>,
+    /// Weak: an open pull subscription must not keep a closed client alive.
+    client: Weak<BlockingClient>,
+    /// Set by the feed task the moment the feed fails (for status()).
+    ended: Arc<Mutex<Option<Error>>>,
     rx: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Result<Message>>>,
     task: tokio::task::JoinHandle<()>,
     failure: Mutex<Option<Error>>,
+    /// An error met after messages in the same batch: reported next call.
+    deferred: Mutex<Option<Error>>,
     committer: Mutex<Option<AutoCommit>>,
     /// (partition, offset) of what the last call returned, for auto-commit.
     returned: Mutex<Vec<(u32, u64)>>,
+    /// Calls of `next` in progress: stop waits for them, so the C handle is
+    /// never freed under a running fm_subscription_next.
+    in_next: AtomicUsize,
 }
 
 impl Puller {
     fn next(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
+        self.in_next.fetch_add(1, Ordering::SeqCst);
+        let r = self.next_batch(max, timeout);
+        self.in_next.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+
+    fn next_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
+        if let Some(e) = self.deferred.lock().unwrap().take() {
+            *self.failure.lock().unwrap() = Some(e);
+        }
         if let Some(e) = self.failure.lock().unwrap().clone() {
             return Err(e);
         }
-        if let Some(c) = self.committer.lock().unwrap().as_mut() {
-            for (p, o) in self.returned.lock().unwrap().drain(..) {
-                c.delivered(p, o);
-            }
-            c.commit();
-        }
-        let batch = self.client.block_on(async {
+        self.commit_returned();
+        let client = self.client.upgrade().ok_or_else(|| Error::Closed("client is closed".into()))?;
+        let batch = client.block_on(async {
             let mut rx = self.rx.lock().await;
             let mut out = Vec::new();
-            let first = match tokio::time::timeout(timeout, rx.recv()).await {
-                Err(_) => return Ok(out),
-                Ok(None) => return Err(Error::Closed("subscription stopped".into())),
-                Ok(Some(item)) => item?,
+            // Take what is buffered without arming a timer (timeout 0 polls).
+            let first = match rx.try_recv() {
+                Ok(item) => item?,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                    return Err(Error::Closed("subscription stopped".into()))
+                }
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) if timeout.is_zero() => return Ok(out),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout(timeout, rx.recv()).await {
+                        Err(_) => return Ok(out),
+                        Ok(None) => return Err(Error::Closed("subscription stopped".into())),
+                        Ok(Some(item)) => item?,
+                    }
+                }
             };
             out.push(first);
             while out.len() < max {
                 match rx.try_recv() {
-                    Ok(item) => out.push(item?),
+                    Ok(Ok(m)) => out.push(m),
+                    // Deliver what came before the error; report it next call.
+                    Ok(Err(e)) => {
+                        *self.deferred.lock().unwrap() = Some(e);
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
@@ -130,8 +160,22 @@ impl Puller {
         batch
     }
 
+    /// With auto-commit, what earlier calls returned counts as processed.
+    fn commit_returned(&self) {
+        if let Some(c) = self.committer.lock().unwrap().as_mut() {
+            for (p, o) in self.returned.lock().unwrap().drain(..) {
+                c.delivered(p, o);
+            }
+            c.commit();
+        }
+    }
+
     fn stop(&self) {
-        self.task.abort();
+        self.task.abort(); // a waiting next wakes with Closed
+        while self.in_next.load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.commit_returned();
     }
 }
 
@@ -164,7 +208,7 @@ impl BlockingClient {
             subscriptions: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             closing: tokio::sync::watch::channel(false).0,
-            active: Arc::default(),
+            active: AtomicUsize::new(0),
         })
     }
 
@@ -178,6 +222,16 @@ impl BlockingClient {
             return Err(Error::Internal("blocking flowmesh call made from inside an async runtime".into()));
         }
         let _call = ActiveCall::enter(self)?;
+        let mut fut = std::pin::pin!(fut);
+        {
+            // Fast path: embedded calls usually finish on their first poll,
+            // so skip block_on's park/unpark machinery (most of the FFI cost).
+            let _ctx = self.handle.enter();
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if let std::task::Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
+                return r;
+            }
+        }
         let mut closing = self.closing.subscribe();
         // A concurrent close interrupts the call before the runtime stops.
         self.handle.block_on(async move {
@@ -223,7 +277,7 @@ impl BlockingClient {
 
     /// Subscribes with a callback run on a library thread; with auto-commit,
     /// delivered offsets are committed for the group after callbacks return.
-    pub fn subscribe<F>(&self, stream: &str, opts: &Options, callback: F) -> Result<Subscription>
+    pub fn subscribe<F>(self: &Arc<Self>, stream: &str, opts: &Options, callback: F) -> Result<Subscription>
     where
         F: FnMut(&Message) + Send + 'static,
     {
@@ -256,8 +310,13 @@ impl BlockingClient {
         };
         let mut feed = self.block_on(self.client.subscribe(stream, spec))?;
         let (tx, rx) = tokio::sync::mpsc::channel(PULL_BUFFER);
+        let ended: Arc<Mutex<Option<Error>>> = Arc::default();
+        let ended_by = ended.clone();
         let task = self.handle.spawn(async move {
             while let Some(item) = feed.next().await {
+                if let Err(e) = &item {
+                    *ended_by.lock().unwrap() = Some(e.clone());
+                }
                 let last = item.is_err();
                 if tx.send(item).await.is_err() || last {
                     break;
@@ -265,20 +324,22 @@ impl BlockingClient {
             }
         });
         let puller = Puller {
-            client: self.clone(),
+            client: Arc::downgrade(self),
+            ended,
             rx: tokio::sync::Mutex::new(rx),
             task,
             failure: Mutex::new(None),
+            deferred: Mutex::new(None),
             committer: Mutex::new(committer),
             returned: Mutex::new(Vec::new()),
+            in_next: AtomicUsize::new(0),
         };
         Ok(Subscription { kind: SubscriptionKind::Pull(Box::new(puller)) })
     }
 
-    fn auto_commit(&self, stream: &str, group: &str) -> AutoCommit {
+    fn auto_commit(self: &Arc<Self>, stream: &str, group: &str) -> AutoCommit {
         AutoCommit {
-            client: self.client.clone(),
-            handle: self.handle.clone(),
+            client: Arc::downgrade(self),
             stream: stream.to_owned(),
             group: group.to_owned(),
             pending: Vec::new(),
@@ -300,12 +361,10 @@ impl BlockingClient {
     /// Stops delivery, waits for running callbacks, finishes queued
     /// publishes, joins every thread. Idempotent.
     pub fn close(&self) {
-        {
-            // Under the call counter's lock, so no call starts after this.
-            let _calls = self.active.0.lock().unwrap();
-            if self.closed.swap(true, Ordering::AcqRel) {
-                return;
-            }
+        // SeqCst pairs with ActiveCall::enter: a call either sees `closed`
+        // or is counted in `active` before we wait for it.
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
         }
         self.closing.send_replace(true);
         let subs: Vec<Arc<Dispatcher>> =
@@ -326,18 +385,28 @@ impl BlockingClient {
         }
     }
 
+    /// Runs library-internal work (auto-commit) while the runtime exists,
+    /// also during close, which waits for it; Closed once the runtime is gone.
+    fn run_internal<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        let runtime = self.runtime.lock().unwrap();
+        if runtime.is_none() {
+            return Err(Error::Closed("client is closed".into()));
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::Internal("auto-commit from inside an async runtime".into()));
+        }
+        self.handle.block_on(fut)
+    }
+
     /// Waits (bounded) until interrupted calls have left the runtime.
     fn wait_for_calls(&self) {
-        let (lock, cv) = &*self.active;
-        let mut n = lock.lock().unwrap();
         let deadline = std::time::Instant::now() + self.request_timeout();
-        while *n > 0 {
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                tracing::warn!(calls = *n, "closing with blocking calls still running");
+        while self.active.load(Ordering::SeqCst) > 0 {
+            if std::time::Instant::now() >= deadline {
+                tracing::warn!(calls = self.active.load(Ordering::SeqCst), "closing with blocking calls still running");
                 return;
             }
-            n = cv.wait_timeout(n, deadline - now).unwrap().0;
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -359,29 +428,28 @@ impl Drop for BlockingClient {
 }
 
 /// Counts a blocking call in progress (refused once the client closed).
-struct ActiveCall(Arc<(Mutex<usize>, Condvar)>);
+struct ActiveCall<'a>(&'a AtomicUsize);
 
-impl ActiveCall {
-    fn enter(c: &BlockingClient) -> Result<ActiveCall> {
-        let mut n = c.active.0.lock().unwrap();
-        if c.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed("client is closed".into()));
+impl<'a> ActiveCall<'a> {
+    fn enter(c: &'a BlockingClient) -> Result<ActiveCall<'a>> {
+        c.active.fetch_add(1, Ordering::SeqCst);
+        let call = ActiveCall(&c.active);
+        if c.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed("client is closed".into())); // drop uncounts
         }
-        *n += 1;
-        Ok(ActiveCall(c.active.clone()))
+        Ok(call)
     }
 }
 
-impl Drop for ActiveCall {
+impl Drop for ActiveCall<'_> {
     fn drop(&mut self) {
-        *self.0 .0.lock().unwrap() -= 1;
-        self.0 .1.notify_all();
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 struct AutoCommit {
-    client: Client,
-    handle: tokio::runtime::Handle,
+    /// Weak: a subscription must not keep a closed client's engine alive.
+    client: Weak<BlockingClient>,
     stream: String,
     group: String,
     /// Highest delivered offset per partition not yet committed.
@@ -402,9 +470,13 @@ impl AutoCommit {
     }
 
     fn commit(&mut self) {
+        let Some(client) = self.client.upgrade() else {
+            self.pending.clear();
+            return;
+        };
         for (partition, offset) in self.pending.drain(..) {
-            let r = self.handle.block_on(self.client.commit_offset(&self.stream, &self.group, partition, offset));
-            if let Err(e) = r {
+            let commit = client.client.commit_offset(&self.stream, &self.group, partition, offset);
+            if let Err(e) = client.run_internal(commit) {
                 tracing::warn!(error = %e, stream = %self.stream, group = %self.group, "auto-commit failed");
             }
         }

@@ -41,6 +41,13 @@ struct BucketState {
     entries: BTreeMap<String, Entry>,
     expiries: BTreeSet<(i64, String)>,
     log: Option<LogFile>,
+    /// Approximate bytes of live state, kept up to date on every change so
+    /// the compaction check is O(1).
+    live_bytes: u64,
+}
+
+fn entry_cost(key: &str, value: &[u8]) -> u64 {
+    32 + (key.len() + value.len()) as u64
 }
 
 pub struct Bucket {
@@ -204,6 +211,7 @@ impl Bucket {
 impl BucketState {
     fn set(&mut self, key: &str, e: Entry) {
         self.unset(key);
+        self.live_bytes += entry_cost(key, &e.value);
         if e.expires_ms != 0 {
             self.expiries.insert((e.expires_ms, key.to_owned()));
         }
@@ -212,6 +220,7 @@ impl BucketState {
 
     fn unset(&mut self, key: &str) {
         if let Some(old) = self.entries.remove(key) {
+            self.live_bytes -= entry_cost(key, &old.value);
             if old.expires_ms != 0 {
                 self.expiries.remove(&(old.expires_ms, key.to_owned()));
             }
@@ -259,8 +268,7 @@ impl BucketState {
 
     fn compact_if_large(&mut self) -> Result<()> {
         let Some(log) = &self.log else { return Ok(()) };
-        let live: u64 = self.entries.iter().map(|(k, e)| 32 + (k.len() + e.value.len()) as u64).sum();
-        if log.len() < (4 << 20) || log.len() < live.saturating_mul(3) {
+        if log.len() < (4 << 20) || log.len() < self.live_bytes.saturating_mul(3) {
             return Ok(());
         }
         let mut buf = Vec::new();

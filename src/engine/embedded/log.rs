@@ -31,6 +31,8 @@ pub struct Syncer {
     file: File,
     written: AtomicU64,
     synced: Mutex<u64>,
+    /// Already in a SyncRegistry: registering is then a no-op.
+    registered: std::sync::atomic::AtomicBool,
 }
 
 impl Syncer {
@@ -62,7 +64,11 @@ pub struct SyncRegistry {
 }
 
 impl SyncRegistry {
+    /// Adds a file once; later calls for the same file cost one atomic swap.
     pub fn register(&self, s: &Arc<Syncer>) {
+        if s.registered.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let mut files = self.files.lock().unwrap();
         files.retain(|w| w.strong_count() > 0);
         files.push(Arc::downgrade(s));
@@ -132,7 +138,12 @@ impl LogFile {
 
     fn wrap(path: &Path, file: File, len: u64) -> Result<LogFile> {
         let dup = file.try_clone().map_err(|e| Error::io("dup log fd", e))?;
-        let syncer = Arc::new(Syncer { file: dup, written: AtomicU64::new(0), synced: Mutex::new(0) });
+        let syncer = Arc::new(Syncer {
+            file: dup,
+            written: AtomicU64::new(0),
+            synced: Mutex::new(0),
+            registered: std::sync::atomic::AtomicBool::new(false),
+        });
         Ok(LogFile { path: path.to_owned(), file, len, syncer })
     }
 

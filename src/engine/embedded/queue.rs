@@ -70,6 +70,12 @@ struct QueueState {
     log_error: Option<Error>,
     /// Last ticket written by this operation, for fsync after unlock.
     ticket: u64,
+    /// Approximate bytes of live jobs, for an O(1) compaction check.
+    live_bytes: u64,
+}
+
+fn job_cost(j: &JobRec) -> u64 {
+    64 + j.payload.len() as u64
 }
 
 pub struct Queue {
@@ -284,7 +290,10 @@ impl QueueState {
     fn insert(&mut self, mut job: JobRec, state: State) {
         let id = job.id;
         job.state = State::Dead;
-        self.jobs.insert(id, job);
+        self.live_bytes += job_cost(&job);
+        if let Some(old) = self.jobs.insert(id, job) {
+            self.live_bytes -= job_cost(&old);
+        }
         self.place(id, state);
     }
 
@@ -335,7 +344,9 @@ impl QueueState {
 
     fn remove(&mut self, id: u64) {
         self.detach(id);
-        self.jobs.remove(&id);
+        if let Some(old) = self.jobs.remove(&id) {
+            self.live_bytes -= job_cost(&old);
+        }
     }
 
     /// Moves a job to `state` with `attempt` deliveries, and logs it.
@@ -476,8 +487,7 @@ impl QueueState {
     /// Rewrites the log as one record per live job once it is mostly history.
     fn compact_if_large(&mut self) -> Result<()> {
         let Some(log) = &self.log else { return Ok(()) };
-        let live: u64 = self.jobs.values().map(|j| 64 + j.payload.len() as u64).sum();
-        if log.len() < (4 << 20) || log.len() < live.saturating_mul(3) {
+        if log.len() < (4 << 20) || log.len() < self.live_bytes.saturating_mul(3) {
             return Ok(());
         }
         let mut buf = Vec::new();
