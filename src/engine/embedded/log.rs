@@ -186,7 +186,18 @@ pub fn sync_dir(path: &Path) -> Result<()> {
 /// Applies the policy after an append made outside the owner's lock.
 pub fn make_durable(policy: FsyncPolicy, syncer: &Syncer, ticket: u64) -> Result<()> {
     match policy {
-        FsyncPolicy::Batch => syncer.sync_to(ticket),
+        FsyncPolicy::Batch => blocking_io(|| syncer.sync_to(ticket)),
         FsyncPolicy::Interval(_) | FsyncPolicy::Never => Ok(()),
+    }
+}
+
+/// Runs a blocking disk wait. On a multi-threaded runtime's worker it hands
+/// the worker's other tasks to another thread first, so concurrent writers
+/// keep running, reach `sync_to` and share one fsync (group commit).
+fn blocking_io<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
