@@ -10,7 +10,7 @@
 # It installs the peers from Debian if missing, starts them itself on free
 # loopback ports in a temporary directory (nats-server with JetStream file
 # storage; redis-server with appendonly yes + appendfsync everysec), starts
-# the flowmesh broker when /work/main/.broker-ready says it works, runs the
+# the flowmesh broker (target/release/flowmesh serve), runs the
 # Rust harness in bench/harness, stops everything it started, and writes
 # the report and plots. Everything is bounded in time; only 127.0.0.1 is used.
 set -euo pipefail
@@ -129,7 +129,7 @@ redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK/redis" \
 PIDS+=($!); wait_port "$REDIS_PORT" redis "$!"
 
 GRPC_ARGS=()
-BROKER_NOTE="not available (no /work/main/.broker-ready marker when this ran)"
+BROKER_NOTE="not available (target/release/flowmesh has no serve command)"
 start_broker() { # name fsync -> prints port
   local name=$1 fsync=$2 port extra=()
   port=$(free_port)
@@ -143,7 +143,7 @@ start_broker() { # name fsync -> prints port
   BROKER_PORT=$port
   BROKER_ARGS="--fsync $fsync ${extra[*]}"
 }
-if [ "$GRPC" = 1 ] && [ -f "$ROOT/.broker-ready" ] && [ -x "$ROOT/target/release/flowmesh" ]; then
+if [ "$GRPC" = 1 ] && [ -x "$ROOT/target/release/flowmesh" ] && "$ROOT/target/release/flowmesh" serve --help >/dev/null 2>&1; then
   say "starting two flowmesh brokers (file://, fsync=batch and fsync=interval)"
   start_broker broker-batch batch
   GRPC_ARGS=(--grpc "grpc://127.0.0.1:$BROKER_PORT")
