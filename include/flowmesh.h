@@ -538,7 +538,8 @@ fm_status fm_subscription_status(const struct fm_subscription *sub);
 // Stops a subscription or KV watch and frees it. Waits for a running
 // callback to return, unless called from inside that callback, and for a
 // running fm_subscription_next (which then returns FM_ERR_CLOSED). In pull
-// mode with auto_commit, the last batch returned counts as processed. NULL is a
+// mode the last batch returned is not auto-committed (commit it with
+// fm_commit_offset once processed). NULL is a
 // no-op returning FM_OK; after fm_client_close it just frees.
 fm_status fm_unsubscribe(struct fm_subscription *sub);
 

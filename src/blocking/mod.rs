@@ -175,7 +175,8 @@ impl Puller {
         while self.in_next.load(Ordering::SeqCst) > 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        self.commit_returned();
+        // The last batch is not committed: the application may not have
+        // processed all of it (at-least-once; fm_commit_offset does it).
     }
 }
 

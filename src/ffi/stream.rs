@@ -381,7 +381,8 @@ pub unsafe extern "C" fn fm_subscription_status(sub: *const fm_subscription) -> 
 /// Stops a subscription or KV watch and frees it. Waits for a running
 /// callback to return, unless called from inside that callback, and for a
 /// running fm_subscription_next (which then returns FM_ERR_CLOSED). In pull
-/// mode with auto_commit, the last batch returned counts as processed. NULL is a
+/// mode the last batch returned is not auto-committed (commit it with
+/// fm_commit_offset once processed). NULL is a
 /// no-op returning FM_OK; after fm_client_close it just frees.
 #[no_mangle]
 pub unsafe extern "C" fn fm_unsubscribe(sub: *mut fm_subscription) -> fm_status {
