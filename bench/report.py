@@ -464,6 +464,14 @@ def main():
         out.append(open(a.profile).read().rstrip() + "\n")
     else:
         out.append("Run `bench/profile.sh` to (re)generate the profile data.\n")
+    bindings = [(lang, f"results/bindings-{lang}.md") for lang in ("python", "go", "node")]
+    here = os.path.dirname(os.path.abspath(a.report))
+    present = [(l, p) for l, p in bindings if os.path.exists(os.path.join(here, p))]
+    if present:
+        out.append("## Bindings\n")
+        out.append("Each binding is measured against the official NATS JetStream (and Redis) client of its language, "
+                   "in the same run, by its own script in `bench/bindings/`: "
+                   + ", ".join(f"[{l}]({p})" for l, p in present) + ".\n")
     out.append("## How to reproduce\n")
     out.append("`make bench` (full, writes this file) or `make bench-quick` (about 2 minutes, writes bench/results/quick/). "
                "Raw per-round numbers: `raw.jsonl` next to the plots. Peers are installed from Debian if missing and "
