@@ -28,6 +28,26 @@ pub trait Delivery<T>: Send + 'static {
     }
 }
 
+/// Moves a feed into a bounded channel (back-pressure when it is full) until
+/// the feed ends, fails (reported to `on_error`, then sent) or the receiver
+/// goes away.
+pub(crate) async fn forward<T, S>(feed: S, tx: mpsc::Sender<Result<T>>, on_error: impl FnOnce(&Error))
+where
+    S: Stream<Item = Result<T>>,
+{
+    futures::pin_mut!(feed);
+    while let Some(item) = feed.next().await {
+        if let Err(e) = &item {
+            on_error(e);
+            let _ = tx.send(item).await;
+            return;
+        }
+        if tx.send(item).await.is_err() {
+            return;
+        }
+    }
+}
+
 pub struct Dispatcher {
     stopped: Arc<AtomicBool>,
     /// The error that ended the feed, if one did.
@@ -46,15 +66,7 @@ impl Dispatcher {
     {
         let (tx, mut rx) = mpsc::channel::<Result<T>>(DISPATCH_BUFFER);
         let stopped = Arc::new(AtomicBool::new(false));
-        let task = rt.spawn(async move {
-            futures::pin_mut!(feed);
-            while let Some(item) = feed.next().await {
-                let last = item.is_err();
-                if tx.send(item).await.is_err() || last {
-                    break;
-                }
-            }
-        });
+        let task = rt.spawn(forward(feed, tx, |_| {}));
         let stop = stopped.clone();
         let failure: Arc<Mutex<Option<Error>>> = Arc::default();
         let failed_with = failure.clone();

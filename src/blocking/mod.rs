@@ -309,21 +309,11 @@ impl BlockingClient {
             (true, Some(group)) => Some(self.auto_commit(stream, group)),
             _ => None,
         };
-        let mut feed = self.block_on(self.client.subscribe(stream, spec))?;
+        let feed = self.block_on(self.client.subscribe(stream, spec))?;
         let (tx, rx) = tokio::sync::mpsc::channel(PULL_BUFFER);
         let ended: Arc<Mutex<Option<Error>>> = Arc::default();
         let ended_by = ended.clone();
-        let task = self.handle.spawn(async move {
-            while let Some(item) = feed.next().await {
-                if let Err(e) = &item {
-                    *ended_by.lock().unwrap() = Some(e.clone());
-                }
-                let last = item.is_err();
-                if tx.send(item).await.is_err() || last {
-                    break;
-                }
-            }
-        });
+        let task = self.handle.spawn(dispatch::forward(feed, tx, move |e| *ended_by.lock().unwrap() = Some(e.clone())));
         let puller = Puller {
             client: Arc::downgrade(self),
             ended,

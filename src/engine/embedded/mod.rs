@@ -213,56 +213,52 @@ impl Inner {
 
     /// Finds a stream, opening it from disk, or creating it with `create`.
     fn stream(&self, name: &str, create: Option<StreamConfig>) -> Result<Arc<Stream>> {
-        names::check_qualified(name)?;
-        if let Some(s) = self.streams.read().unwrap().get(name) {
-            return Ok(s.clone());
-        }
-        let _guard = self.opening.lock().unwrap();
-        if let Some(s) = self.streams.read().unwrap().get(name) {
-            return Ok(s.clone());
-        }
-        let opened = match self.cfg.dir {
-            Some(_) => Stream::open(name, self.storage(name))?,
-            None => None,
-        };
-        let stream = match (opened, create) {
-            (Some(s), _) => s,
-            (None, Some(cfg)) => Stream::create(name, cfg, self.storage(name))?,
-            (None, None) => return Err(Error::NotFound(format!("stream {name} does not exist"))),
-        };
-        let stream = Arc::new(stream);
-        self.streams.write().unwrap().insert(name.to_owned(), stream.clone());
-        Ok(stream)
+        self.resource(&self.streams, name, || {
+            let opened = match self.cfg.dir {
+                Some(_) => Stream::open(name, self.storage(name))?,
+                None => None,
+            };
+            match (opened, create) {
+                (Some(s), _) => Ok(s),
+                (None, Some(cfg)) => Stream::create(name, cfg, self.storage(name)),
+                (None, None) => Err(Error::NotFound(format!("stream {name} does not exist"))),
+            }
+        })
     }
 
     fn queue(&self, name: &str) -> Result<Arc<Queue>> {
-        names::check_qualified(name)?;
-        if let Some(q) = self.queues.read().unwrap().get(name) {
-            return Ok(q.clone());
-        }
-        let _guard = self.opening.lock().unwrap();
-        if let Some(q) = self.queues.read().unwrap().get(name) {
-            return Ok(q.clone());
-        }
-        let path = self.cfg.dir.as_ref().map(|d| resource_dir(d, "queues", name).join("queue.log"));
-        let q = Arc::new(Queue::open(name, path.as_deref(), self.cfg.fsync, &self.registry)?);
-        self.queues.write().unwrap().insert(name.to_owned(), q.clone());
-        Ok(q)
+        self.resource(&self.queues, name, || {
+            let path = self.cfg.dir.as_ref().map(|d| resource_dir(d, "queues", name).join("queue.log"));
+            Queue::open(name, path.as_deref(), self.cfg.fsync, &self.registry)
+        })
     }
 
     fn bucket(&self, name: &str) -> Result<Arc<Bucket>> {
+        self.resource(&self.buckets, name, || {
+            let path = self.cfg.dir.as_ref().map(|d| resource_dir(d, "kv", name).join("bucket.log"));
+            Bucket::open(name, path.as_deref(), self.cfg.fsync, &self.registry)
+        })
+    }
+
+    /// Looks a resource up by its checked name, opening it once (double
+    /// checked under `opening`, so two first uses never open it twice).
+    fn resource<T>(
+        &self,
+        map: &RwLock<HashMap<String, Arc<T>>>,
+        name: &str,
+        open: impl FnOnce() -> Result<T>,
+    ) -> Result<Arc<T>> {
         names::check_qualified(name)?;
-        if let Some(b) = self.buckets.read().unwrap().get(name) {
-            return Ok(b.clone());
+        if let Some(r) = map.read().unwrap().get(name) {
+            return Ok(r.clone());
         }
         let _guard = self.opening.lock().unwrap();
-        if let Some(b) = self.buckets.read().unwrap().get(name) {
-            return Ok(b.clone());
+        if let Some(r) = map.read().unwrap().get(name) {
+            return Ok(r.clone());
         }
-        let path = self.cfg.dir.as_ref().map(|d| resource_dir(d, "kv", name).join("bucket.log"));
-        let b = Arc::new(Bucket::open(name, path.as_deref(), self.cfg.fsync, &self.registry)?);
-        self.buckets.write().unwrap().insert(name.to_owned(), b.clone());
-        Ok(b)
+        let r = Arc::new(open()?);
+        map.write().unwrap().insert(name.to_owned(), r.clone());
+        Ok(r)
     }
 
     fn check_size(&self, size: usize) -> Result<()> {
