@@ -62,13 +62,13 @@ pub fn headers_from_pb(h: Vec<pb::Header>) -> Vec<(String, String)> {
 
 impl From<Record> for pb::Record {
     fn from(r: Record) -> Self {
-        pb::Record { key: r.key, payload: r.payload, headers: headers_to_pb(r.headers) }
+        pb::Record { key: r.key, payload: r.payload, headers: headers_to_pb(r.headers), msg_id: r.msg_id }
     }
 }
 
 impl From<pb::Record> for Record {
     fn from(r: pb::Record) -> Self {
-        Record { key: r.key, payload: r.payload, headers: headers_from_pb(r.headers) }
+        Record { key: r.key, payload: r.payload, headers: headers_from_pb(r.headers), msg_id: r.msg_id }
     }
 }
 

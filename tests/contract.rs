@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{fixture, fixture_with, Backend};
-use flowmesh::{Error, KvOp, Options, Record, RetryPolicy, StartFrom, StreamConfig, SubscribeSpec};
+use flowmesh::{Client, Error, KvOp, Options, Record, RetryPolicy, StartFrom, StreamConfig, SubscribeSpec};
 use futures::StreamExt;
 
 /// Upper bound for waiting on anything that should happen "soon".
@@ -402,7 +402,55 @@ async fn two_clients_share_one_engine(b: Backend) {
     assert!(f.client.reserve("q", 1000, 5000).await.unwrap().is_some());
 }
 
+async fn message_ids_store_each_record_once(b: Backend) {
+    let f = fixture_with(b, Options::new().with("tenant", "dedup").unwrap()).await;
+    let c = &f.client;
+    c.create_stream("once", StreamConfig { partitions: 3, ..Default::default() }).await.unwrap();
+    let first = c.publish("once", Record::new("a").with_msg_id("id-1").with_key("k")).await.unwrap();
+    // The same id again (a retried publish): the first position, no copy.
+    let again = c.publish("once", Record::new("a").with_msg_id("id-1").with_key("k")).await.unwrap();
+    assert_eq!(again, first);
+    // A batch mixing known ids, an id repeated inside the batch, new ids and
+    // records without ids.
+    let batch = vec![
+        Record::new("a").with_msg_id("id-1").with_key("k"),
+        Record::new("b").with_msg_id("id-2"),
+        Record::new("b").with_msg_id("id-2"),
+        Record::new("plain"),
+        Record::new("c").with_msg_id("id-3"),
+    ];
+    let pos = c.publish_batch("once", batch).await.unwrap();
+    assert_eq!(pos[0], first);
+    assert_eq!(pos[1], pos[2]);
+    assert_ne!(pos[1], pos[4]);
+    let info = c.stream_info("once").await.unwrap();
+    let stored: u64 = info.partitions.iter().map(|p| p.latest - p.earliest).sum();
+    assert_eq!(stored, 4, "a, b, plain, c stored once each");
+    // Ids do not show up as headers.
+    let msgs = c.read("once", pos[1].partition, pos[1].offset, 1).await.unwrap();
+    assert_eq!(&msgs[0].payload[..], b"b");
+    assert!(msgs[0].headers.is_empty());
+    // The window survives a restart of a durable engine or broker.
+    if let Some(dir) = f.dir.as_ref().filter(|_| matches!(b, Backend::File | Backend::RemoteFile)) {
+        let data = format!("file://{}", dir.path().display());
+        let opts = Options::new().with("tenant", "dedup").unwrap();
+        let (client, _broker) = if let Some(mut broker) = f.broker {
+            broker.kill();
+            let restarted = common::Broker::start_on(&data, &broker.addr);
+            (Client::connect(&restarted.url(), &opts).await.unwrap(), Some(restarted))
+        } else {
+            drop(f.client);
+            (Client::connect(&data, &opts).await.unwrap(), None)
+        };
+        let after = client.publish("once", Record::new("c").with_msg_id("id-3")).await.unwrap();
+        assert_eq!(after, pos[4]);
+        let info = client.stream_info("once").await.unwrap();
+        assert_eq!(info.partitions.iter().map(|p| p.latest - p.earliest).sum::<u64>(), 4);
+    }
+}
+
 contract_tests!(
+    message_ids_store_each_record_once,
     publish_assigns_dense_offsets_and_reads_back,
     unknown_streams_and_bad_input_are_clear_errors,
     partitions_route_by_key_and_round_robin,

@@ -22,11 +22,21 @@ pub struct Record {
     pub key: Option<Bytes>,
     pub payload: Bytes,
     pub headers: Vec<(String, String)>,
+    /// De-duplication id: a stream stores a record whose id it has already
+    /// seen (within its window of recent ids) only once and answers with the
+    /// first copy's position. The remote client sets one on every publish
+    /// (producer id + sequence) so retried publishes are stored once.
+    pub msg_id: Option<String>,
 }
 
 impl Record {
     pub fn new(payload: impl Into<Bytes>) -> Record {
-        Record { key: None, payload: payload.into(), headers: Vec::new() }
+        Record { key: None, payload: payload.into(), headers: Vec::new(), msg_id: None }
+    }
+
+    pub fn with_msg_id(mut self, id: impl Into<String>) -> Record {
+        self.msg_id = Some(id.into());
+        self
     }
 
     pub fn with_key(mut self, key: impl Into<Bytes>) -> Record {

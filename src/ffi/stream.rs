@@ -94,6 +94,7 @@ pub(crate) unsafe fn record_arg(msg: *const fm_msg) -> Result<Record> {
         payload: copy_bytes(m.payload, m.payload_len, "payload")?,
         key: if m.key.is_null() { None } else { Some(copy_bytes(m.key, m.key_len, "key")?) },
         headers: headers_arg(m.headers, m.headers_len)?,
+        msg_id: None,
     })
 }
 

@@ -70,8 +70,13 @@ pub fn put_opt_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
 }
 
 pub fn put_headers(out: &mut Vec<u8>, headers: &[(String, String)]) {
-    out.put_u32_le(headers.len() as u32);
-    for (k, v) in headers {
+    put_headers_and(out, headers, None);
+}
+
+/// Writes `headers` plus an optional extra one, as one header list.
+pub fn put_headers_and(out: &mut Vec<u8>, headers: &[(String, String)], extra: Option<(&str, &str)>) {
+    out.put_u32_le((headers.len() + extra.is_some() as usize) as u32);
+    for (k, v) in headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(extra) {
         put_bytes(out, k.as_bytes());
         put_bytes(out, v.as_bytes());
     }

@@ -48,6 +48,11 @@ impl Syncer {
         Ok(())
     }
 
+    /// The ticket of the latest append.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
     pub fn sync_all(&self) -> Result<()> {
         self.sync_to(self.written.load(Ordering::Acquire))
     }

@@ -4,6 +4,7 @@
 //! locked against other processes.
 
 mod codec;
+mod dedup;
 mod kv;
 mod log;
 mod partition;

@@ -23,7 +23,12 @@ struct Stored {
     key: Option<Bytes>,
     payload: Bytes,
     headers: Vec<(String, String)>,
+    msg_id: Option<String>,
 }
+
+/// The frame keeps a record's de-duplication id as a header under this key
+/// (a NUL can not occur in header names coming from C), removed when read.
+const MSG_ID_KEY: &str = "\0msg-id";
 
 impl Stored {
     fn size(&self) -> u64 {
@@ -100,6 +105,22 @@ impl Partition {
         }
     }
 
+    /// Message ids of the newest records found on disk when opening (once).
+    pub fn take_recent_ids(&mut self) -> VecDeque<(String, u64)> {
+        match self {
+            Partition::Memory(_) => VecDeque::new(),
+            Partition::File(p) => std::mem::take(&mut p.recent_ids),
+        }
+    }
+
+    /// What to wait for so that everything appended so far is durable.
+    pub fn sync_point(&self) -> Option<(Arc<Syncer>, u64)> {
+        match self {
+            Partition::Memory(_) => None,
+            Partition::File(p) => p.segments.last().map(|s| (s.log.syncer().clone(), s.log.syncer().written())),
+        }
+    }
+
     pub fn append(&mut self, records: &[&Record], now_ms: i64) -> Result<Appended> {
         match self {
             Partition::Memory(p) => Ok(p.append(records, now_ms)),
@@ -170,7 +191,14 @@ impl MemoryPartition {
 }
 
 fn stored(r: &Record, offset: u64, now_ms: i64) -> Stored {
-    Stored { offset, timestamp_ms: now_ms, key: r.key.clone(), payload: r.payload.clone(), headers: r.headers.clone() }
+    Stored {
+        offset,
+        timestamp_ms: now_ms,
+        key: r.key.clone(),
+        payload: r.payload.clone(),
+        headers: r.headers.clone(),
+        msg_id: r.msg_id.clone(),
+    }
 }
 
 fn encode(out: &mut Vec<u8>, r: &Record, offset: u64, now_ms: i64) {
@@ -178,7 +206,7 @@ fn encode(out: &mut Vec<u8>, r: &Record, offset: u64, now_ms: i64) {
         b.extend_from_slice(&offset.to_le_bytes());
         b.extend_from_slice(&now_ms.to_le_bytes());
         codec::put_opt_bytes(b, r.key.as_deref());
-        codec::put_headers(b, &r.headers);
+        codec::put_headers_and(b, &r.headers, r.msg_id.as_deref().map(|id| (MSG_ID_KEY, id)));
         codec::put_bytes(b, &r.payload);
     });
 }
@@ -188,9 +216,13 @@ fn decode(body: &[u8]) -> std::result::Result<Stored, codec::Corrupt> {
     let offset = r.u64()?;
     let timestamp_ms = r.i64()?;
     let key = r.opt_bytes()?.map(Bytes::copy_from_slice);
-    let headers = r.headers()?;
+    let mut headers = r.headers()?;
+    let msg_id = match headers.iter().position(|(k, _)| k == MSG_ID_KEY) {
+        Some(i) => Some(headers.remove(i).1),
+        None => None,
+    };
     let payload = r.owned()?;
-    Ok(Stored { offset, timestamp_ms, key, payload, headers })
+    Ok(Stored { offset, timestamp_ms, key, payload, headers, msg_id })
 }
 
 /// Decodes a segment record body; used by the recovery fuzz test.
@@ -215,6 +247,9 @@ impl Segment {
 }
 
 pub struct FilePartition {
+    /// Message ids (and offsets) of the newest records found when opening,
+    /// handed to the stream's de-duplication window once.
+    recent_ids: VecDeque<(String, u64)>,
     dir: PathBuf,
     segments: Vec<Segment>,
     next: u64,
@@ -237,8 +272,14 @@ impl FilePartition {
             .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
             .collect();
         bases.sort_unstable();
-        let mut p =
-            FilePartition { dir: dir.to_owned(), segments: Vec::new(), next: 0, segment_bytes, scratch: Vec::new() };
+        let mut p = FilePartition {
+            recent_ids: VecDeque::new(),
+            dir: dir.to_owned(),
+            segments: Vec::new(),
+            next: 0,
+            segment_bytes,
+            scratch: Vec::new(),
+        };
         for base in bases {
             let (log, data) = LogFile::open(&segment_path(dir, base))?;
             let mut seg = Segment::new(base, log)?;
@@ -247,6 +288,12 @@ impl FilePartition {
                 let s = decode(body).map_err(|_| Error::Internal(format!("corrupt record in segment {base}")))?;
                 if s.offset != base + seg.count() {
                     return Err(Error::Internal(format!("offset gap in segment {base}")));
+                }
+                if let Some(id) = &s.msg_id {
+                    if p.recent_ids.len() == super::dedup::DEDUP_WINDOW {
+                        p.recent_ids.pop_front();
+                    }
+                    p.recent_ids.push_back((id.clone(), s.offset));
                 }
                 seg.positions.push(pos as u32);
                 seg.max_ts = seg.max_ts.max(s.timestamp_ms);

@@ -16,6 +16,7 @@ use crate::engine::{
 use crate::error::{Error, Result};
 
 use super::codec::{self, Reader};
+use super::dedup::DedupWindow;
 use super::log::{make_durable, FsyncPolicy, LogFile, SyncRegistry};
 use super::now_ms;
 use super::partition::{FilePartition, MemoryPartition, Partition};
@@ -32,6 +33,9 @@ pub struct Stream {
     appended: watch::Sender<u64>,
     offsets: Mutex<Offsets>,
     fsync: FsyncPolicy,
+    /// Held across check-append-remember by publishes carrying message ids,
+    /// so a retry racing its original is still stored once.
+    dedup: Mutex<DedupWindow>,
 }
 
 struct Offsets {
@@ -97,11 +101,15 @@ impl Stream {
 
     fn open_with(name: &str, config: StreamConfig, storage: StreamStorage<'_>) -> Result<Stream> {
         let mut partitions = Vec::with_capacity(config.partitions as usize);
+        let mut dedup = DedupWindow::default();
         for p in 0..config.partitions {
-            let part = match &storage.dir {
+            let mut part = match &storage.dir {
                 None => Partition::Memory(MemoryPartition::default()),
                 Some(dir) => Partition::File(FilePartition::open(&dir.join(format!("p{p}")), storage.segment_bytes)?),
             };
+            for (id, offset) in part.take_recent_ids() {
+                dedup.insert(id, Position { partition: p, offset });
+            }
             partitions.push(Mutex::new(part));
         }
         let offsets = match &storage.dir {
@@ -119,6 +127,7 @@ impl Stream {
             appended: watch::channel(0).0,
             offsets: Mutex::new(offsets),
             fsync: storage.fsync,
+            dedup: Mutex::new(dedup),
         })
     }
 
@@ -144,12 +153,81 @@ impl Stream {
     }
 
     pub fn publish(&self, records: &[Record], registry: &SyncRegistry) -> Result<Vec<Position>> {
+        if records.iter().any(|r| r.msg_id.is_some()) {
+            return self.publish_deduplicated(records, registry);
+        }
+        self.append(&records.iter().collect::<Vec<_>>(), registry)
+    }
+
+    /// Stores each record whose message id is new; a known id (earlier, or
+    /// earlier in this batch) gets the position of its first copy.
+    fn publish_deduplicated(&self, records: &[Record], registry: &SyncRegistry) -> Result<Vec<Position>> {
+        enum Slot {
+            Known(Position),
+            SameAs(usize),
+            Fresh(usize),
+        }
+        let mut window = self.dedup.lock().unwrap();
+        let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
+        let mut fresh: Vec<&Record> = Vec::with_capacity(records.len());
+        let mut slots = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            let slot = match r.msg_id.as_deref() {
+                Some(id) => match (window.get(id), first_in_batch.get(id)) {
+                    (Some(pos), _) => Slot::Known(pos),
+                    (None, Some(&first)) => Slot::SameAs(first),
+                    (None, None) => {
+                        first_in_batch.insert(id, i);
+                        fresh.push(r);
+                        Slot::Fresh(fresh.len() - 1)
+                    }
+                },
+                None => {
+                    fresh.push(r);
+                    Slot::Fresh(fresh.len() - 1)
+                }
+            };
+            slots.push(slot);
+        }
+        let stored = if fresh.is_empty() { Vec::new() } else { self.append(&fresh, registry)? };
+        let mut positions: Vec<Position> = Vec::with_capacity(records.len());
+        let mut known_partitions = Vec::new();
+        for slot in &slots {
+            positions.push(match *slot {
+                Slot::Known(pos) => {
+                    known_partitions.push(pos.partition);
+                    pos
+                }
+                Slot::SameAs(first) => positions[first],
+                Slot::Fresh(k) => stored[k],
+            });
+        }
+        for (r, pos) in records.iter().zip(&positions) {
+            if let Some(id) = &r.msg_id {
+                window.insert(id.clone(), *pos);
+            }
+        }
+        drop(window);
+        // A duplicate is acknowledged only once its first copy is durable
+        // (that copy's own publish may still be waiting for its fsync).
+        known_partitions.sort_unstable();
+        known_partitions.dedup();
+        for p in known_partitions {
+            let point = self.partitions.get(p as usize).and_then(|part| part.lock().unwrap().sync_point());
+            if let Some((syncer, ticket)) = point {
+                make_durable(self.fsync, &syncer, ticket)?;
+            }
+        }
+        Ok(positions)
+    }
+
+    fn append(&self, records: &[&Record], registry: &SyncRegistry) -> Result<Vec<Position>> {
         let now = now_ms();
         let routes: Vec<u32> = records.iter().map(|r| self.route(r)).collect();
         let mut positions = vec![Position { partition: 0, offset: 0 }; records.len()];
         let mut to_sync = Vec::new();
         for p in 0..self.config.partitions {
-            let batch: Vec<&Record> = records.iter().zip(&routes).filter(|(_, &rp)| rp == p).map(|(r, _)| r).collect();
+            let batch: Vec<&Record> = records.iter().zip(&routes).filter(|(_, &rp)| rp == p).map(|(r, _)| *r).collect();
             if batch.is_empty() {
                 continue;
             }
