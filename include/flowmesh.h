@@ -29,10 +29,31 @@
 // Guards recovery against a garbage length field.
 #define MAX_FRAME (1 << 30)
 
+// Ids remembered per stream; older ids are forgotten first.
+#define DEDUP_WINDOW (1 << 17)
+
 // Used when a reserve asks for visibility 0.
 #define DEFAULT_VISIBILITY_MS 30000
 
 #define MAX_SEGMENT 128
+
+// The state of a client's link to its engine. Embedded engines are
+// CONNECTED until closed.
+typedef enum fm_conn_state {
+  // Opening the first connection (fm_client_connect has not returned yet).
+  FM_STATE_CONNECTING = 1,
+  // The broker answers.
+  FM_STATE_CONNECTED = 2,
+  // The link was lost (a call failed, or a heartbeat went unanswered);
+  // reconnecting with backoff. Calls in flight failed with
+  // FM_ERR_DISCONNECTED; idempotent ones were retried once it came back.
+  FM_STATE_RECONNECTING = 3,
+  // Gave up after `max_reconnect_attempts`: every call now fails with
+  // FM_ERR_DISCONNECTED; close the client and connect again.
+  FM_STATE_DISCONNECTED = 4,
+  // fm_client_close was called: the last state a listener sees.
+  FM_STATE_CLOSED = 5,
+} fm_conn_state;
 
 // Kind of a KV change.
 typedef enum fm_kv_op {
@@ -71,6 +92,16 @@ typedef struct fm_subscription fm_subscription;
 
 // Result code of every fallible call: `FM_OK` (0) or one of `FM_ERR_*`.
 typedef int32_t fm_status;
+
+// Called on a library thread (one per listener) with each state change, in
+// order. `cause` is the status of the error that caused the change (FM_OK
+// if none) and `detail` its message or NULL; it is valid only during the
+// call. The callback may call any function of this client, including
+// fm_client_close (the listener then ends after this call).
+typedef void (*fm_state_cb)(void *user_data,
+                            enum fm_conn_state state,
+                            fm_status cause,
+                            const char *detail);
 
 // Called for each change under a watched prefix, in the order the changes
 // happened, on a library thread. `revision` is the new revision for PUT and
@@ -228,6 +259,18 @@ fm_status fm_client_readiness(struct fm_client *client);
 // runs; calls with the stale handle return FM_ERR_CLOSED. Subscription
 // handles stay valid until fm_unsubscribe, which then just frees them.
 void fm_client_close(struct fm_client *client);
+
+// Adds a listener of connection state changes. It is first called with the
+// current state, then with every change in order, last with
+// FM_STATE_CLOSED when the client closes (fm_client_close joins the
+// listener's thread, so no call follows it). At most 16 listeners per
+// client. Returns FM_ERR_INVALID_ARGUMENT (NULL cb, too many listeners),
+// FM_ERR_CLOSED.
+fm_status fm_client_on_state(struct fm_client *client, fm_state_cb cb, void *user_data);
+
+// The client's current connection state, to `*out`. Returns
+// FM_ERR_INVALID_ARGUMENT (NULL), FM_ERR_CLOSED.
+fm_status fm_client_state(struct fm_client *client, enum fm_conn_state *out);
 
 // The bytes of `buf`, borrowed from it; length to `*len_out` (may be NULL).
 const uint8_t *fm_buf_data(const struct fm_buf *buf, uintptr_t *len_out);

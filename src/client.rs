@@ -38,6 +38,17 @@ pub struct ClientConfig {
     pub request_timeout_ms: u64,
     pub reconnect: Backoff,
     pub token: Option<String>,
+    /// Probe the broker this often to notice a dead peer; 0 = off.
+    pub heartbeat_ms: u64,
+    /// Times an idempotent call is sent again after the link came back.
+    pub max_retries: u32,
+    /// Consecutive failures that open the circuit breaker; 0 = no breaker.
+    pub breaker_threshold: u32,
+    pub breaker_timeout_ms: u64,
+    /// Asynchronous publishes accepted but not yet acknowledged.
+    pub max_in_flight: usize,
+    /// When `max_in_flight` is reached: fail with UNAVAILABLE instead of waiting.
+    pub nonblocking: bool,
 }
 
 impl ClientConfig {
@@ -53,6 +64,14 @@ impl ClientConfig {
             return Err(Error::invalid("option worker_threads: must be between 1 and 64"));
         }
         let max_payload = opts.u64("max_payload_bytes")?.unwrap_or(DEFAULT_MAX_PAYLOAD as u64);
+        let small = |key: &str, default: u64| -> Result<u32> {
+            let v = opts.u64(key)?.unwrap_or(default);
+            u32::try_from(v).map_err(|_| Error::invalid(format!("option {key}: must be at most {}", u32::MAX)))
+        };
+        let max_in_flight = opts.u64("max_in_flight")?.unwrap_or(16_384);
+        if !(1..=1 << 24).contains(&max_in_flight) {
+            return Err(Error::invalid("option max_in_flight: must be between 1 and 16777216"));
+        }
         if max_payload == 0 || max_payload > (1 << 30) {
             return Err(Error::invalid("option max_payload_bytes: must be between 1 and 1073741824"));
         }
@@ -73,6 +92,12 @@ impl ClientConfig {
                 max_attempts: opts.u64("max_reconnect_attempts")?.unwrap_or(0),
             },
             token: opts.get("token").map(str::to_owned),
+            heartbeat_ms: opts.u64("heartbeat_ms")?.unwrap_or(5000),
+            max_retries: small("max_retries", 3)?,
+            breaker_threshold: small("breaker_threshold", 10)?,
+            breaker_timeout_ms: opts.u64("breaker_timeout_ms")?.unwrap_or(30_000),
+            max_in_flight: max_in_flight as usize,
+            nonblocking: opts.bool("nonblocking")?.unwrap_or(false),
         })
     }
 }
@@ -103,7 +128,7 @@ impl Backoff {
 }
 
 /// Jitter only needs to spread clients apart, not be unpredictable.
-fn pseudo_random() -> u64 {
+pub(crate) fn pseudo_random() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static STATE: AtomicU64 = AtomicU64::new(0);
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);

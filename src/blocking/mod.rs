@@ -5,6 +5,7 @@
 
 mod dispatch;
 mod publisher;
+mod state;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,6 +21,7 @@ pub use self::publisher::Completion;
 use self::dispatch::Dispatcher;
 use self::publisher::Publisher;
 use crate::client::{Client, ClientConfig, Endpoint};
+use crate::engine::connection::{ConnState, ConnectionState, StateChange};
 use crate::engine::*;
 use crate::error::{Error, Result};
 use crate::options::Options;
@@ -38,6 +40,7 @@ pub struct BlockingClient {
     closing: tokio::sync::watch::Sender<bool>,
     /// Blocking calls in progress; close waits for them before stopping the runtime.
     active: AtomicUsize,
+    states: state::StateListeners,
 }
 
 /// A running subscription: callbacks on a library thread (stream or KV
@@ -199,6 +202,10 @@ impl BlockingClient {
             .map_err(|e| Error::Internal(format!("start runtime: {e}")))?;
         let handle = runtime.handle().clone();
         let engine = runtime.block_on(crate::client::open_engine(&endpoint, &cfg))?;
+        let connection = engine.connection().unwrap_or_else(|| {
+            // Embedded engines are connected from the start until closed.
+            Arc::new(ConnectionState::new(ConnState::Connected))
+        });
         let client = Client::with_engine(engine, cfg);
         let publisher = Publisher::start(&handle, client.clone())?;
         Ok(BlockingClient {
@@ -210,6 +217,7 @@ impl BlockingClient {
             closed: AtomicBool::new(false),
             closing: tokio::sync::watch::channel(false).0,
             active: AtomicUsize::new(0),
+            states: state::StateListeners::new(connection),
         })
     }
 
@@ -363,10 +371,13 @@ impl BlockingClient {
         for d in &subs {
             d.stop();
         }
-        let in_callback = subs.iter().any(|d| d.on_dispatcher_thread()) || self.publisher.on_completion_thread();
+        let in_callback = subs.iter().any(|d| d.on_dispatcher_thread())
+            || self.publisher.on_completion_thread()
+            || self.states.on_listener_thread();
         self.publisher.shutdown(self.request_timeout());
         self.wait_for_calls();
         let _ = self.handle.block_on(self.client.engine().sync());
+        self.states.close();
         if let Some(rt) = self.runtime.lock().unwrap().take() {
             if in_callback {
                 rt.shutdown_background();
@@ -399,6 +410,21 @@ impl BlockingClient {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    // ---- connection state ----
+
+    /// Calls `callback` on a library thread with every state change, in
+    /// order, starting with the current state and ending with `Closed`.
+    pub fn on_state(&self, callback: impl FnMut(&StateChange) + Send + 'static) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed("client is closed".into()));
+        }
+        self.states.add(callback)
+    }
+
+    pub fn state(&self) -> ConnState {
+        self.states.current()
     }
 
     // ---- plain blocking forwards ----

@@ -14,8 +14,6 @@ use crate::client::Client;
 use crate::engine::{Position, Record};
 use crate::error::{Error, Result};
 
-/// Publishes accepted but not yet acknowledged, per client.
-const PIPELINE_DEPTH: usize = 16 * 1024;
 /// Records sent to the engine in one call at most.
 const MAX_BATCH: usize = 1024;
 
@@ -55,6 +53,8 @@ struct Counters {
 
 pub struct Publisher {
     tx: Mutex<Option<mpsc::Sender<Pending>>>,
+    /// Fail instead of waiting when `max_in_flight` publishes are pending.
+    nonblocking: bool,
     counters: Arc<(Mutex<Counters>, Condvar)>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     completion_thread: Mutex<Option<JoinHandle<()>>>,
@@ -63,7 +63,10 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn start(rt: &Handle, client: Client) -> Result<Publisher> {
-        let (tx, mut rx) = mpsc::channel::<Pending>(PIPELINE_DEPTH);
+        // Publishes accepted but not yet acknowledged are bounded by
+        // `max_in_flight`: memory stays bounded when the engine is slow.
+        let (tx, mut rx) = mpsc::channel::<Pending>(client.config().max_in_flight);
+        let nonblocking = client.config().nonblocking;
         let (done_tx, done_rx) = std::sync::mpsc::channel::<Vec<(Once, Result<Position>)>>();
         let counters: Arc<(Mutex<Counters>, Condvar)> = Arc::default();
         let task = rt.spawn(async move {
@@ -109,22 +112,46 @@ impl Publisher {
         Ok(Publisher {
             completion_thread_id,
             tx: Mutex::new(Some(tx)),
+            nonblocking,
             counters,
             task: Mutex::new(Some(task)),
             completion_thread: Mutex::new(Some(completion_thread)),
         })
     }
 
-    /// Queues a publish; blocks while the pipeline is full.
+    /// Queues a publish; while the pipeline is full it waits, or with
+    /// `nonblocking` fails with Unavailable (and `done` is not called).
     pub fn publish(&self, stream: String, record: Record, done: Completion) -> Result<()> {
         let tx = self.tx.lock().unwrap().clone().ok_or_else(|| Error::Closed("client is closed".into()))?;
         self.counters.0.lock().unwrap().issued += 1;
-        if let Err(mpsc::error::SendError(p)) = tx.blocking_send(Pending { stream, record, done: Once(Some(done)) }) {
+        let pending = Pending { stream, record, done: Once(Some(done)) };
+        let refused = if self.nonblocking {
+            match tx.try_send(pending) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(mut p)) => {
+                    p.done.0.take(); // refused: the caller learns it from the status, not the callback
+                    self.uncount();
+                    return Err(Error::Unavailable(format!(
+                        "{} publishes already in flight (max_in_flight); try again later",
+                        tx.max_capacity()
+                    )));
+                }
+                Err(mpsc::error::TrySendError::Closed(p)) => Some(p),
+            }
+        } else {
+            tx.blocking_send(pending).err().map(|mpsc::error::SendError(p)| p)
+        };
+        if let Some(p) = refused {
             drop(p); // pipeline gone (closing): the callback reports Closed
-            self.counters.0.lock().unwrap().completed += 1;
-            self.counters.1.notify_all();
+            self.uncount();
         }
         Ok(())
+    }
+
+    /// Marks an issued publish as finished without running the engine.
+    fn uncount(&self) {
+        self.counters.0.lock().unwrap().completed += 1;
+        self.counters.1.notify_all();
     }
 
     /// Waits until every publish issued before this call has completed.

@@ -4,6 +4,7 @@
 //! over gRPC. Names reaching an engine are always fully qualified
 //! (`tenant/namespace/name`).
 
+pub mod connection;
 pub mod embedded;
 pub mod remote;
 
@@ -224,6 +225,10 @@ pub type KvEventStream = Pin<Box<dyn Stream<Item = Result<KvEvent>> + Send>>;
 /// qualified; every method is safe to call concurrently.
 #[async_trait]
 pub trait Engine: Send + Sync + 'static {
+    /// The state machine of the link to a broker; `None` for embedded
+    /// engines, which are always connected. (Decorators must forward it.)
+    fn connection(&self) -> Option<std::sync::Arc<connection::ConnectionState>>;
+
     async fn health(&self) -> Result<()>;
     async fn ready(&self) -> Result<()> {
         self.health().await

@@ -18,6 +18,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Streaming};
 
 use crate::client::{Backoff, ClientConfig};
+use crate::engine::connection::{supervise, CallPolicy, CircuitBreaker, ConnState, ConnectionState, Retry};
 use crate::engine::*;
 use crate::error::{Error, Result};
 use crate::wire::{self, pb};
@@ -45,6 +46,43 @@ pub struct RemoteEngine {
     backoff: Backoff,
     link: tokio::sync::Mutex<Option<PublishLink>>,
     next_id: AtomicU64,
+    /// Deadlines, breaker, retries and the connection state of every call.
+    policy: CallPolicy,
+    /// Message ids `<producer>-<sequence>` make publishes safe to retry: the
+    /// broker stores a retried record once.
+    producer: u64,
+    sequence: AtomicU64,
+    supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for RemoteEngine {
+    fn drop(&mut self) {
+        if let Some(task) = self.supervisor.lock().unwrap().take() {
+            task.abort();
+        }
+    }
+}
+
+/// A request whose deadline is what is left of the call's budget.
+fn timed<T>(msg: T, left: Duration) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.set_timeout(left.max(Duration::from_millis(1)));
+    r
+}
+
+/// One unary RPC under the call policy: `rpc!(self, Retry::Safe, streams.read(req))`.
+macro_rules! rpc {
+    ($self:ident, $retry:expr, $client:ident . $method:ident ( $req:expr )) => {{
+        let req = $req;
+        $self
+            .policy
+            .run($retry, Duration::ZERO, |left| {
+                let mut client = $self.$client.clone();
+                let req = timed(req.clone(), left);
+                async move { status(client.$method(req).await) }
+            })
+            .await
+    }};
 }
 
 impl RemoteEngine {
@@ -63,6 +101,7 @@ impl RemoteEngine {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
+        let state = Arc::new(ConnectionState::new(ConnState::Connecting));
         let channel = tokio::time::timeout(connect_timeout, endpoint.connect())
             .await
             .map_err(|_| Error::Timeout(format!("connecting to {url} took longer than {connect_timeout:?}")))?
@@ -82,15 +121,33 @@ impl RemoteEngine {
             backoff: cfg.reconnect,
             link: tokio::sync::Mutex::new(None),
             next_id: AtomicU64::new(1),
+            policy: CallPolicy {
+                state: state.clone(),
+                breaker: CircuitBreaker::new(cfg.breaker_threshold, Duration::from_millis(cfg.breaker_timeout_ms)),
+                timeout: Duration::from_millis(cfg.request_timeout_ms.max(1)),
+                max_retries: cfg.max_retries,
+            },
+            producer: crate::client::pseudo_random() | 1,
+            sequence: AtomicU64::new(0),
+            supervisor: Mutex::new(None),
         };
         engine.health().await?;
+        state.set(ConnState::Connected, None);
+        let health = engine.health.clone();
+        let heartbeat = (cfg.heartbeat_ms > 0).then(|| Duration::from_millis(cfg.heartbeat_ms));
+        // A probe answers within the heartbeat (a dead peer holds no socket
+        // error, it just stops answering) or the request timeout.
+        let probe_timeout = heartbeat.unwrap_or(engine.timeout).min(engine.timeout);
+        let backoff = cfg.reconnect;
+        let task = tokio::spawn(async move {
+            let probe = || {
+                let mut health = health.clone();
+                async move { status(health.check(timed(pb::CheckRequest {}, probe_timeout)).await).map(|_| ()) }
+            };
+            supervise(&state, heartbeat, backoff, probe, || {}).await;
+        });
+        *engine.supervisor.lock().unwrap() = Some(task);
         Ok(Arc::new(engine))
-    }
-
-    fn request<T>(&self, msg: T) -> Request<T> {
-        let mut r = Request::new(msg);
-        r.set_timeout(self.timeout);
-        r
     }
 
     /// The live publish stream, opened (again) if needed.
@@ -141,37 +198,19 @@ impl RemoteEngine {
     }
 }
 
-fn status<T>(r: std::result::Result<tonic::Response<T>, tonic::Status>) -> Result<T> {
-    r.map(tonic::Response::into_inner).map_err(|s| wire::from_status(&s))
-}
-
-#[async_trait]
-impl Engine for RemoteEngine {
-    async fn health(&self) -> Result<()> {
-        status(self.health.clone().check(self.request(pb::CheckRequest {})).await).map(|_| ())
-    }
-
-    async fn ready(&self) -> Result<()> {
-        status(self.health.clone().ready(self.request(pb::ReadyRequest {})).await).map(|_| ())
-    }
-
-    async fn create_stream(&self, stream: &str, config: StreamConfig) -> Result<()> {
-        let req = pb::CreateStreamRequest { stream: stream.into(), config: Some(config.into()) };
-        status(self.streams.clone().create_stream(self.request(req)).await).map(|_| ())
-    }
-
-    async fn publish(&self, stream: &str, records: Vec<Record>) -> Result<Vec<Position>> {
+impl RemoteEngine {
+    /// One attempt at a publish over the pipelined stream.
+    async fn publish_once(&self, stream: &str, records: Vec<pb::Record>, left: Duration) -> Result<Vec<Position>> {
         let (tx, pending) = self.publish_link().await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         pending.lock().unwrap().insert(id, reply);
-        let req =
-            pb::PublishRequest { id, stream: stream.into(), records: records.into_iter().map(Into::into).collect() };
+        let req = pb::PublishRequest { id, stream: stream.into(), records };
         if tx.send(req).await.is_err() {
             pending.lock().unwrap().remove(&id);
             return Err(Error::Disconnected("publish stream to the broker is closed".into()));
         }
-        match tokio::time::timeout(self.timeout, answer).await {
+        match tokio::time::timeout(left, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Disconnected("publish stream ended before the broker answered".into())),
             Err(_) => {
@@ -179,6 +218,44 @@ impl Engine for RemoteEngine {
                 Err(Error::Timeout(format!("no publish acknowledgement within {:?}", self.timeout)))
             }
         }
+    }
+}
+
+fn status<T>(r: std::result::Result<tonic::Response<T>, tonic::Status>) -> Result<T> {
+    r.map(tonic::Response::into_inner).map_err(|s| wire::from_status(&s))
+}
+
+#[async_trait]
+impl Engine for RemoteEngine {
+    fn connection(&self) -> Option<Arc<ConnectionState>> {
+        Some(self.policy.state.clone())
+    }
+
+    async fn health(&self) -> Result<()> {
+        rpc!(self, Retry::Safe, health.check(pb::CheckRequest {})).map(|_| ())
+    }
+
+    async fn ready(&self) -> Result<()> {
+        rpc!(self, Retry::Safe, health.ready(pb::ReadyRequest {})).map(|_| ())
+    }
+
+    async fn create_stream(&self, stream: &str, config: StreamConfig) -> Result<()> {
+        let req = pb::CreateStreamRequest { stream: stream.into(), config: Some(config.into()) };
+        rpc!(self, Retry::Never, streams.create_stream(req)).map(|_| ())
+    }
+
+    async fn publish(&self, stream: &str, records: Vec<Record>) -> Result<Vec<Position>> {
+        let records: Vec<pb::Record> = records
+            .into_iter()
+            .map(|mut r| {
+                if r.msg_id.is_none() {
+                    let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
+                    r.msg_id = Some(format!("{:016x}-{seq}", self.producer));
+                }
+                r.into()
+            })
+            .collect();
+        self.policy.run(Retry::Safe, Duration::ZERO, |left| self.publish_once(stream, records.clone(), left)).await
     }
 
     async fn read(&self, stream: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>> {
@@ -188,13 +265,13 @@ impl Engine for RemoteEngine {
             offset,
             max_messages: max.min(u32::MAX as usize) as u32,
         };
-        let resp = status(self.streams.clone().read(self.request(req)).await)?;
+        let resp = rpc!(self, Retry::Safe, streams.read(req))?;
         Ok(resp.messages.into_iter().map(Into::into).collect())
     }
 
     async fn stream_info(&self, stream: &str) -> Result<StreamInfo> {
         let resp =
-            status(self.streams.clone().info(self.request(pb::StreamInfoRequest { stream: stream.into() })).await)?;
+            rpc!(self, Retry::Safe, streams.info(pb::StreamInfoRequest { stream: stream.into() }))?;
         Ok(StreamInfo {
             config: resp.config.map(Into::into).unwrap_or_default(),
             partitions: resp
@@ -264,17 +341,17 @@ impl Engine for RemoteEngine {
 
     async fn commit_offset(&self, stream: &str, group: &str, partition: u32, offset: u64) -> Result<()> {
         let req = pb::CommitOffsetRequest { stream: stream.into(), group: group.into(), partition, offset };
-        status(self.streams.clone().commit_offset(self.request(req)).await).map(|_| ())
+        rpc!(self, Retry::Safe, streams.commit_offset(req)).map(|_| ())
     }
 
     async fn get_offset(&self, stream: &str, group: &str, partition: u32) -> Result<u64> {
         let req = pb::GetOffsetRequest { stream: stream.into(), group: group.into(), partition };
-        status(self.streams.clone().get_offset(self.request(req)).await).map(|r| r.offset)
+        rpc!(self, Retry::Safe, streams.get_offset(req)).map(|r| r.offset)
     }
 
     async fn group_state(&self, stream: &str, group: &str) -> Result<GroupState> {
         let req = pb::GroupStateRequest { stream: stream.into(), group: group.into() };
-        let r = status(self.streams.clone().group_state(self.request(req)).await)?;
+        let r = rpc!(self, Retry::Safe, streams.group_state(req))?;
         Ok(GroupState {
             group: r.group,
             partitions: r
@@ -292,7 +369,7 @@ impl Engine for RemoteEngine {
 
     async fn enqueue(&self, queue: &str, record: Record, delay_ms: u64, priority: i32) -> Result<u64> {
         let req = pb::EnqueueRequest { queue: queue.into(), record: Some(record.into()), delay_ms, priority };
-        status(self.queues.clone().enqueue(self.request(req)).await).map(|r| r.job_id)
+        rpc!(self, Retry::Never, queues.enqueue(req)).map(|r| r.job_id)
     }
 
     async fn reserve(&self, queue: &str, max: usize, visibility_ms: u64, wait_ms: u64) -> Result<Vec<Job>> {
@@ -302,47 +379,53 @@ impl Engine for RemoteEngine {
             visibility_ms,
             wait_ms,
         };
-        let mut r = Request::new(req);
-        r.set_timeout(self.timeout + Duration::from_millis(wait_ms));
-        let resp = status(self.queues.clone().reserve(r).await)?;
+        // Reserving twice could hand out two jobs: never retried.
+        let resp = self
+            .policy
+            .run(Retry::Never, Duration::from_millis(wait_ms), |left| {
+                let mut queues = self.queues.clone();
+                let req = timed(req.clone(), left);
+                async move { status(queues.reserve(req).await) }
+            })
+            .await?;
         Ok(resp.jobs.into_iter().map(Into::into).collect())
     }
 
     async fn ack(&self, queue: &str, job_id: u64) -> Result<()> {
         let req = pb::AckRequest { queue: queue.into(), job_id };
-        status(self.queues.clone().ack(self.request(req)).await).map(|_| ())
+        rpc!(self, Retry::Never, queues.ack(req)).map(|_| ())
     }
 
     async fn nack(&self, queue: &str, job_id: u64, delay_ms: u64) -> Result<()> {
         let req = pb::NackRequest { queue: queue.into(), job_id, delay_ms };
-        status(self.queues.clone().nack(self.request(req)).await).map(|_| ())
+        rpc!(self, Retry::Never, queues.nack(req)).map(|_| ())
     }
 
     async fn queue_stats(&self, queue: &str) -> Result<QueueStats> {
-        let r = status(self.queues.clone().stats(self.request(pb::StatsRequest { queue: queue.into() })).await)?;
+        let r = rpc!(self, Retry::Safe, queues.stats(pb::StatsRequest { queue: queue.into() }))?;
         Ok(QueueStats { pending: r.pending, in_flight: r.in_flight, delayed: r.delayed, dead: r.dead })
     }
 
     async fn set_retry_policy(&self, queue: &str, policy: RetryPolicy) -> Result<()> {
         let req = pb::SetRetryPolicyRequest { queue: queue.into(), policy: Some(policy.into()) };
-        status(self.queues.clone().set_retry_policy(self.request(req)).await).map(|_| ())
+        rpc!(self, Retry::Safe, queues.set_retry_policy(req)).map(|_| ())
     }
 
     async fn get_retry_policy(&self, queue: &str) -> Result<RetryPolicy> {
         let req = pb::GetRetryPolicyRequest { queue: queue.into() };
-        let r = status(self.queues.clone().get_retry_policy(self.request(req)).await)?;
+        let r = rpc!(self, Retry::Safe, queues.get_retry_policy(req))?;
         Ok(r.policy.map(Into::into).unwrap_or_default())
     }
 
     async fn dlq_list(&self, queue: &str, max: usize) -> Result<Vec<Job>> {
         let req = pb::DlqListRequest { queue: queue.into(), max: max.min(u32::MAX as usize) as u32 };
-        let r = status(self.queues.clone().dlq_list(self.request(req)).await)?;
+        let r = rpc!(self, Retry::Safe, queues.dlq_list(req))?;
         Ok(r.jobs.into_iter().map(Into::into).collect())
     }
 
     async fn dlq_replay(&self, queue: &str, job_id: u64) -> Result<()> {
         let req = pb::DlqReplayRequest { queue: queue.into(), job_id };
-        status(self.queues.clone().dlq_replay(self.request(req)).await).map(|_| ())
+        rpc!(self, Retry::Never, queues.dlq_replay(req)).map(|_| ())
     }
 
     async fn dlq_replay_all(&self, queue: &str, header: Option<(String, String)>) -> Result<u64> {
@@ -350,12 +433,12 @@ impl Engine for RemoteEngine {
             queue: queue.into(),
             filter: header.map(|(key, value)| pb::Header { key, value }),
         };
-        status(self.queues.clone().dlq_replay_all(self.request(req)).await).map(|r| r.replayed)
+        rpc!(self, Retry::Never, queues.dlq_replay_all(req)).map(|r| r.replayed)
     }
 
     async fn kv_set(&self, bucket: &str, key: &str, value: Bytes, ttl_ms: u64) -> Result<u64> {
         let req = pb::KvSetRequest { bucket: bucket.into(), key: key.into(), value, ttl_ms, expected_revision: None };
-        status(self.kv.clone().set(self.request(req)).await).map(|r| r.revision)
+        rpc!(self, Retry::Never, kv.set(req)).map(|r| r.revision)
     }
 
     async fn kv_cas(&self, bucket: &str, key: &str, value: Bytes, expected: u64, ttl_ms: u64) -> Result<u64> {
@@ -366,28 +449,28 @@ impl Engine for RemoteEngine {
             ttl_ms,
             expected_revision: Some(expected),
         };
-        status(self.kv.clone().set(self.request(req)).await).map(|r| r.revision)
+        rpc!(self, Retry::Never, kv.set(req)).map(|r| r.revision)
     }
 
     async fn kv_get(&self, bucket: &str, key: &str) -> Result<KvEntry> {
         let req = pb::KvGetRequest { bucket: bucket.into(), key: key.into() };
-        let r = status(self.kv.clone().get(self.request(req)).await)?;
+        let r = rpc!(self, Retry::Safe, kv.get(req))?;
         Ok(KvEntry { key: key.into(), value: r.value, revision: r.revision })
     }
 
     async fn kv_delete(&self, bucket: &str, key: &str) -> Result<bool> {
         let req = pb::KvDeleteRequest { bucket: bucket.into(), key: key.into() };
-        status(self.kv.clone().delete(self.request(req)).await).map(|r| r.deleted)
+        rpc!(self, Retry::Never, kv.delete(req)).map(|r| r.deleted)
     }
 
     async fn kv_exists(&self, bucket: &str, key: &str) -> Result<bool> {
         let req = pb::KvExistsRequest { bucket: bucket.into(), key: key.into() };
-        status(self.kv.clone().exists(self.request(req)).await).map(|r| r.exists)
+        rpc!(self, Retry::Safe, kv.exists(req)).map(|r| r.exists)
     }
 
     async fn kv_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
         let req = pb::KvKeysRequest { bucket: bucket.into(), prefix: prefix.into() };
-        status(self.kv.clone().keys(self.request(req)).await).map(|r| r.keys)
+        rpc!(self, Retry::Safe, kv.keys(req)).map(|r| r.keys)
     }
 
     async fn kv_watch(&self, bucket: &str, prefix: &str) -> Result<KvEventStream> {

@@ -1,12 +1,13 @@
 //! `fm_client`: connect, health, close.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
-use super::args::{client_arg, out_arg, register_client, str_arg, unregister_client};
+use super::args::{client_arg, out_arg, register_client, str_arg, unregister_client, UserData};
 use super::options::{fm_options, options_or_default};
 use super::{fm_status, guard, guard_value};
 use crate::blocking::BlockingClient;
+use crate::engine::connection::ConnState;
 
 /// A connection to one engine (embedded or a broker). Thread-safe: every
 /// function taking a client may be called from any thread at once.
@@ -65,4 +66,82 @@ pub unsafe extern "C" fn fm_client_close(client: *mut fm_client) {
             drop(Box::from_raw(client));
         }
     });
+}
+
+/// The state of a client's link to its engine. Embedded engines are
+/// CONNECTED until closed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum fm_conn_state {
+    /// Opening the first connection (fm_client_connect has not returned yet).
+    FM_STATE_CONNECTING = 1,
+    /// The broker answers.
+    FM_STATE_CONNECTED = 2,
+    /// The link was lost (a call failed, or a heartbeat went unanswered);
+    /// reconnecting with backoff. Calls in flight failed with
+    /// FM_ERR_DISCONNECTED; idempotent ones were retried once it came back.
+    FM_STATE_RECONNECTING = 3,
+    /// Gave up after `max_reconnect_attempts`: every call now fails with
+    /// FM_ERR_DISCONNECTED; close the client and connect again.
+    FM_STATE_DISCONNECTED = 4,
+    /// fm_client_close was called: the last state a listener sees.
+    FM_STATE_CLOSED = 5,
+}
+
+impl From<ConnState> for fm_conn_state {
+    fn from(s: ConnState) -> Self {
+        match s {
+            ConnState::Connecting => fm_conn_state::FM_STATE_CONNECTING,
+            ConnState::Connected => fm_conn_state::FM_STATE_CONNECTED,
+            ConnState::Reconnecting => fm_conn_state::FM_STATE_RECONNECTING,
+            ConnState::Disconnected => fm_conn_state::FM_STATE_DISCONNECTED,
+            ConnState::Closed => fm_conn_state::FM_STATE_CLOSED,
+        }
+    }
+}
+
+/// Called on a library thread (one per listener) with each state change, in
+/// order. `cause` is the status of the error that caused the change (FM_OK
+/// if none) and `detail` its message or NULL; it is valid only during the
+/// call. The callback may call any function of this client, including
+/// fm_client_close (the listener then ends after this call).
+pub type fm_state_cb = Option<
+    unsafe extern "C" fn(user_data: *mut c_void, state: fm_conn_state, cause: fm_status, detail: *const c_char),
+>;
+
+/// Adds a listener of connection state changes. It is first called with the
+/// current state, then with every change in order, last with
+/// FM_STATE_CLOSED when the client closes (fm_client_close joins the
+/// listener's thread, so no call follows it). At most 16 listeners per
+/// client. Returns FM_ERR_INVALID_ARGUMENT (NULL cb, too many listeners),
+/// FM_ERR_CLOSED.
+#[no_mangle]
+pub unsafe extern "C" fn fm_client_on_state(client: *mut fm_client, cb: fm_state_cb, user_data: *mut c_void) -> fm_status {
+    guard(|| {
+        let c = client_arg(client)?;
+        let Some(cb) = cb else {
+            return Err(crate::Error::invalid("cb must not be NULL"));
+        };
+        let ud = UserData(user_data);
+        c.on_state(move |change| {
+            let ud = &ud;
+            let (cause, detail) = match &change.cause {
+                Some(e) => (e.code(), Some(super::stream::c_string(e.message()))),
+                None => (super::FM_OK, None),
+            };
+            let detail_ptr = detail.as_ref().map_or(std::ptr::null(), |d| d.as_ptr());
+            cb(ud.0, change.state.into(), cause, detail_ptr);
+        })
+    })
+}
+
+/// The client's current connection state, to `*out`. Returns
+/// FM_ERR_INVALID_ARGUMENT (NULL), FM_ERR_CLOSED.
+#[no_mangle]
+pub unsafe extern "C" fn fm_client_state(client: *mut fm_client, out: *mut fm_conn_state) -> fm_status {
+    guard(|| {
+        let out = out_arg(out, "out")?;
+        *out = client_arg(client)?.state().into();
+        Ok(())
+    })
 }

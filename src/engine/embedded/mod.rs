@@ -275,6 +275,10 @@ impl Inner {
 
 #[async_trait]
 impl Engine for EmbeddedEngine {
+    fn connection(&self) -> Option<Arc<crate::engine::connection::ConnectionState>> {
+        None
+    }
+
     async fn health(&self) -> Result<()> {
         Ok(())
     }

@@ -1,0 +1,438 @@
+//! What keeps a remote client usable on a real network: the connection state
+//! machine (connecting → connected → reconnecting → connected … or
+//! disconnected after `max_reconnect_attempts`; closed by the owner), the
+//! circuit breaker that fails fast while the broker keeps failing, and the
+//! call policy (one deadline per call, calls cut short when the link is lost,
+//! retries only for idempotent operations). The remote engine wires these to
+//! gRPC; they are plain state machines here so tests can drive them.
+
+use std::future::Future;
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+
+use crate::client::Backoff;
+use crate::error::{Error, Result};
+
+/// The state of a client's link to its engine (the C `fm_conn_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum ConnState {
+    /// Opening the first connection.
+    Connecting = 1,
+    /// The broker answers.
+    Connected = 2,
+    /// The link was lost; retrying with backoff.
+    Reconnecting = 3,
+    /// Gave up after `max_reconnect_attempts`: calls fail with DISCONNECTED.
+    Disconnected = 4,
+    /// The client was closed.
+    Closed = 5,
+}
+
+/// One transition, with the error that caused it (if any).
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    pub state: ConnState,
+    pub cause: Option<Error>,
+}
+
+/// The current state, its listeners, and a loss counter calls watch.
+pub struct ConnectionState {
+    inner: Mutex<Listeners>,
+    /// Bumped on every loss of the link: a call started before a bump was in
+    /// flight when the link dropped.
+    losses: watch::Sender<u64>,
+    state: watch::Sender<ConnState>,
+    /// Wakes the supervisor when a call saw the link fail.
+    suspect: Notify,
+}
+
+struct Listeners {
+    current: ConnState,
+    listeners: Vec<mpsc::Sender<StateChange>>,
+}
+
+impl ConnectionState {
+    pub fn new(initial: ConnState) -> ConnectionState {
+        ConnectionState {
+            inner: Mutex::new(Listeners { current: initial, listeners: Vec::new() }),
+            losses: watch::channel(0).0,
+            state: watch::channel(initial).0,
+            suspect: Notify::new(),
+        }
+    }
+
+    pub fn current(&self) -> ConnState {
+        self.inner.lock().unwrap().current
+    }
+
+    /// Moves to `state` and tells every listener, in order. A closed or
+    /// given-up connection stays so. Returns false if nothing changed.
+    pub fn set(&self, state: ConnState, cause: Option<Error>) -> bool {
+        let mut inner = self.inner.lock().unwrap();
+        let from = inner.current;
+        if from == state || from == ConnState::Closed || (from == ConnState::Disconnected && state != ConnState::Closed)
+        {
+            return false;
+        }
+        inner.current = state;
+        if from == ConnState::Connected {
+            self.losses.send_modify(|n| *n += 1);
+        }
+        self.state.send_replace(state);
+        let change = StateChange { state, cause };
+        inner.listeners.retain(|l| l.send(change.clone()).is_ok());
+        if state == ConnState::Closed {
+            inner.listeners.clear(); // nothing follows: listeners end
+        }
+        true
+    }
+
+    /// A receiver of every later transition, first given the current state.
+    pub fn listen(&self) -> mpsc::Receiver<StateChange> {
+        let (tx, rx) = mpsc::channel();
+        let mut inner = self.inner.lock().unwrap();
+        let _ = tx.send(StateChange { state: inner.current, cause: None });
+        inner.listeners.push(tx);
+        rx
+    }
+
+    /// A call saw the link fail: the supervisor checks at once.
+    pub fn suspect(&self) {
+        self.suspect.notify_one();
+    }
+
+    pub async fn suspected(&self) {
+        self.suspect.notified().await
+    }
+
+    /// Resolves when the link is lost after this call (the loss count moves).
+    pub fn loss_after_now(&self) -> impl Future<Output = ()> + Send + 'static {
+        // A new receiver has seen the current count: only later losses wake it.
+        let mut rx = self.losses.subscribe();
+        async move {
+            let _ = rx.changed().await;
+        }
+    }
+
+    /// Waits until connected; false if the connection gave up or closed, or
+    /// `deadline` passed first.
+    pub async fn connected_by(&self, deadline: Instant) -> bool {
+        let mut rx = self.state.subscribe();
+        let wait = async {
+            let settled = rx.wait_for(|s| matches!(s, ConnState::Connected | ConnState::Disconnected | ConnState::Closed));
+            settled.await.map(|s| *s == ConnState::Connected).unwrap_or(false)
+        };
+        tokio::time::timeout_at(deadline.into(), wait).await.unwrap_or(false)
+    }
+}
+
+/// Runs until `stop` resolves: probes the broker every `heartbeat` (and at
+/// once when a call suspects the link), and after a failed probe reconnects
+/// with `backoff` until a probe succeeds or the attempts run out.
+pub async fn supervise<P, F>(
+    state: &ConnectionState,
+    heartbeat: Option<Duration>,
+    backoff: Backoff,
+    mut probe: P,
+    on_reconnect: impl Fn(),
+) where
+    P: FnMut() -> F,
+    F: Future<Output = Result<()>>,
+{
+    loop {
+        let idle = async {
+            match heartbeat {
+                Some(every) => tokio::time::sleep(every).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = idle => {}
+            _ = state.suspected() => {}
+        }
+        let Err(lost) = probe().await else {
+            continue;
+        };
+        tracing::warn!(error = %lost, "broker link lost; reconnecting");
+        state.set(ConnState::Reconnecting, Some(lost));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if backoff.exhausted(attempt) {
+                let why = format!("gave up after {} reconnect attempts", attempt - 1);
+                tracing::error!("{why}");
+                state.set(ConnState::Disconnected, Some(Error::Disconnected(why)));
+                return;
+            }
+            tokio::time::sleep(backoff.delay(attempt)).await;
+            if probe().await.is_ok() {
+                tracing::info!(attempt, "broker link restored");
+                state.set(ConnState::Connected, None);
+                on_reconnect();
+                break;
+            }
+        }
+    }
+}
+
+/// Fails calls fast while the broker keeps failing: after `threshold`
+/// consecutive failures it opens for `open_for`, then lets one probe call
+/// through (half-open); the probe's outcome closes or re-opens it.
+pub struct CircuitBreaker {
+    threshold: u32,
+    open_for: Duration,
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen,
+}
+
+/// Admission to one call; its outcome must be recorded (a permit dropped
+/// unrecorded, e.g. a cancelled call, counts as neither).
+pub struct Permit<'a> {
+    breaker: Option<&'a CircuitBreaker>,
+    probe: bool,
+}
+
+impl CircuitBreaker {
+    /// `threshold` 0 disables the breaker.
+    pub fn new(threshold: u32, open_for: Duration) -> CircuitBreaker {
+        CircuitBreaker { threshold, open_for, state: Mutex::new(BreakerState::Closed { failures: 0 }) }
+    }
+
+    pub fn state(&self) -> BreakerState {
+        *self.state.lock().unwrap()
+    }
+
+    pub fn admit(&self, now: Instant) -> Result<Permit<'_>> {
+        if self.threshold == 0 {
+            return Ok(Permit { breaker: None, probe: false });
+        }
+        let mut state = self.state.lock().unwrap();
+        match *state {
+            BreakerState::Closed { .. } => Ok(Permit { breaker: Some(self), probe: false }),
+            BreakerState::Open { until } if now >= until => {
+                *state = BreakerState::HalfOpen;
+                Ok(Permit { breaker: Some(self), probe: true })
+            }
+            BreakerState::Open { until } => Err(Error::Unavailable(format!(
+                "circuit breaker open after {} consecutive failures; next try in {} ms",
+                self.threshold,
+                until.saturating_duration_since(now).as_millis()
+            ))),
+            BreakerState::HalfOpen => {
+                Err(Error::Unavailable("circuit breaker half-open: a probe call is testing the broker".into()))
+            }
+        }
+    }
+
+    fn record(&self, failed: bool, now: Instant) {
+        let mut state = self.state.lock().unwrap();
+        *state = match (*state, failed) {
+            (_, false) => BreakerState::Closed { failures: 0 },
+            (BreakerState::Closed { failures }, true) if failures + 1 < self.threshold => {
+                BreakerState::Closed { failures: failures + 1 }
+            }
+            (BreakerState::Open { until }, true) => BreakerState::Open { until },
+            (_, true) => BreakerState::Open { until: now + self.open_for },
+        };
+    }
+}
+
+impl Permit<'_> {
+    /// Records the call's outcome: link failures and timeouts count against
+    /// the broker; any answer from it (even an error) counts for it.
+    pub fn record<T>(mut self, result: &Result<T>, now: Instant) {
+        if let Some(b) = self.breaker.take() {
+            let failed = matches!(result, Err(Error::Disconnected(_) | Error::Timeout(_) | Error::Unavailable(_)));
+            b.record(failed, now);
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        // An abandoned probe must not leave the breaker half-open forever.
+        if let (Some(b), true) = (self.breaker, self.probe) {
+            let mut state = b.state.lock().unwrap();
+            if *state == BreakerState::HalfOpen {
+                *state = BreakerState::Open { until: Instant::now() };
+            }
+        }
+    }
+}
+
+/// Whether a failed call may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Reads, and writes made idempotent (publishes carry message ids).
+    Safe,
+    /// Anything else: a lost answer is reported, never repeated silently.
+    Never,
+}
+
+/// The policy every remote call runs under.
+pub struct CallPolicy {
+    pub state: std::sync::Arc<ConnectionState>,
+    pub breaker: CircuitBreaker,
+    pub timeout: Duration,
+    pub max_retries: u32,
+}
+
+impl CallPolicy {
+    /// Runs `attempt` (given its time budget) within `timeout + extra`; fails
+    /// it with DISCONNECTED if the link is lost meanwhile; retries a
+    /// `Retry::Safe` call once the link is back, at most `max_retries` times.
+    pub async fn run<T, F, Fut>(&self, retry: Retry, extra: Duration, mut attempt: F) -> Result<T>
+    where
+        F: FnMut(Duration) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let budget = self.timeout + extra;
+        let deadline = Instant::now() + budget;
+        let mut retries = 0;
+        loop {
+            if self.state.current() == ConnState::Disconnected {
+                return Err(Error::Disconnected("the client gave up reconnecting to the broker".into()));
+            }
+            let permit = self.breaker.admit(Instant::now())?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let lost = self.state.loss_after_now();
+            let result = tokio::select! {
+                r = tokio::time::timeout(left, attempt(left)) => {
+                    r.unwrap_or_else(|_| Err(Error::Timeout(format!("no answer from the broker within {budget:?}"))))
+                }
+                _ = lost => Err(Error::Disconnected("the link to the broker was lost during the call".into())),
+            };
+            permit.record(&result, Instant::now());
+            match result {
+                Err(Error::Disconnected(m)) => {
+                    self.state.suspect();
+                    if retry == Retry::Never || retries >= self.max_retries || !self.state.connected_by(deadline).await
+                    {
+                        return Err(Error::Disconnected(m));
+                    }
+                    retries += 1;
+                    tracing::debug!(retries, "retrying after the link came back");
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_opens_after_threshold_and_probes_half_open() {
+        let b = CircuitBreaker::new(3, Duration::from_millis(100));
+        let t0 = Instant::now();
+        let fail: Result<()> = Err(Error::Disconnected("x".into()));
+        for _ in 0..2 {
+            b.admit(t0).unwrap().record(&fail, t0);
+        }
+        assert_eq!(b.state(), BreakerState::Closed { failures: 2 });
+        // An answer from the broker, even an error, resets the count.
+        b.admit(t0).unwrap().record(&Err::<(), _>(Error::NotFound("k".into())), t0);
+        assert_eq!(b.state(), BreakerState::Closed { failures: 0 });
+        for _ in 0..3 {
+            b.admit(t0).unwrap().record(&fail, t0);
+        }
+        assert!(matches!(b.state(), BreakerState::Open { .. }));
+        assert!(matches!(b.admit(t0 + Duration::from_millis(50)), Err(Error::Unavailable(_))));
+        // After the timeout one probe goes through; others still fail fast.
+        let probe = b.admit(t0 + Duration::from_millis(100)).unwrap();
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(matches!(b.admit(t0 + Duration::from_millis(100)), Err(Error::Unavailable(_))));
+        probe.record(&fail, t0 + Duration::from_millis(100));
+        assert!(matches!(b.state(), BreakerState::Open { .. }));
+        let probe = b.admit(t0 + Duration::from_millis(200)).unwrap();
+        probe.record(&Ok(()), t0 + Duration::from_millis(200));
+        assert_eq!(b.state(), BreakerState::Closed { failures: 0 });
+    }
+
+    #[test]
+    fn abandoned_probe_reopens_for_the_next_caller() {
+        let b = CircuitBreaker::new(1, Duration::from_millis(10));
+        let t0 = Instant::now();
+        b.admit(t0).unwrap().record(&Err::<(), _>(Error::Timeout("t".into())), t0);
+        drop(b.admit(t0 + Duration::from_millis(10)).unwrap());
+        assert!(matches!(b.state(), BreakerState::Open { .. }));
+        assert!(b.admit(Instant::now() + Duration::from_millis(10)).is_ok());
+    }
+
+    #[test]
+    fn disabled_breaker_never_opens() {
+        let b = CircuitBreaker::new(0, Duration::from_secs(1));
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            b.admit(t0).unwrap().record(&Err::<(), _>(Error::Disconnected("x".into())), t0);
+        }
+        assert!(b.admit(t0).is_ok());
+    }
+
+    #[test]
+    fn states_reach_listeners_in_order_and_terminal_states_stick() {
+        let s = ConnectionState::new(ConnState::Connecting);
+        let rx = s.listen();
+        assert!(s.set(ConnState::Connected, None));
+        assert!(s.set(ConnState::Reconnecting, Some(Error::Disconnected("gone".into()))));
+        assert!(!s.set(ConnState::Reconnecting, None));
+        assert!(s.set(ConnState::Connected, None));
+        assert!(s.set(ConnState::Disconnected, None));
+        assert!(!s.set(ConnState::Connected, None), "gave up: stays disconnected");
+        assert!(s.set(ConnState::Closed, None));
+        let seen: Vec<ConnState> = rx.try_iter().map(|c| c.state).collect();
+        use ConnState::*;
+        assert_eq!(seen, vec![Connecting, Connected, Reconnecting, Connected, Disconnected, Closed]);
+    }
+
+    #[tokio::test]
+    async fn calls_in_flight_fail_when_the_link_is_lost_and_safe_ones_retry() {
+        let state = std::sync::Arc::new(ConnectionState::new(ConnState::Connected));
+        let policy = CallPolicy {
+            state: state.clone(),
+            breaker: CircuitBreaker::new(0, Duration::ZERO),
+            timeout: Duration::from_secs(5),
+            max_retries: 2,
+        };
+        let s = state.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s.set(ConnState::Reconnecting, None);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s.set(ConnState::Connected, None);
+        });
+        let mut attempts = 0;
+        let r: Result<u32> = policy
+            .run(Retry::Safe, Duration::ZERO, |_| {
+                attempts += 1;
+                let n = attempts;
+                async move {
+                    if n == 1 {
+                        std::future::pending::<()>().await; // hangs until the loss cuts it
+                    }
+                    Ok(n)
+                }
+            })
+            .await;
+        assert_eq!(r.unwrap(), 2);
+        // A call that may not be repeated reports the loss.
+        let s = state.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s.set(ConnState::Reconnecting, None);
+        });
+        let r: Result<()> = policy.run(Retry::Never, Duration::ZERO, |_| std::future::pending()).await;
+        assert!(matches!(r, Err(Error::Disconnected(_))), "{r:?}");
+    }
+}
