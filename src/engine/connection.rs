@@ -122,7 +122,8 @@ impl ConnectionState {
     pub async fn connected_by(&self, deadline: Instant) -> bool {
         let mut rx = self.state.subscribe();
         let wait = async {
-            let settled = rx.wait_for(|s| matches!(s, ConnState::Connected | ConnState::Disconnected | ConnState::Closed));
+            let settled =
+                rx.wait_for(|s| matches!(s, ConnState::Connected | ConnState::Disconnected | ConnState::Closed));
             settled.await.map(|s| *s == ConnState::Connected).unwrap_or(false)
         };
         tokio::time::timeout_at(deadline.into(), wait).await.unwrap_or(false)

@@ -270,8 +270,7 @@ impl Engine for RemoteEngine {
     }
 
     async fn stream_info(&self, stream: &str) -> Result<StreamInfo> {
-        let resp =
-            rpc!(self, Retry::Safe, streams.info(pb::StreamInfoRequest { stream: stream.into() }))?;
+        let resp = rpc!(self, Retry::Safe, streams.info(pb::StreamInfoRequest { stream: stream.into() }))?;
         Ok(StreamInfo {
             config: resp.config.map(Into::into).unwrap_or_default(),
             partitions: resp

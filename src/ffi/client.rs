@@ -105,9 +105,8 @@ impl From<ConnState> for fm_conn_state {
 /// if none) and `detail` its message or NULL; it is valid only during the
 /// call. The callback may call any function of this client, including
 /// fm_client_close (the listener then ends after this call).
-pub type fm_state_cb = Option<
-    unsafe extern "C" fn(user_data: *mut c_void, state: fm_conn_state, cause: fm_status, detail: *const c_char),
->;
+pub type fm_state_cb =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, state: fm_conn_state, cause: fm_status, detail: *const c_char)>;
 
 /// Adds a listener of connection state changes. It is first called with the
 /// current state, then with every change in order, last with
@@ -116,7 +115,11 @@ pub type fm_state_cb = Option<
 /// client. Returns FM_ERR_INVALID_ARGUMENT (NULL cb, too many listeners),
 /// FM_ERR_CLOSED.
 #[no_mangle]
-pub unsafe extern "C" fn fm_client_on_state(client: *mut fm_client, cb: fm_state_cb, user_data: *mut c_void) -> fm_status {
+pub unsafe extern "C" fn fm_client_on_state(
+    client: *mut fm_client,
+    cb: fm_state_cb,
+    user_data: *mut c_void,
+) -> fm_status {
     guard(|| {
         let c = client_arg(client)?;
         let Some(cb) = cb else {

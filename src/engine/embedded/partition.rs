@@ -217,10 +217,7 @@ fn decode(body: &[u8]) -> std::result::Result<Stored, codec::Corrupt> {
     let timestamp_ms = r.i64()?;
     let key = r.opt_bytes()?.map(Bytes::copy_from_slice);
     let mut headers = r.headers()?;
-    let msg_id = match headers.iter().position(|(k, _)| k == MSG_ID_KEY) {
-        Some(i) => Some(headers.remove(i).1),
-        None => None,
-    };
+    let msg_id = headers.iter().position(|(k, _)| k == MSG_ID_KEY).map(|i| headers.remove(i).1);
     let payload = r.owned()?;
     Ok(Stored { offset, timestamp_ms, key, payload, headers, msg_id })
 }

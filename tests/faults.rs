@@ -1,0 +1,318 @@
+//! Fault tests of the remote client on loopback: a proxy the test controls
+//! delays, holds and cuts the link; the broker is killed with SIGKILL and
+//! restarted under 4 producers and 2 subscribers. What must hold: state
+//! events in order, every call back within its deadline, the breaker opening
+//! and closing, every acknowledged publish stored exactly once, every
+//! subscriber seeing every stored message once in order, and no growth in
+//! threads, file descriptors or memory over 1000 reconnects.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use common::proxy::{Mode, Proxy};
+use common::{free_addr, Broker};
+use flowmesh::engine::connection::{ConnState, StateChange};
+use flowmesh::{Client, Error, Options, Record, StartFrom, StreamConfig, SubscribeSpec};
+use futures::StreamExt;
+
+fn options(pairs: &[(&str, &str)]) -> Options {
+    pairs.iter().fold(Options::new(), |o, (k, v)| o.with(k, v).unwrap())
+}
+
+/// Waits (bounded) for `want` among the state changes; returns what passed.
+fn wait_state(rx: &mpsc::Receiver<StateChange>, want: ConnState, within: Duration) -> Vec<ConnState> {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(c) => {
+                seen.push(c.state);
+                if c.state == want {
+                    return seen;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!("state {want:?} not reached within {within:?}; saw {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_faults_drive_states_deadlines_and_the_breaker() {
+    let broker = Broker::start("mem://");
+    let proxy = Proxy::start(&broker.addr);
+    let opts = options(&[
+        ("heartbeat_ms", "200"),
+        ("request_timeout_ms", "1000"),
+        ("reconnect_initial_ms", "50"),
+        ("reconnect_max_ms", "200"),
+        ("reconnect_jitter_ms", "0"),
+        ("breaker_threshold", "3"),
+        ("breaker_timeout_ms", "500"),
+        ("max_retries", "0"),
+    ]);
+    let client = Client::connect(&proxy.url(), &opts).await.unwrap();
+    let states = client.engine().connection().expect("remote engines have a connection").listen();
+    client.kv_set("cfg", "k", "v1", 0).await.unwrap();
+
+    // A slow link: calls still answer, just later.
+    proxy.set(Mode::Delay(Duration::from_millis(60)));
+    let t = Instant::now();
+    assert_eq!(&client.kv_get("cfg", "k").await.unwrap().value[..], b"v1");
+    assert!(t.elapsed() >= Duration::from_millis(60));
+    proxy.set(Mode::Pass);
+
+    // A peer that stops answering: the heartbeat notices and the call in
+    // flight fails with DISCONNECTED, well within its deadline.
+    proxy.set(Mode::Hold);
+    let t = Instant::now();
+    let r = client.kv_get("cfg", "k").await;
+    let took = t.elapsed();
+    assert!(matches!(r, Err(Error::Disconnected(_)) | Err(Error::Timeout(_))), "{r:?}");
+    assert!(took < Duration::from_millis(1500), "call returned after {took:?}");
+    let seen = wait_state(&states, ConnState::Reconnecting, Duration::from_secs(5));
+    assert_eq!(seen, vec![ConnState::Connected, ConnState::Reconnecting]);
+
+    // The link cut: calls fail fast; after 3 failures the breaker opens and
+    // answers UNAVAILABLE without touching the network.
+    proxy.set(Mode::Cut);
+    let mut opened = false;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let r = client.kv_get("cfg", "k").await;
+        assert!(t.elapsed() < Duration::from_millis(1500), "call returned after {:?}", t.elapsed());
+        if let Err(Error::Unavailable(m)) = &r {
+            assert!(m.contains("circuit breaker"), "{m}");
+            assert!(t.elapsed() < Duration::from_millis(50), "an open breaker answers at once");
+            opened = true;
+            break;
+        }
+        assert!(r.is_err(), "a call through a cut link succeeded");
+    }
+    assert!(opened, "breaker did not open");
+
+    // Link back: the state returns to CONNECTED; once the breaker's timeout
+    // passes, a probe call closes it and calls succeed again.
+    proxy.set(Mode::Pass);
+    wait_state(&states, ConnState::Connected, Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let value = loop {
+        match client.kv_get("cfg", "k").await {
+            Ok(e) => break e.value,
+            Err(Error::Unavailable(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("after the link came back: {e}"),
+        }
+    };
+    assert_eq!(&value[..], b"v1");
+    client.publish("after", Record::new("ok")).await.unwrap();
+    assert!(states.try_iter().all(|c| c.state != ConnState::Disconnected));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gives_up_after_max_reconnect_attempts() {
+    let mut broker = Broker::start("mem://");
+    let opts = options(&[
+        ("heartbeat_ms", "100"),
+        ("reconnect_initial_ms", "20"),
+        ("reconnect_max_ms", "20"),
+        ("reconnect_jitter_ms", "0"),
+        ("max_reconnect_attempts", "3"),
+    ]);
+    let client = Client::connect(&broker.url(), &opts).await.unwrap();
+    let states = client.engine().connection().unwrap().listen();
+    broker.kill();
+    let seen = wait_state(&states, ConnState::Disconnected, Duration::from_secs(10));
+    assert_eq!(seen, vec![ConnState::Connected, ConnState::Reconnecting, ConnState::Disconnected]);
+    let t = Instant::now();
+    assert!(matches!(client.kv_get("b", "k").await, Err(Error::Disconnected(_))));
+    assert!(t.elapsed() < Duration::from_millis(50), "a client that gave up answers at once");
+}
+
+/// 4 producers publish 100,000 messages in batches while the broker is
+/// killed with SIGKILL and restarted; 2 subscribers read throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_kill_under_load_loses_and_duplicates_nothing() {
+    const PRODUCERS: u64 = 4;
+    const PER_PRODUCER: u64 = 25_000;
+    const BATCH: u64 = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let data = format!("file://{}", dir.path().display());
+    let addr = free_addr();
+    let mut broker = Broker::start_with(&data, &addr, &["--fsync", "interval"]);
+    let url = broker.url();
+    let opts = options(&[
+        ("heartbeat_ms", "200"),
+        ("reconnect_initial_ms", "50"),
+        ("reconnect_max_ms", "400"),
+        ("reconnect_jitter_ms", "20"),
+        ("max_retries", "30"),
+        ("request_timeout_ms", "20000"),
+    ]);
+    let setup = Client::connect(&url, &opts).await.unwrap();
+    setup.create_stream("load", StreamConfig { partitions: 4, ..Default::default() }).await.unwrap();
+
+    let mut subscribers = Vec::new();
+    for _ in 0..2 {
+        let c = Client::connect(&url, &opts).await.unwrap();
+        let spec = SubscribeSpec { partition: None, start: StartFrom::Earliest, group: None };
+        let feed = c.subscribe("load", spec).await.unwrap();
+        subscribers.push((c, feed));
+    }
+
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut producers = Vec::new();
+    for p in 0..PRODUCERS {
+        let client = Client::connect(&url, &opts).await.unwrap();
+        let acked = acked.clone();
+        producers.push(tokio::spawn(async move {
+            let mut done: HashMap<String, (u32, u64)> = HashMap::new();
+            let mut failed = 0u64;
+            for b in 0..PER_PRODUCER / BATCH {
+                let payloads: Vec<String> = (0..BATCH).map(|i| format!("p{p}-{}", b * BATCH + i)).collect();
+                let records = payloads.iter().map(|s| Record::new(s.clone())).collect();
+                match client.publish_batch("load", records).await {
+                    Ok(positions) => {
+                        for (s, pos) in payloads.into_iter().zip(positions) {
+                            done.insert(s, (pos.partition, pos.offset));
+                        }
+                        acked.fetch_add(BATCH, Ordering::Relaxed);
+                    }
+                    Err(Error::Disconnected(_) | Error::Timeout(_) | Error::Unavailable(_)) => failed += 1,
+                    Err(e) => panic!("producer {p}: {e}"),
+                }
+            }
+            (done, failed)
+        }));
+    }
+
+    // Kill the broker a third of the way in, restart it on the same data.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while acked.load(Ordering::Relaxed) < PRODUCERS * PER_PRODUCER / 3 {
+        assert!(Instant::now() < deadline, "producers made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    broker.kill();
+    let killed_at = acked.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _restarted = Broker::start_on(&data, &addr);
+
+    let mut acknowledged: HashMap<String, (u32, u64)> = HashMap::new();
+    let mut failed_batches = 0;
+    for p in producers {
+        let (done, failed) = tokio::time::timeout(Duration::from_secs(120), p).await.expect("producer hung").unwrap();
+        acknowledged.extend(done);
+        failed_batches += failed;
+    }
+    eprintln!(
+        "killed at {killed_at} acknowledged; {} acknowledged in the end, {failed_batches} batches failed",
+        acknowledged.len()
+    );
+    assert!(killed_at < PRODUCERS * PER_PRODUCER, "the kill happened after the load");
+    // Retries ride out the restart: at most a few batches give up.
+    assert!(failed_batches <= 4, "{failed_batches} batches failed");
+
+    // Everything stored, read back partition by partition.
+    let reader = Client::connect(&url, &opts).await.unwrap();
+    let info = reader.stream_info("load").await.unwrap();
+    let mut stored: HashMap<String, (u32, u64)> = HashMap::new();
+    for part in &info.partitions {
+        let mut next = part.earliest;
+        while next < part.latest {
+            let msgs = reader.read("load", part.partition, next, 10_000).await.unwrap();
+            assert!(!msgs.is_empty());
+            for m in msgs {
+                let s = String::from_utf8(m.payload.to_vec()).unwrap();
+                let previous = stored.insert(s.clone(), (m.partition, m.offset));
+                assert!(previous.is_none(), "{s} stored twice: at {previous:?} and {}/{}", m.partition, m.offset);
+                next = m.offset + 1;
+            }
+        }
+    }
+    for (s, pos) in &acknowledged {
+        assert_eq!(stored.get(s), Some(pos), "acknowledged {s} not stored where acknowledged");
+    }
+    assert!(acknowledged.len() as u64 >= PRODUCERS * PER_PRODUCER - failed_batches * BATCH);
+
+    // Each subscriber saw every stored message once, in offset order per partition.
+    let total = stored.len();
+    for (_client, mut feed) in subscribers {
+        let mut next: HashMap<u32, u64> = HashMap::new();
+        let mut seen = 0;
+        while seen < total {
+            let m = tokio::time::timeout(Duration::from_secs(60), feed.next())
+                .await
+                .expect("subscriber stalled")
+                .expect("subscription ended")
+                .expect("subscription failed");
+            let expected = next.entry(m.partition).or_insert(0);
+            assert_eq!(m.offset, *expected, "partition {} out of order", m.partition);
+            *expected += 1;
+            seen += 1;
+        }
+        assert_eq!(seen, total);
+    }
+}
+
+fn count_dir(path: &str) -> usize {
+    std::fs::read_dir(path).map(|d| d.count()).unwrap_or(0)
+}
+
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_reconnects_leave_no_growth() {
+    let cycles: usize = std::env::var("FM_RECONNECT_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let broker = Broker::start("mem://");
+    let proxy = Proxy::start(&broker.addr);
+    let opts = options(&[
+        ("heartbeat_ms", "0"),
+        ("reconnect_initial_ms", "1"),
+        ("reconnect_max_ms", "5"),
+        ("reconnect_jitter_ms", "0"),
+        ("max_retries", "0"),
+        ("breaker_threshold", "0"),
+        ("request_timeout_ms", "2000"),
+    ]);
+    let client = Client::connect(&proxy.url(), &opts).await.unwrap();
+    let states = client.engine().connection().unwrap().listen();
+    wait_state(&states, ConnState::Connected, Duration::from_secs(1));
+    let mut baseline = None;
+    let started = Instant::now();
+    for cycle in 0..cycles {
+        proxy.set(Mode::Cut);
+        // A failing call makes the client notice the cut at once.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = client.kv_exists("b", "k").await;
+            assert!(Instant::now() < deadline, "cycle {cycle}: the cut went unnoticed: {r:?}");
+            if r.is_err() && client.engine().connection().unwrap().current() == ConnState::Reconnecting {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        proxy.set(Mode::Pass);
+        wait_state(&states, ConnState::Connected, Duration::from_secs(5));
+        assert!(client.kv_exists("b", "k").await.is_ok(), "cycle {cycle}: not usable after reconnect");
+        if cycle == 49 {
+            baseline = Some((count_dir("/proc/self/task"), count_dir("/proc/self/fd"), rss_kib()));
+        }
+    }
+    let (threads, fds, rss) = baseline.unwrap_or((count_dir("/proc/self/task"), count_dir("/proc/self/fd"), rss_kib()));
+    let (threads_now, fds_now, rss_now) = (count_dir("/proc/self/task"), count_dir("/proc/self/fd"), rss_kib());
+    eprintln!(
+        "{cycles} reconnects in {:?}: threads {threads} -> {threads_now}, fds {fds} -> {fds_now}, rss {rss} KiB -> {rss_now} KiB",
+        started.elapsed()
+    );
+    assert!(threads_now <= threads + 2, "threads grew: {threads} -> {threads_now}");
+    assert!(fds_now <= fds + 4, "file descriptors grew: {fds} -> {fds_now}");
+    assert!(rss_now <= rss + 16 * 1024, "memory grew: {rss} KiB -> {rss_now} KiB");
+}
