@@ -27,13 +27,14 @@ from ._errors import (
     FlowMeshUnavailableError,
 )
 from .client import FlowMesh, connect
-from .types import ConsumerGroupState, Event, Job, KVEvent, Message, QueueStats, RetryPolicy
+from .types import ConnState, ConsumerGroupState, Event, Job, KVEvent, Message, QueueStats, RetryPolicy
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FlowMesh",
     "connect",
+    "ConnState",
     "Subscription",
     "Event",
     "Message",

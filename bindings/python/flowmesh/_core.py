@@ -15,10 +15,14 @@ import ctypes
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Callable, Mapping, Optional, Set, Type, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Set, Type, TypeVar
 
 from ._errors import FlowMeshClosedError, check
 from ._native import lib
+from .types import ConnState
+
+if TYPE_CHECKING:
+    from ._state import StateListener
 
 T = TypeVar("T")
 
@@ -91,6 +95,10 @@ class Core:
         # pool above, so idle subscriptions never hold up ordinary calls.
         self.sub_pool = ThreadPoolExecutor(max_workers=SUB_WORKERS, thread_name_prefix="flowmesh-sub")
         self.subs: Set[Any] = set()
+        # Connection state listeners: their ctypes thunks and kept thread
+        # states must outlive the library's listener threads (joined by
+        # fm_client_close).
+        self.state_listeners: List["StateListener"] = []
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -214,6 +222,32 @@ class Core:
                 raise FlowMeshClosedError("the client was closed while connecting")
             self.handle = out.value
 
+    # ---- connection state (quick native calls: fine on any thread) -------------
+    def add_state_listener(self, listener: "StateListener") -> None:
+        handle = self.enter()
+        try:
+            with self._cond:
+                self.state_listeners.append(listener)
+            status = lib().fm_client_on_state(handle, listener.thunk, None)
+            if status != 0:
+                with self._cond:
+                    self.state_listeners.remove(listener)
+                check(status, "on_state")
+        finally:
+            self.leave()
+
+    def state_sync(self) -> ConnState:
+        try:
+            handle = self.enter()
+        except FlowMeshClosedError:
+            return ConnState.CLOSED
+        try:
+            out = ctypes.c_int()
+            check(lib().fm_client_state(handle, ctypes.byref(out)), "state")
+            return ConnState(out.value)
+        finally:
+            self.leave()
+
     async def run_unlocked(self, fn: Callable[[], T]) -> T:
         """Run on the pool without a handle (connect)."""
         loop = asyncio.get_running_loop()
@@ -248,7 +282,10 @@ class Core:
                 self._cond.wait()
             handle, self.handle = self.handle, None
         if handle:
+            # Joins the state listener threads (each got CLOSED last)...
             lib().fm_client_close(handle)
+            for listener in self.state_listeners:
+                listener.pin.release_joined()  # ...so their thread states can go
         self._pool.shutdown(wait=False)
         self.sub_pool.shutdown(wait=False)
 

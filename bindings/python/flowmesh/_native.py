@@ -45,6 +45,12 @@ FM_ERR_TOO_LARGE = 9
 FM_ERR_UNAVAILABLE = 10
 FM_ERR_INTERNAL = 11
 
+FM_STATE_CONNECTING = 1
+FM_STATE_CONNECTED = 2
+FM_STATE_RECONNECTING = 3
+FM_STATE_DISCONNECTED = 4
+FM_STATE_CLOSED = 5
+
 FM_KV_PUT = 1
 FM_KV_DELETE = 2
 FM_KV_EXPIRE = 3
@@ -111,6 +117,9 @@ MESSAGE_CB = CFUNCTYPE(None, c_void_p, POINTER(fm_message))
 # value is void* (may be NULL on delete/expire), key is a C string.
 KV_WATCH_CB = CFUNCTYPE(None, c_void_p, c_int, c_char_p, c_void_p, c_size_t, c_uint64)
 
+# (user_data, fm_conn_state, cause status, detail or NULL)
+STATE_CB = CFUNCTYPE(None, c_void_p, c_int, c_int32, c_char_p)
+
 _P = c_void_p  # opaque handles are passed around as plain addresses
 _S = c_int32  # fm_status
 
@@ -126,6 +135,8 @@ _SIGNATURES: dict[str, tuple[Any, List[Any]]] = {
     "fm_client_health": (_S, [_P]),
     "fm_client_readiness": (_S, [_P]),
     "fm_client_close": (None, [_P]),
+    "fm_client_on_state": (_S, [_P, STATE_CB, _P]),
+    "fm_client_state": (_S, [_P, POINTER(c_int)]),
     # streams
     "fm_stream_create": (_S, [_P, c_char_p, _P]),
     "fm_stream_partitions": (_S, [_P, c_char_p, POINTER(c_uint32)]),

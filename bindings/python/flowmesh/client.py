@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from types import TracebackType
-from typing import Any, Dict, Generator, Mapping, Optional, Type
+from typing import Any, Dict, Generator, List, Mapping, Optional, Type
 
 from . import _native as n
 from ._core import Call, Core
@@ -16,9 +17,11 @@ from ._errors import (
     FlowMeshUnavailableError,
     check,
 )
+from ._state import StateCallback, StateListener
 from .kv import KVClient
 from .queue import QueueClient
 from .stream import StreamClient
+from .types import ConnState
 
 DEFAULT_ENDPOINT = "localhost:50051"
 _SCHEMES = ("grpc://", "grpcs://", "mem://", "file://")
@@ -66,6 +69,7 @@ class FlowMesh:
         self._state: Optional[Core] = None
         self._finalizer: "Optional[weakref.finalize[[], FlowMesh]]" = None
         self._closed = False
+        self._pending_listeners: List[StateListener] = []
         self.stream = StreamClient(self)
         self.queue = QueueClient(self)
         self.kv = KVClient(self)
@@ -92,6 +96,9 @@ class FlowMesh:
         self._state = core
         # Free the native client if the object is dropped without close().
         self._finalizer = weakref.finalize(self, core.shutdown)
+        pending, self._pending_listeners = self._pending_listeners, []
+        for listener in pending:  # added with on_state() before connect()
+            core.add_state_listener(listener)
 
     async def close(self) -> None:
         """End subscriptions, wait for calls in flight, free the native client.
@@ -116,6 +123,52 @@ class FlowMesh:
                 else "the client is not connected: call connect() or use async with"
             )
         return self._state
+
+    # ---- connection state ------------------------------------------------------
+    @property
+    def state(self) -> ConnState:
+        """The current connection state (ConnState.CLOSED once closed).
+        Raises FlowMeshClosedError before connect()."""
+        if self._closed:
+            return ConnState.CLOSED
+        return self._core().state_sync()
+
+    def on_state(
+        self,
+        callback: StateCallback,
+        *,
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+    ) -> None:
+        """Call ``callback(state, error)`` with the current state, then with
+        every change in order, last with ``ConnState.CLOSED`` when the client
+        closes (before ``close()`` returns). ``error`` is the FlowMeshError
+        that caused the change (e.g. FlowMeshDisconnectedError with
+        RECONNECTING) or None.
+
+        The callback runs on ``loop``, by default the event loop running
+        when on_state is called (via call_soon_threadsafe); a coroutine
+        function's coroutine is scheduled as a task there. Called outside a
+        running loop without ``loop``, it runs on the library's listener
+        thread and must not block for long. May be called before
+        ``connect()`` (the listener is added when the client connects). At
+        most 16 listeners per client; they cannot be removed.
+        """
+        if not callable(callback):
+            raise FlowMeshInvalidArgumentError("callback must be callable")
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+        if self._closed:
+            raise FlowMeshClosedError("the client is closed")
+        listener = StateListener(callback, loop)
+        if self._state is None:
+            if len(self._pending_listeners) >= 16:
+                raise FlowMeshInvalidArgumentError("at most 16 state listeners per client")
+            self._pending_listeners.append(listener)
+            return
+        self._state.add_state_listener(listener)
 
     async def __aenter__(self) -> "FlowMesh":
         await self.connect()

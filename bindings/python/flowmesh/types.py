@@ -8,7 +8,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import IntEnum
 from typing import Dict, Optional
+
+
+class ConnState(IntEnum):
+    """The state of a client's link to its engine (``fm_conn_state``).
+
+    Embedded engines (mem://, file://) are CONNECTED until closed.
+    """
+
+    #: Opening the first connection.
+    CONNECTING = 1
+    #: The engine answers.
+    CONNECTED = 2
+    #: The link was lost; reconnecting with backoff.
+    RECONNECTING = 3
+    #: Gave up after ``max_reconnect_attempts``: every call fails with
+    #: FlowMeshDisconnectedError; close the client and connect again.
+    DISCONNECTED = 4
+    #: ``close()`` was called: the last state a listener sees.
+    CLOSED = 5
 
 
 @dataclass
