@@ -21,6 +21,7 @@ import "C"
 
 import (
 	"context"
+	"runtime/cgo"
 	"strconv"
 	"sync"
 	"time"
@@ -42,6 +43,9 @@ type Client struct {
 	subs     map[*Subscription]struct{}
 	watching bool          // the feed monitor goroutine runs
 	watchEnd chan struct{} // closed when that goroutine exits
+	// State listeners' handles, deleted once fm_client_close has joined
+	// their threads.
+	listeners []cgo.Handle
 }
 
 // Option configures Connect. Options map onto the native string options, so
@@ -295,7 +299,14 @@ func (c *Client) Close() error {
 	p := c.ptr
 	c.ptr = nil
 	c.mu.Unlock()
-	C.fm_client_close(p)
+	C.fm_client_close(p) // state listeners got StateClosed; their threads are joined
+	c.mu.Lock()
+	listeners := c.listeners
+	c.listeners = nil
+	c.mu.Unlock()
+	for _, h := range listeners {
+		h.Delete()
+	}
 	close(c.shut)
 	return nil
 }

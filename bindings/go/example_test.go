@@ -156,3 +156,20 @@ func ExampleConnect_timeout() {
 	fmt.Println(errors.Is(err, context.DeadlineExceeded))
 	// Output: true
 }
+
+func ExampleClient_OnState() {
+	ctx := context.Background()
+	c, err := flowmesh.Connect(ctx, "mem://", // a broker URL in real use
+		flowmesh.WithHeartbeat(time.Second), flowmesh.WithOption("max_reconnect_attempts", "10"))
+	if err != nil {
+		panic(err)
+	}
+	changes := make(chan flowmesh.StateChange, 16) // never block the listener for long
+	c.OnState(func(ch flowmesh.StateChange) { changes <- ch })
+	fmt.Println((<-changes).State, c.State())
+	c.Close() // the listener's last call is StateClosed, before Close returns
+	fmt.Println((<-changes).State)
+	// Output:
+	// connected connected
+	// closed
+}

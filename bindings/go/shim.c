@@ -17,6 +17,14 @@ static void on_kv(void *ud, fm_kv_op op, const char *key, const uint8_t *value,
     fmgoOnKV((uintptr_t)ud, (int)op, (char *)key, (uint8_t *)value, len, revision);
 }
 
+static void on_state(void *ud, fm_conn_state state, fm_status cause, const char *detail) {
+    fmgoOnState((uintptr_t)ud, (int)state, cause, (char *)detail);
+}
+
+fm_status fmgo_on_state(fm_client *c, uintptr_t handle) {
+    return fm_client_on_state(c, on_state, (void *)handle);
+}
+
 fm_status fmgo_subscribe(fm_client *c, const char *stream, const fm_options *opts,
                          uintptr_t handle, fm_subscription **out) {
     return fm_subscribe(c, stream, opts, on_message, (void *)handle, out);

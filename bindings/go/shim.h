@@ -12,6 +12,7 @@ fm_status fmgo_subscribe(fm_client *c, const char *stream, const fm_options *opt
                          uintptr_t handle, fm_subscription **out);
 fm_status fmgo_kv_watch(fm_client *c, const char *bucket, const char *prefix,
                         uintptr_t handle, fm_subscription **out);
+fm_status fmgo_on_state(fm_client *c, uintptr_t handle);
 fm_status fmgo_publish_async(fm_client *c, const char *stream, const fm_msg *msg,
                              uintptr_t handle);
 
