@@ -24,8 +24,39 @@ export interface ConnectOptions {
   worker_threads?: UInt;
   connect_timeout_ms?: UInt;
   request_timeout_ms?: UInt;
+  reconnect_initial_ms?: UInt;
+  reconnect_max_ms?: UInt;
+  reconnect_multiplier?: number | string;
+  reconnect_jitter_ms?: UInt;
+  /** Give up (state 'disconnected') after this many attempts; 0 (default) = never. */
+  max_reconnect_attempts?: UInt;
+  /** Probe the link this often (default 5000); an unanswered probe starts reconnecting. 0 = off. */
+  heartbeat_ms?: UInt;
+  /** Retries of idempotent calls once the link is back (default 3). */
+  max_retries?: UInt;
+  /** Consecutive failures that open the circuit breaker (default 10); 0 = off. */
+  breaker_threshold?: UInt;
+  /** How long the breaker stays open (default 30000). */
+  breaker_timeout_ms?: UInt;
+  /** Async publishes pending at once (default 16384). */
+  max_in_flight?: UInt;
+  /** An async publish beyond max_in_flight fails with UnavailableError instead of waiting. */
+  nonblocking?: boolean | 'true' | 'false';
   [key: string]: string | number | bigint | boolean | undefined;
 }
+
+/** The state of a client's link to its engine (fm_conn_state). */
+export type ConnState = 'connecting' | 'connected' | 'reconnecting' | 'disconnected' | 'closed';
+export declare const ConnState: {
+  readonly CONNECTING: 'connecting';
+  readonly CONNECTED: 'connected';
+  readonly RECONNECTING: 'reconnecting';
+  readonly DISCONNECTED: 'disconnected';
+  readonly CLOSED: 'closed';
+};
+
+/** `error` is the error that caused the change (e.g. DisconnectedError), or null. */
+export type StateListener = (state: ConnState, error: FlowMeshError | null) => void;
 
 export interface StreamOptions {
   partitions?: UInt;
@@ -171,6 +202,15 @@ export declare class Client {
   readonly url: string;
   /** True once close() was called. */
   readonly closed: boolean;
+  /** The current connection state ('closed' once close() was called). */
+  readonly state: ConnState;
+  /**
+   * Calls `listener` with the current state, then every change in order, and
+   * last with 'closed' before close() resolves. Runs on the main thread. At
+   * most 16 listeners per client (InvalidArgumentError); ClosedError after
+   * close(). Returns the client.
+   */
+  onState(listener: StateListener): this;
 
   health(): Promise<void>;
   readiness(): Promise<void>;

@@ -2,7 +2,7 @@
 // flowmesh for Node.js: a Promise API over the native libflowmesh C ABI.
 // Library path: $FLOWMESH_LIB, else ../../target/release/libflowmesh.so.
 
-const { connect, Client, version } = require('./lib/client');
+const { connect, Client, ConnState, version } = require('./lib/client');
 const { Subscription } = require('./lib/subscription');
 const errors = require('./lib/errors');
 
@@ -10,6 +10,7 @@ module.exports = {
   connect,
   version,
   Client,
+  ConnState,
   Subscription,
   FlowMeshError: errors.FlowMeshError,
   InvalidArgumentError: errors.InvalidArgumentError,

@@ -1,8 +1,13 @@
 // The API from TypeScript (checked by `tsc --noEmit` in the test suite).
-import { connect, Message, KvEvent, NotFoundError, FlowMeshError } from 'flowmesh';
+import { connect, ConnState, Message, KvEvent, NotFoundError, FlowMeshError } from 'flowmesh';
 
 async function main(): Promise<void> {
-  const fm = await connect('mem://', { tenant: 'acme', namespace: 'dev' });
+  const fm = await connect('mem://', { tenant: 'acme', namespace: 'dev', heartbeat_ms: 1000, nonblocking: true });
+  fm.onState((state: ConnState, error: FlowMeshError | null) => {
+    if (state === ConnState.RECONNECTING) console.log('link lost:', error?.code);
+  });
+  const now: ConnState = fm.state;
+  console.log(now === 'connected');
   const pos = await fm.publish('events', Buffer.from('hi'), { headers: { a: '1' } });
   const offset: number = pos.offset;
   const msgs: Message[] = await fm.read('events', { offset });

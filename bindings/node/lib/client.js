@@ -95,6 +95,17 @@ function optionPairs(options, skip = []) {
 }
 
 const KV_OPS = { 1: 'put', 2: 'delete', 3: 'expire' };
+
+/** Connection states (fm_conn_state), by name. */
+const ConnState = Object.freeze({
+  CONNECTING: 'connecting',
+  CONNECTED: 'connected',
+  RECONNECTING: 'reconnecting',
+  DISCONNECTED: 'disconnected',
+  CLOSED: 'closed',
+});
+const STATES = [null, 'connecting', 'connected', 'reconnecting', 'disconnected', 'closed'];
+const stateName = (n) => STATES[n] || `state-${n}`;
 const POLL_SLICE_MS = 200;
 
 function message(m) {
@@ -119,6 +130,57 @@ class Client {
     this._drained = null;
     this._subs = new Set();
     this._closing = null;
+    this._stateCbs = []; // koffi-registered state callbacks, unregistered after close
+  }
+
+  /**
+   * The connection state: 'connecting' | 'connected' | 'reconnecting' |
+   * 'disconnected' | 'closed' ('closed' once close() was called).
+   */
+  get state() {
+    if (this._state !== 'open') return ConnState.CLOSED;
+    // A quick native read on the main thread: the handle is alive until
+    // _shutdown hands it to fm_client_close, after _state left 'open'.
+    const { fn } = lib();
+    const out = [0];
+    const st = fn.fm_client_state(this._handle, out);
+    if (st !== 0) throw errors.fromStatus(st, fn.fm_last_error());
+    return stateName(out[0]);
+  }
+
+  /**
+   * Adds a connection state listener: listener(state, error) is called with
+   * the current state, then with every change in order, last with 'closed'
+   * before close() resolves. `error` is the FlowMeshError that caused the
+   * change, or null. Runs on the main thread (koffi relays the library's
+   * listener thread, which waits meanwhile). At most 16 per client.
+   */
+  onState(listener) {
+    if (typeof listener !== 'function') throw new TypeError('listener must be a function');
+    if (this._state !== 'open') throw errors.byName('FM_ERR_CLOSED', 'client is closed');
+    const { fn, types } = lib();
+    const relay = (ud, state, cause, detailPtr) => {
+      let error = null;
+      if (cause !== 0) {
+        error = errors.fromStatus(cause, detailPtr ? koffi.decode(detailPtr, 'char', -1) : '');
+      }
+      try {
+        listener(stateName(state), error);
+      } catch (err) {
+        // Like a throwing EventEmitter listener: an uncaught exception, but
+        // never thrown into the library's thread.
+        process.nextTick(() => { throw err; });
+      }
+    };
+    const cb = koffi.register(relay, koffi.pointer(types.stateCb));
+    const st = fn.fm_client_on_state(this._handle, cb, null);
+    if (st !== 0) {
+      const err = errors.fromStatus(st, fn.fm_last_error());
+      koffi.unregister(cb);
+      throw err;
+    }
+    this._stateCbs.push(cb);
+    return this;
   }
 
   /** True once close() was called. */
@@ -380,7 +442,14 @@ class Client {
     while (this._inflight > 0) await new Promise((resolve) => { this._drained = resolve; });
     this._drained = null;
     this._state = 'closed';
-    await pool().run('close', [this._handle], true).then(settle);
+    try {
+      // Joins the state listener threads: each gets 'closed' first, relayed
+      // to this (free) main thread while the worker waits.
+      await pool().run('close', [this._handle], true).then(settle);
+    } finally {
+      for (const cb of this._stateCbs) koffi.unregister(cb);
+      this._stateCbs = [];
+    }
   }
 }
 
@@ -407,4 +476,4 @@ async function connect(url, options) {
   return new Client(handle, url);
 }
 
-module.exports = { connect, Client, version };
+module.exports = { connect, Client, ConnState, version };

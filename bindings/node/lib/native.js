@@ -46,7 +46,9 @@ function declareTypes() {
   const messageCb = koffi.proto('void fm_message_cb(void *user_data, void *msg)');
   // key is taken as void * so a NULL key cannot crash the string decoder.
   const kvWatchCb = koffi.proto('void fm_kv_watch_cb(void *user_data, int op, void *key, void *value, size_t len, uint64_t revision)');
-  types = { header, msg, position, message, stats, retry, messageCb, kvWatchCb };
+  // detail is void * too: it is NULL when the change has no cause.
+  const stateCb = koffi.proto('void fm_state_cb(void *user_data, int state, int32_t cause, void *detail)');
+  types = { header, msg, position, message, stats, retry, messageCb, kvWatchCb, stateCb };
   return types;
 }
 
@@ -63,6 +65,8 @@ const PROTOTYPES = [
   'int32_t fm_client_health(fm_client *c)',
   'int32_t fm_client_readiness(fm_client *c)',
   'void fm_client_close(fm_client *c)',
+  'int32_t fm_client_on_state(fm_client *c, fm_state_cb *cb, void *user_data)',
+  'int32_t fm_client_state(fm_client *c, _Out_ int *out)',
 
   'int32_t fm_stream_create(fm_client *c, const char *stream, const fm_options *opts)',
   'int32_t fm_stream_partitions(fm_client *c, const char *stream, _Out_ uint32_t *out)',
