@@ -210,7 +210,8 @@ impl From<KvEvent> for pb::KvEvent {
             KvOp::Delete => pb::KvOp::Delete,
             KvOp::Expire => pb::KvOp::Expire,
         };
-        pb::KvEvent { op: op as i32, key: e.key, value: e.value, revision: e.revision }
+        let cursor = Some(pb::WatchCursor { epoch: e.cursor.epoch, seq: e.cursor.seq });
+        pb::KvEvent { op: op as i32, key: e.key, value: e.value, revision: e.revision, cursor }
     }
 }
 
@@ -221,5 +222,6 @@ pub fn kv_event_from_pb(e: pb::KvEvent) -> Result<KvEvent, Error> {
         Ok(pb::KvOp::Expire) => KvOp::Expire,
         _ => return Err(Error::Internal(format!("broker sent unknown KV op {}", e.op))),
     };
-    Ok(KvEvent { op, key: e.key, value: e.value, revision: e.revision })
+    let cursor = e.cursor.map(|c| WatchCursor { epoch: c.epoch, seq: c.seq }).unwrap_or_default();
+    Ok(KvEvent { op, key: e.key, value: e.value, revision: e.revision, cursor })
 }

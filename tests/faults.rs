@@ -316,3 +316,60 @@ async fn a_thousand_reconnects_leave_no_growth() {
     assert!(fds_now <= fds + 4, "file descriptors grew: {fds} -> {fds_now}");
     assert!(rss_now <= rss + 16 * 1024, "memory grew: {rss} KiB -> {rss_now} KiB");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_watch_resumes_after_a_cut_link_and_reports_a_broker_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = format!("file://{}", dir.path().display());
+    let addr = free_addr();
+    let mut broker = Broker::start_with(&data, &addr, &["--fsync", "interval"]);
+    let proxy = Proxy::start(&addr);
+    let opts = options(&[
+        ("heartbeat_ms", "100"),
+        ("reconnect_initial_ms", "20"),
+        ("reconnect_max_ms", "100"),
+        ("reconnect_jitter_ms", "0"),
+    ]);
+    let watcher = Client::connect(&proxy.url(), &opts).await.unwrap();
+    let writer = Client::connect(&broker.url(), &opts).await.unwrap();
+    let mut watch = watcher.kv_watch("cfg", "app.").await.unwrap();
+    async fn next(w: &mut flowmesh::KvEventStream) -> flowmesh::KvEvent {
+        let item = tokio::time::timeout(Duration::from_secs(10), w.next()).await.expect("watch stalled");
+        item.expect("watch ended").expect("watch failed")
+    }
+    // Cut before any change: the watch resumes from where it started.
+    proxy.set(Mode::Cut);
+    writer.kv_set("cfg", "app.a", "1", 0).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.set(Mode::Pass);
+    let e = next(&mut watch).await;
+    assert_eq!((e.key.as_str(), &e.value[..]), ("app.a", &b"1"[..]));
+    // Cut again after a change: what happened meanwhile arrives once, in order.
+    proxy.set(Mode::Cut);
+    writer.kv_set("cfg", "app.b", "2", 0).await.unwrap();
+    writer.kv_set("cfg", "other", "x", 0).await.unwrap();
+    writer.kv_delete("cfg", "app.a").await.unwrap();
+    writer.kv_set("cfg", "app.b", "3", 0).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.set(Mode::Pass);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let e = next(&mut watch).await;
+        got.push((e.op, e.key, String::from_utf8(e.value.to_vec()).unwrap(), e.revision));
+    }
+    use flowmesh::KvOp::*;
+    let ops: Vec<_> = got.iter().map(|(op, k, v, _)| (*op, k.as_str(), v.as_str())).collect();
+    assert_eq!(ops, vec![(Put, "app.b", "2"), (Delete, "app.a", ""), (Put, "app.b", "3")]);
+    assert!(got.windows(2).all(|w| w[0].3 < w[1].3), "revisions in order: {got:?}");
+    writer.kv_set("cfg", "app.c", "4", 0).await.unwrap();
+    assert_eq!(next(&mut watch).await.key, "app.c", "live again, nothing repeated");
+    // A restarted broker has no history to replay from: the watch ends with
+    // a clear error instead of silently missing changes.
+    broker.kill();
+    let _restarted = Broker::start_on(&data, &addr);
+    let end = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.expect("watch did not end");
+    match end {
+        Some(Err(Error::Conflict(m))) => assert!(m.contains("reopened"), "{m}"),
+        other => panic!("expected a Conflict ending the watch, got {other:?}"),
+    }
+}

@@ -216,6 +216,18 @@ pub struct KvEvent {
     /// Empty for deletes and expiries.
     pub value: Bytes,
     pub revision: u64,
+    /// Where this event sits in its bucket's change history, so a watch can
+    /// resume right after it (see [`Engine::kv_watch_resume`]).
+    pub cursor: WatchCursor,
+}
+
+/// A position in a bucket's change history: `seq` counts changes since the
+/// bucket was opened (`epoch`, random per open). Expiries take no new
+/// revision, so revisions alone can not order them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchCursor {
+    pub epoch: u64,
+    pub seq: u64,
 }
 
 pub type MessageStream = Pin<Box<dyn Stream<Item = Result<Message>> + Send>>;
@@ -271,6 +283,20 @@ pub trait Engine: Send + Sync + 'static {
     async fn kv_exists(&self, bucket: &str, key: &str) -> Result<bool>;
     async fn kv_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>>;
     async fn kv_watch(&self, bucket: &str, prefix: &str) -> Result<KvEventStream>;
+    /// A watch that can be resumed: it starts now (`after` None) or replays
+    /// the changes after `after` still kept in the bucket's recent history,
+    /// then continues live; returns the cursor it starts from. Fails with
+    /// Conflict when it can not resume exactly (history too short, or the
+    /// bucket was reopened since, e.g. by a broker restart).
+    async fn kv_watch_resume(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<WatchCursor>,
+    ) -> Result<(WatchCursor, KvEventStream)> {
+        let _ = (bucket, prefix, after);
+        Err(crate::Error::Conflict("this engine can not resume watches".into()))
+    }
 
     /// Flushes buffered writes to stable storage (fsync); a no-op in memory.
     async fn sync(&self) -> Result<()> {

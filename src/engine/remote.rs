@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -473,15 +472,107 @@ impl Engine for RemoteEngine {
     }
 
     async fn kv_watch(&self, bucket: &str, prefix: &str) -> Result<KvEventStream> {
-        let req = pb::KvWatchRequest { bucket: bucket.into(), prefix: prefix.into() };
-        let opened = tokio::time::timeout(self.timeout, self.kv.clone().watch(Request::new(req)))
-            .await
-            .map_err(|_| Error::Timeout("opening the watch timed out".into()))?;
-        let inbound = status(opened)?;
-        Ok(Box::pin(inbound.map(|ev| match ev {
-            Ok(e) => wire::kv_event_from_pb(e),
-            Err(s) => Err(wire::from_status(&s)),
+        let mut feed = WatchFeed {
+            client: self.kv.clone(),
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            after: None,
+            open_timeout: self.timeout,
+            backoff: self.backoff,
+            inbound: None,
+            done: false,
+        };
+        feed.open().await.map_err(|s| wire::from_status(&s))?;
+        Ok(Box::pin(futures::stream::unfold(feed, |mut f| async move {
+            let item = f.next_event().await?;
+            Some((item, f))
         })))
+    }
+}
+
+/// A KV watch that survives a lost link: it remembers the cursor of the
+/// last change it delivered (or where it started) and, after a transport
+/// failure, re-opens the watch from there with backoff; the broker replays
+/// what happened meanwhile. If the broker can not (it restarted, or more
+/// changed than it keeps), the watch ends with that Conflict error.
+struct WatchFeed {
+    client: pb::kv_client::KvClient<Channel>,
+    bucket: String,
+    prefix: String,
+    after: Option<pb::WatchCursor>,
+    open_timeout: Duration,
+    backoff: Backoff,
+    inbound: Option<Streaming<pb::KvEvent>>,
+    done: bool,
+}
+
+impl WatchFeed {
+    async fn open(&mut self) -> std::result::Result<(), tonic::Status> {
+        let req =
+            pb::KvWatchRequest { bucket: self.bucket.clone(), prefix: self.prefix.clone(), resume_after: self.after };
+        let opened = tokio::time::timeout(self.open_timeout, self.client.watch(Request::new(req)))
+            .await
+            .map_err(|_| tonic::Status::deadline_exceeded("opening the watch timed out"))??;
+        self.inbound = Some(opened.into_inner());
+        Ok(())
+    }
+
+    async fn reconnect(&mut self) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if self.backoff.exhausted(attempt) {
+                return Err(Error::Disconnected(format!(
+                    "watch on {} gave up after {} reconnect attempts",
+                    self.bucket,
+                    attempt - 1
+                )));
+            }
+            tokio::time::sleep(self.backoff.delay(attempt)).await;
+            match self.open().await {
+                Ok(()) => {
+                    tracing::info!(bucket = %self.bucket, "watch resumed");
+                    return Ok(());
+                }
+                Err(s) if transient(&s) => continue,
+                Err(s) => return Err(wire::from_status(&s)),
+            }
+        }
+    }
+
+    async fn next_event(&mut self) -> Option<Result<KvEvent>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            let Some(inbound) = self.inbound.as_mut() else {
+                if let Err(e) = self.reconnect().await {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                continue;
+            };
+            match inbound.message().await {
+                Ok(Some(ev)) => {
+                    if ev.cursor.is_some() {
+                        self.after = ev.cursor;
+                    }
+                    if ev.op == pb::KvOp::Unspecified as i32 {
+                        continue; // the start marker: only its cursor matters
+                    }
+                    return Some(wire::kv_event_from_pb(ev));
+                }
+                Ok(None) => self.inbound = None, // broker ended the stream (shutting down)
+                Err(s) if transient(&s) && self.after.is_some() => {
+                    tracing::warn!(bucket = %self.bucket, error = %s, "watch lost; resuming");
+                    self.inbound = None;
+                }
+                Err(s) => {
+                    self.done = true;
+                    return Some(Err(wire::from_status(&s)));
+                }
+            }
+        }
     }
 }
 

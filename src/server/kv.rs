@@ -54,8 +54,18 @@ impl pb::kv_server::Kv for KvService {
 
     async fn watch(&self, req: Request<pb::KvWatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let r = req.into_inner();
-        let feed = self.0.engine.kv_watch(&r.bucket, &r.prefix).await.map_err(|e| wire::to_status(&e))?;
-        let events = feed.map(|ev| ev.map(pb::KvEvent::from).map_err(|e| wire::to_status(&e)));
+        let after = r.resume_after.map(|c| crate::engine::WatchCursor { epoch: c.epoch, seq: c.seq });
+        let (start, feed) =
+            self.0.engine.kv_watch_resume(&r.bucket, &r.prefix, after).await.map_err(|e| wire::to_status(&e))?;
+        // First a marker (op unspecified) with the cursor the watch starts
+        // from: a client cut off before any change can still resume exactly.
+        let marker = pb::KvEvent {
+            op: pb::KvOp::Unspecified as i32,
+            cursor: Some(pb::WatchCursor { epoch: start.epoch, seq: start.seq }),
+            ..Default::default()
+        };
+        let events = futures::stream::once(async move { Ok(marker) })
+            .chain(feed.map(|ev| ev.map(pb::KvEvent::from).map_err(|e| wire::to_status(&e))));
         Ok(Response::new(Box::pin(events.take_until(self.0.stopped()))))
     }
 }

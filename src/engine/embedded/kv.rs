@@ -1,6 +1,6 @@
 //! A key-value bucket: revisions, TTLs, compare-and-set and ordered watches.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -9,7 +9,7 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
-use crate::engine::{KvEntry, KvEvent, KvEventStream, KvOp};
+use crate::engine::{KvEntry, KvEvent, KvEventStream, KvOp, WatchCursor};
 use crate::error::{Error, Result};
 
 use super::codec::{self, Reader};
@@ -18,6 +18,9 @@ use super::now_ms;
 
 /// Events a watcher may fall behind by before its watch ends with an error.
 const WATCH_BUFFER: usize = 16 * 1024;
+/// Recent changes kept so a watch cut off by a lost link resumes exactly.
+const HISTORY_EVENTS: usize = 8192;
+const HISTORY_BYTES: u64 = 8 << 20;
 
 const W_PUT: u8 = 1;
 const W_DEL: u8 = 2;
@@ -44,6 +47,10 @@ struct BucketState {
     /// Approximate bytes of live state, kept up to date on every change so
     /// the compaction check is O(1).
     live_bytes: u64,
+    /// Changes since the bucket was opened, and the most recent of them.
+    seq: u64,
+    history: VecDeque<KvEvent>,
+    history_bytes: u64,
 }
 
 fn entry_cost(key: &str, value: &[u8]) -> u64 {
@@ -52,6 +59,8 @@ fn entry_cost(key: &str, value: &[u8]) -> u64 {
 
 pub struct Bucket {
     name: String,
+    /// Identifies this opening of the bucket in watch cursors.
+    epoch: u64,
     state: Mutex<BucketState>,
     events: broadcast::Sender<KvEvent>,
     fsync: FsyncPolicy,
@@ -73,7 +82,13 @@ impl Bucket {
             st.log = Some(log);
             st.compact_if_large()?;
         }
-        Ok(Bucket { name: name.to_owned(), state: Mutex::new(st), events: broadcast::channel(WATCH_BUFFER).0, fsync })
+        Ok(Bucket {
+            name: name.to_owned(),
+            epoch: crate::client::pseudo_random() | 1,
+            state: Mutex::new(st),
+            events: broadcast::channel(WATCH_BUFFER).0,
+            fsync,
+        })
     }
 
     /// Writes `value` if `expected` matches (None = unconditional).
@@ -96,7 +111,7 @@ impl Bucket {
             let sync = st.write(|b| encode_put(b, key, &value, rev, expires_ms))?;
             st.set(key, Entry { value: value.clone(), revision: rev, expires_ms });
             // Sent under the lock so watchers see revisions in order.
-            let _ = self.events.send(KvEvent { op: KvOp::Put, key: key.to_owned(), value, revision: rev });
+            self.emit(&mut st, KvOp::Put, key.to_owned(), value, rev);
             st.compact_if_large()?;
             (rev, sync)
         };
@@ -134,12 +149,7 @@ impl Bucket {
             let sync = st.write(|b| encode_del(b, key, rev))?;
             st.unset(key);
             if was_live {
-                let _ = self.events.send(KvEvent {
-                    op: KvOp::Delete,
-                    key: key.to_owned(),
-                    value: Bytes::new(),
-                    revision: rev,
-                });
+                self.emit(&mut st, KvOp::Delete, key.to_owned(), Bytes::new(), rev);
             }
             if !was_live {
                 return Ok(false);
@@ -176,16 +186,62 @@ impl Bucket {
                 continue;
             };
             // Expiry is implied by the logged deadline: nothing to write.
-            let _ = self.events.send(KvEvent { op: KvOp::Expire, key, value: Bytes::new(), revision: e.revision });
+            self.emit(&mut st, KvOp::Expire, key, Bytes::new(), e.revision);
         }
     }
 
+    /// Tells watchers about a change and keeps it in the recent history.
+    /// Called under the state lock, so watchers see changes in order.
+    fn emit(&self, st: &mut BucketState, op: KvOp, key: String, value: Bytes, revision: u64) {
+        st.seq += 1;
+        let ev = KvEvent { op, key, value, revision, cursor: WatchCursor { epoch: self.epoch, seq: st.seq } };
+        st.history_bytes += entry_cost(&ev.key, &ev.value);
+        st.history.push_back(ev.clone());
+        while st.history.len() > HISTORY_EVENTS || st.history_bytes > HISTORY_BYTES {
+            let Some(old) = st.history.pop_front() else { break };
+            st.history_bytes -= entry_cost(&old.key, &old.value);
+        }
+        let _ = self.events.send(ev);
+    }
+
     pub fn watch(&self, prefix: &str) -> KvEventStream {
-        let prefix = prefix.to_owned();
         let rx = self.events.subscribe();
+        self.live(rx, prefix, Vec::new())
+    }
+
+    /// Replays the kept changes after `after` (none: starts now), then
+    /// continues live; also returns the cursor it starts from.
+    pub fn watch_resume(&self, prefix: &str, after: Option<WatchCursor>) -> Result<(WatchCursor, KvEventStream)> {
+        let st = self.state.lock().unwrap();
+        let after = after.unwrap_or(WatchCursor { epoch: self.epoch, seq: st.seq });
+        if after.epoch != self.epoch {
+            return Err(Error::Conflict(format!(
+                "watch on {} can not resume: the bucket was reopened (broker restart); watch again",
+                self.name
+            )));
+        }
+        let oldest = st.history.front().map_or(st.seq + 1, |e| e.cursor.seq);
+        if after.seq + 1 < oldest {
+            return Err(Error::Conflict(format!(
+                "watch on {} can not resume: {} changes happened meanwhile, more than are kept",
+                self.name,
+                st.seq - after.seq
+            )));
+        }
+        let backlog =
+            st.history.iter().filter(|e| e.cursor.seq > after.seq && e.key.starts_with(prefix)).cloned().collect();
+        // Subscribed under the lock: nothing falls between backlog and live.
+        let rx = self.events.subscribe();
+        drop(st);
+        Ok((after, self.live(rx, prefix, backlog)))
+    }
+
+    fn live(&self, rx: broadcast::Receiver<KvEvent>, prefix: &str, backlog: Vec<KvEvent>) -> KvEventStream {
+        let prefix = prefix.to_owned();
         let name = self.name.clone();
         Box::pin(
-            BroadcastStream::new(rx)
+            futures::stream::iter(backlog.into_iter().map(Ok))
+                .chain(BroadcastStream::new(rx))
                 .filter_map(move |ev| {
                     let out = match ev {
                         Ok(ev) if ev.key.starts_with(&prefix) => Some(Ok(ev)),
@@ -296,4 +352,50 @@ fn encode_del(b: &mut Vec<u8>, key: &str, rev: u64) {
     b.push(W_DEL);
     codec::put_bytes(b, key.as_bytes());
     b.extend_from_slice(&rev.to_le_bytes());
+}
+
+#[cfg(test)]
+mod watch_resume_tests {
+    use super::*;
+
+    fn bucket() -> Bucket {
+        Bucket::open("t/n/b", None, FsyncPolicy::Never, &SyncRegistry::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn resumes_exactly_from_a_kept_cursor() {
+        let b = bucket();
+        let (start, _) = b.watch_resume("", None).unwrap();
+        b.put("a", Bytes::from_static(b"1"), 0, None).unwrap();
+        b.put("b", Bytes::from_static(b"2"), 0, None).unwrap();
+        b.delete("a").unwrap();
+        let (_, mut w) = b.watch_resume("", Some(start)).unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let e = w.next().await.unwrap().unwrap();
+            seen.push((e.op, e.key, e.cursor.seq));
+        }
+        assert_eq!(seen, vec![(KvOp::Put, "a".into(), 1), (KvOp::Put, "b".into(), 2), (KvOp::Delete, "a".into(), 3)]);
+        // From the middle: only what came after.
+        let (_, mut w) = b.watch_resume("b", Some(WatchCursor { epoch: start.epoch, seq: 1 })).unwrap();
+        b.put("b", Bytes::from_static(b"3"), 0, None).unwrap();
+        assert_eq!(w.next().await.unwrap().unwrap().cursor.seq, 2);
+        assert_eq!(w.next().await.unwrap().unwrap().cursor.seq, 4);
+    }
+
+    #[test]
+    fn refuses_what_it_can_not_replay() {
+        let b = bucket();
+        let (start, _) = b.watch_resume("", None).unwrap();
+        assert!(matches!(
+            b.watch_resume("", Some(WatchCursor { epoch: start.epoch ^ 2, seq: 0 })),
+            Err(Error::Conflict(_))
+        ));
+        for i in 0..HISTORY_EVENTS + 1 {
+            b.put("k", Bytes::from(i.to_string()), 0, None).unwrap();
+        }
+        assert!(matches!(b.watch_resume("", Some(start)), Err(Error::Conflict(_))));
+        let recent = WatchCursor { epoch: start.epoch, seq: HISTORY_EVENTS as u64 };
+        assert!(b.watch_resume("", Some(recent)).is_ok());
+    }
 }

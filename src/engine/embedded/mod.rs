@@ -409,6 +409,15 @@ impl Engine for EmbeddedEngine {
         Ok(self.inner().bucket(bucket)?.watch(prefix))
     }
 
+    async fn kv_watch_resume(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<WatchCursor>,
+    ) -> Result<(WatchCursor, KvEventStream)> {
+        self.inner().bucket(bucket)?.watch_resume(prefix, after)
+    }
+
     async fn sync(&self) -> Result<()> {
         self.inner().registry.sync_dirty()
     }
