@@ -158,3 +158,32 @@ void rm_tree(const char *path)
         unlink(path);
     }
 }
+
+/* SIGSTOP is delivered asynchronously: wait (bounded) until the kernel
+ * reports the process stopped ('T' in /proc/<pid>/stat), so the test's next
+ * call can not be answered by a broker that has not stopped yet. */
+int broker_freeze(struct broker *b)
+{
+    if (b->pid <= 0 || kill(b->pid, SIGSTOP) != 0)
+        return -1;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)b->pid);
+    for (int i = 0; i < 1000; i++) {
+        FILE *f = fopen(path, "r");
+        char state = 0;
+        if (f) {
+            /* pid (comm) state ...: comm may hold spaces, so find the last ')' */
+            char buf[512];
+            size_t n = fread(buf, 1, sizeof buf - 1, f);
+            fclose(f);
+            buf[n] = 0;
+            char *close = strrchr(buf, ')');
+            if (close && close[1] == ' ')
+                state = close[2];
+        }
+        if (state == 'T' || state == 't')
+            return 0;
+        usleep(1000);
+    }
+    return -1;
+}

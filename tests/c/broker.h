@@ -24,6 +24,8 @@ int broker_restart(struct broker *b, const char *data, const char *log);
 /* Sends `sig` (SIGTERM: graceful, SIGKILL: kill -9) and waits (bounded)
  * for the exit; SIGKILL after 10 s. */
 void broker_stop(struct broker *b, int sig);
+/* SIGSTOPs the broker and waits (bounded, 1 s) until it is stopped; 0 on success. */
+int broker_freeze(struct broker *b);
 /* True if something accepts TCP connections on 127.0.0.1:port. */
 int port_open(int port);
 /* rm -rf path (test temp dirs). */

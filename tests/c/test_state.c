@@ -285,7 +285,7 @@ KILL_TEST(a_full_pipeline_refuses_with_nonblocking_and_accepted_publishes_comple
     fm_msg m = text_msg("x");
     fm_position pos;
     CHECK_OK(fm_publish(c, "pipe", &m, &pos)); /* the publish stream is open */
-    kill(b.pid, SIGSTOP); /* the broker stops answering: publishes pile up */
+    REQUIRE(broker_freeze(&b) == 0); /* the broker stops answering: publishes pile up */
     long accepted = 0, refused = 0;
     int named_the_limit = 0;
     for (int i = 0; i < 50; i++) {
