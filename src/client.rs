@@ -38,6 +38,9 @@ pub struct ClientConfig {
     pub request_timeout_ms: u64,
     pub reconnect: Backoff,
     pub token: Option<String>,
+    /// Events: this application's id and X25519 key (see `crate::events`).
+    pub app_id: Option<String>,
+    pub app_key: Option<crate::events::AppKey>,
 }
 
 impl ClientConfig {
@@ -73,6 +76,8 @@ impl ClientConfig {
                 max_attempts: opts.u64("max_reconnect_attempts")?.unwrap_or(0),
             },
             token: opts.get("token").map(str::to_owned),
+            app_id: opts.get("app_id").map(str::to_owned),
+            app_key: opts.get("app_secret_key").map(crate::events::AppKey::from_base64).transpose()?,
         })
     }
 }

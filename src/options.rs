@@ -38,6 +38,11 @@ const KEYS: &[(&str, Kind, Context)] = &[
     ("reconnect_jitter_ms", Kind::Unsigned, Context::Connect),
     ("max_reconnect_attempts", Kind::Unsigned, Context::Connect),
     ("token", Kind::Text, Context::Connect),
+    // events (src/events): identity, end-to-end key, subscription settings
+    ("app_id", Kind::Scope, Context::Connect),
+    ("app_secret_key", Kind::Text, Context::Connect),
+    ("auto_ack", Kind::Bool, Context::Event),
+    ("ack_wait_ms", Kind::Unsigned, Context::Event),
     ("group", Kind::Group, Context::Subscribe),
     ("partition", Kind::Unsigned, Context::Subscribe),
     ("start", Kind::Start, Context::Subscribe),
@@ -53,6 +58,7 @@ pub enum Context {
     Connect,
     Subscribe,
     Stream,
+    Event,
 }
 
 impl Context {
@@ -61,6 +67,7 @@ impl Context {
             Context::Connect => "connect",
             Context::Subscribe => "subscribe",
             Context::Stream => "stream creation",
+            Context::Event => "event subscription",
         }
     }
 }
