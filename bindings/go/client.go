@@ -42,6 +42,7 @@ type Client struct {
 	subs     map[*Subscription]struct{}
 	watching bool          // the feed monitor goroutine runs
 	watchEnd chan struct{} // closed when that goroutine exits
+	events   eventSubs     // event subscriptions (events.go), ended by Close
 }
 
 // Option configures Connect. Options map onto the native string options, so
@@ -288,6 +289,7 @@ func (c *Client) Close() error {
 	for _, s := range subs {
 		_ = s.Unsubscribe()
 	}
+	c.events.unsubscribeAll()
 	if wait {
 		<-c.idle
 	}

@@ -15,4 +15,8 @@ fm_status fmgo_kv_watch(fm_client *c, const char *bucket, const char *prefix,
 fm_status fmgo_publish_async(fm_client *c, const char *stream, const fm_msg *msg,
                              uintptr_t handle);
 
+/* Events (events.go). */
+fm_status fmgo_event_subscribe(fm_client *c, const char *event_name, const fm_options *opts,
+                               uintptr_t handle, fm_event_subscription **out);
+
 #endif
