@@ -5,12 +5,15 @@
 const { connect, Client, version } = require('./lib/client');
 const { Subscription } = require('./lib/subscription');
 const errors = require('./lib/errors');
+const { EventSubscription, generateEventKey } = require('./lib/events'); // adds Client#publishEvent, #subscribeEvents
 
 module.exports = {
   connect,
   version,
   Client,
   Subscription,
+  EventSubscription,
+  generateEventKey,
   FlowMeshError: errors.FlowMeshError,
   InvalidArgumentError: errors.InvalidArgumentError,
   NotFoundError: errors.NotFoundError,
