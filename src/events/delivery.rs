@@ -3,7 +3,7 @@
 //! reserves the next event only after the previous callback returned, so an
 //! event's ack_wait clock never runs while it sits in a buffer.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -18,6 +18,8 @@ pub struct CallbackSubscription {
     sub: Arc<EventSubscription>,
     dispatch: Subscription,
     client: Weak<BlockingClient>,
+    /// The event whose callback is running, when auto-ack will settle it.
+    current: Arc<Mutex<Option<u64>>>,
 }
 
 impl CallbackSubscription {
@@ -56,9 +58,13 @@ impl CallbackSubscription {
         let auto_ack = sopts.auto_ack;
         let settle_sub = sub.clone();
         let settle_client = weak.clone();
+        let current: Arc<Mutex<Option<u64>>> = Arc::default();
+        let delivering = current.clone();
         let delivery = EventDelivery {
             callback: move |ev: &Event| {
+                *delivering.lock().unwrap() = auto_ack.then_some(ev.id);
                 callback(ev);
+                *delivering.lock().unwrap() = None;
                 if auto_ack {
                     if let Some(c) = settle_client.upgrade() {
                         if let Err(e) = c.block_on(settle_sub.settle(ev.id)) {
@@ -70,7 +76,7 @@ impl CallbackSubscription {
             permits,
         };
         let dispatch = client.dispatch(feed, delivery)?;
-        Ok(CallbackSubscription { sub, dispatch, client: weak })
+        Ok(CallbackSubscription { sub, dispatch, client: weak, current })
     }
 
     pub fn subscription(&self) -> &Arc<EventSubscription> {
@@ -94,12 +100,14 @@ impl CallbackSubscription {
     }
 
     /// Stops delivery (waits for a running callback unless called from it)
-    /// and hands delivered, unsettled events back to the queue at once.
+    /// and hands delivered, unsettled events back to the queue at once; an
+    /// auto-acked event whose callback is unsubscribing is still acked.
     pub fn unsubscribe(&self) {
         self.dispatch.stop();
+        let keep = *self.current.lock().unwrap();
         if let Some(c) = self.client.upgrade() {
             if !c.is_closed() {
-                if let Err(e) = c.block_on(self.sub.release()) {
+                if let Err(e) = c.block_on(self.sub.release(keep)) {
                     tracing::warn!(error = %e, "could not release unsettled events; they return after ack_wait");
                 }
             }

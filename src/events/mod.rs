@@ -612,10 +612,16 @@ impl EventSubscription {
         self.rejected.lock().unwrap().clone()
     }
 
-    /// Hands every delivered, unsettled event back to the queue at once
-    /// (instead of after ack_wait), e.g. on unsubscribe.
-    pub async fn release(&self) -> Result<()> {
-        let jobs: Vec<u64> = self.inflight.lock().unwrap().drain().map(|(_, j)| j).collect();
+    /// Hands every delivered, unsettled event but `keep` back to the queue
+    /// at once (instead of after ack_wait), e.g. on unsubscribe.
+    pub async fn release(&self, keep: Option<u64>) -> Result<()> {
+        let jobs: Vec<u64> = {
+            let mut inflight = self.inflight.lock().unwrap();
+            let kept = keep.and_then(|id| inflight.remove(&id).map(|job| (id, job)));
+            let jobs = inflight.drain().map(|(_, j)| j).collect();
+            inflight.extend(kept);
+            jobs
+        };
         for job in jobs {
             match self.events.client.nack(&self.queue, job, 0).await {
                 Ok(()) | Err(Error::NotFound(_) | Error::Conflict(_)) => {}
