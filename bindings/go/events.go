@@ -152,6 +152,7 @@ type EventSubscription struct {
 	h       cgo.Handle
 	mu      sync.Mutex
 	ptr     *C.fm_event_subscription
+	ending  bool // Unsubscribe was called (maybe before setup finished)
 }
 
 // eventSubs is the client's registry of event subscriptions, so Close ends them.
@@ -219,8 +220,15 @@ func (c *Client) SubscribeEvents(ctx context.Context, name string, handler func(
 			return err
 		}
 		s.mu.Lock()
-		s.ptr = out
+		ending := s.ending
+		if !ending {
+			s.ptr = out
+		}
 		s.mu.Unlock()
+		if ending { // an abandoned caller unsubscribed before setup finished
+			C.fm_event_unsubscribe(out)
+			s.h.Delete()
+		}
 		return nil
 	})
 	if err != nil {
@@ -330,6 +338,7 @@ func (s *EventSubscription) Unsubscribe() error {
 	s.mu.Lock()
 	p := s.ptr
 	s.ptr = nil
+	s.ending = true
 	s.mu.Unlock()
 	if p == nil {
 		return nil
