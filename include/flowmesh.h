@@ -69,6 +69,13 @@ typedef struct fm_buf fm_buf;
 // function taking a client may be called from any thread at once.
 typedef struct fm_client fm_client;
 
+// An event: passed (borrowed) to an fm_event_cb, or returned (owned) by
+// fm_event_replay. Read it with the fm_event_* accessors.
+typedef struct fm_event fm_event;
+
+// A running event subscription. End it with fm_event_unsubscribe.
+typedef struct fm_event_subscription fm_event_subscription;
+
 // A reserved (or dead-lettered) job. Owned by the caller when returned by
 // fm_queue_reserve (free with fm_job_free); borrowed when taken from an
 // fm_jobs list.
@@ -102,6 +109,12 @@ typedef void (*fm_state_cb)(void *user_data,
                             enum fm_conn_state state,
                             fm_status cause,
                             const char *detail);
+
+// Called for each event delivered to a subscription, one at a time, on a
+// library thread. `ev` is valid only during the call. With auto_ack the
+// event is acknowledged when the callback returns (unless it was already
+// acked, deferred or discarded in the callback).
+typedef void (*fm_event_cb)(void *user_data, const struct fm_event *ev);
 
 // Called for each change under a watched prefix, in the order the changes
 // happened, on a library thread. `revision` is the new revision for PUT and
@@ -271,6 +284,140 @@ fm_status fm_client_on_state(struct fm_client *client, fm_state_cb cb, void *use
 // The client's current connection state, to `*out`. Returns
 // FM_ERR_INVALID_ARGUMENT (NULL), FM_ERR_CLOSED.
 fm_status fm_client_state(struct fm_client *client, enum fm_conn_state *out);
+
+// Makes a new X25519 key pair for the connect option `app_secret_key`. On
+// FM_OK `*secret_out` and `*public_out` are owned by the caller
+// (fm_buf_free): 44 bytes of standard base64 each (no NUL). Keep the secret
+// private; the public key is registered by the library when a client with
+// the secret first uses events. Thread-safe.
+fm_status fm_event_keygen(struct fm_buf **secret_out, struct fm_buf **public_out);
+
+// Publishes event `event_name` (1-96 bytes of UTF-8, e.g.
+// "orders/status/updated") from this client's app (connect option app_id)
+// to `n` >= 1 recipient app ids. `payload` (may be NULL when `len` is 0)
+// and `metadata_json` (NULL or a JSON object; stored and delivered as is,
+// never encrypted) are copied. If every recipient has a registered public
+// key the payload is sealed for each and stored only as ciphertext; if
+// none has, it is stored in clear; a mix is FM_ERR_INVALID_ARGUMENT. The
+// event id goes to `*event_id_out` (may be NULL). Errors:
+// INVALID_ARGUMENT (NULL, no app_id, bad name/recipient/metadata),
+// TOO_LARGE, CLOSED, broker errors. If it fails after the event was
+// logged, some recipients may have it: a retry can duplicate for them.
+fm_status fm_event_publish(struct fm_client *client,
+                           const char *event_name,
+                           const char *const *recipients,
+                           uintptr_t n,
+                           const uint8_t *payload,
+                           uintptr_t len,
+                           const char *metadata_json,
+                           uint64_t *event_id_out);
+
+// Publishes a reply to the sender of `ev` (an event received in a
+// callback or returned by fm_event_replay), under the same event name,
+// sealed when the sender has a public key. Otherwise as fm_event_publish.
+fm_status fm_event_reply(struct fm_client *client,
+                         const struct fm_event *ev,
+                         const uint8_t *payload,
+                         uintptr_t len,
+                         const char *metadata_json,
+                         uint64_t *event_id_out);
+
+// Subscribes this client's app to `event_name`: `cb` receives each event
+// sent to the app under that name, one at a time, on a library thread; it
+// may call any fm_ function, including fm_event_unsubscribe of this
+// subscription. Each app has one durable inbox per event name, shared by
+// all its subscriptions (competing consumers). `opts` (may be NULL,
+// copied): "auto_ack" (default true: acked when the callback returns) and
+// "ack_wait_ms" (default 30000: an event not acked, deferred or discarded
+// within it is delivered again, with a higher delivery count). Registers
+// the app's public key when the client has app_secret_key. On FM_OK `*out`
+// is owned by the caller (fm_event_unsubscribe). Errors: INVALID_ARGUMENT
+// (NULL, no app_id, bad name, bad option), CLOSED, broker errors.
+fm_status fm_event_subscribe(struct fm_client *client,
+                             const char *event_name,
+                             const struct fm_options *opts,
+                             fm_event_cb cb,
+                             void *user_data,
+                             struct fm_event_subscription **out);
+
+// Acknowledges event `id` delivered to this subscription: it is never
+// delivered again. FM_ERR_NOT_FOUND if it is not awaiting
+// acknowledgement here (already settled, or never delivered).
+fm_status fm_event_ack(struct fm_event_subscription *sub, uint64_t id);
+
+// Delivers event `id` again after `delay_ms` (not before), with a higher
+// delivery count. `reason` (may be NULL) is logged. NOT_FOUND as fm_event_ack.
+fm_status fm_event_defer(struct fm_event_subscription *sub,
+                         uint64_t id,
+                         uint64_t delay_ms,
+                         const char *reason);
+
+// Drops event `id` for good (never delivered again) and records it, with
+// `reason` (may be NULL), in the discard log. NOT_FOUND as fm_event_ack.
+fm_status fm_event_discard(struct fm_event_subscription *sub, uint64_t id, const char *reason);
+
+// Delivers past event `id` (of this subscription's name, sent to this
+// app) to this app once more, whatever happened to it before. If `out` is
+// not NULL, on FM_OK `*out` is the event, owned by the caller
+// (fm_event_free). FM_ERR_NOT_FOUND if no such event was sent to this app
+// under this name; FM_ERR_UNAUTHORIZED if it cannot be decrypted.
+fm_status fm_event_replay(struct fm_event_subscription *sub, uint64_t id, struct fm_event **out);
+
+// Stops delivery to this subscription until fm_event_resume; events keep
+// arriving in the app's inbox and nothing is lost. A callback already
+// running finishes. `reason` (may be NULL) is logged. Idempotent.
+fm_status fm_event_pause(struct fm_event_subscription *sub, const char *reason);
+
+// Resumes delivery after fm_event_pause: everything held is delivered.
+fm_status fm_event_resume(struct fm_event_subscription *sub);
+
+// FM_OK while healthy. Otherwise the error that ended delivery (e.g.
+// FM_ERR_UNAUTHORIZED: an event is sealed for this app but the client has
+// no app_secret_key; the event stays queued), or else FM_ERR_UNAUTHORIZED
+// for the last rejected delivery (a tampered ciphertext: never passed to
+// the callback, recorded in the discard log), with fm_last_error() saying
+// which. `rejected_out` (may be NULL) gets the number of rejected deliveries.
+fm_status fm_event_subscription_status(const struct fm_event_subscription *sub,
+                                       uint64_t *rejected_out);
+
+// Stops the subscription and frees it. Waits for a running callback unless
+// called from inside it. Delivered events not yet settled (manual ack)
+// go back to the inbox at once for redelivery. NULL is a no-op.
+fm_status fm_event_unsubscribe(struct fm_event_subscription *sub);
+
+// Frees an event returned by fm_event_replay. NULL is a no-op. Never free
+// the event passed to a callback.
+void fm_event_free(struct fm_event *ev);
+
+// The event id (unique within the tenant/namespace); 0 for NULL.
+uint64_t fm_event_id(const struct fm_event *ev);
+
+// The event name, borrowed from `ev`; NULL for NULL.
+const char *fm_event_name(const struct fm_event *ev);
+
+// The sender's app id, borrowed from `ev`; NULL for NULL.
+const char *fm_event_sender(const struct fm_event *ev);
+
+// Publish time, milliseconds since the Unix epoch (sender's clock); 0 for NULL.
+int64_t fm_event_timestamp_ms(const struct fm_event *ev);
+
+// The plaintext payload (decrypted if it was sealed), borrowed from `ev`;
+// its length to `*len_out` (may be NULL). NULL with length 0 for NULL.
+const uint8_t *fm_event_payload(const struct fm_event *ev, uintptr_t *len_out);
+
+// The metadata JSON object, borrowed from `ev`; NULL if the event has none.
+const char *fm_event_metadata(const struct fm_event *ev);
+
+// Deliveries of this event to the app so far, including this one (1 on
+// first delivery; 0 for an event returned by fm_event_replay or NULL).
+uint32_t fm_event_delivery_count(const struct fm_event *ev);
+
+// Whether the payload was sealed end to end (false for NULL).
+bool fm_event_encrypted(const struct fm_event *ev);
+
+// The id of the event this one replies to, or 0 (with `*has_out` false)
+// when it is not a reply. `has_out` may be NULL.
+uint64_t fm_event_reply_to(const struct fm_event *ev, bool *has_out);
 
 // The bytes of `buf`, borrowed from it; length to `*len_out` (may be NULL).
 const uint8_t *fm_buf_data(const struct fm_buf *buf, uintptr_t *len_out);

@@ -49,6 +49,9 @@ pub struct ClientConfig {
     pub max_in_flight: usize,
     /// When `max_in_flight` is reached: fail with UNAVAILABLE instead of waiting.
     pub nonblocking: bool,
+    /// Events: this application's id and X25519 key (see `crate::events`).
+    pub app_id: Option<String>,
+    pub app_key: Option<crate::events::AppKey>,
 }
 
 impl ClientConfig {
@@ -98,6 +101,8 @@ impl ClientConfig {
             breaker_timeout_ms: opts.u64("breaker_timeout_ms")?.unwrap_or(30_000),
             max_in_flight: max_in_flight as usize,
             nonblocking: opts.bool("nonblocking")?.unwrap_or(false),
+            app_id: opts.get("app_id").map(str::to_owned),
+            app_key: opts.get("app_secret_key").map(crate::events::AppKey::from_base64).transpose()?,
         })
     }
 }

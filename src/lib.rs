@@ -3,6 +3,7 @@ pub mod blocking;
 pub mod client;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod ffi;
 pub mod names;
 pub mod options;

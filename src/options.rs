@@ -44,6 +44,11 @@ const KEYS: &[(&str, Kind, Context)] = &[
     ("breaker_timeout_ms", Kind::Unsigned, Context::Connect),
     ("max_in_flight", Kind::Unsigned, Context::Connect),
     ("nonblocking", Kind::Bool, Context::Connect),
+    // events (src/events): identity, end-to-end key, subscription settings
+    ("app_id", Kind::Scope, Context::Connect),
+    ("app_secret_key", Kind::Text, Context::Connect),
+    ("auto_ack", Kind::Bool, Context::Event),
+    ("ack_wait_ms", Kind::Unsigned, Context::Event),
     ("group", Kind::Group, Context::Subscribe),
     ("partition", Kind::Unsigned, Context::Subscribe),
     ("start", Kind::Start, Context::Subscribe),
@@ -59,6 +64,7 @@ pub enum Context {
     Connect,
     Subscribe,
     Stream,
+    Event,
 }
 
 impl Context {
@@ -67,6 +73,7 @@ impl Context {
             Context::Connect => "connect",
             Context::Subscribe => "subscribe",
             Context::Stream => "stream creation",
+            Context::Event => "event subscription",
         }
     }
 }

@@ -46,6 +46,7 @@ type Client struct {
 	// State listeners' handles, deleted once fm_client_close has joined
 	// their threads.
 	listeners []cgo.Handle
+	events    eventSubs // event subscriptions (events.go), ended by Close
 }
 
 // Option configures Connect. Options map onto the native string options, so
@@ -292,6 +293,7 @@ func (c *Client) Close() error {
 	for _, s := range subs {
 		_ = s.Unsubscribe()
 	}
+	c.events.unsubscribeAll()
 	if wait {
 		<-c.idle
 	}

@@ -39,3 +39,14 @@ fm_status fmgo_publish_async(fm_client *c, const char *stream, const fm_msg *msg
                              uintptr_t handle) {
     return fm_publish_async(c, stream, msg, on_publish, (void *)handle);
 }
+
+/* ---- events (events.go) ---- */
+
+static void on_event(void *ud, const fm_event *ev) {
+    fmgoOnEvent((uintptr_t)ud, (fm_event *)ev);
+}
+
+fm_status fmgo_event_subscribe(fm_client *c, const char *event_name, const fm_options *opts,
+                               uintptr_t handle, fm_event_subscription **out) {
+    return fm_event_subscribe(c, event_name, opts, on_event, (void *)handle, out);
+}

@@ -16,4 +16,8 @@ fm_status fmgo_on_state(fm_client *c, uintptr_t handle);
 fm_status fmgo_publish_async(fm_client *c, const char *stream, const fm_msg *msg,
                              uintptr_t handle);
 
+/* Events (events.go). */
+fm_status fmgo_event_subscribe(fm_client *c, const char *event_name, const fm_options *opts,
+                               uintptr_t handle, fm_event_subscription **out);
+
 #endif

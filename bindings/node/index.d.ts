@@ -300,3 +300,67 @@ export declare class ConflictError extends FlowMeshError {}
 export declare class TooLargeError extends FlowMeshError {}
 export declare class UnavailableError extends FlowMeshError {}
 export declare class InternalError extends FlowMeshError {}
+
+// ---- events to named recipients (lib/events.js, docs/EVENTS.md) ----
+// Connect with { appId } (and { appSecretKey } from generateEventKey() for
+// end-to-end sealing).
+
+/** An event delivered to this application. */
+export interface AppEvent {
+  /** Unique within the tenant/namespace. */
+  id: number;
+  name: string;
+  /** The publisher's app id. */
+  sender: string;
+  /** Milliseconds since the Unix epoch (publisher's clock). */
+  timestamp: number;
+  /** Plaintext (opened if it was sealed). */
+  payload: Buffer;
+  /** The metadata object, or null. */
+  metadata: Record<string, unknown> | null;
+  /** 1 on first delivery. */
+  deliveryCount: number;
+  encrypted: boolean;
+}
+
+export interface EventSubscribeOptions {
+  /** Ack when the handler's promise resolves (default true). */
+  autoAck?: boolean;
+  /** Redeliver an unsettled event after this (default 30000). */
+  ackWaitMs?: UInt;
+}
+
+export declare class EventSubscription {
+  readonly eventName: string;
+  /** Calls handler for every event (events that came earlier are delivered now). */
+  on(handler: (event: AppEvent) => void | Promise<void>): this;
+  ack(id: UInt | string): Promise<void>;
+  defer(id: UInt | string, delayMs?: UInt, reason?: string): Promise<void>;
+  discard(id: UInt | string, reason?: string): Promise<void>;
+  replay(id: UInt | string): Promise<AppEvent>;
+  pause(reason?: string): Promise<void>;
+  resume(): Promise<void>;
+  /** Tampered deliveries rejected so far, and the error that ended delivery or the last rejection. */
+  status(): Promise<{ rejected: number; error: FlowMeshError | null }>;
+  unsubscribe(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface Client {
+  /** Publishes payload to the recipients' app ids; resolves to the event id. */
+  publishEvent(
+    eventName: string,
+    recipients: string[],
+    payload: string | Uint8Array | ArrayBuffer | ArrayBufferView,
+    options?: { metadata?: Record<string, unknown> | string },
+  ): Promise<number>;
+  subscribeEvents(eventName: string, handler?: (event: AppEvent) => void | Promise<void>): Promise<EventSubscription>;
+  subscribeEvents(
+    eventName: string,
+    options: EventSubscribeOptions,
+    handler?: (event: AppEvent) => void | Promise<void>,
+  ): Promise<EventSubscription>;
+}
+
+/** A new X25519 key pair (base64) for the connect option appSecretKey. */
+export declare function generateEventKey(): Promise<{ secretKey: string; publicKey: string }>;

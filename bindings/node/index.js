@@ -5,6 +5,7 @@
 const { connect, Client, ConnState, version } = require('./lib/client');
 const { Subscription } = require('./lib/subscription');
 const errors = require('./lib/errors');
+const { EventSubscription, generateEventKey } = require('./lib/events'); // adds Client#publishEvent, #subscribeEvents
 
 module.exports = {
   connect,
@@ -12,6 +13,8 @@ module.exports = {
   Client,
   ConnState,
   Subscription,
+  EventSubscription,
+  generateEventKey,
   FlowMeshError: errors.FlowMeshError,
   InvalidArgumentError: errors.InvalidArgumentError,
   NotFoundError: errors.NotFoundError,

@@ -41,6 +41,8 @@ pub struct BlockingClient {
     /// Blocking calls in progress; close waits for them before stopping the runtime.
     active: AtomicUsize,
     states: state::StateListeners,
+    /// Events API, made on first use (crate::events).
+    events: std::sync::OnceLock<crate::events::Events>,
 }
 
 /// A running subscription: callbacks on a library thread (stream or KV
@@ -218,6 +220,7 @@ impl BlockingClient {
             closing: tokio::sync::watch::channel(false).0,
             active: AtomicUsize::new(0),
             states: state::StateListeners::new(connection),
+            events: std::sync::OnceLock::new(),
         })
     }
 
@@ -344,6 +347,26 @@ impl BlockingClient {
             pending: Vec::new(),
             since_commit: 0,
         }
+    }
+
+    /// Runs `feed` through a dispatcher thread like fm_subscribe's, closed
+    /// with the client (used by `crate::events`).
+    pub fn dispatch<T, S, D>(&self, feed: S, delivery: D) -> Result<Subscription>
+    where
+        T: Send + 'static,
+        S: futures::Stream<Item = Result<T>> + Send + 'static,
+        D: Delivery<T>,
+    {
+        self.track(Dispatcher::start(&self.handle, feed, delivery)?)
+    }
+
+    /// The events API of this client (needs the connect option app_id).
+    pub fn events(&self) -> Result<&crate::events::Events> {
+        if let Some(e) = self.events.get() {
+            return Ok(e);
+        }
+        let _ = self.events.set(crate::events::Events::new(self.client.clone())?);
+        Ok(self.events.get().expect("just set"))
     }
 
     fn track(&self, dispatcher: Arc<Dispatcher>) -> Result<Subscription> {

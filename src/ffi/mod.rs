@@ -9,6 +9,7 @@
 
 pub mod args;
 pub mod client;
+pub mod events;
 pub mod kv;
 pub mod options;
 pub mod queue;

@@ -48,7 +48,11 @@ function declareTypes() {
   const kvWatchCb = koffi.proto('void fm_kv_watch_cb(void *user_data, int op, void *key, void *value, size_t len, uint64_t revision)');
   // detail is void * too: it is NULL when the change has no cause.
   const stateCb = koffi.proto('void fm_state_cb(void *user_data, int state, int32_t cause, void *detail)');
-  types = { header, msg, position, message, stats, retry, messageCb, kvWatchCb, stateCb };
+  // ---- events (lib/events.js) ----
+  koffi.opaque('fm_event');
+  koffi.opaque('fm_event_subscription');
+  const eventCb = koffi.proto('void fm_event_cb(void *user_data, void *ev)');
+  types = { header, msg, position, message, stats, retry, messageCb, kvWatchCb, stateCb, eventCb };
   return types;
 }
 
@@ -121,6 +125,28 @@ const PROTOTYPES = [
   'const char *fm_strings_get(const fm_strings *s, size_t i)',
   'void fm_strings_free(fm_strings *s)',
   'int32_t fm_kv_watch(fm_client *c, const char *bucket, const char *prefix, fm_kv_watch_cb *cb, void *user_data, _Out_ fm_subscription **out)',
+
+  // ---- events (lib/events.js, docs/EVENTS.md) ----
+  'int32_t fm_event_keygen(_Out_ fm_buf **secret_out, _Out_ fm_buf **public_out)',
+  'int32_t fm_event_publish(fm_client *c, const char *event_name, const char **recipients, size_t n, const uint8_t *payload, size_t len, const char *metadata_json, _Out_ uint64_t *event_id_out)',
+  'int32_t fm_event_subscribe(fm_client *c, const char *event_name, const fm_options *opts, fm_event_cb *cb, void *user_data, _Out_ fm_event_subscription **out)',
+  'int32_t fm_event_ack(fm_event_subscription *sub, uint64_t id)',
+  'int32_t fm_event_defer(fm_event_subscription *sub, uint64_t id, uint64_t delay_ms, const char *reason)',
+  'int32_t fm_event_discard(fm_event_subscription *sub, uint64_t id, const char *reason)',
+  'int32_t fm_event_replay(fm_event_subscription *sub, uint64_t id, _Out_ fm_event **out)',
+  'int32_t fm_event_pause(fm_event_subscription *sub, const char *reason)',
+  'int32_t fm_event_resume(fm_event_subscription *sub)',
+  'int32_t fm_event_subscription_status(const fm_event_subscription *sub, _Out_ uint64_t *rejected_out)',
+  'int32_t fm_event_unsubscribe(fm_event_subscription *sub)',
+  'void fm_event_free(fm_event *ev)',
+  'uint64_t fm_event_id(const fm_event *ev)',
+  'const char *fm_event_name(const fm_event *ev)',
+  'const char *fm_event_sender(const fm_event *ev)',
+  'int64_t fm_event_timestamp_ms(const fm_event *ev)',
+  'void *fm_event_payload(const fm_event *ev, _Out_ size_t *len_out)',
+  'const char *fm_event_metadata(const fm_event *ev)',
+  'uint32_t fm_event_delivery_count(const fm_event *ev)',
+  'bool fm_event_encrypted(const fm_event *ev)',
 ];
 
 let loaded = null;

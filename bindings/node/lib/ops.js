@@ -304,4 +304,7 @@ const ops = {
   },
 };
 
+// Events (lib/event-ops.js).
+Object.assign(ops, require('./event-ops').eventOps(fn, check, out));
+
 module.exports = { ops, NativeFailure, takeTransfer };
