@@ -4,6 +4,7 @@ pub mod client;
 pub mod engine;
 pub mod error;
 pub mod ffi;
+pub mod metrics;
 pub mod names;
 pub mod options;
 pub mod server;

@@ -13,7 +13,7 @@ use crate::error::Error;
 
 /// An owned byte buffer returned by the library. Free with fm_buf_free.
 pub struct fm_buf {
-    data: Bytes,
+    pub(crate) data: Bytes,
 }
 
 /// A list of strings returned by the library. Free with fm_strings_free.
