@@ -22,6 +22,7 @@
 //! payload over max_payload_bytes) are not counted.
 
 mod engine;
+pub mod report;
 
 use std::sync::OnceLock;
 
