@@ -307,7 +307,7 @@ async fn memory_tier_live_subscribers_get_everything(backend: Backend) {
     let c = &f.client;
     c.create_stream("live", memory(0)).await.unwrap();
     let spec = SubscribeSpec { partition: None, start: StartFrom::Latest, group: None };
-    let mut subs = vec![c.subscribe("live", spec.clone()).await.unwrap(), c.subscribe("live", spec).await.unwrap()];
+    let mut subs = [c.subscribe("live", spec.clone()).await.unwrap(), c.subscribe("live", spec).await.unwrap()];
     let n = 2000u64;
     let producer = {
         let c = c.clone();
