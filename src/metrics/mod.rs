@@ -12,7 +12,8 @@
 //! - `messages_published_total`, `published_bytes_total`: records accepted by
 //!   successful publishes (bytes as counted against size limits).
 //! - `messages_delivered_total`, `delivered_bytes_total`: messages yielded by
-//!   subscription feeds (callback, pull and async subscriptions alike).
+//!   subscription feeds (callback, pull and async subscriptions alike; a pull
+//!   subscription's feed runs up to 1024 messages ahead of the application).
 //! - `jobs_enqueued_total`, `jobs_received_total`: queue traffic.
 //! - `reconnects_total`, `connection_state`, `breaker_state`: hooks for the
 //!   remote engine's reconnect logic ([`ClientMetrics::reconnect`],
