@@ -256,11 +256,19 @@ fn w7_memory_tier(ctx: &Ctx, rt: &tokio::runtime::Runtime, size: usize, dur: Dur
     let pl = payload(size);
     for window in [1usize, 256] {
         let mut cells: Vec<Cell> = Vec::new();
-        for s in ctx.systems(&[Sys::FmBatch, Sys::FmGrpc, Sys::Nats]) {
+        // (system, memory tier?): the durable broker stream is the reference
+        // the memory tier is meant to beat.
+        let mut systems: Vec<(Sys, bool)> =
+            ctx.systems(&[Sys::FmBatch, Sys::FmGrpc, Sys::Nats]).into_iter().map(|s| (s, true)).collect();
+        if ctx.args.grpc.is_some() {
+            systems.push((Sys::FmGrpc, false));
+        }
+        for (s, memory) in systems {
             let pl = pl.clone();
-            let label = match s {
-                Sys::FmBatch => "flowmesh embedded, memory tier".to_string(),
-                Sys::FmGrpc => "flowmesh gRPC broker, memory tier".to_string(),
+            let label = match (s, memory) {
+                (Sys::FmBatch, _) => "flowmesh embedded, memory tier".to_string(),
+                (Sys::FmGrpc, true) => "flowmesh gRPC broker, memory tier".to_string(),
+                (Sys::FmGrpc, false) => "flowmesh gRPC broker, durable fsync=batch".to_string(),
                 _ => "NATS core publish (no JetStream)".to_string(),
             };
             cells.push((
@@ -278,7 +286,9 @@ fn w7_memory_tier(ctx: &Ctx, rt: &tokio::runtime::Runtime, size: usize, dur: Dur
                         }
                         let c = FmCell::open(&ctx.fm_target(s), cell, 1).await?;
                         let stream = format!("memtier-{cell}");
-                        fm::create_memory_stream(&c.clients[0], &stream).await?;
+                        if memory {
+                            fm::create_memory_stream(&c.clients[0], &stream).await?;
+                        }
                         let r = if window == 1 {
                             fm::pub_latency(&c.clients[0], &stream, pl.clone(), dur, ctx.p.lat_max).await
                         } else {
