@@ -198,7 +198,7 @@ impl ClientMetrics {
         r.register("reconnects", "Reconnections to the broker after a lost connection", m.reconnects.clone());
         r.register(
             "connection_state",
-            "Connection state as set by the remote engine (0 = not applicable/connected, see docs)",
+            "Connection state as last set by the remote engine (0 until it reports one; see its docs)",
             m.connection_state.clone(),
         );
         r.register(
