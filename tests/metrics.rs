@@ -198,6 +198,14 @@ async fn broker_metrics_exact() {
     assert_eq!(value(&s, "flowmesh_broker_kv_keys", &[("bucket", "default/default/kv")]), 3.0);
     assert!(value(&s, "flowmesh_broker_storage_bytes", &[]) > 20.0);
 
+    // The broker meters its engine too: per message, where the publish stream is one request.
+    let engine_ops = "flowmesh_broker_engine_operations_total";
+    assert_eq!(value(&s, engine_ops, &[("op", "publish"), ("status", "ok")]), 11.0);
+    assert_eq!(value(&s, engine_ops, &[("op", "kv_get"), ("status", "not_found")]), 1.0);
+    assert_eq!(value(&s, "flowmesh_broker_engine_messages_published_total", &[]), 18.0);
+    assert_eq!(value(&s, "flowmesh_broker_engine_published_bytes_total", &[]), 36.0);
+    assert_eq!(histogram_count(&s, "flowmesh_broker_engine_operation_duration_seconds", &[("op", "publish")]), 11.0);
+
     // The readable table shows the same numbers.
     let table = report::render(&report::parse(&text));
     assert!(table.contains("default/default/hot") && table.contains("memory"), "{table}");

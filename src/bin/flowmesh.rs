@@ -356,7 +356,11 @@ async fn run(cmd: Command) -> Result<()> {
             let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
             let mut shown = 0;
             while iterations == 0 || shown < iterations {
-                let screen = match report::fetch(&metrics_url, std::time::Duration::from_secs(5)).await {
+                let fetched = tokio::select! {
+                    r = report::fetch(&metrics_url, std::time::Duration::from_secs(5)) => r,
+                    _ = &mut ctrl_c => break,
+                };
+                let screen = match fetched {
                     Ok(text) => report::render(&report::parse(&text)),
                     Err(e) => format!("{e}\n"),
                 };

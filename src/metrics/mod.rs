@@ -168,6 +168,12 @@ impl Default for ClientMetrics {
 
 impl ClientMetrics {
     pub fn new() -> ClientMetrics {
+        ClientMetrics::with_prefix("flowmesh_client")
+    }
+
+    /// The same series under another prefix (the broker meters its engine
+    /// as `flowmesh_broker_engine_*`).
+    pub fn with_prefix(prefix: &str) -> ClientMetrics {
         let m = ClientMetrics {
             registry: Registry::default(),
             operations: Family::default(),
@@ -185,7 +191,7 @@ impl ClientMetrics {
             connection_state: Gauge::default(),
             breaker_state: Gauge::default(),
         };
-        let mut r = Registry::with_prefix("flowmesh_client");
+        let mut r = Registry::with_prefix(prefix);
         r.register("operations", "Engine operations by kind and outcome", m.operations.clone());
         r.register("operation_duration_seconds", "Engine operation latency by kind", m.durations.clone());
         r.register("in_flight", "Engine operations running now", m.in_flight.clone());

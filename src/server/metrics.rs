@@ -1,6 +1,7 @@
 //! Broker metrics (`flowmesh serve --metrics ADDR`): a tower layer on the
 //! gRPC server counts requests by service/method/status with latency and in
-//! flight, the accept loop counts connections, and `/metrics` (a minimal
+//! flight, the accept loop counts connections, the served engine is metered
+//! like a client's (`flowmesh_broker_engine_*`), and `/metrics` (a minimal
 //! HTTP/1 server) adds resource gauges gathered from the engine at scrape
 //! time. Also logs every request at debug level.
 
@@ -83,6 +84,9 @@ type MethodLabels = [(&'static str, &'static str); 2];
 #[derive(Debug)]
 pub struct BrokerMetrics {
     registry: Registry,
+    /// The served engine's calls, per message: a publish stream is one
+    /// request but many publishes (`flowmesh_broker_engine_*`).
+    pub(crate) engine: Arc<crate::metrics::ClientMetrics>,
     requests: Family<ReqLabels, Counter>,
     durations: Family<MethodLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
@@ -100,6 +104,7 @@ impl BrokerMetrics {
     pub fn new() -> BrokerMetrics {
         let m = BrokerMetrics {
             registry: Registry::default(),
+            engine: Arc::new(crate::metrics::ClientMetrics::with_prefix("flowmesh_broker_engine")),
             requests: Family::default(),
             durations: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             in_flight: Gauge::default(),
@@ -127,6 +132,7 @@ impl BrokerMetrics {
             prometheus_client::encoding::prometheus_text::encode(out, r).expect("writing to a String cannot fail")
         };
         enc(&mut out, &self.registry);
+        out.push_str(&self.engine.encode());
         enc(&mut out, &resources_registry(&engine.inventory().await?));
         Ok(out)
     }

@@ -81,7 +81,8 @@ pub async fn serve_on(
         None => None,
     };
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
-    let shared = Shared { engine: engine.clone(), cfg: Arc::new(cfg), stopping };
+    let metered = Arc::new(crate::metrics::MeteredEngine::new(engine.clone(), broker_metrics.engine.clone()));
+    let shared = Shared { engine: metered, cfg: Arc::new(cfg), stopping };
     let mut stopped = stop_tx.subscribe();
     let signal = async move {
         shutdown.await;
