@@ -383,3 +383,40 @@ contract_tests!(
     memory_tier_live_subscribers_get_everything,
     memory_tier_slow_consumer_is_bounded
 );
+
+#[test]
+fn broker_logs_requests_at_debug_level() {
+    let addr = free_addr();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flowmesh"))
+        .args(["serve", "--listen", &addr, "--data", "mem://", "--log-json"])
+        .env("RUST_LOG", "flowmesh=debug")
+        .stdout(log.reopen().unwrap())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    common::wait_for_port(&addr);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = Client::connect(&format!("grpc://{addr}"), &Options::new()).await.unwrap();
+        c.kv_set("logged", "k", "v", 0).await.unwrap();
+    });
+    // The log line is written when the response is; give the writer a moment (bounded).
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let text = loop {
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        if text.contains("\"method\":\"Set\"") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let line =
+        text.lines().find(|l| l.contains("\"method\":\"Set\"")).unwrap_or_else(|| panic!("no request log in:\n{text}"));
+    let v: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+    assert_eq!(v["level"], "DEBUG");
+    assert_eq!(v["fields"]["service"], "Kv");
+    assert_eq!(v["fields"]["status"], "ok");
+    assert!(v["fields"]["elapsed_us"].is_u64());
+}

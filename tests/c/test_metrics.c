@@ -80,3 +80,32 @@ CORE_TEST(metrics_bad_arguments)
     CHECK_ST(fm_client_metrics(c, &buf), FM_ERR_CLOSED);
     CHECK(buf == NULL);
 }
+
+CORE_TEST(memory_tier_stream_is_bounded)
+{
+    fm_client *c = test_client();
+    REQUIRE(c);
+    fm_options *o = fm_options_new();
+    REQUIRE(o);
+    CHECK_ST(fm_options_set(o, "tier", "fast"), FM_ERR_INVALID_ARGUMENT);
+    CHECK_OK(fm_options_set(o, "tier", "memory"));
+    CHECK_OK(fm_options_set(o, "max_messages", "5"));
+    CHECK_OK(fm_stream_create(c, "hot", o));
+    fm_options_free(o);
+    /* The same name in the durable tier is another stream configuration. */
+    CHECK_ST(fm_stream_create(c, "hot", NULL), FM_ERR_ALREADY_EXISTS);
+    for (int i = 0; i < 8; i++) {
+        fm_msg m = text_msg("x");
+        CHECK_OK(fm_publish(c, "hot", &m, NULL));
+    }
+    uint64_t latest = 0;
+    CHECK_OK(fm_get_latest_offset(c, "hot", 0, &latest));
+    CHECK(latest == 8);
+    fm_messages *ms = NULL;
+    REQUIRE_OK(fm_read(c, "hot", 0, 0, 100, &ms));
+    CHECK(fm_messages_len(ms) == 5); /* the oldest 3 were dropped */
+    if (fm_messages_len(ms) > 0)
+        CHECK(fm_messages_get(ms, 0)->offset == 3);
+    fm_messages_free(ms);
+    fm_client_close(c);
+}
