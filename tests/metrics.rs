@@ -209,6 +209,7 @@ async fn broker_metrics_exact() {
     // The readable table shows the same numbers.
     let table = report::render(&report::parse(&text));
     assert!(table.contains("default/default/hot") && table.contains("memory"), "{table}");
+    assert!(table.contains("messages published 18  delivered 0"), "{table}");
     assert!(
         table.lines().any(|l| l.contains("default/default/q")
             && l.split_whitespace().collect::<Vec<_>>()[1..] == ["2", "1", "1", "1"]),

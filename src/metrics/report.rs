@@ -164,6 +164,13 @@ pub fn render(samples: &[Sample]) -> String {
         n(sum(samples, "flowmesh_broker_requests_total")),
         n(sum(samples, "flowmesh_broker_storage_bytes")),
     );
+    let _ = writeln!(
+        out,
+        "messages published {}  delivered {}  engine calls in flight {}",
+        n(sum(samples, "flowmesh_broker_engine_messages_published_total")),
+        n(sum(samples, "flowmesh_broker_engine_messages_delivered_total")),
+        n(sum(samples, "flowmesh_broker_engine_in_flight")),
+    );
     let bytes: BTreeMap<(String, String), f64> = by("flowmesh_broker_stream_bytes")
         .map(|s| ((s.label("stream").to_owned(), s.label("tier").to_owned()), s.value))
         .collect();
