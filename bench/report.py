@@ -19,6 +19,12 @@ WORKLOADS = OrderedDict([
                             "flowmesh: `publish_batch` of N records per call, or N single publishes in flight; "
                             "JetStream: async publish with N acks outstanding. N = 256 (64 for 64 KiB). "
                             "Each producer has its own connection/client; all write one stream (one partition).")),
+    ("memory_latency", ("7. Memory tier: single in-flight publish latency",
+                        "flowmesh: a stream created with tier=memory (no disk, bounded, fan-out), each publish awaited. "
+                        "NATS core: publish + flush (one round trip to the server, no JetStream, no storage).")),
+    ("memory_throughput", ("7. Memory tier: pipelined publish throughput",
+                           "flowmesh: 256 publishes in flight to a tier=memory stream. "
+                           "NATS core: fire-and-forget publishes, flushed every 256.")),
     ("consume", ("2. Consume with commit from a durable consumer group",
                  "The stream is prefilled (not timed); then a durable group reads everything from the start. "
                  "flowmesh commits the group offset every 256 messages and at the end (offsets are cumulative); "
@@ -40,7 +46,7 @@ WORKLOADS = OrderedDict([
                       "the async Rust API awaited in one loop. Added = C ABI − path. Target < 200 ns added per call.")),
 ])
 
-LAT_WORKLOADS = {"publish_latency", "queue_rtt", "kv_set", "kv_get"}
+LAT_WORKLOADS = {"publish_latency", "queue_rtt", "kv_set", "kv_get", "memory_latency"}
 
 
 def is_fm(system):

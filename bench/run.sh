@@ -5,7 +5,8 @@
 #   bench/run.sh --quick    about 2 minutes -> bench/results/quick/ (development)
 #
 # Options: --quick, --rounds N, --only w1,w2,... (w1 publish, w2 consume,
-# w3 queue, w4 KV, w5 C ABI, w6 payload sizes), --no-grpc, --out-dir DIR.
+# w3 queue, w4 KV, w5 C ABI, w6 payload sizes, w7 memory tier vs NATS core),
+# --no-grpc, --out-dir DIR.
 #
 # It installs the peers from Debian if missing, starts them itself on free
 # loopback ports in a temporary directory (nats-server with JetStream file
@@ -19,7 +20,7 @@ BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH/.." && pwd)"
 QUICK=0
 ROUNDS=""
-ONLY="w1,w2,w3,w4,w5,w6"
+ONLY="w1,w2,w3,w4,w5,w6,w7"
 GRPC=1
 OUT_DIR=""
 ARGS_ORIG="$*"

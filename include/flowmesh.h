@@ -495,6 +495,17 @@ fm_status fm_kv_watch(struct fm_client *client,
                       void *user_data,
                       struct fm_subscription **out);
 
+// The client's metrics in the Prometheus text exposition format (version
+// 0.0.4, UTF-8, not NUL-terminated: use fm_buf_data for pointer and length):
+// operations by kind and outcome (`flowmesh_client_operations_total{op,status}`),
+// latency histograms per kind, in-flight calls, messages and bytes
+// published and delivered, jobs, reconnects and connection/breaker state.
+// See docs/ABI-EXTRAS.md for every series. On FM_OK `*out` is a new buffer
+// owned by the caller (free with fm_buf_free); on error `*out` is NULL.
+// Thread-safe; cheap enough to call on every scrape. Returns
+// FM_ERR_INVALID_ARGUMENT (NULL client or out) or FM_ERR_CLOSED (closed client).
+fm_status fm_client_metrics(struct fm_client *client, struct fm_buf **out);
+
 // A new, empty options set. The caller owns it and frees it with
 // fm_options_free. Returns NULL only if memory is exhausted.
 struct fm_options *fm_options_new(void);

@@ -210,6 +210,7 @@ pub async fn open_engine(endpoint: &Endpoint, cfg: &ClientConfig) -> Result<Arc<
 pub struct Client {
     engine: Arc<dyn Engine>,
     cfg: Arc<ClientConfig>,
+    metrics: Arc<crate::metrics::ClientMetrics>,
 }
 
 impl Client {
@@ -222,7 +223,26 @@ impl Client {
     }
 
     pub fn with_engine(engine: Arc<dyn Engine>, cfg: ClientConfig) -> Client {
-        Client { engine, cfg: Arc::new(cfg) }
+        Client::with_engine_and_metrics(engine, cfg, Default::default())
+    }
+
+    /// Like [`Client::with_engine`], counting into `metrics` (which the
+    /// engine may also hold, e.g. to report reconnects).
+    pub fn with_engine_and_metrics(
+        engine: Arc<dyn Engine>,
+        cfg: ClientConfig,
+        metrics: Arc<crate::metrics::ClientMetrics>,
+    ) -> Client {
+        if let Some(link) = engine.connection() {
+            link.observe(metrics.clone());
+        }
+        let engine = Arc::new(crate::metrics::MeteredEngine::new(engine, metrics.clone()));
+        Client { engine, cfg: Arc::new(cfg), metrics }
+    }
+
+    /// What this client did, as counters and histograms (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &Arc<crate::metrics::ClientMetrics> {
+        &self.metrics
     }
 
     pub fn config(&self) -> &ClientConfig {

@@ -5,6 +5,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod ffi;
+pub mod metrics;
 pub mod names;
 pub mod options;
 pub mod server;

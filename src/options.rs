@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::engine::{StartFrom, StreamConfig, SubscribeSpec};
+use crate::engine::{StartFrom, StreamConfig, SubscribeSpec, Tier};
 use crate::error::{Error, Result};
 use crate::names;
 
@@ -19,6 +19,7 @@ enum Kind {
     Group,
     Text,
     Float,
+    Tier,
 }
 
 /// Every key with its value kind and the place it applies.
@@ -57,6 +58,7 @@ const KEYS: &[(&str, Kind, Context)] = &[
     ("max_age_ms", Kind::Unsigned, Context::Stream),
     ("max_bytes", Kind::Unsigned, Context::Stream),
     ("max_messages", Kind::Unsigned, Context::Stream),
+    ("tier", Kind::Tier, Context::Stream),
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -99,6 +101,14 @@ fn parse_bool(key: &str, v: &str) -> Result<bool> {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
         _ => Err(Error::invalid(format!("option {key}: expected true or false, got {v:?}"))),
+    }
+}
+
+fn parse_tier(v: &str) -> Result<Tier> {
+    match v.trim() {
+        "durable" => Ok(Tier::Durable),
+        "memory" => Ok(Tier::Memory),
+        _ => Err(Error::invalid(format!("option tier: expected durable or memory, got {v:?}"))),
     }
 }
 
@@ -146,6 +156,9 @@ impl Options {
             Kind::Text => {}
             Kind::Float => {
                 parse_f64(key, value)?;
+            }
+            Kind::Tier => {
+                parse_tier(value)?;
             }
         }
         self.values.insert(key.to_owned(), value.to_owned());
@@ -200,6 +213,10 @@ impl Options {
             max_age_ms: self.u64("max_age_ms")?.unwrap_or(0),
             max_bytes: self.u64("max_bytes")?.unwrap_or(0),
             max_messages: self.u64("max_messages")?.unwrap_or(0),
+            tier: match self.get("tier") {
+                Some(t) => parse_tier(t)?,
+                None => Tier::Durable,
+            },
         })
     }
 

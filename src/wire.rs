@@ -119,6 +119,7 @@ impl From<StreamConfig> for pb::StreamConfig {
             max_age_ms: c.max_age_ms,
             max_bytes: c.max_bytes,
             max_messages: c.max_messages,
+            tier: c.tier.name().to_owned(),
         }
     }
 }
@@ -130,6 +131,8 @@ impl From<pb::StreamConfig> for StreamConfig {
             max_age_ms: c.max_age_ms,
             max_bytes: c.max_bytes,
             max_messages: c.max_messages,
+            // Unknown names fall back to durable: never lose data by accident.
+            tier: if c.tier == "memory" { Tier::Memory } else { Tier::Durable },
         }
     }
 }

@@ -94,6 +94,7 @@ async fn link_faults_drive_states_deadlines_and_the_breaker() {
         assert!(r.is_err(), "a call through a cut link succeeded");
     }
     assert!(opened, "breaker did not open");
+    assert!(client.metrics().encode().contains("flowmesh_client_breaker_state 1\n"), "breaker gauge: open");
 
     // Link back: the state returns to CONNECTED; once the breaker's timeout
     // passes, a probe call closes it and calls succeed again.
@@ -112,6 +113,9 @@ async fn link_faults_drive_states_deadlines_and_the_breaker() {
     assert_eq!(&value[..], b"v1");
     client.publish("after", Record::new("ok")).await.unwrap();
     assert!(states.try_iter().all(|c| c.state != ConnState::Disconnected));
+    let text = client.metrics().encode();
+    assert!(text.contains("flowmesh_client_breaker_state 0\n"), "breaker gauge: closed again\n{text}");
+    assert!(text.contains("flowmesh_client_reconnects_total 1\n"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,6 +319,10 @@ async fn a_thousand_reconnects_leave_no_growth() {
     assert!(threads_now <= threads + 2, "threads grew: {threads} -> {threads_now}");
     assert!(fds_now <= fds + 4, "file descriptors grew: {fds} -> {fds_now}");
     assert!(rss_now <= rss + 16 * 1024, "memory grew: {rss} KiB -> {rss_now} KiB");
+    // The client's metrics counted each reconnect and show it connected.
+    let text = client.metrics().encode();
+    assert!(text.contains(&format!("flowmesh_client_reconnects_total {cycles}\n")), "{text}");
+    assert!(text.contains("flowmesh_client_connection_state 2\n"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

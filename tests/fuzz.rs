@@ -109,6 +109,7 @@ proptest! {
             "worker_threads", "connect_timeout_ms", "request_timeout_ms", "token", "reconnect_initial_ms",
             "reconnect_max_ms", "reconnect_multiplier", "reconnect_jitter_ms", "max_reconnect_attempts",
             "group", "partition", "start", "auto_commit", "partitions", "max_age_ms", "max_bytes", "max_messages",
+            "tier",
         ];
         let r = o.set(&key, &value);
         if !known.contains(&key.as_str()) {

@@ -63,6 +63,8 @@ export interface StreamOptions {
   max_age_ms?: UInt;
   max_bytes?: UInt;
   max_messages?: UInt;
+  /** 'durable' (default) or 'memory': in memory only, bounded, oldest dropped. */
+  tier?: 'durable' | 'memory';
   [key: string]: string | number | bigint | boolean | undefined;
 }
 
@@ -214,6 +216,8 @@ export declare class Client {
 
   health(): Promise<void>;
   readiness(): Promise<void>;
+  /** This client's metrics in the Prometheus text exposition format (0.0.4). */
+  metrics(): Promise<string>;
 
   // ---- streams
   /** Resolves if created or it exists with the same partition count; AlreadyExistsError otherwise. */

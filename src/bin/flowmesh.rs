@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use flowmesh::client::{open_engine, ClientConfig, Endpoint};
+use flowmesh::metrics::report;
 use flowmesh::server::{serve, ServerConfig};
 use flowmesh::{Client, Error, KvOp, Options, Record, Result};
 use futures::StreamExt;
@@ -52,6 +53,25 @@ enum Command {
         /// Log as JSON lines (level via RUST_LOG, default info)
         #[arg(long)]
         log_json: bool,
+        /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9464)
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
+    },
+    /// Print a broker's metrics (from `serve --metrics`) as tables
+    Stats {
+        #[arg(long, env = "FLOWMESH_METRICS_URL", default_value = "http://127.0.0.1:9464/metrics")]
+        metrics_url: String,
+    },
+    /// Like stats, refreshed live until Ctrl-C
+    Top {
+        #[arg(long, env = "FLOWMESH_METRICS_URL", default_value = "http://127.0.0.1:9464/metrics")]
+        metrics_url: String,
+        /// Seconds between refreshes
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after N refreshes (0 = until Ctrl-C)
+        #[arg(long, default_value_t = 0)]
+        iterations: u64,
     },
     /// Check that the engine answers
     Health(Conn),
@@ -260,7 +280,7 @@ fn print_line(line: String) -> Result<()> {
 
 async fn run(cmd: Command) -> Result<()> {
     match cmd {
-        Command::Serve { listen, data, fsync, max_payload_bytes, segment_bytes, log_json } => {
+        Command::Serve { listen, data, fsync, max_payload_bytes, segment_bytes, log_json, metrics } => {
             init_logging(log_json);
             let opts = Options::new()
                 .with("fsync", &fsync)?
@@ -273,7 +293,11 @@ async fn run(cmd: Command) -> Result<()> {
             }
             let engine = open_engine(&endpoint, &cfg).await?;
             tracing::info!(%listen, %data, %fsync, "flowmesh broker listening");
-            let server_cfg = ServerConfig { max_payload_bytes: max_payload_bytes as usize, ..Default::default() };
+            let server_cfg = ServerConfig {
+                max_payload_bytes: max_payload_bytes as usize,
+                metrics_addr: metrics,
+                ..Default::default()
+            };
             serve(Arc::clone(&engine), listen, server_cfg, shutdown_signal()).await?;
             tracing::info!("flowmesh broker stopped");
             Ok(())
@@ -318,6 +342,35 @@ async fn run(cmd: Command) -> Result<()> {
                     c.commit_offset(&stream, g, m.partition, m.offset).await?;
                 }
                 seen += 1;
+            }
+            Ok(())
+        }
+        Command::Stats { metrics_url } => {
+            let text = report::fetch(&metrics_url, std::time::Duration::from_secs(10)).await?;
+            print_line(report::render(&report::parse(&text)))
+        }
+        Command::Top { metrics_url, interval, iterations } => {
+            if !(interval.is_finite() && interval >= 0.05) {
+                return Err(Error::InvalidArgument("--interval must be at least 0.05 seconds".into()));
+            }
+            let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+            let mut shown = 0;
+            while iterations == 0 || shown < iterations {
+                let fetched = tokio::select! {
+                    r = report::fetch(&metrics_url, std::time::Duration::from_secs(5)) => r,
+                    _ = &mut ctrl_c => break,
+                };
+                let screen = match fetched {
+                    Ok(text) => report::render(&report::parse(&text)),
+                    Err(e) => format!("{e}\n"),
+                };
+                // Clear the screen and home the cursor, then draw.
+                print_line(format!("\x1b[2J\x1b[Hflowmesh top  {metrics_url}  (Ctrl-C to exit)\n{screen}"))?;
+                shown += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs_f64(interval)) => {}
+                    _ = &mut ctrl_c => break,
+                }
             }
             Ok(())
         }

@@ -7,7 +7,8 @@
 //! gRPC; they are plain state machines here so tests can drive them.
 
 use std::future::Future;
-use std::sync::{mpsc, Mutex};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
@@ -38,8 +39,18 @@ pub struct StateChange {
     pub cause: Option<Error>,
 }
 
+/// Told about the link as it changes (the client's metrics implement it).
+pub trait LinkObserver: Send + Sync {
+    fn state(&self, state: ConnState);
+    /// Connected again after a loss.
+    fn reconnected(&self);
+    /// The circuit breaker: 0 closed, 1 open, 2 half-open.
+    fn breaker(&self, state: u8);
+}
+
 /// The current state, its listeners, and a loss counter calls watch.
 pub struct ConnectionState {
+    observer: OnceLock<Arc<dyn LinkObserver>>,
     inner: Mutex<Listeners>,
     /// Bumped on every loss of the link: a call started before a bump was in
     /// flight when the link dropped.
@@ -57,6 +68,7 @@ struct Listeners {
 impl ConnectionState {
     pub fn new(initial: ConnState) -> ConnectionState {
         ConnectionState {
+            observer: OnceLock::new(),
             inner: Mutex::new(Listeners { current: initial, listeners: Vec::new() }),
             losses: watch::channel(0).0,
             state: watch::channel(initial).0,
@@ -66,6 +78,22 @@ impl ConnectionState {
 
     pub fn current(&self) -> ConnState {
         self.inner.lock().unwrap().current
+    }
+
+    /// Installs the one observer (later calls are ignored) and tells it the
+    /// current state.
+    pub fn observe(&self, observer: Arc<dyn LinkObserver>) {
+        let inner = self.inner.lock().unwrap();
+        if self.observer.set(observer.clone()).is_ok() {
+            observer.state(inner.current);
+            observer.breaker(0);
+        }
+    }
+
+    fn breaker_changed(&self, state: u8) {
+        if let Some(o) = self.observer.get() {
+            o.breaker(state);
+        }
     }
 
     /// Moves to `state` and tells every listener, in order. A closed or
@@ -82,6 +110,12 @@ impl ConnectionState {
             self.losses.send_modify(|n| *n += 1);
         }
         self.state.send_replace(state);
+        if let Some(o) = self.observer.get() {
+            o.state(state);
+            if from == ConnState::Reconnecting && state == ConnState::Connected {
+                o.reconnected();
+            }
+        }
         let change = StateChange { state, cause };
         inner.listeners.retain(|l| l.send(change.clone()).is_ok());
         if state == ConnState::Closed {
@@ -186,6 +220,8 @@ pub struct CircuitBreaker {
     threshold: u32,
     open_for: Duration,
     state: Mutex<BreakerState>,
+    /// The last state reported to the observer (0 closed, 1 open, 2 half-open).
+    reported: AtomicU8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,11 +241,26 @@ pub struct Permit<'a> {
 impl CircuitBreaker {
     /// `threshold` 0 disables the breaker.
     pub fn new(threshold: u32, open_for: Duration) -> CircuitBreaker {
-        CircuitBreaker { threshold, open_for, state: Mutex::new(BreakerState::Closed { failures: 0 }) }
+        CircuitBreaker {
+            threshold,
+            open_for,
+            state: Mutex::new(BreakerState::Closed { failures: 0 }),
+            reported: AtomicU8::new(0),
+        }
     }
 
     pub fn state(&self) -> BreakerState {
         *self.state.lock().unwrap()
+    }
+
+    /// The state as a gauge value, if it changed since the last call.
+    fn changed(&self) -> Option<u8> {
+        let now = match self.state() {
+            BreakerState::Closed { .. } => 0,
+            BreakerState::Open { .. } => 1,
+            BreakerState::HalfOpen => 2,
+        };
+        (self.reported.swap(now, Ordering::AcqRel) != now).then_some(now)
     }
 
     pub fn admit(&self, now: Instant) -> Result<Permit<'_>> {
@@ -288,6 +339,12 @@ pub struct CallPolicy {
 }
 
 impl CallPolicy {
+    fn report_breaker(&self) {
+        if let Some(state) = self.breaker.changed() {
+            self.state.breaker_changed(state);
+        }
+    }
+
     /// Runs `attempt` (given its time budget) within `timeout + extra`; fails
     /// it with DISCONNECTED if the link is lost meanwhile; retries a
     /// `Retry::Safe` call once the link is back, at most `max_retries` times.
@@ -303,7 +360,9 @@ impl CallPolicy {
             if self.state.current() == ConnState::Disconnected {
                 return Err(Error::Disconnected("the client gave up reconnecting to the broker".into()));
             }
-            let permit = self.breaker.admit(Instant::now())?;
+            let permit = self.breaker.admit(Instant::now());
+            self.report_breaker();
+            let permit = permit?;
             let left = deadline.saturating_duration_since(Instant::now());
             let lost = self.state.loss_after_now();
             let result = tokio::select! {
@@ -313,6 +372,7 @@ impl CallPolicy {
                 _ = lost => Err(Error::Disconnected("the link to the broker was lost during the call".into())),
             };
             permit.record(&result, Instant::now());
+            self.report_breaker();
             match result {
                 Err(Error::Disconnected(m)) => {
                     self.state.suspect();

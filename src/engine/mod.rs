@@ -85,11 +85,43 @@ pub struct StreamConfig {
     pub max_age_ms: u64,
     pub max_bytes: u64,
     pub max_messages: u64,
+    /// Where the stream's messages live (option `tier`).
+    pub tier: Tier,
 }
 
 impl Default for StreamConfig {
     fn default() -> Self {
-        StreamConfig { partitions: 1, max_age_ms: 0, max_bytes: 0, max_messages: 0 }
+        StreamConfig { partitions: 1, max_age_ms: 0, max_bytes: 0, max_messages: 0, tier: Tier::Durable }
+    }
+}
+
+/// Delivery tier of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tier {
+    /// Written to the engine's storage and acknowledged per the fsync policy.
+    #[default]
+    Durable,
+    /// Kept in memory only, even on a durable engine: no files, bounded
+    /// (see [`Tier::memory_default_max_messages`]), oldest dropped first.
+    Memory,
+}
+
+impl Tier {
+    /// Bounds of a memory-tier stream created without explicit limits, per
+    /// partition (functions, not consts, to keep them out of the C header).
+    pub const fn memory_default_max_messages() -> u64 {
+        100_000
+    }
+
+    pub const fn memory_default_max_bytes() -> u64 {
+        64 << 20
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Durable => "durable",
+            Tier::Memory => "memory",
+        }
     }
 }
 
@@ -302,4 +334,32 @@ pub trait Engine: Send + Sync + 'static {
     async fn sync(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Every resource this engine holds and its size, for broker metrics
+    /// (`flowmesh serve --metrics`). Engines that cannot tell return an empty one.
+    async fn inventory(&self) -> Result<Inventory> {
+        Ok(Inventory::default())
+    }
+}
+
+/// A snapshot of an engine's resources (see [`Engine::inventory`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Inventory {
+    pub streams: Vec<StreamStats>,
+    pub queues: Vec<(String, QueueStats)>,
+    /// Bucket name and live key count.
+    pub buckets: Vec<(String, u64)>,
+    /// Bytes of the data directory's files (0 in memory).
+    pub storage_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamStats {
+    pub name: String,
+    pub tier: Tier,
+    /// Messages retained (latest - earliest, summed over partitions).
+    pub messages: u64,
+    /// Bytes retained, as counted against size limits.
+    pub bytes: u64,
+    pub groups: Vec<GroupState>,
 }

@@ -11,6 +11,7 @@ pub mod args;
 pub mod client;
 pub mod events;
 pub mod kv;
+pub mod metrics;
 pub mod options;
 pub mod queue;
 pub mod stream;

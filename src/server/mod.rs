@@ -4,6 +4,7 @@
 
 mod health;
 mod kv;
+pub mod metrics;
 mod queues;
 mod streams;
 
@@ -25,11 +26,13 @@ pub struct ServerConfig {
     pub max_payload_bytes: usize,
     /// Largest gRPC message accepted (a publish batch or a response).
     pub max_message_bytes: usize,
+    /// Serve Prometheus metrics on `http://ADDR/metrics` (`--metrics`).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { max_payload_bytes: 8 << 20, max_message_bytes: 64 << 20 }
+        ServerConfig { max_payload_bytes: 8 << 20, max_message_bytes: 64 << 20, metrics_addr: None }
     }
 }
 
@@ -68,8 +71,18 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let max = cfg.max_message_bytes.max(cfg.max_payload_bytes + FRAME_SLACK);
+    let broker_metrics = Arc::new(metrics::BrokerMetrics::new());
+    let metrics_listener = match cfg.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::Unavailable(format!("cannot listen for metrics on {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
-    let shared = Shared { engine: engine.clone(), cfg: Arc::new(cfg), stopping };
+    let metered = Arc::new(crate::metrics::MeteredEngine::new(engine.clone(), broker_metrics.engine.clone()));
+    let shared = Shared { engine: metered, cfg: Arc::new(cfg), stopping };
     let mut stopped = stop_tx.subscribe();
     let signal = async move {
         shutdown.await;
@@ -79,8 +92,15 @@ pub async fn serve_on(
     // tonic ignores Server::tcp_nodelay for a given listener: set it here, or
     // small responses wait ~40 ms for Nagle's algorithm.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let counted = broker_metrics.clone();
+    let incoming = futures::StreamExt::map(incoming, move |conn| conn.map(|c| metrics::CountedConn::new(c, &counted)));
+    if let Some(l) = metrics_listener {
+        tracing::info!(addr = %l.local_addr().map_err(|e| Error::io("metrics address", e))?, "serving /metrics");
+        tokio::spawn(metrics::serve_http(l, broker_metrics.clone(), engine.clone(), shared.stopped()));
+    }
     let server = Server::builder()
         .tcp_nodelay(true)
+        .layer(metrics::MetricsLayer(broker_metrics))
         .add_service(pb::health_server::HealthServer::new(health::HealthService(shared.clone())))
         .add_service(
             pb::streams_server::StreamsServer::new(streams::StreamsService(shared.clone()))

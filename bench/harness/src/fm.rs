@@ -55,6 +55,13 @@ impl FmCell {
     }
 }
 
+/// Creates `stream` in the memory tier (issue 13): no disk, bounded, fan-out.
+pub async fn create_memory_stream(c: &Client, stream: &str) -> R<()> {
+    let cfg = flowmesh::StreamConfig { tier: flowmesh::Tier::Memory, ..Default::default() };
+    c.create_stream(stream, cfg).await?;
+    Ok(())
+}
+
 /// Single in-flight publish: each publish waits for its acknowledgement.
 pub async fn pub_latency(c: &Client, stream: &str, payload: Bytes, dur: Duration, max: u64) -> R<Outcome> {
     // warm-up: create the stream and touch the path

@@ -80,8 +80,8 @@ struct RunArgs {
     /// Rounds per case (each round runs every system once, rotating order).
     #[arg(long)]
     rounds: Option<usize>,
-    /// Comma-separated workloads: w1,w2,w3,w4,w5,w6 (default all).
-    #[arg(long, default_value = "w1,w2,w3,w4,w5,w6")]
+    /// Comma-separated workloads: w1,w2,w3,w4,w5,w6,w7 (default all).
+    #[arg(long, default_value = "w1,w2,w3,w4,w5,w6,w7")]
     only: String,
 }
 
@@ -248,6 +248,65 @@ fn w1_latency(ctx: &Ctx, rt: &tokio::runtime::Runtime, size: usize, dur: Duratio
         ));
     }
     run_case(ctx, "publish_latency", &format!("{}, 1 in flight", size_label(size)), &cells);
+}
+
+/// Memory-tier streams (no disk) vs NATS core publish (no JetStream):
+/// single in-flight latency, then 256 in flight.
+fn w7_memory_tier(ctx: &Ctx, rt: &tokio::runtime::Runtime, size: usize, dur: Duration) {
+    let pl = payload(size);
+    for window in [1usize, 256] {
+        let mut cells: Vec<Cell> = Vec::new();
+        // (system, memory tier?): the durable broker stream is the reference
+        // the memory tier is meant to beat.
+        let mut systems: Vec<(Sys, bool)> =
+            ctx.systems(&[Sys::FmBatch, Sys::FmGrpc, Sys::Nats]).into_iter().map(|s| (s, true)).collect();
+        if ctx.args.grpc.is_some() {
+            systems.push((Sys::FmGrpc, false));
+        }
+        for (s, memory) in systems {
+            let pl = pl.clone();
+            let label = match (s, memory) {
+                (Sys::FmBatch, _) => "flowmesh embedded, memory tier".to_string(),
+                (Sys::FmGrpc, true) => "flowmesh gRPC broker, memory tier".to_string(),
+                (Sys::FmGrpc, false) => "flowmesh gRPC broker, durable fsync=batch".to_string(),
+                _ => "NATS core publish (no JetStream)".to_string(),
+            };
+            cells.push((
+                label,
+                Box::new(move |cell| {
+                    rt.block_on(async {
+                        let subject = format!("mem.{cell}");
+                        if s == Sys::Nats {
+                            let url = ctx.args.nats.as_deref().unwrap();
+                            return if window == 1 {
+                                peers::nats_core_pub_latency(url, &subject, pl.clone(), dur, ctx.p.lat_max).await
+                            } else {
+                                peers::nats_core_pub_throughput(url, &subject, pl.clone(), window, dur).await
+                            };
+                        }
+                        let c = FmCell::open(&ctx.fm_target(s), cell, 1).await?;
+                        let stream = format!("memtier-{cell}");
+                        if memory {
+                            fm::create_memory_stream(&c.clients[0], &stream).await?;
+                        }
+                        let r = if window == 1 {
+                            fm::pub_latency(&c.clients[0], &stream, pl.clone(), dur, ctx.p.lat_max).await
+                        } else {
+                            fm::pub_throughput(&c, &stream, pl.clone(), PubMode::Window(window), dur).await
+                        };
+                        c.close();
+                        r
+                    })
+                }),
+            ));
+        }
+        let (workload, case) = if window == 1 {
+            ("memory_latency", format!("{}, 1 in flight", size_label(size)))
+        } else {
+            ("memory_throughput", format!("{}, {window} in flight, 1 producer", size_label(size)))
+        };
+        run_case(ctx, workload, &case, &cells);
+    }
 }
 
 fn w1_throughput(ctx: &Ctx, rt: &tokio::runtime::Runtime, size: usize, producers: usize, dur: Duration) {
@@ -569,6 +628,9 @@ fn run(args: RunArgs) -> R<()> {
             w4_kv(&ctx, &rt, true, clients);
             w4_kv(&ctx, &rt, false, clients);
         }
+    }
+    if has("w7") {
+        w7_memory_tier(&ctx, &rt, 128, ctx.p.dur);
     }
     if has("w6") {
         for size in [16, 1024, 65536] {

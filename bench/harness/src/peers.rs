@@ -94,6 +94,42 @@ impl NatsCell {
     }
 }
 
+async fn nats_core(url: &str) -> R<async_nats::Client> {
+    Ok(async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(url).await?)
+}
+
+/// NATS core (no JetStream): publish then flush, i.e. one round trip to the
+/// server per message, the closest match to an acknowledged publish.
+pub async fn nats_core_pub_latency(url: &str, subject: &str, payload: Bytes, dur: Duration, max: u64) -> R<Outcome> {
+    let c = nats_core(url).await?;
+    let mut h = hist();
+    let start = Instant::now();
+    let mut n = 0;
+    while n < max && start.elapsed() < dur {
+        let t = Instant::now();
+        c.publish(subject.to_owned(), payload.clone()).await?;
+        c.flush().await?;
+        record(&mut h, t);
+        n += 1;
+    }
+    Ok(Outcome::new(n, start.elapsed()).with_hist(h).with_bytes(n * payload.len() as u64))
+}
+
+/// NATS core publish, fire-and-forget, flushed every `window` messages.
+pub async fn nats_core_pub_throughput(url: &str, subject: &str, payload: Bytes, window: usize, dur: Duration) -> R<Outcome> {
+    let c = nats_core(url).await?;
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < dur {
+        for _ in 0..window {
+            c.publish(subject.to_owned(), payload.clone()).await?;
+        }
+        c.flush().await?;
+        n += window as u64;
+    }
+    Ok(Outcome::new(n, start.elapsed()).with_bytes(n * payload.len() as u64))
+}
+
 pub async fn nats_pub_latency(js: &jetstream::Context, subject: &str, payload: Bytes, dur: Duration, max: u64) -> R<Outcome> {
     for _ in 0..10 {
         js.publish(subject.to_owned(), payload.clone()).await?.await?;

@@ -219,6 +219,11 @@ class Client {
   async health() { await this._call('health', []); }
   async readiness() { await this._call('readiness', []); }
 
+  /** This client's metrics in the Prometheus text format (see README: Metrics). */
+  async metrics() {
+    return Buffer.from(await this._call('metrics', [])).toString('utf8');
+  }
+
   // ---- streams
 
   async createStream(stream, options) {

@@ -114,6 +114,7 @@ const PROTOTYPES = [
 
   'void *fm_buf_data(const fm_buf *buf, _Out_ size_t *len_out)',
   'void fm_buf_free(fm_buf *buf)',
+  'int32_t fm_client_metrics(fm_client *c, _Out_ fm_buf **out)',
   'int32_t fm_kv_set(fm_client *c, const char *bucket, const char *key, const uint8_t *value, size_t len, uint64_t ttl_ms, _Out_ uint64_t *revision_out)',
   'int32_t fm_kv_cas(fm_client *c, const char *bucket, const char *key, const uint8_t *value, size_t len, uint64_t expected_revision, _Out_ uint64_t *revision_out)',
   'int32_t fm_kv_get(fm_client *c, const char *bucket, const char *key, _Out_ fm_buf **out)',

@@ -118,6 +118,11 @@ const ops = {
   },
   close(c) { fn.fm_client_close(c); },
   health(c) { check(fn.fm_client_health(c)); },
+  metrics(c) {
+    const b = [null];
+    check(fn.fm_client_metrics(c, b));
+    return bufBytes(b[0]);
+  },
   readiness(c) { check(fn.fm_client_readiness(c)); },
 
   // ---- streams

@@ -179,6 +179,7 @@ _SIGNATURES: dict[str, tuple[Any, List[Any]]] = {
     # key-value
     "fm_buf_data": (c_void_p, [_P, POINTER(c_size_t)]),
     "fm_buf_free": (None, [_P]),
+    "fm_client_metrics": (_S, [_P, POINTER(_P)]),
     "fm_kv_set": (_S, [_P, c_char_p, c_char_p, c_char_p, c_size_t, c_uint64, POINTER(c_uint64)]),
     "fm_kv_cas": (_S, [_P, c_char_p, c_char_p, c_char_p, c_size_t, c_uint64, POINTER(c_uint64)]),
     "fm_kv_get": (_S, [_P, c_char_p, c_char_p, POINTER(_P)]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import weakref
 from types import TracebackType
 from typing import Any, Dict, Generator, List, Mapping, Optional, Type
@@ -200,6 +201,25 @@ class FlowMesh:
             return True
 
         return await self._core().run(work)
+
+    def metrics(self) -> str:
+        """This client's metrics in the Prometheus text format (operations by
+        kind and outcome, latency histograms, in flight, messages and bytes
+        published and delivered). Cheap and non-blocking: callable from the
+        event loop or any thread (e.g. an exporter's)."""
+        core = self._core()
+        handle = core.enter()
+        try:
+            out = ctypes.c_void_p()
+            check(n.lib().fm_client_metrics(handle, ctypes.byref(out)), "metrics")
+            try:
+                size = ctypes.c_size_t()
+                data = n.lib().fm_buf_data(out.value, ctypes.byref(size))
+                return n.string_at(data, size.value).decode("utf-8")
+            finally:
+                n.lib().fm_buf_free(out.value)
+        finally:
+            core.leave()
 
     @staticmethod
     def native_version() -> str:

@@ -57,8 +57,12 @@ class StreamClient:
         max_age: Optional[Duration] = None,
         max_bytes: Optional[int] = None,
         max_messages: Optional[int] = None,
+        tier: Optional[str] = None,
     ) -> None:
         """Create a stream (streams are also created on first write).
+
+        ``tier="memory"`` keeps the stream in memory only (no disk, bounded,
+        oldest dropped); the default is ``"durable"``.
 
         OK if it exists with the same partition count;
         FlowMeshAlreadyExistsError if it exists with another.
@@ -71,6 +75,8 @@ class StreamClient:
             opts["max_bytes"] = str(non_negative(max_bytes, "max_bytes"))
         if max_messages is not None:
             opts["max_messages"] = str(non_negative(max_messages, "max_messages"))
+        if tier is not None:
+            opts["tier"] = str(tier)
 
         def work(h: int, _: Call) -> None:
             with Options(opts) as o:

@@ -291,6 +291,9 @@ impl Engine for EmbeddedEngine {
                 s.config().partitions
             )));
         }
+        if s.config().tier != config.tier {
+            return Err(Error::AlreadyExists(format!("stream {stream} exists in the {} tier", s.config().tier.name())));
+        }
         Ok(())
     }
 
@@ -421,4 +424,39 @@ impl Engine for EmbeddedEngine {
     async fn sync(&self) -> Result<()> {
         self.inner().registry.sync_dirty()
     }
+
+    async fn inventory(&self) -> Result<Inventory> {
+        let inner = self.inner();
+        let mut inv = Inventory::default();
+        let streams: Vec<Arc<Stream>> = inner.streams.read().unwrap().values().cloned().collect();
+        inv.streams = streams.iter().map(|s| s.stats()).collect();
+        let queues: Vec<(String, Arc<Queue>)> =
+            inner.queues.read().unwrap().iter().map(|(n, q)| (n.clone(), q.clone())).collect();
+        for (name, q) in queues {
+            inv.queues.push((name, q.stats()?));
+        }
+        let buckets: Vec<(String, Arc<Bucket>)> =
+            inner.buckets.read().unwrap().iter().map(|(n, b)| (n.clone(), b.clone())).collect();
+        inv.buckets = buckets.into_iter().map(|(n, b)| (n, b.keys("").len() as u64)).collect();
+        inv.streams.sort_by(|a, b| a.name.cmp(&b.name));
+        inv.queues.sort_by(|a, b| a.0.cmp(&b.0));
+        inv.buckets.sort();
+        if let Some(dir) = &inner.cfg.dir {
+            inv.storage_bytes = dir_bytes(dir);
+        }
+        Ok(inv)
+    }
+}
+
+/// Total size of the files under `dir` (best effort: unreadable entries count 0).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
 }

@@ -121,6 +121,14 @@ impl Partition {
         }
     }
 
+    /// Bytes retained, as counted against size limits.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Partition::Memory(p) => p.bytes,
+            Partition::File(p) => p.segments.iter().map(|s| s.bytes).sum(),
+        }
+    }
+
     pub fn append(&mut self, records: &[&Record], now_ms: i64) -> Result<Appended> {
         match self {
             Partition::Memory(p) => Ok(p.append(records, now_ms)),

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::engine::{
     GroupPartitionState, GroupState, Message, MessageStream, PartitionInfo, Position, Record, StartFrom, StreamConfig,
-    StreamInfo, SubscribeSpec,
+    StreamInfo, StreamStats, SubscribeSpec, Tier,
 };
 use crate::error::{Error, Result};
 
@@ -60,9 +60,19 @@ pub struct StreamStorage<'a> {
 }
 
 impl Stream {
-    pub fn create(name: &str, config: StreamConfig, storage: StreamStorage<'_>) -> Result<Stream> {
+    pub fn create(name: &str, mut config: StreamConfig, mut storage: StreamStorage<'_>) -> Result<Stream> {
         if config.partitions == 0 || config.partitions > 4096 {
             return Err(Error::invalid("partitions must be between 1 and 4096"));
+        }
+        if config.tier == Tier::Memory {
+            // The memory tier never touches the disk and is always bounded.
+            storage.dir = None;
+            if config.max_messages == 0 {
+                config.max_messages = Tier::memory_default_max_messages();
+            }
+            if config.max_bytes == 0 {
+                config.max_bytes = Tier::memory_default_max_bytes();
+            }
         }
         if let Some(dir) = &storage.dir {
             fs::create_dir_all(dir).map_err(|e| Error::io("create stream dir", e))?;
@@ -95,6 +105,7 @@ impl Stream {
             max_age_ms: meta.max_age_ms,
             max_bytes: meta.max_bytes,
             max_messages: meta.max_messages,
+            tier: Tier::Durable, // memory-tier streams never write a meta file
         };
         Stream::open_with(name, config, storage).map(Some)
     }
@@ -277,6 +288,26 @@ impl Stream {
             })
             .collect();
         StreamInfo { config: self.config, partitions }
+    }
+
+    /// Sizes and consumer-group lags, for broker metrics.
+    pub fn stats(&self) -> StreamStats {
+        let (mut messages, mut bytes) = (0, 0);
+        for p in &self.partitions {
+            let p = p.lock().unwrap();
+            messages += p.latest() - p.earliest();
+            bytes += p.bytes();
+        }
+        let mut groups: Vec<String> = self.offsets.lock().unwrap().committed.keys().map(|(g, _)| g.clone()).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        StreamStats {
+            name: self.name.clone(),
+            tier: self.config.tier,
+            messages,
+            bytes,
+            groups: groups.iter().map(|g| self.group_state(g)).collect(),
+        }
     }
 
     pub fn commit(&self, group: &str, partition: u32, offset: u64) -> Result<()> {
