@@ -38,6 +38,10 @@ pub struct ClientConfig {
     pub request_timeout_ms: u64,
     pub reconnect: Backoff,
     pub token: Option<String>,
+    /// PEM file of the CA that signed the broker's certificate (grpcs://).
+    pub tls_ca_file: Option<String>,
+    /// Name to verify the broker's certificate against (default: URL host).
+    pub tls_server_name: Option<String>,
 }
 
 impl ClientConfig {
@@ -73,6 +77,8 @@ impl ClientConfig {
                 max_attempts: opts.u64("max_reconnect_attempts")?.unwrap_or(0),
             },
             token: opts.get("token").map(str::to_owned),
+            tls_ca_file: opts.get("tls_ca_file").map(str::to_owned),
+            tls_server_name: opts.get("tls_server_name").map(str::to_owned),
         })
     }
 }

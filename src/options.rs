@@ -38,6 +38,8 @@ const KEYS: &[(&str, Kind, Context)] = &[
     ("reconnect_jitter_ms", Kind::Unsigned, Context::Connect),
     ("max_reconnect_attempts", Kind::Unsigned, Context::Connect),
     ("token", Kind::Text, Context::Connect),
+    ("tls_ca_file", Kind::Text, Context::Connect),
+    ("tls_server_name", Kind::Text, Context::Connect),
     ("group", Kind::Group, Context::Subscribe),
     ("partition", Kind::Unsigned, Context::Subscribe),
     ("start", Kind::Start, Context::Subscribe),

@@ -6,6 +6,7 @@
 
 pub mod embedded;
 pub mod remote;
+pub mod remote_tls;
 
 use std::pin::Pin;
 

@@ -2,6 +2,9 @@
 //! service is a thin face that converts wire types and forwards to the
 //! engine, so the embedded and remote paths share every semantic.
 
+pub mod audit;
+pub mod auth;
+mod gate;
 mod health;
 mod kv;
 mod queues;
@@ -25,11 +28,15 @@ pub struct ServerConfig {
     pub max_payload_bytes: usize,
     /// Largest gRPC message accepted (a publish batch or a response).
     pub max_message_bytes: usize,
+    /// PEM certificate chain and private key: serve TLS instead of plaintext.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Tokens, grants and limits; `None` = no authentication (open broker).
+    pub access: Option<Arc<auth::AccessControl>>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { max_payload_bytes: 8 << 20, max_message_bytes: 64 << 20 }
+        ServerConfig { max_payload_bytes: 8 << 20, max_message_bytes: 64 << 20, tls: None, access: None }
     }
 }
 
@@ -42,6 +49,9 @@ pub(crate) struct Shared {
     /// watches, publish streams) end so the graceful drain can finish.
     stopping: tokio::sync::watch::Receiver<bool>,
 }
+
+/// A client must finish the TLS handshake within this time.
+const TLS_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long a graceful shutdown may take before the broker stops anyway.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -79,8 +89,20 @@ pub async fn serve_on(
     // tonic ignores Server::tcp_nodelay for a given listener: set it here, or
     // small responses wait ~40 ms for Nagle's algorithm.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = Server::builder()
-        .tcp_nodelay(true)
+    let mut builder = Server::builder().tcp_nodelay(true);
+    if let Some((cert, key)) = &shared.cfg.tls {
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key))
+            .timeout(TLS_HANDSHAKE);
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::invalid(format!("TLS certificate or key: {}", crate::engine::remote_tls::chain(&e))))?;
+    }
+    match &shared.cfg.access {
+        Some(ac) => ac.attach_audit(audit::Audit::start(engine.clone())),
+        None => tracing::warn!("no --access-file: the broker accepts every request without a token"),
+    }
+    let server = builder
         .add_service(pb::health_server::HealthServer::new(health::HealthService(shared.clone())))
         .add_service(
             pb::streams_server::StreamsServer::new(streams::StreamsService(shared.clone()))
