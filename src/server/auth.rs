@@ -36,8 +36,9 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 8] =
-        [Op::Publish, Op::Subscribe, Op::Read, Op::QueueProduce, Op::QueueConsume, Op::KvRead, Op::KvWrite, Op::Admin];
+    pub fn all() -> [Op; 8] {
+        [Op::Publish, Op::Subscribe, Op::Read, Op::QueueProduce, Op::QueueConsume, Op::KvRead, Op::KvWrite, Op::Admin]
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -58,10 +59,10 @@ impl Op {
 
     fn parse(s: &str) -> Result<u16> {
         if s == "*" {
-            return Ok(Op::ALL.iter().fold(0, |m, o| m | o.bit()));
+            return Ok(Op::all().iter().fold(0, |m, o| m | o.bit()));
         }
-        Op::ALL.iter().find(|o| o.name() == s).map(|o| o.bit()).ok_or_else(|| {
-            let known: Vec<&str> = Op::ALL.iter().map(|o| o.name()).collect();
+        Op::all().iter().find(|o| o.name() == s).map(|o| o.bit()).ok_or_else(|| {
+            let known: Vec<&str> = Op::all().iter().map(|o| o.name()).collect();
             Error::invalid(format!("unknown operation {s:?}; known: {}, or *", known.join(", ")))
         })
     }
