@@ -62,7 +62,7 @@ fn hint(tls: bool) -> &'static str {
 pub fn connect_error(url: &str, tls: bool, e: &tonic::transport::Error) -> Error {
     let detail = chain(e);
     let lower = detail.to_ascii_lowercase();
-    if lower.contains("connection refused") || lower.contains("dns") || lower.contains("resolve") {
+    if lower.contains("connection refused") || lower.contains("dns error") || lower.contains("failed to lookup") {
         return Error::Unavailable(format!("cannot connect to broker at {url}: {detail}"));
     }
     let hint = if lower.contains("certificate") || lower.contains("notvalidforname") {
