@@ -238,6 +238,18 @@ async fn sighup_reloads_the_access_file() {
             other => panic!("token b was not admitted after SIGHUP: {other:?}"),
         }
     }
+    // The reload is in the tenant's audit trail.
+    let admin = client(&s, "acme", Some("secret-a")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let trail = admin.read("acme/_system/_audit", 0, 0, 100).await.unwrap_or_default();
+        let text: Vec<String> = trail.iter().map(|m| String::from_utf8_lossy(&m.payload).into_owned()).collect();
+        if text.iter().any(|t| t.contains(r#""operation":"token_reload""#) && t.contains(r#""outcome":"ok""#)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no token_reload record: {text:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // A broken file on reload keeps the previous table.
     std::fs::write(&s.file, "{ not json").unwrap();
     assert_eq!(hup(s.broker.child.id()), 0);
@@ -259,6 +271,7 @@ async fn audit_stream_records_refusals_and_admin_actions() {
         ("acme-admin", "secret-a", "acme", ALL, "{}"),
         ("acme-ro", "secret-r", "acme", READ_ONLY, "{}"),
         ("globex-admin", "secret-g", "globex", ALL, "{}"),
+        ("initech-admin", "secret-i", "initech", ALL, "{}"),
     ]);
     let admin = client(&s, "acme", Some("secret-a")).await;
     let ro = client(&s, "acme", Some("secret-r")).await;
@@ -318,6 +331,11 @@ async fn audit_stream_records_refusals_and_admin_actions() {
         assert!(!text.contains("secret-"), "a token leaked into the audit trail: {text}");
     }
     assert_eq!(events[0]["resource"], "acme/default/events");
+    // An admin can subscribe to a trail that has no record yet (it is created).
+    let initech = client(&s, "initech", Some("secret-i")).await;
+    let early = SubscribeSpec { partition: None, start: StartFrom::Earliest, group: None };
+    let sub = initech.subscribe("initech/_system/_audit", early).await;
+    assert!(sub.is_ok(), "{:?}", sub.err());
     // The other tenant's trail has its own refusal, and an admin can subscribe to a trail.
     let mut feed = globex
         .subscribe("globex/_system/_audit", SubscribeSpec { partition: None, start: StartFrom::Earliest, group: None })

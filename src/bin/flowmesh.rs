@@ -25,7 +25,7 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct Conn {
-    /// Engine URL: grpc://host:port, mem://, file:///dir
+    /// Engine URL: grpc://host:port, grpcs://host:port (TLS), mem://, file:///dir
     #[arg(long, env = "FLOWMESH_URL", default_value = "grpc://127.0.0.1:50051")]
     url: String,
     /// Connect options as key=value (e.g. tenant=acme), repeatable

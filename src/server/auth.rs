@@ -68,6 +68,10 @@ impl Op {
     }
 }
 
+/// What creating a stream with default settings needs: it is what the first
+/// publish or subscribe does anyway.
+pub const CREATE_DEFAULT: &[Op] = &[Op::Admin, Op::Publish, Op::Subscribe];
+
 /// The namespace only the broker writes (audit trail).
 pub const SYSTEM_NAMESPACE: &str = "_system";
 
@@ -372,9 +376,12 @@ impl AccessControl {
         let want = ops.iter().fold(0, |m, o| m | o.bit());
         if ns == SYSTEM_NAMESPACE {
             // Only the broker writes here; reading needs an admin grant.
-            let reads = Op::Read.bit() | Op::Subscribe.bit();
+            // Creating the audit stream with default settings (what a
+            // subscription to it does first) is a read as well.
+            let reads = ops.iter().all(|o| matches!(o, Op::Read | Op::Subscribe))
+                || (ops == CREATE_DEFAULT && name == super::audit::AUDIT_STREAM);
             let admin = p.entry.grants.iter().any(|g| g.ops & Op::Admin.bit() != 0 && g.covers(tenant, ns, name));
-            if want & reads == 0 || !admin {
+            if !reads || !admin {
                 return deny(format!(
                     "namespace {SYSTEM_NAMESPACE} is written by the broker only and read with an admin grant ({op} refused on {resource})"
                 ));
@@ -472,6 +479,15 @@ mod tests {
         let other = ac.authorize(&p, &[Op::Read], "globex/prod/x").unwrap_err();
         assert!(matches!(other, Error::Unauthorized(_)));
         assert!(ac.authorize(&p, &[Op::Read], "acme/_system/_audit").is_err());
+        let h = hash_token("y");
+        let (ac, admin) = principal(&format!(
+            r#"{{"tokens":[{{"id":"a","sha256":"{h}","tenant":"acme","grants":[{{"namespace":"*","ops":["*"]}}]}}]}}"#
+        ));
+        assert!(ac.authorize(&admin, &[Op::Subscribe], "acme/_system/_audit").is_ok());
+        assert!(ac.authorize(&admin, CREATE_DEFAULT, "acme/_system/_audit").is_ok());
+        assert!(ac.authorize(&admin, CREATE_DEFAULT, "acme/_system/other").is_err());
+        assert!(ac.authorize(&admin, &[Op::Publish], "acme/_system/_audit").is_err());
+        assert!(ac.authorize(&admin, &[Op::Admin], "acme/_system/_audit").is_err());
         assert!(ac.authorize(&p, &[Op::Publish, Op::Subscribe], "acme/prod/x").is_ok());
     }
 

@@ -85,8 +85,7 @@ impl pb::streams_server::Streams for StreamsService {
         // Creating with the default settings is what publish and subscribe
         // do implicitly, so their grants allow it; anything else is admin.
         let cfg: StreamConfig = req.get_ref().config.map(Into::into).unwrap_or_default();
-        let ops: &[Op] =
-            if cfg == StreamConfig::default() { &[Op::Admin, Op::Publish, Op::Subscribe] } else { &[Op::Admin] };
+        let ops: &[Op] = if cfg == StreamConfig::default() { super::auth::CREATE_DEFAULT } else { &[Op::Admin] };
         let caller = self.0.admit(&req, ops, &req.get_ref().stream)?;
         let r = req.into_inner();
         let result = self.0.engine.create_stream(&r.stream, cfg).await;
@@ -156,8 +155,8 @@ impl pb::streams_server::Streams for StreamsService {
     }
 
     async fn info(&self, req: Request<pb::StreamInfoRequest>) -> Result<Response<pb::StreamInfoResponse>, Status> {
-        // Subscribers and publishers need the partition layout too.
-        let _caller = self.0.admit(&req, &[Op::Read, Op::Subscribe, Op::Publish], &req.get_ref().stream)?;
+        // Subscribers need the partition layout too.
+        let _caller = self.0.admit(&req, &[Op::Read, Op::Subscribe], &req.get_ref().stream)?;
         let r = req.into_inner();
         reply(self.0.engine.stream_info(&r.stream).await.map(|i| {
             pb::StreamInfoResponse {
