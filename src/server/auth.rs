@@ -307,6 +307,10 @@ impl AccessControl {
         }
     }
 
+    fn knows_tenant(&self, tenant: &str) -> bool {
+        self.table.read().unwrap().by_hash.values().any(|e| e.tenant == tenant)
+    }
+
     pub(crate) fn attach_audit(&self, audit: Audit) {
         let _ = self.audit.set(audit);
     }
@@ -331,7 +335,9 @@ impl AccessControl {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim());
         let refused = |outcome: &str, msg: &str| {
-            if let Some(t) = resource.split('/').next().filter(|t| names::check_scope("tenant", t).is_ok()) {
+            // Only tenants of the access file get a trail: a caller naming
+            // made-up tenants must not make the broker create streams.
+            if let Some(t) = resource.split('/').next().filter(|t| self.knows_tenant(t)) {
                 self.audit(AuditEvent::new(t, op, resource, outcome).peer(peer).detail(msg.to_owned()));
             }
             Error::Unauthorized(msg.to_owned())
@@ -359,7 +365,7 @@ impl AccessControl {
         let deny = |msg: String| {
             let ev = AuditEvent::new(&p.entry.tenant, op, resource, "denied").token(&p.entry.id).peer(p.peer);
             self.audit(ev.detail(msg.clone()));
-            if tenant != p.entry.tenant {
+            if tenant != p.entry.tenant && self.knows_tenant(tenant) {
                 // The tenant that was aimed at hears of it too.
                 let ev = AuditEvent::new(tenant, op, resource, "denied").token(&p.entry.id).peer(p.peer);
                 self.audit(ev.detail(msg.clone()));
