@@ -421,3 +421,27 @@ async fn made_up_tenants_get_no_audit_stream() {
     }
     assert!(found.is_empty(), "a made-up tenant got storage: {found:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_records_survive_a_graceful_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.json");
+    write_access(&file, &[("a", "secret-a", "acme", ALL, "{}")]);
+    let data = format!("file://{}", dir.path().join("data").display());
+    let extra = ["--access-file".to_string(), file.display().to_string()];
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let o = opts(&[("tenant", "acme"), ("token", "secret-a")]);
+    let mut broker = Broker::start_with(&data, &free_addr(), &extra);
+    let c = Client::connect(&broker.url(), &o).await.unwrap();
+    c.set_retry_policy("jobs", RetryPolicy::default()).await.unwrap();
+    // SIGTERM right away: the queued record is written before the broker exits.
+    assert_eq!(unsafe { libc::kill(broker.child.id() as i32, libc::SIGTERM) }, 0);
+    let status = broker.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    drop(c);
+    let broker = Broker::start_with(&data, &broker.addr.clone(), &extra);
+    let c = Client::connect(&broker.url(), &o).await.unwrap();
+    let trail = c.read("acme/_system/_audit", 0, 0, 10).await.unwrap();
+    let text: Vec<String> = trail.iter().map(|m| String::from_utf8_lossy(&m.payload).into_owned()).collect();
+    assert!(text.iter().any(|t| t.contains(r#""operation":"set_retry_policy""#)), "{text:?}");
+}

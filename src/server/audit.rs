@@ -88,19 +88,27 @@ fn rfc3339(ms: u64) -> String {
 /// Handle to the audit writer; cheap to clone.
 #[derive(Clone)]
 pub struct Audit {
-    tx: mpsc::Sender<AuditEvent>,
+    tx: mpsc::Sender<Item>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Audit {
     /// Starts the writer task on the current runtime.
     pub fn start(engine: Arc<dyn Engine>) -> Audit {
-        let (tx, mut rx) = mpsc::channel::<AuditEvent>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Item>(QUEUE);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
+                let mut events = Vec::with_capacity(batch.len());
+                let mut flushed = Vec::new();
+                for item in batch.drain(..) {
+                    match item {
+                        Item::Event(ev) => events.push(ev),
+                        Item::Flush(done) => flushed.push(done),
+                    }
+                }
                 // One append per tenant stream, in arrival order.
-                let mut events = std::mem::take(&mut batch).into_iter().peekable();
+                let mut events = events.into_iter().peekable();
                 while let Some(first) = events.next() {
                     let stream = format!("{}/{}/{AUDIT_STREAM}", first.tenant, super::auth::SYSTEM_NAMESPACE);
                     let mut records = vec![to_record(&first)];
@@ -111,6 +119,9 @@ impl Audit {
                         tracing::error!(%stream, error = %e, "cannot append to the audit stream");
                     }
                 }
+                for done in flushed {
+                    let _ = done.send(());
+                }
             }
         });
         Audit { tx, dropped: Arc::default() }
@@ -120,13 +131,29 @@ impl Audit {
     pub fn record(&self, ev: AuditEvent) {
         tracing::info!(target: "flowmesh::audit", tenant = %ev.tenant, token = ?ev.token_id, op = %ev.operation,
             resource = %ev.resource, outcome = %ev.outcome, "audit");
-        if self.tx.try_send(ev).is_err() {
+        if self.tx.try_send(Item::Event(ev)).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!(dropped = n, "audit queue full: events dropped");
             }
         }
     }
+}
+
+/// Waits (bounded) until the events queued so far are written: at shutdown,
+/// so the last admin actions are not lost.
+pub async fn flush(audit: &Audit, within: std::time::Duration) {
+    let (done, written) = tokio::sync::oneshot::channel();
+    let queued = tokio::time::timeout(within, audit.tx.send(Item::Flush(done))).await;
+    if matches!(queued, Ok(Ok(()))) && tokio::time::timeout(within, written).await.is_ok() {
+        return;
+    }
+    tracing::warn!("audit events still queued at shutdown were not all written");
+}
+
+enum Item {
+    Event(AuditEvent),
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 fn to_record(ev: &AuditEvent) -> Record {

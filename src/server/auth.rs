@@ -307,6 +307,13 @@ impl AccessControl {
         }
     }
 
+    /// Writes the audit events queued so far (bounded wait).
+    pub(crate) async fn flush_audit(&self) {
+        if let Some(a) = self.audit.get() {
+            super::audit::flush(a, std::time::Duration::from_secs(2)).await;
+        }
+    }
+
     fn knows_tenant(&self, tenant: &str) -> bool {
         self.table.read().unwrap().by_hash.values().any(|e| e.tenant == tenant)
     }

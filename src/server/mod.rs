@@ -79,6 +79,7 @@ pub async fn serve_on(
 ) -> Result<()> {
     let max = cfg.max_message_bytes.max(cfg.max_payload_bytes + FRAME_SLACK);
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
+    let cfg_access = cfg.access.clone();
     let shared = Shared { engine: engine.clone(), cfg: Arc::new(cfg), stopping };
     let mut stopped = stop_tx.subscribe();
     let signal = async move {
@@ -126,6 +127,9 @@ pub async fn serve_on(
             let _ = stopped.wait_for(|s| *s).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => tracing::warn!("graceful shutdown took longer than {SHUTDOWN_GRACE:?}; stopping anyway"),
+    }
+    if let Some(ac) = &cfg_access {
+        ac.flush_audit().await;
     }
     engine.sync().await
 }
