@@ -445,3 +445,24 @@ async fn audit_records_survive_a_graceful_restart() {
     let text: Vec<String> = trail.iter().map(|m| String::from_utf8_lossy(&m.payload).into_owned()).collect();
     assert!(text.iter().any(|t| t.contains(r#""operation":"set_retry_policy""#)), "{text:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_connection_limits_spare_the_other_connections_of_a_token() {
+    let limits = r#"{"max_in_flight_per_connection":1,"max_subscriptions_per_connection":1}"#;
+    let s = secured(&[("app", "secret-p", "acme", ALL, limits)]);
+    let one = client(&s, "acme", Some("secret-p")).await;
+    let two = client(&s, "acme", Some("secret-p")).await;
+    let waiter = {
+        let one = one.clone();
+        tokio::spawn(async move { one.reserve("jobs", 30_000, 1500).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = one.queue_stats("jobs").await.unwrap_err();
+    assert!(matches!(&err, Error::Unavailable(m) if m.contains("per connection")), "{err:?}");
+    two.queue_stats("jobs").await.expect("another connection of the same token");
+    assert!(waiter.await.unwrap().unwrap().is_none());
+    one.queue_stats("jobs").await.unwrap();
+    let _w = one.kv_watch("b", "").await.unwrap();
+    assert!(one.kv_watch("b", "").await.is_err());
+    let _w2 = two.kv_watch("b", "").await.unwrap();
+}

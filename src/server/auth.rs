@@ -128,6 +128,9 @@ pub struct Limits {
     pub max_in_flight: Option<usize>,
     pub max_subscriptions: Option<usize>,
     pub max_message_bytes: Option<usize>,
+    /// The same two limits for each connection (client) of the token.
+    pub max_in_flight_per_connection: Option<usize>,
+    pub max_subscriptions_per_connection: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -231,22 +234,40 @@ pub struct Usage {
     subscriptions: AtomicUsize,
 }
 
-/// Releases a unit of a counter when dropped (end of a request or stream).
-pub struct Slot(Arc<Usage>, fn(&Usage) -> &AtomicUsize);
+type Counter = fn(&Usage) -> &AtomicUsize;
+/// Counters per (token id, client address): one entry per live connection
+/// that has something in flight, removed when it is idle again.
+type ConnKey = (String, SocketAddr);
+type ConnMap = Arc<Mutex<HashMap<ConnKey, Arc<Usage>>>>;
 
-impl Drop for Slot {
+/// One unit of one counter, given back when dropped.
+struct Unit(Arc<Usage>, Counter, Option<(ConnMap, ConnKey)>);
+
+impl Drop for Unit {
     fn drop(&mut self) {
         (self.1)(&self.0).fetch_sub(1, Ordering::AcqRel);
+        if let Some((map, key)) = &self.2 {
+            // Units are taken under this lock, so "idle" cannot change here.
+            let mut m = map.lock().unwrap();
+            let idle =
+                self.0.in_flight.load(Ordering::Acquire) == 0 && self.0.subscriptions.load(Ordering::Acquire) == 0;
+            if idle && m.get(key).is_some_and(|u| Arc::ptr_eq(u, &self.0)) {
+                m.remove(key);
+            }
+        }
     }
 }
 
-fn take_slot(usage: &Arc<Usage>, which: fn(&Usage) -> &AtomicUsize, limit: Option<usize>) -> Option<Slot> {
-    let counter = which(usage);
-    let now = counter.fetch_add(1, Ordering::AcqRel) + 1;
-    let slot = Slot(usage.clone(), which);
+/// What a request or a stream holds against the limits (end of a request
+/// or stream gives it back).
+pub struct Slot(#[allow(dead_code)] Vec<Unit>);
+
+fn take_unit(usage: &Arc<Usage>, which: Counter, limit: Option<usize>) -> Option<Unit> {
+    let now = which(usage).fetch_add(1, Ordering::AcqRel) + 1;
+    let unit = Unit(usage.clone(), which, None);
     match limit {
-        Some(max) if now > max => None, // dropping `slot` gives the unit back
-        _ => Some(slot),
+        Some(max) if now > max => None, // dropping `unit` gives it back
+        _ => Some(unit),
     }
 }
 
@@ -263,6 +284,7 @@ pub struct AccessControl {
     path: PathBuf,
     table: RwLock<Arc<Table>>,
     usage: Mutex<HashMap<String, Arc<Usage>>>,
+    conns: ConnMap,
     audit: OnceLock<Audit>,
 }
 
@@ -281,6 +303,7 @@ impl AccessControl {
             path: path.to_owned(),
             table: RwLock::new(Arc::new(table)),
             usage: Mutex::default(),
+            conns: ConnMap::default(),
             audit: OnceLock::new(),
         })
     }
@@ -408,28 +431,70 @@ impl AccessControl {
         deny(format!("token {:?} has no {} grant on {resource}", p.entry.id, names.join(" or ")))
     }
 
-    /// One more request in flight for this token, if its limit allows.
-    pub fn request_slot(&self, p: &Principal) -> Result<Slot> {
-        let limit = p.entry.limits.max_in_flight;
-        take_slot(&p.usage, |u| &u.in_flight, limit).ok_or_else(|| {
-            Error::Unavailable(format!(
-                "token {:?} has too many requests in flight (limit {}); retry later",
-                p.entry.id,
-                limit.unwrap_or_default()
-            ))
-        })
+    /// A unit of the caller's connection counter, if the token limits it.
+    fn conn_unit(&self, p: &Principal, which: Counter, limit: Option<usize>) -> std::result::Result<Option<Unit>, ()> {
+        let (Some(max), Some(peer)) = (limit, p.peer) else {
+            return Ok(None);
+        };
+        let key = (p.entry.id.clone(), peer);
+        let unit = {
+            let mut m = self.conns.lock().unwrap();
+            let usage = m.entry(key.clone()).or_default().clone();
+            let now = which(&usage).fetch_add(1, Ordering::AcqRel) + 1;
+            (now, Unit(usage, which, Some((self.conns.clone(), key))))
+        };
+        match unit {
+            (now, _) if now > max => Err(()), // the unit is given back here
+            (_, u) => Ok(Some(u)),
+        }
     }
 
-    /// One more open subscription or watch for this token.
-    pub fn subscription_slot(&self, p: &Principal) -> Result<Slot> {
-        let limit = p.entry.limits.max_subscriptions;
-        take_slot(&p.usage, |u| &u.subscriptions, limit).ok_or_else(|| {
+    fn slot(
+        &self,
+        p: &Principal,
+        which: Counter,
+        token_max: Option<usize>,
+        conn_max: Option<usize>,
+        what: &str,
+    ) -> Result<Slot> {
+        let id = &p.entry.id;
+        let token = take_unit(&p.usage, which, token_max).ok_or_else(|| {
             Error::Unavailable(format!(
-                "token {:?} has too many open subscriptions (limit {}); close one first",
-                p.entry.id,
-                limit.unwrap_or_default()
+                "token {id:?} has too many {what} (limit {}); retry later",
+                token_max.unwrap_or_default()
             ))
-        })
+        })?;
+        let conn = self.conn_unit(p, which, conn_max).map_err(|()| {
+            Error::Unavailable(format!(
+                "this connection of token {id:?} has too many {what} (limit {} per connection); retry later",
+                conn_max.unwrap_or_default()
+            ))
+        })?;
+        Ok(Slot(std::iter::once(token).chain(conn).collect()))
+    }
+
+    /// One more request in flight for this token (and connection), if the
+    /// limits allow.
+    pub fn request_slot(&self, p: &Principal) -> Result<Slot> {
+        let l = &p.entry.limits;
+        self.slot(p, |u| &u.in_flight, l.max_in_flight, l.max_in_flight_per_connection, "requests in flight")
+    }
+
+    /// One more open subscription or watch for this token (and connection).
+    pub fn subscription_slot(&self, p: &Principal) -> Result<Slot> {
+        let l = &p.entry.limits;
+        self.slot(
+            p,
+            |u| &u.subscriptions,
+            l.max_subscriptions,
+            l.max_subscriptions_per_connection,
+            "open subscriptions",
+        )
+    }
+
+    #[cfg(test)]
+    fn connections(&self) -> usize {
+        self.conns.lock().unwrap().len()
     }
 
     /// An admin action that went through, for the tenant's audit trail.
@@ -472,6 +537,7 @@ mod tests {
             path: PathBuf::new(),
             table: RwLock::new(Arc::new(table)),
             usage: Mutex::default(),
+            conns: ConnMap::default(),
             audit: OnceLock::new(),
         };
         (ac, Principal { entry, usage: Arc::default(), peer: None })
@@ -530,5 +596,19 @@ mod tests {
         assert!(ac.request_slot(&p).is_err());
         drop(first);
         assert!(ac.request_slot(&p).is_ok());
+
+        let (ac, mut p) = principal(&format!(
+            r#"{{"tokens":[{{"id":"a","sha256":"{h}","tenant":"t","limits":{{"max_in_flight_per_connection":1}}}}]}}"#
+        ));
+        p.peer = Some("127.0.0.1:1000".parse().unwrap());
+        let mut q = p.clone();
+        q.peer = Some("127.0.0.1:1001".parse().unwrap());
+        let a = ac.request_slot(&p).unwrap();
+        let err = ac.request_slot(&p).err().unwrap();
+        assert!(err.message().contains("per connection"), "{err}");
+        let b = ac.request_slot(&q).unwrap(); // another connection of the token
+        assert_eq!(ac.connections(), 2);
+        drop((a, b));
+        assert_eq!(ac.connections(), 0, "idle connections are forgotten");
     }
 }
