@@ -260,7 +260,9 @@ impl Drop for Unit {
 
 /// What a request or a stream holds against the limits (end of a request
 /// or stream gives it back).
-pub struct Slot(#[allow(dead_code)] Vec<Unit>);
+pub struct Slot {
+    _units: Vec<Unit>,
+}
 
 fn take_unit(usage: &Arc<Usage>, which: Counter, limit: Option<usize>) -> Option<Unit> {
     let now = which(usage).fetch_add(1, Ordering::AcqRel) + 1;
@@ -470,7 +472,7 @@ impl AccessControl {
                 conn_max.unwrap_or_default()
             ))
         })?;
-        Ok(Slot(std::iter::once(token).chain(conn).collect()))
+        Ok(Slot { _units: std::iter::once(token).chain(conn).collect() })
     }
 
     /// One more request in flight for this token (and connection), if the
