@@ -52,6 +52,10 @@ pub struct ClientConfig {
     /// Events: this application's id and X25519 key (see `crate::events`).
     pub app_id: Option<String>,
     pub app_key: Option<crate::events::AppKey>,
+    /// PEM file of the CA that signed the broker's certificate (grpcs://).
+    pub tls_ca_file: Option<String>,
+    /// Name to verify the broker's certificate against (default: URL host).
+    pub tls_server_name: Option<String>,
 }
 
 impl ClientConfig {
@@ -103,6 +107,8 @@ impl ClientConfig {
             nonblocking: opts.bool("nonblocking")?.unwrap_or(false),
             app_id: opts.get("app_id").map(str::to_owned),
             app_key: opts.get("app_secret_key").map(crate::events::AppKey::from_base64).transpose()?,
+            tls_ca_file: opts.get("tls_ca_file").map(str::to_owned),
+            tls_server_name: opts.get("tls_server_name").map(str::to_owned),
         })
     }
 }

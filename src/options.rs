@@ -50,6 +50,8 @@ const KEYS: &[(&str, Kind, Context)] = &[
     ("app_secret_key", Kind::Text, Context::Connect),
     ("auto_ack", Kind::Bool, Context::Event),
     ("ack_wait_ms", Kind::Unsigned, Context::Event),
+    ("tls_ca_file", Kind::Text, Context::Connect),
+    ("tls_server_name", Kind::Text, Context::Connect),
     ("group", Kind::Group, Context::Subscribe),
     ("partition", Kind::Unsigned, Context::Subscribe),
     ("start", Kind::Start, Context::Subscribe),

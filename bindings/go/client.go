@@ -72,6 +72,14 @@ func WithNamespace(ns string) Option { return WithOption("namespace", ns) }
 // WithToken sets the bearer token sent to a remote broker.
 func WithToken(token string) Option { return WithOption("token", token) }
 
+// WithTLSCAFile trusts the CA in this PEM file (instead of the system roots)
+// for a grpcs:// broker.
+func WithTLSCAFile(path string) Option { return WithOption("tls_ca_file", path) }
+
+// WithTLSServerName verifies a grpcs:// broker's certificate against this
+// name instead of the URL's host.
+func WithTLSServerName(name string) Option { return WithOption("tls_server_name", name) }
+
 // WithMaxPayload sets the largest accepted payload; larger ones fail with ErrTooLarge.
 func WithMaxPayload(bytes int) Option { return WithOption("max_payload_bytes", strconv.Itoa(bytes)) }
 

@@ -18,6 +18,10 @@ export interface ConnectOptions {
   tenant?: string;
   namespace?: string;
   token?: string;
+  /** PEM file of the CA that signed a grpcs:// broker's certificate (default: system roots). */
+  tls_ca_file?: string;
+  /** Name to check the broker's certificate against (default: the URL's host). */
+  tls_server_name?: string;
   max_payload_bytes?: UInt;
   fsync?: 'batch' | 'interval' | 'none';
   fsync_interval_ms?: UInt;

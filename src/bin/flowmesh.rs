@@ -14,6 +14,9 @@ use flowmesh::server::{serve, ServerConfig};
 use flowmesh::{Client, Error, KvOp, Options, Record, Result};
 use futures::StreamExt;
 
+#[path = "flowmesh/security.rs"]
+mod security;
+
 #[derive(Parser)]
 #[command(name = "flowmesh", version, about = "flowmesh broker and command-line client")]
 struct Cli {
@@ -23,7 +26,7 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct Conn {
-    /// Engine URL: grpc://host:port, mem://, file:///dir
+    /// Engine URL: grpc://host:port, grpcs://host:port (TLS), mem://, file:///dir
     #[arg(long, env = "FLOWMESH_URL", default_value = "grpc://127.0.0.1:50051")]
     url: String,
     /// Connect options as key=value (e.g. tenant=acme), repeatable
@@ -53,6 +56,8 @@ enum Command {
         /// Log as JSON lines (level via RUST_LOG, default info)
         #[arg(long)]
         log_json: bool,
+        #[command(flatten)]
+        security: Security,
         /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9464)
         #[arg(long, value_name = "ADDR")]
         metrics: Option<SocketAddr>,
@@ -73,6 +78,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         iterations: u64,
     },
+    /// Make access tokens for the broker's access file
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Check that the engine answers
     Health(Conn),
     /// Publish messages (arguments, or one per line from stdin)
@@ -113,6 +121,34 @@ enum Command {
     /// Key-value buckets
     #[command(subcommand)]
     Kv(KvCmd),
+}
+
+/// Transport security and access control of `serve` (docs/SECURITY.md).
+#[derive(Args)]
+struct Security {
+    /// PEM certificate chain: serve TLS (grpcs://) instead of plaintext
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// JSON access file: hashed tokens, tenants, grants, limits (reloaded on SIGHUP)
+    #[arg(long)]
+    access_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Print a new random token and its access-file entry (only the hash is stored)
+    New {
+        /// Id of the token in the access file and the audit trail
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Print the SHA-256 hash of a token, as the access file stores it
+    Hash { token: String },
 }
 
 #[derive(Subcommand)]
@@ -280,7 +316,7 @@ fn print_line(line: String) -> Result<()> {
 
 async fn run(cmd: Command) -> Result<()> {
     match cmd {
-        Command::Serve { listen, data, fsync, max_payload_bytes, segment_bytes, log_json, metrics } => {
+        Command::Serve { listen, data, fsync, max_payload_bytes, segment_bytes, log_json, metrics, security } => {
             init_logging(log_json);
             let opts = Options::new()
                 .with("fsync", &fsync)?
@@ -293,11 +329,12 @@ async fn run(cmd: Command) -> Result<()> {
             }
             let engine = open_engine(&endpoint, &cfg).await?;
             tracing::info!(%listen, %data, %fsync, "flowmesh broker listening");
-            let server_cfg = ServerConfig {
+            let mut server_cfg = ServerConfig {
                 max_payload_bytes: max_payload_bytes as usize,
                 metrics_addr: metrics,
                 ..Default::default()
             };
+            security::configure(&mut server_cfg, &security.tls_cert, &security.tls_key, &security.access_file)?;
             serve(Arc::clone(&engine), listen, server_cfg, shutdown_signal()).await?;
             tracing::info!("flowmesh broker stopped");
             Ok(())
@@ -374,6 +411,8 @@ async fn run(cmd: Command) -> Result<()> {
             }
             Ok(())
         }
+        Command::Token(TokenCmd::New { id, tenant }) => print_line(security::new_token_entry(&id, &tenant)?),
+        Command::Token(TokenCmd::Hash { token }) => print_line(flowmesh::server::auth::hash_token(&token)),
         Command::Queue(q) => run_queue(q).await,
         Command::Kv(k) => run_kv(k).await,
     }

@@ -7,6 +7,7 @@
 pub mod connection;
 pub mod embedded;
 pub mod remote;
+pub mod remote_tls;
 
 use std::pin::Pin;
 

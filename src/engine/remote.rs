@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Endpoint;
 use tonic::{Request, Streaming};
 
 use crate::client::{Backoff, ClientConfig};
@@ -26,6 +27,9 @@ use crate::wire::{self, pb};
 const MAX_MESSAGE: usize = 256 << 20;
 /// Publish requests queued for the stream before callers wait.
 const PUBLISH_QUEUE: usize = 1024;
+
+/// Every call carries the client's token (when it has one).
+type Channel = InterceptedService<tonic::transport::Channel, crate::engine::remote_tls::TokenInterceptor>;
 
 type Reply = oneshot::Sender<Result<Vec<Position>>>;
 
@@ -86,25 +90,27 @@ macro_rules! rpc {
 
 impl RemoteEngine {
     pub async fn connect(url: &str, tls: bool, cfg: &ClientConfig) -> Result<Arc<dyn Engine>> {
-        if tls {
-            return Err(Error::Unavailable(format!(
-                "{url}: TLS (grpcs://) is not available in this build; use grpc:// on a trusted network"
-            )));
-        }
-        let http = format!("http://{}", url.trim_start_matches("grpc://").trim_end_matches('/'));
+        let scheme = if tls { "grpcs://" } else { "grpc://" };
+        let host = url.trim_start_matches(scheme).trim_end_matches('/');
+        let http = format!("{}://{host}", if tls { "https" } else { "http" });
         let connect_timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1));
-        let endpoint = Endpoint::from_shared(http)
+        let mut endpoint = Endpoint::from_shared(http)
             .map_err(|e| Error::invalid(format!("invalid broker URL {url:?}: {e}")))?
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
+        if tls {
+            endpoint = crate::engine::remote_tls::configure(endpoint, url, cfg, connect_timeout)?;
+        }
+        let auth = crate::engine::remote_tls::TokenInterceptor::new(cfg.token.as_deref())?;
         let state = Arc::new(ConnectionState::new(ConnState::Connecting));
         let channel = tokio::time::timeout(connect_timeout, endpoint.connect())
             .await
             .map_err(|_| Error::Timeout(format!("connecting to {url} took longer than {connect_timeout:?}")))?
-            .map_err(|e| Error::Unavailable(format!("cannot connect to broker at {url}: {e}")))?;
+            .map_err(|e| crate::engine::remote_tls::connect_error(url, tls, &e))?;
+        let channel = InterceptedService::new(channel, auth);
         let engine = RemoteEngine {
             streams: pb::streams_client::StreamsClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE)
@@ -130,7 +136,8 @@ impl RemoteEngine {
             sequence: AtomicU64::new(0),
             supervisor: Mutex::new(None),
         };
-        engine.health().await?;
+        // A TLS/plaintext mismatch often surfaces only on the first call.
+        engine.health().await.map_err(|e| crate::engine::remote_tls::first_call_error(url, tls, e))?;
         state.set(ConnState::Connected, None);
         let health = engine.health.clone();
         let heartbeat = (cfg.heartbeat_ms > 0).then(|| Duration::from_millis(cfg.heartbeat_ms));

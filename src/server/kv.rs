@@ -5,6 +5,7 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use super::auth::Op;
 use super::{reply, Shared};
 use crate::wire::{self, pb};
 
@@ -15,8 +16,9 @@ impl pb::kv_server::Kv for KvService {
     type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::KvEvent, Status>> + Send>>;
 
     async fn set(&self, req: Request<pb::KvSetRequest>) -> Result<Response<pb::KvSetResponse>, Status> {
+        let caller = self.0.admit(&req, &[Op::KvWrite], &req.get_ref().bucket)?;
         let r = req.into_inner();
-        if let Err(e) = self.0.check_payload(r.value.len()) {
+        if let Err(e) = self.0.check_payload_for(&caller, r.value.len()) {
             return Err(wire::to_status(&e));
         }
         let result = match r.expected_revision {
@@ -27,6 +29,7 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn get(&self, req: Request<pb::KvGetRequest>) -> Result<Response<pb::KvGetResponse>, Status> {
+        let _caller = self.0.admit(&req, &[Op::KvRead], &req.get_ref().bucket)?;
         let r = req.into_inner();
         reply(
             self.0
@@ -38,21 +41,26 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn delete(&self, req: Request<pb::KvDeleteRequest>) -> Result<Response<pb::KvDeleteResponse>, Status> {
+        let _caller = self.0.admit(&req, &[Op::KvWrite], &req.get_ref().bucket)?;
         let r = req.into_inner();
         reply(self.0.engine.kv_delete(&r.bucket, &r.key).await.map(|deleted| pb::KvDeleteResponse { deleted }))
     }
 
     async fn exists(&self, req: Request<pb::KvExistsRequest>) -> Result<Response<pb::KvExistsResponse>, Status> {
+        let _caller = self.0.admit(&req, &[Op::KvRead], &req.get_ref().bucket)?;
         let r = req.into_inner();
         reply(self.0.engine.kv_exists(&r.bucket, &r.key).await.map(|exists| pb::KvExistsResponse { exists }))
     }
 
     async fn keys(&self, req: Request<pb::KvKeysRequest>) -> Result<Response<pb::KvKeysResponse>, Status> {
+        let _caller = self.0.admit(&req, &[Op::KvRead], &req.get_ref().bucket)?;
         let r = req.into_inner();
         reply(self.0.engine.kv_keys(&r.bucket, &r.prefix).await.map(|keys| pb::KvKeysResponse { keys }))
     }
 
     async fn watch(&self, req: Request<pb::KvWatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = self.0.admit(&req, &[Op::KvRead], &req.get_ref().bucket)?;
+        let slot = self.0.subscription_slot(&caller)?;
         let r = req.into_inner();
         let after = r.resume_after.map(|c| crate::engine::WatchCursor { epoch: c.epoch, seq: c.seq });
         let (start, feed) =
@@ -64,8 +72,10 @@ impl pb::kv_server::Kv for KvService {
             cursor: Some(pb::WatchCursor { epoch: start.epoch, seq: start.seq }),
             ..Default::default()
         };
-        let events = futures::stream::once(async move { Ok(marker) })
-            .chain(feed.map(|ev| ev.map(pb::KvEvent::from).map_err(|e| wire::to_status(&e))));
+        let events = futures::stream::once(async move { Ok(marker) }).chain(feed.map(move |ev| {
+            let _held = &slot; // given back when the watch ends
+            ev.map(pb::KvEvent::from).map_err(|e| wire::to_status(&e))
+        }));
         Ok(Response::new(Box::pin(events.take_until(self.0.stopped()))))
     }
 }

@@ -2,6 +2,9 @@
 //! service is a thin face that converts wire types and forwards to the
 //! engine, so the embedded and remote paths share every semantic.
 
+pub mod audit;
+pub mod auth;
+mod gate;
 mod health;
 mod kv;
 pub mod metrics;
@@ -28,11 +31,21 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Serve Prometheus metrics on `http://ADDR/metrics` (`--metrics`).
     pub metrics_addr: Option<SocketAddr>,
+    /// PEM certificate chain and private key: serve TLS instead of plaintext.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Tokens, grants and limits; `None` = no authentication (open broker).
+    pub access: Option<Arc<auth::AccessControl>>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { max_payload_bytes: 8 << 20, max_message_bytes: 64 << 20, metrics_addr: None }
+        ServerConfig {
+            max_payload_bytes: 8 << 20,
+            max_message_bytes: 64 << 20,
+            metrics_addr: None,
+            tls: None,
+            access: None,
+        }
     }
 }
 
@@ -45,6 +58,9 @@ pub(crate) struct Shared {
     /// watches, publish streams) end so the graceful drain can finish.
     stopping: tokio::sync::watch::Receiver<bool>,
 }
+
+/// A client must finish the TLS handshake within this time.
+const TLS_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long a graceful shutdown may take before the broker stops anyway.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -82,6 +98,7 @@ pub async fn serve_on(
     };
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let metered = Arc::new(crate::metrics::MeteredEngine::new(engine.clone(), broker_metrics.engine.clone()));
+    let cfg_access = cfg.access.clone();
     let shared = Shared { engine: metered, cfg: Arc::new(cfg), stopping };
     let mut stopped = stop_tx.subscribe();
     let signal = async move {
@@ -98,8 +115,20 @@ pub async fn serve_on(
         tracing::info!(addr = %l.local_addr().map_err(|e| Error::io("metrics address", e))?, "serving /metrics");
         tokio::spawn(metrics::serve_http(l, broker_metrics.clone(), engine.clone(), shared.stopped()));
     }
-    let server = Server::builder()
-        .tcp_nodelay(true)
+    let mut builder = Server::builder().tcp_nodelay(true);
+    if let Some((cert, key)) = &shared.cfg.tls {
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key))
+            .timeout(TLS_HANDSHAKE);
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::invalid(format!("TLS certificate or key: {}", crate::engine::remote_tls::chain(&e))))?;
+    }
+    match &shared.cfg.access {
+        Some(ac) => ac.attach_audit(audit::Audit::start(engine.clone())),
+        None => tracing::warn!("no --access-file: the broker accepts every request without a token"),
+    }
+    let server = builder
         .layer(metrics::MetricsLayer(broker_metrics))
         .add_service(pb::health_server::HealthServer::new(health::HealthService(shared.clone())))
         .add_service(
@@ -124,6 +153,9 @@ pub async fn serve_on(
             let _ = stopped.wait_for(|s| *s).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => tracing::warn!("graceful shutdown took longer than {SHUTDOWN_GRACE:?}; stopping anyway"),
+    }
+    if let Some(ac) = &cfg_access {
+        ac.flush_audit().await;
     }
     engine.sync().await
 }

@@ -7,8 +7,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::Op;
+use super::gate::Caller;
 use super::{reply, Shared};
-use crate::engine::{Message, Record};
+use crate::engine::{Message, Record, StreamConfig};
 
 use crate::wire::{self, pb};
 
@@ -35,13 +37,17 @@ impl StreamsService {
         &self,
         stream: String,
         run: Vec<pb::PublishRequest>,
+        caller: Result<Caller, crate::error::Error>,
         out: &mpsc::Sender<Result<pb::PublishResponse, Status>>,
     ) -> bool {
         let sizes: Vec<usize> = run.iter().map(|r| r.records.len()).collect();
         let ids: Vec<u64> = run.iter().map(|r| r.id).collect();
         let records: Vec<Record> = run.into_iter().flat_map(|r| r.records.into_iter().map(Record::from)).collect();
-        let result = match records.iter().try_for_each(|r| self.0.check_payload(r.size())) {
-            Ok(()) => self.0.engine.publish(&stream, records).await,
+        let result = match caller {
+            Ok(caller) => match records.iter().try_for_each(|r| self.0.check_payload_for(&caller, r.size())) {
+                Ok(()) => self.0.engine.publish(&stream, records).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match result {
@@ -76,15 +82,26 @@ impl pb::streams_server::Streams for StreamsService {
         &self,
         req: Request<pb::CreateStreamRequest>,
     ) -> Result<Response<pb::CreateStreamResponse>, Status> {
+        // Creating with the default settings is what publish and subscribe
+        // do implicitly, so their grants allow it; anything else is admin.
+        let cfg: StreamConfig = req.get_ref().config.clone().map(Into::into).unwrap_or_default();
+        let ops: &[Op] = if cfg == StreamConfig::default() { super::auth::CREATE_DEFAULT } else { &[Op::Admin] };
+        let caller = self.0.admit(&req, ops, &req.get_ref().stream)?;
         let r = req.into_inner();
-        let cfg = r.config.map(Into::into).unwrap_or_default();
-        reply(self.0.engine.create_stream(&r.stream, cfg).await.map(|_| pb::CreateStreamResponse {}))
+        let result = self.0.engine.create_stream(&r.stream, cfg).await;
+        if result.is_ok() {
+            self.0.audit_ok(&caller, "create_stream", &r.stream);
+        }
+        reply(result.map(|_| pb::CreateStreamResponse {}))
     }
 
     async fn publish(
         &self,
         req: Request<Streaming<pb::PublishRequest>>,
     ) -> Result<Response<Self::PublishStream>, Status> {
+        // Each request is checked on its own (it names its stream), with
+        // the token the stream was opened with.
+        let (meta, peer) = (req.metadata().clone(), req.remote_addr());
         // Stop reading new requests at shutdown; those already read finish.
         let mut input = Box::pin(req.into_inner().take_until(self.0.stopped()));
         let (tx, rx) = mpsc::channel(PUBLISH_WINDOW);
@@ -107,7 +124,8 @@ impl pb::streams_server::Streams for StreamsService {
                     while let Some(r) = pending.next_if(|r| r.stream == stream) {
                         run.push(r);
                     }
-                    if !this.publish_run(stream, run, &tx).await {
+                    let caller = this.0.admit_with(&meta, peer, Op::Publish, &stream);
+                    if !this.publish_run(stream, run, caller, &tx).await {
                         return;
                     }
                 }
@@ -117,6 +135,7 @@ impl pb::streams_server::Streams for StreamsService {
     }
 
     async fn read(&self, req: Request<pb::ReadRequest>) -> Result<Response<pb::ReadResponse>, Status> {
+        let _caller = self.0.admit(&req, &[Op::Read], &req.get_ref().stream)?;
         let r = req.into_inner();
         let result = self.0.engine.read(&r.stream, r.partition, r.offset, r.max_messages as usize).await.map(|msgs| {
             // Cap the response size; the client reads on from the last offset.
@@ -136,6 +155,8 @@ impl pb::streams_server::Streams for StreamsService {
     }
 
     async fn info(&self, req: Request<pb::StreamInfoRequest>) -> Result<Response<pb::StreamInfoResponse>, Status> {
+        // Subscribers need the partition layout too.
+        let _caller = self.0.admit(&req, &[Op::Read, Op::Subscribe], &req.get_ref().stream)?;
         let r = req.into_inner();
         reply(self.0.engine.stream_info(&r.stream).await.map(|i| {
             pb::StreamInfoResponse {
@@ -150,9 +171,16 @@ impl pb::streams_server::Streams for StreamsService {
     }
 
     async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = self.0.admit(&req, &[Op::Subscribe], &req.get_ref().stream)?;
+        let slot = self.0.subscription_slot(&caller)?;
         let r = req.into_inner();
         let spec = wire::spec_from_pb(&r).map_err(|e| wire::to_status(&e))?;
         let feed = self.0.engine.subscribe(&r.stream, spec).await.map_err(|e| wire::to_status(&e))?;
+        // The slot goes back when the client drops the subscription.
+        let feed = feed.map(move |m| {
+            let _held = &slot;
+            m
+        });
         // Pulled by tonic only as fast as the client reads (HTTP/2 flow
         // control), so a slow consumer never makes the broker buffer.
         let batches = futures::stream::unfold(feed, |mut feed| async move {
@@ -180,6 +208,7 @@ impl pb::streams_server::Streams for StreamsService {
         &self,
         req: Request<pb::CommitOffsetRequest>,
     ) -> Result<Response<pb::CommitOffsetResponse>, Status> {
+        let _caller = self.0.admit(&req, &[Op::Subscribe], &req.get_ref().stream)?;
         let r = req.into_inner();
         reply(
             self.0
@@ -191,6 +220,7 @@ impl pb::streams_server::Streams for StreamsService {
     }
 
     async fn get_offset(&self, req: Request<pb::GetOffsetRequest>) -> Result<Response<pb::GetOffsetResponse>, Status> {
+        let _caller = self.0.admit(&req, &[Op::Subscribe, Op::Read], &req.get_ref().stream)?;
         let r = req.into_inner();
         reply(
             self.0
@@ -205,6 +235,7 @@ impl pb::streams_server::Streams for StreamsService {
         &self,
         req: Request<pb::GroupStateRequest>,
     ) -> Result<Response<pb::GroupStateResponse>, Status> {
+        let _caller = self.0.admit(&req, &[Op::Read], &req.get_ref().stream)?;
         let r = req.into_inner();
         reply(self.0.engine.group_state(&r.stream, &r.group).await.map(|g| {
             pb::GroupStateResponse {

@@ -12,7 +12,8 @@
 #      same data, every acknowledged publish readable), a SIGSTOP'd broker,
 #      and subscriptions across kills and restarts on the same port
 #      (test_reconnect.c: max_reconnect_attempts, resume in order, close
-#      during delivery, 200 restarts without thread/fd growth);
+#      during delivery, 200 restarts without thread/fd growth), and the
+#      authorization matrix (test_auth.c: a broker with --access-file);
 #   4. built plain (-g) and run under valgrind memcheck on mem://
 #      (--error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite),
 #      then its core tests under memcheck against a broker (--data mem://).

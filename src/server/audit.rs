@@ -1,0 +1,171 @@
+//! The audit trail: security events appended as JSON to the per-tenant
+//! stream `<tenant>/_system/_audit`. Recording never blocks or fails the
+//! request path: events go through a bounded queue to one writer task, and
+//! when the queue is full the event is dropped and counted in the log.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::engine::{Engine, Record};
+
+/// Events queued for the writer before new ones are dropped.
+const QUEUE: usize = 4096;
+/// Events written in one engine call at most.
+const BATCH: usize = 256;
+
+pub const AUDIT_STREAM: &str = "_audit";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    /// RFC 3339 UTC time the broker saw the event.
+    pub time: String,
+    pub time_ms: u64,
+    pub tenant: String,
+    /// The token's id from the access file (never the token itself).
+    pub token_id: Option<String>,
+    pub peer: Option<String>,
+    pub operation: String,
+    pub resource: String,
+    /// ok, unauthenticated, denied
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl AuditEvent {
+    pub fn new(tenant: &str, operation: &str, resource: &str, outcome: &str) -> AuditEvent {
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        AuditEvent {
+            time: rfc3339(ms),
+            time_ms: ms,
+            tenant: tenant.to_owned(),
+            token_id: None,
+            peer: None,
+            operation: operation.to_owned(),
+            resource: resource.to_owned(),
+            outcome: outcome.to_owned(),
+            detail: None,
+        }
+    }
+
+    pub fn token(mut self, id: &str) -> AuditEvent {
+        self.token_id = Some(id.to_owned());
+        self
+    }
+
+    pub fn peer(mut self, peer: Option<SocketAddr>) -> AuditEvent {
+        self.peer = peer.map(|p| p.to_string());
+        self
+    }
+
+    pub fn detail(mut self, d: String) -> AuditEvent {
+        self.detail = Some(d);
+        self
+    }
+}
+
+/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
+}
+
+/// Handle to the audit writer; cheap to clone.
+#[derive(Clone)]
+pub struct Audit {
+    tx: mpsc::Sender<Item>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Audit {
+    /// Starts the writer task on the current runtime.
+    pub fn start(engine: Arc<dyn Engine>) -> Audit {
+        let (tx, mut rx) = mpsc::channel::<Item>(QUEUE);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            while rx.recv_many(&mut batch, BATCH).await > 0 {
+                let mut events = Vec::with_capacity(batch.len());
+                let mut flushed = Vec::new();
+                for item in batch.drain(..) {
+                    match item {
+                        Item::Event(ev) => events.push(ev),
+                        Item::Flush(done) => flushed.push(done),
+                    }
+                }
+                // One append per tenant stream, in arrival order.
+                let mut events = events.into_iter().peekable();
+                while let Some(first) = events.next() {
+                    let stream = format!("{}/{}/{AUDIT_STREAM}", first.tenant, super::auth::SYSTEM_NAMESPACE);
+                    let mut records = vec![to_record(&first)];
+                    while let Some(ev) = events.next_if(|e| e.tenant == first.tenant) {
+                        records.push(to_record(&ev));
+                    }
+                    if let Err(e) = engine.publish(&stream, records).await {
+                        tracing::error!(%stream, error = %e, "cannot append to the audit stream");
+                    }
+                }
+                for done in flushed {
+                    let _ = done.send(());
+                }
+            }
+        });
+        Audit { tx, dropped: Arc::default() }
+    }
+
+    /// Queues an event; never waits.
+    pub fn record(&self, ev: AuditEvent) {
+        tracing::info!(target: "flowmesh::audit", tenant = %ev.tenant, token = ?ev.token_id, op = %ev.operation,
+            resource = %ev.resource, outcome = %ev.outcome, "audit");
+        if self.tx.try_send(Item::Event(ev)).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(dropped = n, "audit queue full: events dropped");
+            }
+        }
+    }
+}
+
+/// Waits (bounded) until the events queued so far are written: at shutdown,
+/// so the last admin actions are not lost.
+pub async fn flush(audit: &Audit, within: std::time::Duration) {
+    let (done, written) = tokio::sync::oneshot::channel();
+    let queued = tokio::time::timeout(within, audit.tx.send(Item::Flush(done))).await;
+    if matches!(queued, Ok(Ok(()))) && tokio::time::timeout(within, written).await.is_ok() {
+        return;
+    }
+    tracing::warn!("audit events still queued at shutdown were not all written");
+}
+
+enum Item {
+    Event(AuditEvent),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+fn to_record(ev: &AuditEvent) -> Record {
+    Record::new(serde_json::to_vec(ev).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(super::rfc3339(1_798_761_599_000), "2026-12-31T23:59:59.000Z");
+    }
+}

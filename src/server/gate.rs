@@ -1,0 +1,99 @@
+//! The broker's request gate: what every service method calls before it
+//! touches the engine. Without an access file the gate is open (and the
+//! broker logs a warning at startup); with one, each request is
+//! authenticated, authorized for (operation, qualified name), and counted
+//! against its token's limits.
+
+use tonic::{Request, Status};
+
+use super::auth::{Op, Principal, Slot};
+use super::Shared;
+use crate::error::{Error, Result};
+use crate::wire;
+
+/// The admitted caller of one request; holds its in-flight slot until dropped.
+pub(crate) struct Caller {
+    pub principal: Option<Principal>,
+    _slot: Option<Slot>,
+}
+
+impl Shared {
+    /// Authenticates the request's token (if the broker checks tokens).
+    pub(crate) fn authenticate(
+        &self,
+        meta: &tonic::metadata::MetadataMap,
+        peer: Option<std::net::SocketAddr>,
+        op: Op,
+        resource: &str,
+    ) -> Result<Option<Principal>> {
+        match &self.cfg.access {
+            None => Ok(None),
+            Some(ac) => ac.authenticate(meta, peer, op.name(), resource).map(Some),
+        }
+    }
+
+    /// May the caller do any of `ops` on `resource` (a qualified name)?
+    pub(crate) fn authorize(&self, p: &Option<Principal>, ops: &[Op], resource: &str) -> Result<()> {
+        match (&self.cfg.access, p) {
+            (Some(ac), Some(p)) => ac.authorize(p, ops, resource),
+            _ => Ok(()),
+        }
+    }
+
+    fn check(&self, p: Option<Principal>, ops: &[Op], resource: &str) -> Result<Caller> {
+        self.authorize(&p, ops, resource)?;
+        let slot = match (&self.cfg.access, &p) {
+            (Some(ac), Some(p)) => Some(ac.request_slot(p)?),
+            _ => None,
+        };
+        Ok(Caller { principal: p, _slot: slot })
+    }
+
+    /// The whole gate for one unary request: token, grant, in-flight limit.
+    /// `ops` lists the operations any one of which allows the call.
+    pub(crate) fn admit<T>(&self, req: &Request<T>, ops: &[Op], resource: &str) -> Result<Caller, Status> {
+        self.authenticate(req.metadata(), req.remote_addr(), ops[0], resource)
+            .and_then(|p| self.check(p, ops, resource))
+            .map_err(|e| wire::to_status(&e))
+    }
+
+    /// The gate for one message of an open publish stream.
+    pub(crate) fn admit_with(
+        &self,
+        meta: &tonic::metadata::MetadataMap,
+        peer: Option<std::net::SocketAddr>,
+        op: Op,
+        resource: &str,
+    ) -> Result<Caller> {
+        self.authenticate(meta, peer, op, resource).and_then(|p| self.check(p, &[op], resource))
+    }
+
+    /// Records an admin action that went through.
+    pub(crate) fn audit_ok(&self, caller: &Caller, op: &str, resource: &str) {
+        if let (Some(ac), Some(p)) = (&self.cfg.access, &caller.principal) {
+            ac.audit_ok(p, op, resource);
+        }
+    }
+
+    /// The broker's payload limit, and the token's own if it is smaller.
+    pub(crate) fn check_payload_for(&self, caller: &Caller, size: usize) -> Result<()> {
+        self.check_payload(size)?;
+        if let Some(max) = caller.principal.as_ref().and_then(|p| p.entry.limits.max_message_bytes) {
+            if size > max {
+                return Err(Error::TooLarge(format!(
+                    "message of {size} bytes exceeds the limit of {max} bytes of token {:?}",
+                    caller.principal.as_ref().map_or("", |p| p.entry.id.as_str())
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A slot for one more open subscription or watch of the caller.
+    pub(crate) fn subscription_slot(&self, caller: &Caller) -> Result<Option<Slot>, Status> {
+        match (&self.cfg.access, &caller.principal) {
+            (Some(ac), Some(p)) => ac.subscription_slot(p).map(Some).map_err(|e| wire::to_status(&e)),
+            _ => Ok(None),
+        }
+    }
+}
