@@ -376,7 +376,12 @@ impl CallPolicy {
             match result {
                 Err(Error::Disconnected(m)) => {
                     self.state.suspect();
-                    if retry == Retry::Never || retries >= self.max_retries || !self.state.connected_by(deadline).await
+                    // Never connected yet (the first call of a connect): report at once.
+                    let first_connect = self.state.current() == ConnState::Connecting;
+                    if retry == Retry::Never
+                        || retries >= self.max_retries
+                        || first_connect
+                        || !self.state.connected_by(deadline).await
                     {
                         return Err(Error::Disconnected(m));
                     }
