@@ -20,6 +20,8 @@ pub struct CallbackSubscription {
     client: Weak<BlockingClient>,
     /// The event whose callback is running, when auto-ack will settle it.
     current: Arc<Mutex<Option<u64>>>,
+    /// Closed by unsubscribe: the feed reserves nothing more.
+    permits: Arc<Semaphore>,
 }
 
 impl CallbackSubscription {
@@ -52,6 +54,14 @@ impl CallbackSubscription {
                     Err(e) => break Err(e),
                 }
             };
+            if permits.is_closed() {
+                // Unsubscribed while this event was being reserved: hand it
+                // back now rather than after ack_wait.
+                if next.is_ok() {
+                    let _ = sub.release(None).await;
+                }
+                return None;
+            }
             Some((next, (sub, permits)))
         });
         let weak = Arc::downgrade(client);
@@ -73,10 +83,10 @@ impl CallbackSubscription {
                     }
                 }
             },
-            permits,
+            permits: permits.clone(),
         };
         let dispatch = client.dispatch(feed, delivery)?;
-        Ok(CallbackSubscription { sub, dispatch, client: weak, current })
+        Ok(CallbackSubscription { sub, dispatch, client: weak, current, permits })
     }
 
     pub fn subscription(&self) -> &Arc<EventSubscription> {
@@ -103,6 +113,7 @@ impl CallbackSubscription {
     /// and hands delivered, unsettled events back to the queue at once; an
     /// auto-acked event whose callback is unsubscribing is still acked.
     pub fn unsubscribe(&self) {
+        self.permits.close();
         self.dispatch.stop();
         let keep = *self.current.lock().unwrap();
         if let Some(c) = self.client.upgrade() {
