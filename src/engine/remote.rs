@@ -513,7 +513,15 @@ struct WatchFeed {
     done: bool,
 }
 
-impl WatchFeed {
+impl Reopen for WatchFeed {
+    fn backoff(&self) -> Backoff {
+        self.backoff
+    }
+
+    fn describe(&self) -> String {
+        format!("watch on {}", self.bucket)
+    }
+
     async fn open(&mut self) -> std::result::Result<(), tonic::Status> {
         let req =
             pb::KvWatchRequest { bucket: self.bucket.clone(), prefix: self.prefix.clone(), resume_after: self.after };
@@ -523,30 +531,9 @@ impl WatchFeed {
         self.inbound = Some(opened.into_inner());
         Ok(())
     }
+}
 
-    async fn reconnect(&mut self) -> Result<()> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            if self.backoff.exhausted(attempt) {
-                return Err(Error::Disconnected(format!(
-                    "watch on {} gave up after {} reconnect attempts",
-                    self.bucket,
-                    attempt - 1
-                )));
-            }
-            tokio::time::sleep(self.backoff.delay(attempt)).await;
-            match self.open().await {
-                Ok(()) => {
-                    tracing::info!(bucket = %self.bucket, "watch resumed");
-                    return Ok(());
-                }
-                Err(s) if transient(&s) => continue,
-                Err(s) => return Err(wire::from_status(&s)),
-            }
-        }
-    }
-
+impl WatchFeed {
     async fn next_event(&mut self) -> Option<Result<KvEvent>> {
         loop {
             if self.done {
@@ -598,13 +585,56 @@ struct PartitionFeed {
     done: bool,
 }
 
+/// A server stream (subscription, watch) that re-opens itself from where it
+/// stopped: `open` carries the feed's resume point.
+trait Reopen {
+    fn backoff(&self) -> Backoff;
+    /// What the feed is, for messages.
+    fn describe(&self) -> String;
+    async fn open(&mut self) -> std::result::Result<(), tonic::Status>;
+
+    /// Re-opens with the reconnect backoff until it works, the broker gives
+    /// a real answer (an error that is not the link), or attempts run out.
+    async fn reconnect(&mut self) -> Result<()> {
+        let backoff = self.backoff();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if backoff.exhausted(attempt) {
+                return Err(Error::Disconnected(format!(
+                    "{} gave up after {} reconnect attempts",
+                    self.describe(),
+                    attempt - 1
+                )));
+            }
+            tokio::time::sleep(backoff.delay(attempt)).await;
+            match self.open().await {
+                Ok(()) => {
+                    tracing::info!(feed = %self.describe(), "resumed");
+                    return Ok(());
+                }
+                Err(s) if transient(&s) => continue,
+                Err(s) => return Err(wire::from_status(&s)),
+            }
+        }
+    }
+}
+
 /// Failures worth a reconnect: the link, not the broker's answer.
 fn transient(s: &tonic::Status) -> bool {
     s.metadata().get(wire::CODE_KEY).is_none()
         || matches!(wire::from_status(s), Error::Disconnected(_) | Error::Unavailable(_))
 }
 
-impl PartitionFeed {
+impl Reopen for PartitionFeed {
+    fn backoff(&self) -> Backoff {
+        self.backoff
+    }
+
+    fn describe(&self) -> String {
+        format!("subscription to {}/{}", self.stream, self.partition)
+    }
+
     async fn open(&mut self) -> std::result::Result<(), tonic::Status> {
         let req = pb::SubscribeRequest {
             stream: self.stream.clone(),
@@ -619,31 +649,9 @@ impl PartitionFeed {
         self.inbound = Some(opened.into_inner());
         Ok(())
     }
+}
 
-    async fn reconnect(&mut self) -> Result<()> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            if self.backoff.exhausted(attempt) {
-                return Err(Error::Disconnected(format!(
-                    "subscription to {}/{} gave up after {} reconnect attempts",
-                    self.stream,
-                    self.partition,
-                    attempt - 1
-                )));
-            }
-            tokio::time::sleep(self.backoff.delay(attempt)).await;
-            match self.open().await {
-                Ok(()) => {
-                    tracing::info!(stream = %self.stream, partition = self.partition, next = self.next, "subscription resumed");
-                    return Ok(());
-                }
-                Err(s) if transient(&s) => continue,
-                Err(s) => return Err(wire::from_status(&s)),
-            }
-        }
-    }
-
+impl PartitionFeed {
     async fn next_message(&mut self) -> Option<Result<Message>> {
         loop {
             if self.done {
