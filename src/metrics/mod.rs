@@ -61,7 +61,7 @@ pub fn status_name(err: Option<&Error>) -> &'static str {
 }
 
 /// Every status, indexed like `Error::code()` (0 = ok).
-const STATUS_COUNT: usize = 12;
+const STATUS_COUNT: usize = crate::error::Status::all().len();
 
 /// The engine operations a client counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
