@@ -56,7 +56,7 @@ header:
 check-header: header
 	git diff --exit-code -- include/flowmesh.h || \
 	  (echo "include/flowmesh.h is out of date: commit the regenerated header" && exit 1)
-	../shared/tools/check-abi
+	scripts/check-abi
 
 ## Formatting, clippy and the module layering (docs/ARCHITECTURE.md).
 lint:

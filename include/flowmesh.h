@@ -127,7 +127,7 @@ const char *fm_last_error(void);
 // fm_options_free. Returns NULL only if memory is exhausted.
 struct fm_options *fm_options_new(void);
 
-// Sets `key` to `value` (both borrowed, copied). Keys: see docs/ABI-EXTRAS.md
+// Sets `key` to `value` (both borrowed, copied). Keys: see docs/ABI.md
 // and the README. Returns FM_OK, or FM_ERR_INVALID_ARGUMENT for a NULL
 // argument, invalid UTF-8, an unknown key or a value that does not parse.
 fm_status fm_options_set(struct fm_options *opts, const char *key, const char *value);
@@ -781,7 +781,7 @@ uint64_t fm_event_reply_to(const struct fm_event *ev, bool *has_out);
 // operations by kind and outcome (`flowmesh_client_operations_total{op,status}`),
 // latency histograms per kind, in-flight calls, messages and bytes
 // published and delivered, jobs, reconnects and connection/breaker state.
-// See docs/ABI-EXTRAS.md for every series. On FM_OK `*out` is a new buffer
+// See docs/ABI.md for every series. On FM_OK `*out` is a new buffer
 // owned by the caller (free with fm_buf_free); on error `*out` is NULL.
 // Thread-safe; cheap enough to call on every scrape. Returns
 // FM_ERR_INVALID_ARGUMENT (NULL client or out) or FM_ERR_CLOSED (closed client).

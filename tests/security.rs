@@ -1,4 +1,4 @@
-//! Security of the broker (issue 11): TLS with certificates made at test
+//! Security of the broker: TLS with certificates made at test
 //! time, token authentication and SIGHUP reload, tenant isolation, the audit
 //! stream, per-token limits. Every test starts its own broker on loopback.
 

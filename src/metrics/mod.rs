@@ -1,4 +1,4 @@
-//! Client metrics (issue 13): what one client did, in the Prometheus text
+//! Client metrics: what one client did, in the Prometheus text
 //! format, for every language at once (`fm_client_metrics`, the bindings'
 //! `metrics()`). Counting happens in [`MeteredEngine`], a decorator around
 //! the real engine installed by `Client::with_engine`, so the client's own

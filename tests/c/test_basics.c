@@ -24,7 +24,7 @@ TEST(status_str_names_every_code)
         "FM_ERR_DISCONNECTED", "FM_ERR_UNAUTHORIZED", "FM_ERR_CLOSED",
         "FM_ERR_ALREADY_EXISTS", "FM_ERR_CONFLICT", "FM_ERR_TOO_LARGE",
         "FM_ERR_UNAVAILABLE", "FM_ERR_INTERNAL"};
-    /* The values are fixed by docs/ABI-EXTRAS.md. */
+    /* The values are fixed by docs/ABI.md. */
     CHECK(FM_OK == 0 && FM_ERR_INVALID_ARGUMENT == 1 && FM_ERR_NOT_FOUND == 2 &&
           FM_ERR_TIMEOUT == 3 && FM_ERR_DISCONNECTED == 4 && FM_ERR_UNAUTHORIZED == 5 &&
           FM_ERR_CLOSED == 6 && FM_ERR_ALREADY_EXISTS == 7 && FM_ERR_CONFLICT == 8 &&

@@ -1,5 +1,5 @@
 'use strict';
-// koffi declarations of the flowmesh C ABI (shared/ABI.md + docs/ABI-EXTRAS.md).
+// koffi declarations of the flowmesh C ABI (docs/ABI.md).
 // Loaded on the main thread (types, fm_status_str, callback decoding) and in
 // every pool worker (the actual calls). Handles are BigInt addresses (koffi 3),
 // which is what lets us pass them between threads.
