@@ -32,8 +32,9 @@ check() {
 }
 
 echo "== tests/install: prefix $prefix"
-version="$(sed -n 's/^version *= *"\([0-9][0-9.]*\)".*/\1/p' "$root/Cargo.toml" | head -1)"
+version="$("$root/scripts/version.sh")"
 major="${version%%.*}"
+release="$("$root/scripts/target-dir.sh")/release"
 
 if [ "${FM_INSTALL_VIA_MAKE:-0}" = 1 ]; then
     check "make install PREFIX=$prefix" make -C "$root" install PREFIX="$prefix"
@@ -141,6 +142,41 @@ check "staged install (DESTROOT != PREFIX) writes the final prefix into flowmesh
 
 check "install.sh refuses a relative PREFIX and wrong arguments" bash -c "
     ! '$root/scripts/install.sh' '$tmp/x' relative/prefix && ! '$root/scripts/install.sh' '$tmp/x'"
+
+# ---- CARGO_TARGET_DIR ---------------------------------------------------------
+# A developer's CARGO_TARGET_DIR: the Makefile, install.sh and the Python
+# build must look there, never in target/. The temporary target directory
+# links to the real release directory, so cargo finds everything up to date
+# and nothing is rebuilt. FLOWMESH_LIB* (exported by make) are cleared so the
+# scripts have to find the library themselves.
+ctd="$tmp/cargo-target"
+mkdir -p "$ctd" "$tmp/empty-target"
+ln -s "$release" "$ctd/release"
+in_ctd() { env -u FLOWMESH_LIB -u FLOWMESH_LIB_DIR -u FLOWMESH_BIN CARGO_TARGET_DIR="$1" "${@:2}"; }
+check "scripts/target-dir.sh reports CARGO_TARGET_DIR" \
+    test "$(in_ctd "$ctd" "$root/scripts/target-dir.sh")" = "$ctd"
+check "make install with CARGO_TARGET_DIR set installs the library from there" bash -c "
+    set -e
+    $(declare -f in_ctd)
+    in_ctd '$ctd' make -s -C '$root' install PREFIX='$tmp/prefix-ctd'
+    cmp '$tmp/prefix-ctd/lib/libflowmesh.so.$version' '$release/libflowmesh.so'"
+check "install.sh fails loudly when CARGO_TARGET_DIR holds no library" bash -c "
+    $(declare -f in_ctd)
+    ! in_ctd '$tmp/empty-target' '$root/scripts/install.sh' '$tmp/p-empty' '$tmp/p-empty' 2>'$tmp/err'
+    cat '$tmp/err'; grep -q '$tmp/empty-target/release/libflowmesh.so is missing' '$tmp/err'"
+# The Python build, without running cargo (FLOWMESH_NO_CARGO): it must take
+# the library from CARGO_TARGET_DIR, or fail when none is there.
+wheel_cmd="python3 -m pip wheel --no-deps --disable-pip-version-check -q $root/bindings/python"
+noenv="env -u FLOWMESH_LIB -u FLOWMESH_LIB_DIR -u FLOWMESH_BIN FLOWMESH_NO_CARGO=1"
+check "pip wheel with CARGO_TARGET_DIR set bundles the library from there" bash -c "
+    set -e
+    $noenv CARGO_TARGET_DIR='$ctd' $wheel_cmd -w '$tmp/wheel-ctd'
+    python3 -c 'import sys, zipfile; sys.exit(\"flowmesh/_native/libflowmesh.so\" not in zipfile.ZipFile(sys.argv[1]).namelist())' \
+        $tmp/wheel-ctd/flowmesh-$version-*.whl"
+check "pip wheel fails loudly when the library is nowhere" bash -c "
+    ! $noenv CARGO_TARGET_DIR='$tmp/empty-target' $wheel_cmd -w '$tmp/wheel-none' >'$tmp/err' 2>&1
+    grep -q 'libflowmesh.so is missing' '$tmp/err' || { tail -5 '$tmp/err'; exit 1; }
+    ! ls '$tmp'/wheel-none/*.whl 2>/dev/null"
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
