@@ -4,7 +4,8 @@
 # Both first run scripts/setup.sh, which installs what is missing on a Debian
 # machine when root (valgrind, cmake, pkg-config, ...) or names it otherwise.
 #
-# Other targets: lib, header, check-header, lint, install PREFIX=..., bench.
+# Other targets: lib, header, check-header, lint, install PREFIX=..., bench,
+# packages (python-dist, npm, deb: into <target>/python, npm, debian), docs.
 
 CARGO    ?= cargo
 PREFIX   ?= /usr/local
@@ -21,7 +22,8 @@ export FLOWMESH_BIN := $(RELEASE)/flowmesh
 export FLOWMESH_LIB_DIR := $(RELEASE)
 
 .PHONY: all setup setup-run lib run demo test test-rust test-c test-python test-go test-node test-install \
-        header check-header lint install bench bench-quick clean
+        header check-header lint install bench bench-quick clean \
+        packages python-dist npm deb docs
 
 all: lib
 
@@ -83,6 +85,26 @@ lint: setup
 ## Install lib, header, pkg-config and CMake files under $(PREFIX) (DESTDIR supported).
 install: lib
 	scripts/install.sh "$(DESTDIR)$(PREFIX)" "$(PREFIX)"
+
+## Packages, from the library built by `lib` (no second cargo build); <target>
+## is cargo's target directory. See docs/VERSIONING.md for the version they carry.
+packages: python-dist npm deb
+
+# The manylinux wheel (libflowmesh.so inside) and the sdist (the crate inside).
+python-dist: lib
+	scripts/package-python.sh $(TARGET_DIR)/python
+
+# flowmesh-VERSION.tgz with a prebuilt linux-x64 library; builds from source elsewhere.
+npm: lib
+	scripts/package-node.sh $(TARGET_DIR)/npm
+
+# libflowmesh0, libflowmesh-dev, flowmesh (CLI + systemd unit) .deb files.
+deb: lib
+	scripts/package-deb.sh $(TARGET_DIR)/debian
+
+## One browsable site under <target>/docs: Rust, C header, Python, Go, Node.
+docs:
+	scripts/docs.sh $(TARGET_DIR)/docs
 
 bench: lib
 	bench/run.sh
