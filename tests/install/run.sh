@@ -323,6 +323,12 @@ check "go: build with CGO_CFLAGS/CGO_LDFLAGS naming the library and run" bash -c
     CGO_CFLAGS='-I$droot/usr/include' CGO_LDFLAGS='-L$DL -Wl,-rpath,$DL' go build -o app-flags .
     ./app-flags | grep -q 'go consumer OK: flowmesh $version'"
 
+check "docs: the C reference (make docs) has an entry for every exported function" bash -c "
+    set -e
+    python3 '$root/scripts/docs_site.py' header '$root/include/flowmesh.h' '$tmp/c.html' '$version' >/dev/null
+    missing=\$(nm -D --defined-only '$release/libflowmesh.so' | awk '\$3 ~ /^fm_/ {print \$3}' | while read -r f; do
+        grep -q \"id='\$f'\" '$tmp/c.html' || echo \"\$f\"; done)
+    [ -z \"\$missing\" ] || { echo \"no entry for: \$missing\"; exit 1; }"
 check "one version everywhere: Cargo.toml, wheel, npm, Debian, CLI, fm_version" bash -c "
     set -e
     test \"\$(tar xzf '$tgz' -O package/package.json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"version\"])')\" = '$version'
