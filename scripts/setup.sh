@@ -5,7 +5,9 @@
 #
 #   scripts/setup.sh run     cc and make (the demo is C)
 #   scripts/setup.sh test    also valgrind, pkg-config, cmake, openssl, git,
-#                            clippy and rustfmt, the Go, Node and Python toolchains
+#                            binutils, python3 venv and pip, clippy and rustfmt,
+#                            nats-server (built with Go into a cache), and the
+#                            Go, Node and Python toolchains
 #
 # Only checks when everything is present (a few `command -v`, no network).
 # Missing system packages are installed with apt-get when running as root;
@@ -83,6 +85,11 @@ if [ "${#missing_toolchains[@]}" -gt 0 ]; then
 fi
 
 if [ "$mode" = test ]; then
+    # The nats:// engine's tests run nats-server: built once from the Go module
+    # proxy into a cache (scripts/nats-server.sh), then only found there.
+    if [ -x scripts/nats-server.sh ]; then
+        scripts/nats-server.sh >/dev/null || { echo "setup: cannot provide nats-server (scripts/nats-server.sh)" >&2; exit 1; }
+    fi
     # make lint runs clippy and rustfmt: rustup components, not on every install.
     if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
         if command -v rustup >/dev/null 2>&1; then
