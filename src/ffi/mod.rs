@@ -99,7 +99,11 @@ pub(crate) fn guard_value<T>(fallback: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
 }
 
-static VERSION: &CStr = c"0.1.0";
+/// The crate's version (Cargo.toml), the one every package carries.
+static VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+    Ok(v) => v,
+    Err(_) => panic!("CARGO_PKG_VERSION holds a NUL byte"),
+};
 
 /// The library version, "MAJOR.MINOR.PATCH". Static storage: never free it.
 #[no_mangle]
