@@ -456,10 +456,29 @@ async fn per_token_limits_refuse_clearly_and_spare_others() {
         let small = small.clone();
         tokio::spawn(async move { small.reserve("jobs", 30_000, 1500).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let err = small.queue_stats("jobs").await.unwrap_err();
+    // The long poll may take a while to reach the broker on a busy machine.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        match small.queue_stats("jobs").await {
+            Err(e) => break e,
+            Ok(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            Ok(_) => panic!("the long poll never held the slot"),
+        }
+    };
     assert!(matches!(&err, Error::Unavailable(m) if m.contains("in flight")), "{err:?}");
     big.queue_stats("jobs").await.unwrap();
+    // Those refusals are the broker's answers, not link failures: even a
+    // breaker that opens on the first failure stays closed.
+    let mut o = opts(&[("tenant", "acme"), ("token", "secret-s"), ("breaker_threshold", "1")]);
+    o.set("breaker_timeout_ms", "60000").unwrap();
+    let touchy = Client::connect(&s.broker.url(), &o).await.expect("connect");
+    for _ in 0..5 {
+        match touchy.queue_stats("jobs").await {
+            Err(Error::Unavailable(m)) => assert!(m.contains("in flight") && !m.contains("breaker"), "{m}"),
+            Ok(_) => break, // the long poll ended meanwhile
+            Err(e) => panic!("{e:?}"),
+        }
+    }
     assert!(waiter.await.unwrap().unwrap().is_none());
     small.queue_stats("jobs").await.unwrap();
 }
@@ -546,4 +565,58 @@ async fn per_connection_limits_spare_the_other_connections_of_a_token() {
     let _w = one.kv_watch("b", "").await.unwrap();
     assert!(one.kv_watch("b", "").await.is_err());
     let _w2 = two.kv_watch("b", "").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_ends_the_subscriptions_and_watches_of_revoked_tokens() {
+    let narrowed = r#"[{"namespace":"other","ops":["*"]}]"#;
+    let s = secured(&[
+        ("a", "secret-a", "acme", ALL, "{}"),
+        ("b", "secret-b", "acme", ALL, "{}"),
+        ("c", "secret-c", "acme", ALL, "{}"),
+    ]);
+    let (a, b, c) = (
+        client(&s, "acme", Some("secret-a")).await,
+        client(&s, "acme", Some("secret-b")).await,
+        client(&s, "acme", Some("secret-c")).await,
+    );
+    a.create_stream("s", Default::default()).await.unwrap();
+    let latest = || SubscribeSpec { partition: None, start: StartFrom::Latest, group: None };
+    let mut kept = a.subscribe("s", latest()).await.unwrap();
+    let mut revoked = b.subscribe("s", latest()).await.unwrap();
+    let mut revoked_watch = b.kv_watch("cfg", "").await.unwrap();
+    let mut narrowed_watch = c.kv_watch("cfg", "").await.unwrap();
+    let within = Duration::from_secs(15);
+    a.publish("s", Record::new("before")).await.unwrap();
+    a.kv_set("cfg", "k", "1", 0).await.unwrap();
+    for feed in [&mut kept, &mut revoked] {
+        let m = tokio::time::timeout(within, feed.next()).await.expect("delivered").unwrap().unwrap();
+        assert_eq!(&m.payload[..], b"before");
+    }
+    for w in [&mut revoked_watch, &mut narrowed_watch] {
+        let e = tokio::time::timeout(within, w.next()).await.expect("watched").unwrap().unwrap();
+        assert_eq!(e.key, "k");
+    }
+    // b is removed, c keeps its token but loses its grant on the namespace.
+    write_access(&s.file, &[("a", "secret-a", "acme", ALL, "{}"), ("c", "secret-c", "acme", narrowed, "{}")]);
+    assert_eq!(unsafe { libc::kill(s.broker.child.id() as i32, libc::SIGHUP) }, 0);
+    let m = match tokio::time::timeout(within, revoked.next()).await.expect("subscription not ended") {
+        Some(Err(Error::Unauthorized(m))) => m,
+        other => panic!("expected FM_ERR_UNAUTHORIZED ending the subscription, got {other:?}"),
+    };
+    assert!(m.contains("revoked"), "{m}");
+    assert!(tokio::time::timeout(within, revoked.next()).await.expect("ended").is_none(), "nothing after the end");
+    match tokio::time::timeout(within, revoked_watch.next()).await.expect("watch not ended") {
+        Some(Err(Error::Unauthorized(m))) => assert!(m.contains("revoked"), "{m}"),
+        other => panic!("expected FM_ERR_UNAUTHORIZED ending the watch, got {other:?}"),
+    }
+    match tokio::time::timeout(within, narrowed_watch.next()).await.expect("watch not ended") {
+        Some(Err(Error::Unauthorized(m))) => assert!(m.contains("no kv_read grant"), "{m}"),
+        other => panic!("expected FM_ERR_UNAUTHORIZED ending the watch, got {other:?}"),
+    }
+    // The token that is still valid keeps its subscription.
+    a.publish("s", Record::new("after")).await.unwrap();
+    let m = tokio::time::timeout(within, kept.next()).await.expect("still delivering").unwrap().unwrap();
+    assert_eq!(&m.payload[..], b"after");
+    unauthorized(b.subscribe("s", latest()).await.map(|_| ()));
 }
