@@ -586,8 +586,9 @@ mod tests {
             usage: Mutex::default(),
             conns: ConnMap::default(),
             audit: OnceLock::new(),
+            reloads: tokio::sync::watch::channel(0).0,
         };
-        (ac, Principal { entry, usage: Arc::default(), peer: None })
+        (ac, Principal { entry, hash: String::new(), usage: Arc::default(), peer: None })
     }
 
     #[test]
