@@ -35,6 +35,9 @@
 // Used when a reserve asks for visibility 0.
 #define DEFAULT_VISIBILITY_MS 30000
 
+// Most ops one transaction may hold.
+#define MAX_TXN_OPS 10000
+
 #define MAX_SEGMENT 128
 
 // The state of a client's link to its engine. Embedded engines are

@@ -8,6 +8,7 @@ pub mod connection;
 pub mod embedded;
 pub mod remote;
 pub mod remote_tls;
+pub mod txn;
 
 use std::pin::Pin;
 
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 use crate::error::Result;
+pub use txn::{TxnOp, TxnResult};
 
 /// A message to append to a stream (or a job payload to enqueue).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -329,6 +331,14 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<(WatchCursor, KvEventStream)> {
         let _ = (bucket, prefix, after);
         Err(crate::Error::Conflict("this engine can not resume watches".into()))
+    }
+
+    /// Runs one transaction atomically over buckets of one tenant (see
+    /// [`txn`]): results in op order, or `Error::Conflict` naming the first
+    /// failed check with nothing written.
+    async fn kv_txn(&self, ops: Vec<TxnOp>) -> Result<Vec<TxnResult>> {
+        let _ = ops;
+        Err(crate::Error::Unavailable("this engine does not support KV transactions".into()))
     }
 
     /// Flushes buffered writes to stable storage (fsync); a no-op in memory.
