@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// Largest message accepted when `max_payload_bytes` is not set.
 #define DEFAULT_MAX_PAYLOAD (8 << 20)
 
 #define FRAME_HEADER 8
@@ -35,10 +36,10 @@
 // Used when a reserve asks for visibility 0.
 #define DEFAULT_VISIBILITY_MS 30000
 
+#define MAX_SEGMENT 128
+
 // Most ops one transaction may hold.
 #define MAX_TXN_OPS 10000
-
-#define MAX_SEGMENT 128
 
 // The state of a client's link to its engine. Embedded engines are
 // CONNECTED until closed.

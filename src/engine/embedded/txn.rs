@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::engine::txn::{self, TxnOp, TxnResult};
-use crate::engine::KvEntry;
+use crate::model::KvEntry;
+use crate::txn::{self, TxnOp, TxnResult};
 use crate::error::{Error, Result};
 
 use super::codec::{self, Reader};

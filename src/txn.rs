@@ -5,13 +5,11 @@
 //! write in the same transaction sees that write. Either every check passes
 //! and every write is applied at once (no reader or watcher sees part of
 //! it), or the first failed check is reported as `Error::Conflict` and
-//! nothing is written.
-//!
-//! [`Engine::kv_txn`]: crate::engine::Engine::kv_txn
+//! nothing is written. Engines run them in `Engine::kv_txn`.
 
 use bytes::Bytes;
 
-use crate::engine::KvEntry;
+use crate::model::KvEntry;
 use crate::error::{Error, Result};
 use crate::names;
 
