@@ -13,6 +13,7 @@ pub mod names;
 pub mod options;
 pub mod server;
 pub mod signals;
+pub mod store;
 pub mod txn;
 pub mod wire;
 

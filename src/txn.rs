@@ -9,8 +9,8 @@
 
 use bytes::Bytes;
 
-use crate::model::KvEntry;
 use crate::error::{Error, Result};
+use crate::model::KvEntry;
 use crate::names;
 
 /// Most ops one transaction may hold.

@@ -308,11 +308,11 @@ impl Locked<'_> {
 
     /// The live entry of `key`, if any.
     pub fn get(&self, key: &str, now: i64) -> Option<KvEntry> {
-        self.st
-            .entries
-            .get(key)
-            .filter(|e| e.live(now))
-            .map(|e| KvEntry { key: key.to_owned(), value: e.value.clone(), revision: e.revision })
+        self.st.entries.get(key).filter(|e| e.live(now)).map(|e| KvEntry {
+            key: key.to_owned(),
+            value: e.value.clone(),
+            revision: e.revision,
+        })
     }
 
     /// Live entries whose key starts with `prefix`, sorted.

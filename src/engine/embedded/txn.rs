@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::error::{Error, Result};
 use crate::model::KvEntry;
 use crate::txn::{self, TxnOp, TxnResult};
-use crate::error::{Error, Result};
 
 use super::codec::{self, Reader};
 use super::kv::{Bucket, Locked, TxnWrite};
@@ -64,8 +64,7 @@ impl TxnLog {
         let (log, data) = LogFile::open(&path)?;
         let mut replayed = 0usize;
         for body in codec::frames(&data).0 {
-            let staged =
-                decode(body).map_err(|_| Error::Internal(format!("corrupt record in {}", path.display())))?;
+            let staged = decode(body).map_err(|_| Error::Internal(format!("corrupt record in {}", path.display())))?;
             for (bucket, writes) in staged {
                 inner.bucket(&bucket)?.redo(&writes)?;
             }
