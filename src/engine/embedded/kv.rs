@@ -13,8 +13,9 @@ use crate::engine::{KvEntry, KvEvent, KvEventStream, KvOp, WatchCursor};
 use crate::error::{Error, Result};
 
 use super::codec::{self, Reader};
-use super::log::{make_durable, FsyncPolicy, LogFile, SyncRegistry};
+use super::log::{make_durable, FsyncPolicy, SyncRegistry};
 use super::now_ms;
+use super::wal::{Compaction, Wal};
 
 /// Events a watcher may fall behind by before its watch ends with an error.
 const WATCH_BUFFER: usize = 16 * 1024;
@@ -43,7 +44,7 @@ struct BucketState {
     revision: u64,
     entries: BTreeMap<String, Entry>,
     expiries: BTreeSet<(i64, String)>,
-    log: Option<LogFile>,
+    log: Option<Wal>,
     /// Approximate bytes of live state, kept up to date on every change so
     /// the compaction check is O(1).
     live_bytes: u64,
@@ -70,14 +71,8 @@ impl Bucket {
     pub fn open(name: &str, path: Option<&Path>, fsync: FsyncPolicy, registry: &SyncRegistry) -> Result<Bucket> {
         let mut st = BucketState::default();
         if let Some(path) = path {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io("create bucket dir", e))?;
-            }
-            let (log, data) = LogFile::open(path)?;
             let now = now_ms();
-            for body in codec::frames(&data).0 {
-                st.replay(body, now).map_err(|_| Error::Internal(format!("corrupt record in {}", path.display())))?;
-            }
+            let log = Wal::open(path, Compaction::DEFAULT, |body| st.replay(body, now))?;
             registry.register(log.syncer());
             st.log = Some(log);
             st.compact_if_large()?;
@@ -287,13 +282,10 @@ impl BucketState {
         &mut self,
         encode: impl FnOnce(&mut Vec<u8>),
     ) -> Result<Option<(std::sync::Arc<super::log::Syncer>, u64)>> {
-        let Some(log) = self.log.as_mut() else {
-            return Ok(None);
-        };
-        let mut buf = Vec::new();
-        codec::put_frame(&mut buf, encode);
-        let ticket = log.append(&buf)?;
-        Ok(Some((log.syncer().clone(), ticket)))
+        match self.log.as_mut() {
+            Some(log) => log.append(encode).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn replay(&mut self, body: &[u8], now: i64) -> std::result::Result<(), codec::Corrupt> {
@@ -323,20 +315,15 @@ impl BucketState {
     }
 
     fn compact_if_large(&mut self) -> Result<()> {
-        let Some(log) = &self.log else { return Ok(()) };
-        if log.len() < (4 << 20) || log.len() < self.live_bytes.saturating_mul(3) {
-            return Ok(());
-        }
-        let mut buf = Vec::new();
-        for (k, e) in &self.entries {
-            codec::put_frame(&mut buf, |b| encode_put(b, k, &e.value, e.revision, e.expires_ms));
-        }
-        // Keep the bucket revision monotonic even if the newest key was deleted.
-        let rev = self.revision;
-        codec::put_frame(&mut buf, |b| encode_del(b, "", rev));
-        let path = log.path().to_owned();
-        self.log = Some(LogFile::replace(&path, &buf)?);
-        Ok(())
+        let Some(log) = self.log.as_mut() else { return Ok(()) };
+        let (entries, rev) = (&self.entries, self.revision);
+        log.compact_if_due(self.live_bytes, |buf| {
+            for (k, e) in entries {
+                codec::put_frame(buf, |b| encode_put(b, k, &e.value, e.revision, e.expires_ms));
+            }
+            // Keep the bucket revision monotonic even if the newest key was deleted.
+            codec::put_frame(buf, |b| encode_del(b, "", rev));
+        })
     }
 }
 
