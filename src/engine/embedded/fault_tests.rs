@@ -1,6 +1,6 @@
 //! Storage faults injected through `fault`: power loss at random points of
-//! a concurrent workload, failed fsyncs and a full disk, on the embedded
-//! engine and through an in-process broker.
+//! a concurrent workload, failed fsyncs and a full disk (the same through
+//! an in-process broker: `server::storage_fault_tests`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -39,7 +39,7 @@ impl Rng {
     }
 }
 
-fn open(dir: &Path, fsync: FsyncPolicy) -> Arc<EmbeddedEngine> {
+pub(crate) fn open(dir: &Path, fsync: FsyncPolicy) -> Arc<EmbeddedEngine> {
     let cfg = EmbeddedConfig { dir: Some(dir.to_owned()), fsync, segment_bytes: 4096, max_payload_bytes: 1 << 20 };
     Arc::new(EmbeddedEngine::open(cfg, None).expect("the store opens"))
 }
@@ -355,7 +355,7 @@ async fn a_failed_background_fsync_stops_writes_too() {
 }
 
 /// Fills the disk (a byte budget) through `engine`, then frees space.
-async fn fill_disk_and_free(dir: &Path, engine: &dyn Engine) {
+pub(crate) async fn fill_disk_and_free(dir: &Path, engine: &dyn Engine) {
     let payload = Bytes::from(vec![b'x'; 200]);
     let mut counts = Vec::new();
     for what in ["stream", "queue", "kv"] {
@@ -410,21 +410,4 @@ async fn a_full_disk_fails_writes_clearly_and_keeps_what_was_acknowledged() {
     assert!(report.is_err(), "in use");
     let report = super::check(dir.path(), false).unwrap();
     assert!(report.clean(), "{report}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_under_the_broker_fails_writes_clearly_and_keeps_what_was_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine: Arc<dyn Engine> = open(dir.path(), FsyncPolicy::Batch);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::server::serve_on(engine, listener, Default::default(), async move {
-        let _ = stopped.await;
-    }));
-    let client = crate::Client::connect(&format!("grpc://{addr}"), &crate::Options::new()).await.unwrap();
-    fill_disk_and_free(dir.path(), &**client.engine()).await;
-    drop(client);
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
 }

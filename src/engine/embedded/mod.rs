@@ -8,7 +8,7 @@ mod codec;
 mod dedup;
 mod fault;
 #[cfg(test)]
-mod fault_tests;
+pub(crate) mod fault_tests;
 mod kv;
 mod log;
 mod partition;
