@@ -13,8 +13,9 @@ use crate::engine::{KvEntry, KvEvent, KvEventStream, KvOp, WatchCursor};
 use crate::error::{Error, Result};
 
 use super::codec::{self, Reader};
-use super::log::{make_durable, FsyncPolicy, LogFile, SyncRegistry, Syncer};
+use super::log::{make_durable, FsyncPolicy, SyncRegistry, Syncer};
 use super::now_ms;
+use super::wal::{Compaction, Wal};
 
 /// Events a watcher may fall behind by before its watch ends with an error.
 const WATCH_BUFFER: usize = 16 * 1024;
@@ -43,7 +44,7 @@ struct BucketState {
     revision: u64,
     entries: BTreeMap<String, Entry>,
     expiries: BTreeSet<(i64, String)>,
-    log: Option<LogFile>,
+    log: Option<Wal>,
     /// Approximate bytes of live state, kept up to date on every change so
     /// the compaction check is O(1).
     live_bytes: u64,
@@ -70,14 +71,8 @@ impl Bucket {
     pub fn open(name: &str, path: Option<&Path>, fsync: FsyncPolicy, registry: &SyncRegistry) -> Result<Bucket> {
         let mut st = BucketState::default();
         if let Some(path) = path {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io("create bucket dir", e))?;
-            }
-            let (log, data) = LogFile::open(path)?;
             let now = now_ms();
-            for body in codec::frames(&data).0 {
-                st.replay(body, now).map_err(|_| Error::Internal(format!("corrupt record in {}", path.display())))?;
-            }
+            let log = Wal::open(path, Compaction::DEFAULT, |body| st.replay(body, now))?;
             registry.register(log.syncer());
             st.log = Some(log);
             st.compact_if_large()?;
@@ -331,11 +326,11 @@ impl Locked<'_> {
     /// to wait on for durability.
     pub fn apply(&mut self, writes: &[TxnWrite]) -> Result<Option<(Arc<Syncer>, u64)>> {
         let st = &mut *self.st;
-        let sync = st.write(|buf| {
+        let sync = st.write_frames(|buf| {
             for w in writes {
                 match &w.value {
-                    Some(v) => encode_put(buf, &w.key, v, w.revision, w.expires_ms),
-                    None => encode_del(buf, &w.key, w.revision),
+                    Some(v) => codec::put_frame(buf, |b| encode_put(b, &w.key, v, w.revision, w.expires_ms)),
+                    None => codec::put_frame(buf, |b| encode_del(b, &w.key, w.revision)),
                 }
             }
         })?;
@@ -380,15 +375,22 @@ impl BucketState {
         }
     }
 
-    /// Appends the records `encode` writes, one frame each, in one append.
-    fn write(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<Option<(Arc<Syncer>, u64)>> {
-        let Some(log) = self.log.as_mut() else {
-            return Ok(None);
-        };
-        let mut buf = Vec::new();
-        encode(&mut buf);
-        let ticket = log.append(&buf)?;
-        Ok(Some((log.syncer().clone(), ticket)))
+    /// Appends the frames `frames` writes (one per record) in one append.
+    fn write_frames(&mut self, frames: impl FnOnce(&mut Vec<u8>)) -> Result<Option<(Arc<Syncer>, u64)>> {
+        match self.log.as_mut() {
+            Some(log) => log.append_frames(frames).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn write(
+        &mut self,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Option<(std::sync::Arc<super::log::Syncer>, u64)>> {
+        match self.log.as_mut() {
+            Some(log) => log.append(encode).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn replay(&mut self, body: &[u8], now: i64) -> std::result::Result<(), codec::Corrupt> {
@@ -418,19 +420,15 @@ impl BucketState {
     }
 
     fn compact_if_large(&mut self) -> Result<()> {
-        let Some(log) = &self.log else { return Ok(()) };
-        if log.len() < (4 << 20) || log.len() < self.live_bytes.saturating_mul(3) {
-            return Ok(());
-        }
-        let mut buf = Vec::new();
-        for (k, e) in &self.entries {
-            encode_put(&mut buf, k, &e.value, e.revision, e.expires_ms);
-        }
-        // Keep the bucket revision monotonic even if the newest key was deleted.
-        encode_del(&mut buf, "", self.revision);
-        let path = log.path().to_owned();
-        self.log = Some(LogFile::replace(&path, &buf)?);
-        Ok(())
+        let Some(log) = self.log.as_mut() else { return Ok(()) };
+        let (entries, rev) = (&self.entries, self.revision);
+        log.compact_if_due(self.live_bytes, |buf| {
+            for (k, e) in entries {
+                codec::put_frame(buf, |b| encode_put(b, k, &e.value, e.revision, e.expires_ms));
+            }
+            // Keep the bucket revision monotonic even if the newest key was deleted.
+            codec::put_frame(buf, |b| encode_del(b, "", rev));
+        })
     }
 }
 

@@ -3,14 +3,19 @@
 //! directory (or the same `mem://name`) share one engine; a directory is
 //! locked against other processes.
 
+mod check;
 mod codec;
 mod dedup;
+mod fault;
+#[cfg(test)]
+pub(crate) mod fault_tests;
 mod kv;
 mod log;
 mod partition;
 mod queue;
 mod stream;
 mod txn;
+mod wal;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -24,6 +29,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use once_cell::sync::Lazy;
 
+pub use self::check::{check, CheckReport};
 pub use self::codec::{frames as decode_frames, Frame};
 pub use self::log::FsyncPolicy;
 pub use self::partition::decode_record;
@@ -166,6 +172,7 @@ fn lock_dir(dir: &std::path::Path) -> Result<File> {
 
 fn maintenance(inner: Weak<Inner>, stop: Arc<(Mutex<bool>, Condvar)>) {
     let mut last_flush = Instant::now();
+    let mut last_error = String::new();
     let mut last_retention = Instant::now();
     loop {
         {
@@ -182,8 +189,13 @@ fn maintenance(inner: Weak<Inner>, stop: Arc<(Mutex<bool>, Condvar)>) {
         }
         if let FsyncPolicy::Interval(ms) = inner.cfg.fsync {
             if last_flush.elapsed() >= Duration::from_millis(ms) {
-                if let Err(e) = inner.registry.sync_dirty() {
-                    tracing::error!(error = %e, "background fsync failed");
+                match inner.registry.sync_dirty() {
+                    // A stopped file fails every flush: say so once.
+                    Err(e) if e.to_string() != last_error => {
+                        tracing::error!(error = %e, "background fsync failed");
+                        last_error = e.to_string();
+                    }
+                    _ => {}
                 }
                 last_flush = Instant::now();
             }

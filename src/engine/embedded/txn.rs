@@ -24,9 +24,10 @@ use crate::error::{Error, Result};
 use crate::model::KvEntry;
 use crate::txn::{self, TxnOp, TxnResult};
 
-use super::codec::{self, Reader};
+use super::codec::{self, Piece, Reader};
 use super::kv::{Bucket, Locked, TxnWrite};
 use super::log::{make_durable, LogFile, SyncRegistry};
+use super::wal::damage_error;
 use super::{now_ms, Inner};
 
 /// The transaction log is emptied once it grows past this (after every
@@ -61,23 +62,32 @@ impl TxnLog {
     pub fn recover(inner: &Inner, dir: &Path, registry: &SyncRegistry) -> Result<()> {
         let path = Self::path(dir);
         std::fs::create_dir_all(path.parent().unwrap_or(dir)).map_err(|e| Error::io("create txn dir", e))?;
-        let (log, data) = LogFile::open(&path)?;
+        let (mut log, data) = LogFile::open(&path)?;
+        // Damage inside the log is refused like in every other log; only a
+        // torn last frame (a transaction that never committed) is cut.
+        let scan = codec::scan(&data, true, |_| true);
+        let damaged: Vec<(usize, usize)> = scan.damaged().collect();
+        if !damaged.is_empty() {
+            return Err(damage_error(&path, &damaged));
+        }
         let mut replayed = 0usize;
-        for body in codec::frames(&data).0 {
-            let staged = decode(body).map_err(|_| Error::Internal(format!("corrupt record in {}", path.display())))?;
+        for piece in &scan.pieces {
+            let Piece::Frame { pos, body } = piece else { continue };
+            let staged = decode(body).map_err(|_| {
+                Error::Internal(format!("{}: the record at byte {pos} can not be decoded", path.display()))
+            })?;
             for (bucket, writes) in staged {
                 inner.bucket(&bucket)?.redo(&writes)?;
             }
             replayed += 1;
         }
+        log.cut_tail(scan.tail as u64, &data)?;
         registry.register(log.syncer());
-        let log = if replayed > 0 {
+        if replayed > 0 {
             registry.sync_dirty()?;
             tracing::debug!(transactions = replayed, "transaction log checked against the buckets");
-            LogFile::replace(&path, &[])?
-        } else {
-            log
-        };
+            log.replace(&[])?;
+        }
         *inner.txn_log.file.lock().unwrap() = Some(log);
         Ok(())
     }
@@ -161,9 +171,7 @@ impl Inner {
             // Every bucket log made durable first: then nothing needs the log.
             self.registry.sync_dirty()?;
             if let Some(log) = commit_log.as_mut() {
-                let path = log.path().to_owned();
-                *log = LogFile::replace(&path, &[])?;
-                self.registry.register(log.syncer());
+                log.replace(&[])?;
             }
         }
         drop(commit_log);
