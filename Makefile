@@ -2,7 +2,8 @@
 #   make run    build the library and run the demo (embedded engine, no server)
 #   make test   run every test: Rust, C (ASan + valgrind), Python, Go, Node
 #
-# Other targets: lib, header, check-header, lint, install PREFIX=..., bench.
+# Other targets: lib, header, check-header, lint, install PREFIX=..., bench,
+# fuzz (libFuzzer, >= 10^6 runs per target), soak (30 min, SOAK_MINUTES).
 
 CARGO    ?= cargo
 PREFIX   ?= /usr/local
@@ -12,7 +13,7 @@ MAJOR    := 0
 export FLOWMESH_LIB := $(CURDIR)/$(LIB_SO)
 
 .PHONY: all lib run demo test test-rust test-c test-python test-go test-node test-install \
-        header check-header lint install bench bench-quick clean
+        test-linearizability header check-header lint install bench bench-quick fuzz soak clean
 
 all: lib
 
@@ -28,7 +29,7 @@ run: lib
 	examples/c/build/demo "file://$(CURDIR)/target/demo-data"
 
 ## Every test. Each part prints its own summary line.
-test: lint check-header test-rust test-c test-install test-python test-go test-node
+test: lint check-header test-rust test-c test-install test-python test-go test-node test-linearizability
 	@echo "make test: all suites passed"
 
 test-rust: lib
@@ -49,6 +50,10 @@ test-go: lib
 test-node: lib
 	bindings/node/test.sh
 
+## KV and queue histories under broker kills, pauses and cut links, checked with Porcupine.
+test-linearizability: lib
+	tests/linearizability/run.sh
+
 ## Regenerate the header (build.rs writes it) and fail if the committed one differs.
 header:
 	$(CARGO) build --release --locked
@@ -58,7 +63,9 @@ check-header: header
 	  (echo "include/flowmesh.h is out of date: commit the regenerated header" && exit 1)
 	../shared/tools/check-abi
 
+## Formatting, clippy and the module layering (docs/ARCHITECTURE.md).
 lint:
+	scripts/check-layers
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
 
