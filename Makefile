@@ -3,7 +3,7 @@
 #   make test   run every test: Rust, C (ASan + valgrind), Python, Go, Node
 #
 # Other targets: lib, header, check-header, lint, install PREFIX=..., bench,
-# fuzz (libFuzzer, >= 10^6 runs per target), soak (30 min, SOAK_MINUTES).
+# soak (30 min, SOAK_MINUTES).
 
 CARGO    ?= cargo
 PREFIX   ?= /usr/local
@@ -13,7 +13,7 @@ MAJOR    := 0
 export FLOWMESH_LIB := $(CURDIR)/$(LIB_SO)
 
 .PHONY: all lib run demo test test-rust test-c test-python test-go test-node test-install \
-        test-linearizability header check-header lint install bench bench-quick fuzz soak clean
+        test-linearizability header check-header lint install bench bench-quick soak clean
 
 all: lib
 
@@ -72,6 +72,10 @@ lint:
 ## Install lib, header, pkg-config and CMake files under $(PREFIX) (DESTDIR supported).
 install: lib
 	scripts/install.sh "$(DESTDIR)$(PREFIX)" "$(PREFIX)"
+
+## Mixed traffic for SOAK_MINUTES (30) with broker kills; loss, duplicates, RSS/fd plot.
+soak: lib
+	scripts/soak.sh
 
 bench: lib
 	bench/run.sh
