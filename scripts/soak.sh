@@ -13,7 +13,7 @@ mkdir -p "$out"
 bin="$out/soak"
 (cd "$root/bench/soak" && go build -o "$bin" .)
 status=0
-"$bin" -flowmesh "$target/release/flowmesh" -minutes "${SOAK_MINUTES:-30}" \
+"$bin" -flowmesh "${FLOWMESH_BIN:-$target/release/flowmesh}" -minutes "${SOAK_MINUTES:-30}" \
   -kill-every "${SOAK_KILL_SECONDS:-180}s" -csv "$out/soak.csv" || status=$?
 python=python3
 if ! python3 -c 'import matplotlib' 2>/dev/null; then

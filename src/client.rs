@@ -17,8 +17,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use crate::backoff::Backoff;
+pub use crate::engine::Endpoint;
 use crate::engine::*;
-pub use crate::engine::{Endpoint, DEFAULT_MAX_PAYLOAD};
 use crate::error::{Error, Result};
 use crate::keys::AppKey;
 use crate::names;
@@ -278,5 +278,18 @@ impl Client {
 
     pub async fn kv_watch(&self, bucket: &str, prefix: &str) -> Result<KvEventStream> {
         self.engine.kv_watch(&self.qualify(bucket)?, prefix).await
+    }
+
+    /// Runs `ops` as one atomic transaction (see [`crate::engine::txn`]);
+    /// bucket names are resolved like every other name.
+    pub async fn kv_txn(&self, mut ops: Vec<TxnOp>) -> Result<Vec<TxnResult>> {
+        for op in &mut ops {
+            let q = self.qualify(op.bucket())?;
+            *op.bucket_mut() = q;
+            if let TxnOp::Put { value, .. } = op {
+                self.check_size(value.len())?;
+            }
+        }
+        self.engine.kv_txn(ops).await
     }
 }

@@ -1,4 +1,4 @@
-//! Client metrics (issue 13): what one client did, in the Prometheus text
+//! Client metrics: what one client did, in the Prometheus text
 //! format, for every language at once (`fm_client_metrics`, the bindings'
 //! `metrics()`). Counting happens in [`MeteredEngine`], a decorator around
 //! the real engine installed by `Client::with_engine`, so the client's own
@@ -61,7 +61,7 @@ pub fn status_name(err: Option<&Error>) -> &'static str {
 }
 
 /// Every status, indexed like `Error::code()` (0 = ok).
-const STATUS_COUNT: usize = 12;
+const STATUS_COUNT: usize = crate::error::Status::all().len();
 
 /// The engine operations a client counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +94,7 @@ pub enum Op {
     KvExists,
     KvKeys,
     KvWatch,
+    KvTxn,
     Sync,
 }
 
@@ -129,6 +130,7 @@ impl Op {
             Op::KvExists => "kv_exists",
             Op::KvKeys => "kv_keys",
             Op::KvWatch => "kv_watch",
+            Op::KvTxn => "kv_txn",
             Op::Sync => "sync",
         }
     }

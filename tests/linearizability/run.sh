@@ -15,7 +15,7 @@ go vet .
 go build -o "$bin" .
 secs=${LIN_SECONDS:-8}
 "$bin" -url "file://$dir/data" -seconds "$secs"
-"$bin" -url broker -flowmesh "$target/release/flowmesh" -seconds "$secs"
+"$bin" -url broker -flowmesh "${FLOWMESH_BIN:-$target/release/flowmesh}" -seconds "$secs"
 for url in ${LIN_URLS:-}; do
   "$bin" -url "$url" -seconds "$secs"
 done
