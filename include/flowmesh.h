@@ -32,14 +32,16 @@ extern "C" {
 typedef struct fm_buf fm_buf;
 
 // A connection to one engine (embedded or a broker). Thread-safe: every
-// function taking a client may be called from any thread at once.
+// function taking a client may be called from any thread at once. The
+// handle is an id, never dereferenced and never reused.
 typedef struct fm_client fm_client;
 
 // An event: passed (borrowed) to an fm_event_cb, or returned (owned) by
 // fm_event_replay. Read it with the fm_event_* accessors.
 typedef struct fm_event fm_event;
 
-// A running event subscription. End it with fm_event_unsubscribe.
+// A running event subscription. End it with fm_event_unsubscribe. The
+// handle is an id, never dereferenced and never reused.
 typedef struct fm_event_subscription fm_event_subscription;
 
 // A reserved (or dead-lettered) job. Owned by the caller when returned by
@@ -61,6 +63,7 @@ typedef struct fm_options fm_options;
 typedef struct fm_strings fm_strings;
 
 // A running subscription (stream or KV watch). End it with fm_unsubscribe.
+// The handle is an id, never dereferenced and never reused.
 typedef struct fm_subscription fm_subscription;
 
 // ---- Status codes, errors, version ----------------------------------------
@@ -120,6 +123,32 @@ const char *fm_status_str(fm_status status);
 // the library; valid until this thread's next fm_ call. Inside a publish
 // callback with a failed status it describes that failure.
 const char *fm_last_error(void);
+
+// ---- Shared types: headers, outgoing messages, byte buffers ---------------
+
+// A header: two borrowed, NUL-terminated UTF-8 strings.
+typedef struct fm_header {
+  const char *key;
+  const char *value;
+} fm_header;
+
+// An outgoing message. Everything is borrowed for the duration of the call
+// (fm_publish_async copies before returning).
+typedef struct fm_msg {
+  const uint8_t *payload;
+  size_t payload_len;
+  // Partition key; NULL = none (round robin).
+  const uint8_t *key;
+  size_t key_len;
+  const struct fm_header *headers;
+  size_t headers_len;
+} fm_msg;
+
+// The bytes of `buf`, borrowed from it; length to `*len_out` (may be NULL).
+const uint8_t *fm_buf_data(const struct fm_buf *buf, size_t *len_out);
+
+// Frees a buffer. NULL is a no-op.
+void fm_buf_free(struct fm_buf *buf);
 
 // ---- Options: string key/value settings of connect, subscribe and stream create ----
 
@@ -184,7 +213,8 @@ fm_status fm_client_readiness(struct fm_client *client);
 // Stops delivery, waits for running callbacks, finishes queued async
 // publishes (their callbacks run), joins every library thread and frees the
 // client. NULL is a no-op. After it returns no callback of this client
-// runs; calls with the stale handle return FM_ERR_CLOSED. Subscription
+// runs; calls with the stale handle return FM_ERR_CLOSED (handles are never
+// reused, so it never reaches a client connected later). Subscription
 // handles stay valid until fm_unsubscribe, which then just frees them.
 void fm_client_close(struct fm_client *client);
 
@@ -201,24 +231,6 @@ fm_status fm_client_on_state(struct fm_client *client, fm_state_cb cb, void *use
 fm_status fm_client_state(struct fm_client *client, enum fm_conn_state *out);
 
 // ---- Streams: publish, read, subscribe, consumer-group offsets ------------
-
-// A header: two borrowed, NUL-terminated UTF-8 strings.
-typedef struct fm_header {
-  const char *key;
-  const char *value;
-} fm_header;
-
-// An outgoing message. Everything is borrowed for the duration of the call
-// (fm_publish_async copies before returning).
-typedef struct fm_msg {
-  const uint8_t *payload;
-  size_t payload_len;
-  // Partition key; NULL = none (round robin).
-  const uint8_t *key;
-  size_t key_len;
-  const struct fm_header *headers;
-  size_t headers_len;
-} fm_msg;
 
 // Where a message was stored.
 typedef struct fm_position {
@@ -355,8 +367,9 @@ fm_status fm_subscription_status(const struct fm_subscription *sub);
 // callback to return, unless called from inside that callback, and for a
 // running fm_subscription_next (which then returns FM_ERR_CLOSED). In pull
 // mode the last batch returned is not auto-committed (commit it with
-// fm_commit_offset once processed). NULL is a
-// no-op returning FM_OK; after fm_client_close it just frees.
+// fm_commit_offset once processed). NULL is a no-op returning FM_OK;
+// after fm_client_close it just frees. A handle already unsubscribed gives
+// FM_ERR_CLOSED.
 fm_status fm_unsubscribe(struct fm_subscription *sub);
 
 // Records that `group` has processed `stream`/`partition` up to and
@@ -556,12 +569,6 @@ typedef void (*fm_kv_watch_cb)(void *user_data,
                                size_t len,
                                uint64_t revision);
 
-// The bytes of `buf`, borrowed from it; length to `*len_out` (may be NULL).
-const uint8_t *fm_buf_data(const struct fm_buf *buf, size_t *len_out);
-
-// Frees a buffer. NULL is a no-op.
-void fm_buf_free(struct fm_buf *buf);
-
 // Sets `key` (1-1024 bytes of UTF-8) in `bucket` (created on first use) to
 // `len` bytes at `value` (copied; NULL allowed when len is 0). `ttl_ms` 0 =
 // never expires. The new revision goes to `*revision_out` (may be NULL).
@@ -737,7 +744,8 @@ fm_status fm_event_subscription_status(const struct fm_event_subscription *sub,
 
 // Stops the subscription and frees it. Waits for a running callback unless
 // called from inside it. Delivered events not yet settled (manual ack)
-// go back to the inbox at once for redelivery. NULL is a no-op.
+// go back to the inbox at once for redelivery. NULL is a no-op; a handle
+// already unsubscribed gives FM_ERR_CLOSED.
 fm_status fm_event_unsubscribe(struct fm_event_subscription *sub);
 
 // Frees an event returned by fm_event_replay. NULL is a no-op. Never free
