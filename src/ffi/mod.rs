@@ -117,7 +117,11 @@ fn boundary<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
-static VERSION: &CStr = c"0.1.0";
+/// The crate's version (Cargo.toml), the one every package carries.
+static VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+    Ok(v) => v,
+    Err(_) => panic!("CARGO_PKG_VERSION holds a NUL byte"),
+};
 
 /// The library version, "MAJOR.MINOR.PATCH". Static storage: never free it.
 #[no_mangle]

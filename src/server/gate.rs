@@ -57,6 +57,21 @@ impl Shared {
             .map_err(|e| wire::to_status(&e))
     }
 
+    /// The gate for a request over several resources (a transaction): one
+    /// token check, every (operations, resource) pair authorized, one slot.
+    pub(crate) fn admit_all<T>(&self, req: &Request<T>, needs: &[(&[Op], &str)]) -> Result<Caller, Status> {
+        let Some((first_ops, first)) = needs.first() else {
+            return Err(wire::to_status(&Error::invalid("the request names no resource")));
+        };
+        let admitted = self.authenticate(req.metadata(), req.remote_addr(), first_ops[0], first).and_then(|p| {
+            for (ops, resource) in &needs[1..] {
+                self.authorize(&p, ops, resource)?;
+            }
+            self.check(p, first_ops, first)
+        });
+        admitted.map_err(|e| wire::to_status(&e))
+    }
+
     /// The gate for one message of an open publish stream.
     pub(crate) fn admit_with(
         &self,
@@ -87,6 +102,36 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// An endless server stream (subscription, watch) of `caller` that ends
+    /// with UNAUTHORIZED once an access file reload revokes the token or
+    /// its grant for `ops` on `resource`.
+    pub(crate) fn until_revoked<S, T>(
+        &self,
+        caller: &Caller,
+        ops: &'static [Op],
+        resource: &str,
+        stream: S,
+    ) -> futures::stream::BoxStream<'static, Result<T, Status>>
+    where
+        S: futures::Stream<Item = Result<T, Status>> + Send + 'static,
+        T: Send + 'static,
+    {
+        use futures::StreamExt;
+        let (Some(ac), Some(p)) = (&self.cfg.access, &caller.principal) else {
+            return stream.boxed();
+        };
+        let revoked = ac.revoked(p.clone(), ops, resource.to_owned());
+        let state = Some((Box::pin(stream), Box::pin(revoked)));
+        futures::stream::unfold(state, |state| async move {
+            let (mut stream, mut revoked) = state?;
+            tokio::select! {
+                e = &mut revoked => Some((Err(wire::to_status(&e)), None)),
+                item = stream.next() => item.map(|i| (i, Some((stream, revoked)))),
+            }
+        })
+        .boxed()
     }
 
     /// A slot for one more open subscription or watch of the caller.

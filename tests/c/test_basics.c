@@ -15,6 +15,11 @@ TEST(version_is_semver)
     CHECK_MSG(sscanf(v, "%u.%u.%u%c", &a, &b, &c, &tail) == 3,
               "fm_version() = \"%s\" is not MAJOR.MINOR.PATCH", v);
     CHECK(fm_version() == v); /* static storage */
+#ifdef FM_EXPECTED_VERSION
+    /* The Makefile passes Cargo.toml's version: the library carries it. */
+    CHECK_MSG(strcmp(v, FM_EXPECTED_VERSION) == 0, "fm_version() = \"%s\", Cargo.toml says %s", v,
+              FM_EXPECTED_VERSION);
+#endif
 }
 
 TEST(status_str_names_every_code)

@@ -220,18 +220,18 @@ async def test_ensync_subscription_control_reply_and_errors(ensync_url: str) -> 
     shipping = await engine.create_client("shipping-app")
     subscription = await shipping.subscribe("orders/status/updated", auto_ack=False, ack_wait_ms=60000)
     got: List[Dict[str, Any]] = []
-    arrived = asyncio.Event()
+    # A queue, not a flag: events released together (after resume) can all
+    # be handled before this task wakes, and each must be seen.
+    arrived: "asyncio.Queue[Dict[str, Any]]" = asyncio.Queue()
 
     async def handle_event(event: Dict[str, Any]) -> None:
         got.append(event)
-        arrived.set()
+        arrived.put_nowait(event)
 
     subscription.on(handle_event)
 
     async def next_event() -> Dict[str, Any]:
-        await asyncio.wait_for(arrived.wait(), 15)
-        arrived.clear()
-        return got[-1]
+        return await asyncio.wait_for(arrived.get(), 15)
 
     first = await orders.publish("orders/status/updated", ["shipping-app"], {"order_id": "1"}, {"k": "v"})
     event = await next_event()
