@@ -56,6 +56,22 @@ pub struct ClientConfig {
     pub tls_ca_file: Option<String>,
     /// Name to verify the broker's certificate against (default: URL host).
     pub tls_server_name: Option<String>,
+    /// Settings only the `nats://` engine uses.
+    pub nats: NatsSettings,
+}
+
+/// Connect options of the `nats://` engine.
+#[derive(Debug, Clone, Default)]
+pub struct NatsSettings {
+    /// Replicas of every stream, queue and bucket (1-5); `None` = 3 when
+    /// the cluster has 3 or more servers, else 1.
+    pub replicas: Option<usize>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub creds_file: Option<String>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    pub js_domain: Option<String>,
 }
 
 impl ClientConfig {
@@ -109,7 +125,42 @@ impl ClientConfig {
             app_key: opts.get("app_secret_key").map(crate::events::AppKey::from_base64).transpose()?,
             tls_ca_file: opts.get("tls_ca_file").map(str::to_owned),
             tls_server_name: opts.get("tls_server_name").map(str::to_owned),
+            nats: NatsSettings::from_options(opts)?,
         })
+    }
+}
+
+impl NatsSettings {
+    fn from_options(opts: &Options) -> Result<NatsSettings> {
+        let replicas = match opts.u64("replicas")? {
+            Some(r) if !(1..=5).contains(&r) => return Err(Error::invalid("option replicas: must be between 1 and 5")),
+            r => r.map(|r| r as usize),
+        };
+        let text = |k: &str| opts.get(k).map(str::to_owned);
+        let s = NatsSettings {
+            replicas,
+            user: text("user"),
+            password: text("password"),
+            creds_file: text("creds_file"),
+            tls_cert_file: text("tls_cert_file"),
+            tls_key_file: text("tls_key_file"),
+            js_domain: text("js_domain"),
+        };
+        if s.user.is_some() != s.password.is_some() {
+            return Err(Error::invalid("options user and password go together"));
+        }
+        if s.tls_cert_file.is_some() != s.tls_key_file.is_some() {
+            return Err(Error::invalid("options tls_cert_file and tls_key_file go together"));
+        }
+        Ok(s)
+    }
+
+    fn any(&self) -> bool {
+        self.replicas.is_some()
+            || self.user.is_some()
+            || self.creds_file.is_some()
+            || self.tls_cert_file.is_some()
+            || self.js_domain.is_some()
     }
 }
 
@@ -159,6 +210,8 @@ pub enum Endpoint {
     File(PathBuf),
     /// `grpc://host:port` or `grpcs://host:port`
     Remote { url: String, tls: bool },
+    /// `nats://h1:4222,h2:4222` (hosts may be written `tls://h:p`): NATS JetStream
+    Nats(Vec<String>),
 }
 
 impl Endpoint {
@@ -180,8 +233,11 @@ impl Endpoint {
                 return Ok(Endpoint::Remote { url: url.to_owned(), tls });
             }
         }
+        if let Some(rest) = url.strip_prefix("nats://") {
+            return crate::engine::nats::parse_hosts(url, rest).map(Endpoint::Nats);
+        }
         Err(Error::invalid(format!(
-            "unsupported URL {url:?}: use mem://, file:///dir, grpc://host:port or grpcs://host:port"
+            "unsupported URL {url:?}: use mem://, file:///dir, grpc://host:port, grpcs://host:port or nats://host:port"
         )))
     }
 }
@@ -194,7 +250,13 @@ pub async fn open_engine(endpoint: &Endpoint, cfg: &ClientConfig) -> Result<Arc<
         segment_bytes: cfg.segment_bytes,
         max_payload_bytes: cfg.max_payload_bytes,
     };
+    if cfg.nats.any() && !matches!(endpoint, Endpoint::Nats(_)) {
+        return Err(Error::invalid(
+            "options replicas, user, password, creds_file, tls_cert_file and js_domain apply to nats:// only",
+        ));
+    }
     match endpoint {
+        Endpoint::Nats(hosts) => crate::engine::nats::NatsEngine::connect(hosts, cfg).await,
         Endpoint::Memory(None) => Ok(Arc::new(EmbeddedEngine::open(embedded(None), None)?)),
         Endpoint::Memory(Some(name)) => {
             Ok(Arc::new(EmbeddedEngine::open(embedded(None), Some(format!("mem:{name}")))?))

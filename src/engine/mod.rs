@@ -6,6 +6,7 @@
 
 pub mod connection;
 pub mod embedded;
+pub mod nats;
 pub mod remote;
 pub mod remote_tls;
 
