@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::engine::{StartFrom, StreamConfig, SubscribeSpec, Tier};
 use crate::error::{Error, Result};
+use crate::model::{StartFrom, StreamConfig, SubscribeSpec, Tier};
 use crate::names;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
-use flowmesh::client::{open_engine, ClientConfig, Endpoint};
+use flowmesh::engine::{Endpoint, EngineConfig};
 use flowmesh::metrics::report;
 use flowmesh::server::{serve, ServerConfig};
 use flowmesh::{Client, Error, KvOp, Options, Record, Result};
@@ -16,6 +16,8 @@ use futures::StreamExt;
 
 #[path = "flowmesh/security.rs"]
 mod security;
+#[path = "flowmesh/tls.rs"]
+mod tls;
 
 #[derive(Parser)]
 #[command(name = "flowmesh", version, about = "flowmesh broker and command-line client")]
@@ -81,6 +83,9 @@ enum Command {
     /// Make access tokens for the broker's access file
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Make TLS certificates for development
+    #[command(subcommand)]
+    Tls(TlsCmd),
     /// Check that the engine answers
     Health(Conn),
     /// Publish messages (arguments, or one per line from stdin)
@@ -149,6 +154,27 @@ enum TokenCmd {
     },
     /// Print the SHA-256 hash of a token, as the access file stores it
     Hash { token: String },
+}
+
+#[derive(Subcommand)]
+enum TlsCmd {
+    /// Write a private CA and a server certificate signed by it (ca.pem,
+    /// ca-key.pem, server.pem, server-key.pem): serve with --tls-cert
+    /// server.pem --tls-key server-key.pem, connect with tls_ca_file=ca.pem
+    DevCerts {
+        /// Host name or IP address the server certificate is valid for, repeatable
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// Directory to write the files into (created if missing)
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Validity in days
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Replace certificates already in --out
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -322,12 +348,12 @@ async fn run(cmd: Command) -> Result<()> {
                 .with("fsync", &fsync)?
                 .with("max_payload_bytes", &max_payload_bytes.to_string())?
                 .with("segment_bytes", &segment_bytes.to_string())?;
-            let cfg = ClientConfig::from_options(&opts)?;
+            let cfg = EngineConfig::from_options(&opts)?;
             let endpoint = Endpoint::parse(&data)?;
             if matches!(endpoint, Endpoint::Remote { .. }) {
                 return Err(Error::InvalidArgument("--data must be mem:// or file:///dir".into()));
             }
-            let engine = open_engine(&endpoint, &cfg).await?;
+            let engine = endpoint.open(&cfg).await?;
             tracing::info!(%listen, %data, %fsync, "flowmesh broker listening");
             let mut server_cfg = ServerConfig {
                 max_payload_bytes: max_payload_bytes as usize,
@@ -413,6 +439,9 @@ async fn run(cmd: Command) -> Result<()> {
         }
         Command::Token(TokenCmd::New { id, tenant }) => print_line(security::new_token_entry(&id, &tenant)?),
         Command::Token(TokenCmd::Hash { token }) => print_line(flowmesh::server::auth::hash_token(&token)),
+        Command::Tls(TlsCmd::DevCerts { hosts, out, days, force }) => {
+            print_line(tls::dev_certs(&hosts, &out, days, force)?)
+        }
         Command::Queue(q) => run_queue(q).await,
         Command::Kv(k) => run_kv(k).await,
     }

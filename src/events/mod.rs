@@ -1,4 +1,4 @@
-//! Events to named recipients (seed 001): an application (connect option
+//! Events to named recipients: an application (connect option
 //! `app_id`) publishes a named event to other applications; each recipient
 //! controls delivery with ack, defer, discard, replay, pause and resume.
 //! Payloads are sealed end to end when every recipient has a public key.
@@ -33,19 +33,17 @@
 //! # }).unwrap();
 //! ```
 
-pub mod delivery;
-mod keys;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use self::keys::AppKey;
 use crate::client::Client;
 use crate::engine::{Job, Record, StreamConfig};
 use crate::error::{Error, Result};
+use crate::keys;
+pub use crate::keys::AppKey;
 use crate::names;
 use crate::options::{Context, Options};
 

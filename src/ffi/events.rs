@@ -1,4 +1,4 @@
-//! Events to named recipients (issue 12): publish, reply, callback
+//! Events to named recipients: publish, reply, callback
 //! subscriptions with ack/defer/discard/replay/pause/resume, key generation.
 //! Converts and forwards to `crate::events`.
 
@@ -12,8 +12,8 @@ use super::kv::fm_buf;
 use super::options::{fm_options, options_or_default};
 use super::stream::c_string;
 use super::{fm_status, guard, guard_value};
+use crate::blocking::events::CallbackSubscription;
 use crate::error::{Error, Result};
-use crate::events::delivery::CallbackSubscription;
 use crate::events::Event;
 
 /// An event: passed (borrowed) to an fm_event_cb, or returned (owned) by

@@ -17,7 +17,7 @@ use async_nats::{ConnectOptions, Event, ServerAddr};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::client::ClientConfig;
+use crate::engine::config::EngineConfig;
 use crate::engine::connection::{ConnState, ConnectionState};
 use crate::engine::*;
 use crate::error::{Error, Result};
@@ -53,7 +53,7 @@ pub struct NatsEngine {
 }
 
 impl NatsEngine {
-    pub async fn connect(hosts: &[String], cfg: &ClientConfig) -> Result<Arc<dyn Engine>> {
+    pub async fn connect(hosts: &[String], cfg: &EngineConfig) -> Result<Arc<dyn Engine>> {
         let addrs: Vec<ServerAddr> = hosts.iter().map(|h| h.parse().expect("checked by parse_hosts")).collect();
         let connect_timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1));
         let request_timeout = Duration::from_millis(cfg.request_timeout_ms.max(1));
@@ -136,13 +136,10 @@ impl NatsEngine {
             Ok(Ok(c)) => c,
         };
         state.set(ConnState::Connected, None);
-        let mut b = async_nats::jetstream::ContextBuilder::new().timeout(request_timeout);
+        let b = async_nats::jetstream::ContextBuilder::new().timeout(request_timeout);
         let js = match &n.js_domain {
             Some(d) => b.domain(d.clone()).build(client.clone()),
-            None => {
-                b = b.max_ack_inflight(cfg.max_in_flight.max(1));
-                b.build(client.clone())
-            }
+            None => b.build(client.clone()),
         };
         let info = client.server_info();
         let replicas = n.replicas.unwrap_or(if info.cluster.is_some() && info.connect_urls.len() >= 3 { 3 } else { 1 });

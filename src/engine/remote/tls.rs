@@ -1,21 +1,19 @@
 //! Transport security of the remote engine: TLS for `grpcs://` URLs (rustls,
-//! a private CA from `tls_ca_file` or the system roots) and the bearer token
-//! sent as metadata on every call. Kept apart from remote.rs so the wire
-//! logic there stays about messaging.
+//! a private CA from `tls_ca_file` or the system roots) and the connect
+//! errors that explain a TLS/plaintext mismatch. Kept apart from the engine
+//! so its logic stays about messaging; the bearer token's metadata lives in
+//! `crate::wire`, shared with the broker.
 
 use std::time::Duration;
 
-use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-use crate::client::ClientConfig;
+use crate::engine::EngineConfig;
 use crate::error::{Error, Result};
-
-/// Metadata key of the token (the usual HTTP header, `Bearer <token>`).
-pub const AUTH_KEY: &str = "authorization";
+use crate::wire::chain;
 
 /// Adds the client's TLS settings to an `https://` endpoint.
-pub fn configure(endpoint: Endpoint, url: &str, cfg: &ClientConfig, timeout: Duration) -> Result<Endpoint> {
+pub fn configure(endpoint: Endpoint, url: &str, cfg: &EngineConfig, timeout: Duration) -> Result<Endpoint> {
     let mut tls = ClientTlsConfig::new().timeout(timeout);
     tls = match &cfg.tls_ca_file {
         Some(path) => {
@@ -35,21 +33,6 @@ pub fn configure(endpoint: Endpoint, url: &str, cfg: &ClientConfig, timeout: Dur
     endpoint.tls_config(tls).map_err(|e| Error::invalid(format!("TLS settings for {url}: {}", chain(&e))))
 }
 
-/// The whole cause chain of an error: tonic's own Display says only
-/// "transport error", the useful part is in the sources.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
-}
-
 fn hint(tls: bool) -> &'static str {
     if tls {
         "is the broker serving plaintext? then use grpc://"
@@ -58,12 +41,24 @@ fn hint(tls: bool) -> &'static str {
     }
 }
 
+/// What a `CaUsedAsEndEntity` refusal means and how to fix it: the usual
+/// quick self-signed certificate is a CA certificate, which rustls (like
+/// browsers) does not accept as a server's own certificate.
+const CA_AS_SERVER_CERT: &str = "the broker serves a CA certificate as its own certificate, as a self-signed \
+     `openssl req -x509` certificate is by default (basicConstraints CA:TRUE); TLS clients accept only a \
+     server certificate signed by a CA: make a CA and a server certificate with \
+     `flowmesh tls dev-certs --host <broker host> --out DIR`, serve `--tls-cert DIR/server.pem --tls-key \
+     DIR/server-key.pem` and connect with the option tls_ca_file=DIR/ca.pem";
+
 /// A failed connect, with the likely cause when it looks like a TLS mismatch.
 pub fn connect_error(url: &str, tls: bool, e: &tonic::transport::Error) -> Error {
     let detail = chain(e);
     let lower = detail.to_ascii_lowercase();
     if lower.contains("connection refused") || lower.contains("dns error") || lower.contains("failed to lookup") {
         return Error::Unavailable(format!("cannot connect to broker at {url}: {detail}"));
+    }
+    if lower.contains("causedasendentity") {
+        return Error::Unavailable(format!("cannot connect to broker at {url}: {detail} ({CA_AS_SERVER_CERT})"));
     }
     let hint = if lower.contains("certificate") || lower.contains("notvalidforname") {
         "the broker's certificate is not trusted: check tls_ca_file and tls_server_name"
@@ -77,38 +72,14 @@ pub fn connect_error(url: &str, tls: bool, e: &tonic::transport::Error) -> Error
 /// answer from the broker) is most likely a TLS/plaintext mismatch.
 pub fn first_call_error(url: &str, tls: bool, e: Error) -> Error {
     match e {
+        Error::Disconnected(m) | Error::Unavailable(m) | Error::Internal(m)
+            if m.to_ascii_lowercase().contains("causedasendentity") =>
+        {
+            Error::Unavailable(format!("broker at {url} did not answer: {m} ({CA_AS_SERVER_CERT})"))
+        }
         Error::Disconnected(m) | Error::Unavailable(m) | Error::Internal(m) => {
             Error::Unavailable(format!("broker at {url} did not answer: {m} ({})", hint(tls)))
         }
         other => other,
-    }
-}
-
-/// Puts `authorization: Bearer <token>` on every request.
-#[derive(Clone)]
-pub struct TokenInterceptor {
-    value: Option<AsciiMetadataValue>,
-}
-
-impl TokenInterceptor {
-    pub fn new(token: Option<&str>) -> Result<TokenInterceptor> {
-        let value = match token {
-            None => None,
-            Some("") => return Err(Error::invalid("option token: must not be empty")),
-            Some(t) => Some(
-                MetadataValue::try_from(format!("Bearer {t}"))
-                    .map_err(|_| Error::invalid("option token: must be printable ASCII"))?,
-            ),
-        };
-        Ok(TokenInterceptor { value })
-    }
-}
-
-impl tonic::service::Interceptor for TokenInterceptor {
-    fn call(&mut self, mut req: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.value {
-            req.metadata_mut().insert(AUTH_KEY, v.clone());
-        }
-        Ok(req)
     }
 }
