@@ -10,6 +10,7 @@ pub mod config;
 pub mod connection;
 pub mod embedded;
 mod endpoint;
+pub mod nats;
 pub mod remote;
 
 pub use self::config::EngineConfig;
