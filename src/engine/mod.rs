@@ -6,6 +6,7 @@
 
 pub mod connection;
 pub mod embedded;
+pub mod lifecycle;
 pub mod remote;
 pub mod remote_tls;
 
@@ -16,6 +17,8 @@ use bytes::Bytes;
 use futures::Stream;
 
 use crate::error::Result;
+
+pub use lifecycle::StreamUpdate;
 
 /// A message to append to a stream (or a job payload to enqueue).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -330,6 +333,28 @@ pub trait Engine: Send + Sync + 'static {
         let _ = (bucket, prefix, after);
         Err(crate::Error::Conflict("this engine can not resume watches".into()))
     }
+
+    // ---- resource lifecycle (see [`lifecycle`] for the shared semantics) ----
+    // No defaults: every engine and decorator implements them.
+    /// Streams whose qualified name starts with `prefix`, sorted.
+    async fn list_streams(&self, prefix: &str) -> Result<Vec<String>>;
+    async fn list_queues(&self, prefix: &str) -> Result<Vec<String>>;
+    async fn list_buckets(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Removes a stream with its messages and group offsets; NotFound if absent.
+    async fn delete_stream(&self, stream: &str) -> Result<()>;
+    /// Removes a queue with every job (in flight and dead ones too); NotFound if absent.
+    async fn delete_queue(&self, queue: &str) -> Result<()>;
+    /// Removes a bucket with every key; NotFound if absent.
+    async fn delete_bucket(&self, bucket: &str) -> Result<()>;
+    /// Removes every retained message, keeping offsets; returns how many.
+    async fn purge_stream(&self, stream: &str) -> Result<u64>;
+    /// Removes pending and delayed jobs (not in-flight or dead ones); returns how many.
+    async fn purge_queue(&self, queue: &str) -> Result<u64>;
+    /// Gives a reserved job `visibility_ms` more from now; Conflict when it
+    /// is not reserved (any more), NotFound when the queue has no such job.
+    async fn extend(&self, queue: &str, job_id: u64, visibility_ms: u64) -> Result<()>;
+    /// Changes retention and grows partitions; returns the new configuration.
+    async fn update_stream(&self, stream: &str, update: StreamUpdate) -> Result<StreamConfig>;
 
     /// Flushes buffered writes to stable storage (fsync); a no-op in memory.
     async fn sync(&self) -> Result<()> {

@@ -95,9 +95,19 @@ pub enum Op {
     KvKeys,
     KvWatch,
     Sync,
+    ListStreams,
+    ListQueues,
+    ListBuckets,
+    DeleteStream,
+    DeleteQueue,
+    DeleteBucket,
+    PurgeStream,
+    PurgeQueue,
+    Extend,
+    UpdateStream,
 }
 
-const OP_COUNT: usize = Op::Sync as usize + 1;
+const OP_COUNT: usize = Op::UpdateStream as usize + 1;
 
 impl Op {
     pub fn name(self) -> &'static str {
@@ -130,6 +140,16 @@ impl Op {
             Op::KvKeys => "kv_keys",
             Op::KvWatch => "kv_watch",
             Op::Sync => "sync",
+            Op::ListStreams => "list_streams",
+            Op::ListQueues => "list_queues",
+            Op::ListBuckets => "list_buckets",
+            Op::DeleteStream => "delete_stream",
+            Op::DeleteQueue => "delete_queue",
+            Op::DeleteBucket => "delete_bucket",
+            Op::PurgeStream => "purge_stream",
+            Op::PurgeQueue => "purge_queue",
+            Op::Extend => "extend",
+            Op::UpdateStream => "update_stream",
         }
     }
 }
