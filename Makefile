@@ -58,7 +58,9 @@ check-header: header
 	  (echo "include/flowmesh.h is out of date: commit the regenerated header" && exit 1)
 	../shared/tools/check-abi
 
+## Formatting, clippy and the module layering (docs/ARCHITECTURE.md).
 lint:
+	scripts/check-layers
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
 

@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// Largest message accepted when `max_payload_bytes` is not set.
 #define DEFAULT_MAX_PAYLOAD (8 << 20)
 
 #define FRAME_HEADER 8

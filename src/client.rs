@@ -12,201 +12,58 @@
 //! # }).unwrap();
 //! ```
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::engine::embedded::{EmbeddedConfig, EmbeddedEngine, FsyncPolicy};
+pub use crate::backoff::Backoff;
 use crate::engine::*;
+pub use crate::engine::{Endpoint, DEFAULT_MAX_PAYLOAD};
 use crate::error::{Error, Result};
+use crate::keys::AppKey;
 use crate::names;
 use crate::options::{Context, Options};
 
-pub const DEFAULT_MAX_PAYLOAD: usize = 8 << 20;
-
-/// Settings of one client, parsed from its connect options.
+/// Settings of one client, parsed from its connect options: the engine's
+/// own ([`EngineConfig`]) and those the client layers use.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub tenant: String,
     pub namespace: String,
-    pub max_payload_bytes: usize,
-    pub fsync: FsyncPolicy,
-    pub segment_bytes: u64,
     pub worker_threads: usize,
-    pub connect_timeout_ms: u64,
-    pub request_timeout_ms: u64,
-    pub reconnect: Backoff,
-    pub token: Option<String>,
-    /// Probe the broker this often to notice a dead peer; 0 = off.
-    pub heartbeat_ms: u64,
-    /// Times an idempotent call is sent again after the link came back.
-    pub max_retries: u32,
-    /// Consecutive failures that open the circuit breaker; 0 = no breaker.
-    pub breaker_threshold: u32,
-    pub breaker_timeout_ms: u64,
     /// Asynchronous publishes accepted but not yet acknowledged.
     pub max_in_flight: usize,
     /// When `max_in_flight` is reached: fail with UNAVAILABLE instead of waiting.
     pub nonblocking: bool,
     /// Events: this application's id and X25519 key (see `crate::events`).
     pub app_id: Option<String>,
-    pub app_key: Option<crate::events::AppKey>,
-    /// PEM file of the CA that signed the broker's certificate (grpcs://).
-    pub tls_ca_file: Option<String>,
-    /// Name to verify the broker's certificate against (default: URL host).
-    pub tls_server_name: Option<String>,
+    pub app_key: Option<AppKey>,
+    /// What the engine needs (storage, limits, the link to a broker).
+    pub engine: EngineConfig,
 }
 
 impl ClientConfig {
     pub fn from_options(opts: &Options) -> Result<ClientConfig> {
         opts.check_context(Context::Connect)?;
-        let fsync = match opts.get("fsync").unwrap_or("batch") {
-            "batch" => FsyncPolicy::Batch,
-            "none" => FsyncPolicy::Never,
-            _ => FsyncPolicy::Interval(opts.u64("fsync_interval_ms")?.unwrap_or(100).max(1)),
-        };
         let worker_threads = opts.u64("worker_threads")?.unwrap_or(2);
         if !(1..=64).contains(&worker_threads) {
             return Err(Error::invalid("option worker_threads: must be between 1 and 64"));
         }
-        let max_payload = opts.u64("max_payload_bytes")?.unwrap_or(DEFAULT_MAX_PAYLOAD as u64);
-        let small = |key: &str, default: u64| -> Result<u32> {
-            let v = opts.u64(key)?.unwrap_or(default);
-            u32::try_from(v).map_err(|_| Error::invalid(format!("option {key}: must be at most {}", u32::MAX)))
-        };
         let max_in_flight = opts.u64("max_in_flight")?.unwrap_or(16_384);
         if !(1..=1 << 24).contains(&max_in_flight) {
             return Err(Error::invalid("option max_in_flight: must be between 1 and 16777216"));
         }
-        if max_payload == 0 || max_payload > (1 << 30) {
-            return Err(Error::invalid("option max_payload_bytes: must be between 1 and 1073741824"));
-        }
+        let engine = EngineConfig::from_options(opts)?;
         Ok(ClientConfig {
             tenant: opts.get("tenant").unwrap_or("default").to_owned(),
             namespace: opts.get("namespace").unwrap_or("default").to_owned(),
-            max_payload_bytes: max_payload as usize,
-            fsync,
-            segment_bytes: opts.u64("segment_bytes")?.unwrap_or(64 << 20).clamp(4096, 1 << 31),
             worker_threads: worker_threads as usize,
-            connect_timeout_ms: opts.u64("connect_timeout_ms")?.unwrap_or(5000),
-            request_timeout_ms: opts.u64("request_timeout_ms")?.unwrap_or(10_000),
-            reconnect: Backoff {
-                initial_ms: opts.u64("reconnect_initial_ms")?.unwrap_or(1000).max(1),
-                max_ms: opts.u64("reconnect_max_ms")?.unwrap_or(30_000).max(1),
-                multiplier: opts.f64("reconnect_multiplier")?.unwrap_or(2.0),
-                jitter_ms: opts.u64("reconnect_jitter_ms")?.unwrap_or(500),
-                max_attempts: opts.u64("max_reconnect_attempts")?.unwrap_or(0),
-            },
-            token: opts.get("token").map(str::to_owned),
-            heartbeat_ms: opts.u64("heartbeat_ms")?.unwrap_or(5000),
-            max_retries: small("max_retries", 3)?,
-            breaker_threshold: small("breaker_threshold", 10)?,
-            breaker_timeout_ms: opts.u64("breaker_timeout_ms")?.unwrap_or(30_000),
             max_in_flight: max_in_flight as usize,
             nonblocking: opts.bool("nonblocking")?.unwrap_or(false),
             app_id: opts.get("app_id").map(str::to_owned),
-            app_key: opts.get("app_secret_key").map(crate::events::AppKey::from_base64).transpose()?,
-            tls_ca_file: opts.get("tls_ca_file").map(str::to_owned),
-            tls_server_name: opts.get("tls_server_name").map(str::to_owned),
+            app_key: opts.get("app_secret_key").map(AppKey::from_base64).transpose()?,
+            engine,
         })
-    }
-}
-
-/// Reconnect schedule: exponential backoff with random jitter.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backoff {
-    pub initial_ms: u64,
-    pub max_ms: u64,
-    pub multiplier: f64,
-    pub jitter_ms: u64,
-    /// Give up after this many consecutive failed attempts; 0 = never.
-    pub max_attempts: u64,
-}
-
-impl Backoff {
-    /// The wait before reconnect attempt `attempt` (1-based).
-    pub fn delay(&self, attempt: u64) -> std::time::Duration {
-        let exp = attempt.saturating_sub(1).min(64) as i32;
-        let base = (self.initial_ms as f64 * self.multiplier.powi(exp)).min(self.max_ms as f64) as u64;
-        let jitter = if self.jitter_ms == 0 { 0 } else { pseudo_random() % (self.jitter_ms + 1) };
-        std::time::Duration::from_millis(base + jitter)
-    }
-
-    pub fn exhausted(&self, attempt: u64) -> bool {
-        self.max_attempts > 0 && attempt > self.max_attempts
-    }
-}
-
-/// Jitter only needs to spread clients apart, not be unpredictable.
-pub(crate) fn pseudo_random() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static STATE: AtomicU64 = AtomicU64::new(0);
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
-    let mut x = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ seed;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    x
-}
-
-/// A parsed connection URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `mem://` (private) or `mem://name` (shared within the process).
-    Memory(Option<String>),
-    /// `file:///dir`
-    File(PathBuf),
-    /// `grpc://host:port` or `grpcs://host:port`
-    Remote { url: String, tls: bool },
-}
-
-impl Endpoint {
-    pub fn parse(url: &str) -> Result<Endpoint> {
-        if let Some(rest) = url.strip_prefix("mem://") {
-            return Ok(Endpoint::Memory(Some(rest.to_owned()).filter(|s| !s.is_empty())));
-        }
-        if let Some(path) = url.strip_prefix("file://") {
-            if path.is_empty() {
-                return Err(Error::invalid("file:// URL needs a directory, e.g. file:///var/lib/app/fm"));
-            }
-            return Ok(Endpoint::File(PathBuf::from(path)));
-        }
-        for (scheme, tls) in [("grpc://", false), ("grpcs://", true)] {
-            if let Some(rest) = url.strip_prefix(scheme) {
-                if rest.is_empty() || rest.contains('/') && !rest.ends_with('/') {
-                    return Err(Error::invalid(format!("invalid broker URL {url:?}: expected {scheme}host:port")));
-                }
-                return Ok(Endpoint::Remote { url: url.to_owned(), tls });
-            }
-        }
-        Err(Error::invalid(format!(
-            "unsupported URL {url:?}: use mem://, file:///dir, grpc://host:port or grpcs://host:port"
-        )))
-    }
-}
-
-/// Opens the engine an endpoint names.
-pub async fn open_engine(endpoint: &Endpoint, cfg: &ClientConfig) -> Result<Arc<dyn Engine>> {
-    let embedded = |dir: Option<PathBuf>| EmbeddedConfig {
-        dir,
-        fsync: cfg.fsync,
-        segment_bytes: cfg.segment_bytes,
-        max_payload_bytes: cfg.max_payload_bytes,
-    };
-    match endpoint {
-        Endpoint::Memory(None) => Ok(Arc::new(EmbeddedEngine::open(embedded(None), None)?)),
-        Endpoint::Memory(Some(name)) => {
-            Ok(Arc::new(EmbeddedEngine::open(embedded(None), Some(format!("mem:{name}")))?))
-        }
-        Endpoint::File(dir) => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::invalid(format!("cannot create data directory {}: {e}", dir.display())))?;
-            let dir = dir.canonicalize().map_err(|e| Error::io("resolve data directory", e))?;
-            let key = format!("file:{}", dir.display());
-            Ok(Arc::new(EmbeddedEngine::open(embedded(Some(dir)), Some(key))?))
-        }
-        Endpoint::Remote { url, tls } => crate::engine::remote::RemoteEngine::connect(url, *tls, cfg).await,
     }
 }
 
@@ -223,8 +80,7 @@ impl Client {
     /// Connects to `url` (see [`Endpoint`]) with string options.
     pub async fn connect(url: &str, opts: &Options) -> Result<Client> {
         let cfg = ClientConfig::from_options(opts)?;
-        let endpoint = Endpoint::parse(url)?;
-        let engine = open_engine(&endpoint, &cfg).await?;
+        let engine = crate::engine::open(url, &cfg.engine).await?;
         Ok(Client::with_engine(engine, cfg))
     }
 
@@ -265,10 +121,10 @@ impl Client {
     }
 
     fn check_size(&self, size: usize) -> Result<()> {
-        if size > self.cfg.max_payload_bytes {
+        if size > self.cfg.engine.max_payload_bytes {
             return Err(Error::TooLarge(format!(
                 "message of {size} bytes exceeds max_payload_bytes ({})",
-                self.cfg.max_payload_bytes
+                self.cfg.engine.max_payload_bytes
             )));
         }
         Ok(())
@@ -376,7 +232,7 @@ impl Client {
         } else {
             format!("{}/{}/{prefix}", self.cfg.tenant, self.cfg.namespace)
         };
-        crate::engine::lifecycle::check_prefix(&q)?;
+        names::check_prefix(&q)?;
         Ok(q)
     }
 

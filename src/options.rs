@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::engine::{StartFrom, StreamConfig, SubscribeSpec, Tier};
 use crate::error::{Error, Result};
+use crate::model::{StartFrom, StreamConfig, SubscribeSpec, Tier};
 use crate::names;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -224,7 +224,7 @@ impl Options {
 
     /// A stream update: the creation keys that are set, except the tier
     /// (fixed at creation).
-    pub fn stream_update(&self) -> Result<crate::engine::StreamUpdate> {
+    pub fn stream_update(&self) -> Result<crate::model::StreamUpdate> {
         self.check_context(Context::Stream)?;
         if self.get("tier").is_some() {
             return Err(Error::invalid("option tier: a stream's tier is fixed when it is created"));
@@ -235,7 +235,7 @@ impl Options {
             }
             p => p.map(|p| p as u32),
         };
-        Ok(crate::engine::StreamUpdate {
+        Ok(crate::model::StreamUpdate {
             partitions,
             max_age_ms: self.u64("max_age_ms")?,
             max_bytes: self.u64("max_bytes")?,

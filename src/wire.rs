@@ -6,10 +6,14 @@ pub mod pb {
     tonic::include_proto!("flowmesh.v1");
 }
 
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::{Code, Status};
 
-use crate::engine::*;
-use crate::error::Error;
+use crate::error::{Error, Result};
+use crate::model::*;
+
+/// Metadata key of the token (the usual HTTP header, `Bearer <token>`).
+pub const AUTH_KEY: &str = "authorization";
 
 /// Metadata key carrying the exact flowmesh status code.
 pub const CODE_KEY: &str = "fm-code";
@@ -227,4 +231,48 @@ pub fn kv_event_from_pb(e: pb::KvEvent) -> Result<KvEvent, Error> {
     };
     let cursor = e.cursor.map(|c| WatchCursor { epoch: c.epoch, seq: c.seq }).unwrap_or_default();
     Ok(KvEvent { op, key: e.key, value: e.value, revision: e.revision, cursor })
+}
+
+/// The whole cause chain of an error: tonic's own Display says only
+/// "transport error", the useful part is in the sources.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+/// Puts `authorization: Bearer <token>` on every request.
+#[derive(Clone)]
+pub struct TokenInterceptor {
+    value: Option<AsciiMetadataValue>,
+}
+
+impl TokenInterceptor {
+    pub fn new(token: Option<&str>) -> Result<TokenInterceptor> {
+        let value = match token {
+            None => None,
+            Some("") => return Err(Error::invalid("option token: must not be empty")),
+            Some(t) => Some(
+                MetadataValue::try_from(format!("Bearer {t}"))
+                    .map_err(|_| Error::invalid("option token: must be printable ASCII"))?,
+            ),
+        };
+        Ok(TokenInterceptor { value })
+    }
+}
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(&mut self, mut req: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.value {
+            req.metadata_mut().insert(AUTH_KEY, v.clone());
+        }
+        Ok(req)
+    }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
-use flowmesh::client::{open_engine, ClientConfig, Endpoint};
+use flowmesh::engine::{Endpoint, EngineConfig};
 use flowmesh::metrics::report;
 use flowmesh::server::{serve, ServerConfig};
 use flowmesh::{Client, Error, KvOp, Options, Record, Result};
@@ -322,12 +322,12 @@ async fn run(cmd: Command) -> Result<()> {
                 .with("fsync", &fsync)?
                 .with("max_payload_bytes", &max_payload_bytes.to_string())?
                 .with("segment_bytes", &segment_bytes.to_string())?;
-            let cfg = ClientConfig::from_options(&opts)?;
+            let cfg = EngineConfig::from_options(&opts)?;
             let endpoint = Endpoint::parse(&data)?;
             if matches!(endpoint, Endpoint::Remote { .. }) {
                 return Err(Error::InvalidArgument("--data must be mem:// or file:///dir".into()));
             }
-            let engine = open_engine(&endpoint, &cfg).await?;
+            let engine = endpoint.open(&cfg).await?;
             tracing::info!(%listen, %data, %fsync, "flowmesh broker listening");
             let mut server_cfg = ServerConfig {
                 max_payload_bytes: max_payload_bytes as usize,

@@ -4,6 +4,7 @@
 //! joins every thread) on `close`.
 
 mod dispatch;
+pub mod events;
 mod publisher;
 mod state;
 
@@ -20,10 +21,11 @@ pub use self::publisher::Completion;
 
 use self::dispatch::Dispatcher;
 use self::publisher::Publisher;
-use crate::client::{Client, ClientConfig, Endpoint};
+use crate::client::{Client, ClientConfig};
 use crate::engine::connection::{ConnState, ConnectionState, StateChange};
 use crate::engine::*;
 use crate::error::{Error, Result};
+use crate::events::Events;
 use crate::options::Options;
 
 /// Auto-commit writes at least this often while messages keep coming.
@@ -42,7 +44,7 @@ pub struct BlockingClient {
     active: AtomicUsize,
     states: state::StateListeners,
     /// Events API, made on first use (crate::events).
-    events: std::sync::OnceLock<crate::events::Events>,
+    events: std::sync::OnceLock<Events>,
 }
 
 /// A running subscription: callbacks on a library thread (stream or KV
@@ -203,7 +205,7 @@ impl BlockingClient {
             .build()
             .map_err(|e| Error::Internal(format!("start runtime: {e}")))?;
         let handle = runtime.handle().clone();
-        let engine = runtime.block_on(crate::client::open_engine(&endpoint, &cfg))?;
+        let engine = runtime.block_on(endpoint.open(&cfg.engine))?;
         let connection = engine.connection().unwrap_or_else(|| {
             // Embedded engines are connected from the start until closed.
             Arc::new(ConnectionState::new(ConnState::Connected))
@@ -260,7 +262,7 @@ impl BlockingClient {
     }
 
     fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.client.config().request_timeout_ms.max(1))
+        Duration::from_millis(self.client.config().engine.request_timeout_ms.max(1))
     }
 
     // ---- streams with callbacks ----
@@ -270,11 +272,11 @@ impl BlockingClient {
             return Err(Error::Closed("client is closed".into()));
         }
         let stream = self.client.qualify(stream)?;
-        if record.size() > self.client.config().max_payload_bytes {
+        if record.size() > self.client.config().engine.max_payload_bytes {
             return Err(Error::TooLarge(format!(
                 "message of {} bytes exceeds max_payload_bytes ({})",
                 record.size(),
-                self.client.config().max_payload_bytes
+                self.client.config().engine.max_payload_bytes
             )));
         }
         self.publisher.publish(stream, record, done)
@@ -350,7 +352,7 @@ impl BlockingClient {
     }
 
     /// Runs `feed` through a dispatcher thread like fm_subscribe's, closed
-    /// with the client (used by `crate::events`).
+    /// with the client (used by the events callbacks in [`events`]).
     pub fn dispatch<T, S, D>(&self, feed: S, delivery: D) -> Result<Subscription>
     where
         T: Send + 'static,
@@ -361,11 +363,11 @@ impl BlockingClient {
     }
 
     /// The events API of this client (needs the connect option app_id).
-    pub fn events(&self) -> Result<&crate::events::Events> {
+    pub fn events(&self) -> Result<&Events> {
         if let Some(e) = self.events.get() {
             return Ok(e);
         }
-        let _ = self.events.set(crate::events::Events::new(self.client.clone())?);
+        let _ = self.events.set(Events::new(self.client.clone())?);
         Ok(self.events.get().expect("just set"))
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
-use crate::client::Backoff;
+use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 
 /// The state of a client's link to its engine (the C `fm_conn_state`).

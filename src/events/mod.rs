@@ -33,19 +33,17 @@
 //! # }).unwrap();
 //! ```
 
-pub mod delivery;
-mod keys;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use self::keys::AppKey;
 use crate::client::Client;
 use crate::engine::{Job, Record, StreamConfig};
 use crate::error::{Error, Result};
+use crate::keys;
+pub use crate::keys::AppKey;
 use crate::names;
 use crate::options::{Context, Options};
 

@@ -12,8 +12,8 @@ use super::kv::fm_buf;
 use super::options::{fm_options, options_or_default};
 use super::stream::c_string;
 use super::{fm_status, guard, guard_value};
+use crate::blocking::events::CallbackSubscription;
 use crate::error::{Error, Result};
-use crate::events::delivery::CallbackSubscription;
 use crate::events::Event;
 
 /// An event: passed (borrowed) to an fm_event_cb, or returned (owned) by

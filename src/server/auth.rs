@@ -363,7 +363,7 @@ impl AccessControl {
         resource: &str,
     ) -> Result<Principal> {
         let token = meta
-            .get(crate::engine::remote_tls::AUTH_KEY)
+            .get(crate::wire::AUTH_KEY)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim());
         let refused = |outcome: &str, msg: &str| {

@@ -123,7 +123,7 @@ pub async fn serve_on(
             .timeout(TLS_HANDSHAKE);
         builder = builder
             .tls_config(tls)
-            .map_err(|e| Error::invalid(format!("TLS certificate or key: {}", crate::engine::remote_tls::chain(&e))))?;
+            .map_err(|e| Error::invalid(format!("TLS certificate or key: {}", crate::wire::chain(&e))))?;
     }
     match &shared.cfg.access {
         Some(ac) => ac.attach_audit(audit::Audit::start(engine.clone())),

@@ -88,7 +88,7 @@ impl Bucket {
         }
         Ok(Bucket {
             name: name.to_owned(),
-            epoch: crate::client::pseudo_random() | 1,
+            epoch: crate::backoff::pseudo_random() | 1,
             state: Mutex::new(st),
             events: broadcast::channel(WATCH_BUFFER).0,
             gone: tokio::sync::watch::channel(false).0,

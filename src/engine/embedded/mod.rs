@@ -341,7 +341,7 @@ impl Inner {
         marker: &str,
         prefix: &str,
     ) -> Result<Vec<String>> {
-        crate::engine::lifecycle::check_prefix(prefix)?;
+        names::check_prefix(prefix)?;
         let _guard = self.opening.lock().unwrap();
         let mut names: Vec<String> = map.read().unwrap().keys().filter(|n| n.starts_with(prefix)).cloned().collect();
         if let Some(dir) = &self.cfg.dir {

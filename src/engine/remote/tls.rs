@@ -1,21 +1,19 @@
 //! Transport security of the remote engine: TLS for `grpcs://` URLs (rustls,
-//! a private CA from `tls_ca_file` or the system roots) and the bearer token
-//! sent as metadata on every call. Kept apart from remote.rs so the wire
-//! logic there stays about messaging.
+//! a private CA from `tls_ca_file` or the system roots) and the connect
+//! errors that explain a TLS/plaintext mismatch. Kept apart from the engine
+//! so its logic stays about messaging; the bearer token's metadata lives in
+//! `crate::wire`, shared with the broker.
 
 use std::time::Duration;
 
-use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-use crate::client::ClientConfig;
+use crate::engine::EngineConfig;
 use crate::error::{Error, Result};
-
-/// Metadata key of the token (the usual HTTP header, `Bearer <token>`).
-pub const AUTH_KEY: &str = "authorization";
+use crate::wire::chain;
 
 /// Adds the client's TLS settings to an `https://` endpoint.
-pub fn configure(endpoint: Endpoint, url: &str, cfg: &ClientConfig, timeout: Duration) -> Result<Endpoint> {
+pub fn configure(endpoint: Endpoint, url: &str, cfg: &EngineConfig, timeout: Duration) -> Result<Endpoint> {
     let mut tls = ClientTlsConfig::new().timeout(timeout);
     tls = match &cfg.tls_ca_file {
         Some(path) => {
@@ -33,21 +31,6 @@ pub fn configure(endpoint: Endpoint, url: &str, cfg: &ClientConfig, timeout: Dur
         tls = tls.domain_name(name.clone());
     }
     endpoint.tls_config(tls).map_err(|e| Error::invalid(format!("TLS settings for {url}: {}", chain(&e))))
-}
-
-/// The whole cause chain of an error: tonic's own Display says only
-/// "transport error", the useful part is in the sources.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
 }
 
 fn hint(tls: bool) -> &'static str {
@@ -81,34 +64,5 @@ pub fn first_call_error(url: &str, tls: bool, e: Error) -> Error {
             Error::Unavailable(format!("broker at {url} did not answer: {m} ({})", hint(tls)))
         }
         other => other,
-    }
-}
-
-/// Puts `authorization: Bearer <token>` on every request.
-#[derive(Clone)]
-pub struct TokenInterceptor {
-    value: Option<AsciiMetadataValue>,
-}
-
-impl TokenInterceptor {
-    pub fn new(token: Option<&str>) -> Result<TokenInterceptor> {
-        let value = match token {
-            None => None,
-            Some("") => return Err(Error::invalid("option token: must not be empty")),
-            Some(t) => Some(
-                MetadataValue::try_from(format!("Bearer {t}"))
-                    .map_err(|_| Error::invalid("option token: must be printable ASCII"))?,
-            ),
-        };
-        Ok(TokenInterceptor { value })
-    }
-}
-
-impl tonic::service::Interceptor for TokenInterceptor {
-    fn call(&mut self, mut req: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.value {
-            req.metadata_mut().insert(AUTH_KEY, v.clone());
-        }
-        Ok(req)
     }
 }

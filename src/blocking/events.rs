@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use super::{Event, EventSubscription, Events, SubscribeOptions};
-use crate::blocking::{BlockingClient, Delivery, Subscription};
+use super::{BlockingClient, Delivery, Subscription};
 use crate::error::{Error, Result};
+use crate::events::{Event, EventSubscription, Events, SubscribeOptions};
 use crate::options::Options;
 
 /// A callback subscription to events; stop it with [`unsubscribe`](Self::unsubscribe).

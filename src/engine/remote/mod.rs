@@ -17,8 +17,11 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Endpoint;
 use tonic::{Request, Streaming};
 
-use crate::client::{Backoff, ClientConfig};
+mod tls;
+
+use crate::backoff::Backoff;
 use crate::engine::connection::{supervise, CallPolicy, CircuitBreaker, ConnState, ConnectionState, Retry};
+use crate::engine::EngineConfig;
 use crate::engine::*;
 use crate::error::{Error, Result};
 use crate::wire::{self, pb};
@@ -29,7 +32,7 @@ const MAX_MESSAGE: usize = 256 << 20;
 const PUBLISH_QUEUE: usize = 1024;
 
 /// Every call carries the client's token (when it has one).
-type Channel = InterceptedService<tonic::transport::Channel, crate::engine::remote_tls::TokenInterceptor>;
+type Channel = InterceptedService<tonic::transport::Channel, wire::TokenInterceptor>;
 
 type Reply = oneshot::Sender<Result<Vec<Position>>>;
 
@@ -90,7 +93,7 @@ macro_rules! rpc {
 }
 
 impl RemoteEngine {
-    pub async fn connect(url: &str, tls: bool, cfg: &ClientConfig) -> Result<Arc<dyn Engine>> {
+    pub async fn connect(url: &str, tls: bool, cfg: &EngineConfig) -> Result<Arc<dyn Engine>> {
         let scheme = if tls { "grpcs://" } else { "grpc://" };
         let host = url.trim_start_matches(scheme).trim_end_matches('/');
         let http = format!("{}://{host}", if tls { "https" } else { "http" });
@@ -103,14 +106,14 @@ impl RemoteEngine {
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
         if tls {
-            endpoint = crate::engine::remote_tls::configure(endpoint, url, cfg, connect_timeout)?;
+            endpoint = tls::configure(endpoint, url, cfg, connect_timeout)?;
         }
-        let auth = crate::engine::remote_tls::TokenInterceptor::new(cfg.token.as_deref())?;
+        let auth = wire::TokenInterceptor::new(cfg.token.as_deref())?;
         let state = Arc::new(ConnectionState::new(ConnState::Connecting));
         let channel = tokio::time::timeout(connect_timeout, endpoint.connect())
             .await
             .map_err(|_| Error::Timeout(format!("connecting to {url} took longer than {connect_timeout:?}")))?
-            .map_err(|e| crate::engine::remote_tls::connect_error(url, tls, &e))?;
+            .map_err(|e| tls::connect_error(url, tls, &e))?;
         let channel = InterceptedService::new(channel, auth);
         let engine = RemoteEngine {
             streams: pb::streams_client::StreamsClient::new(channel.clone())
@@ -135,12 +138,12 @@ impl RemoteEngine {
                 timeout: Duration::from_millis(cfg.request_timeout_ms.max(1)),
                 max_retries: cfg.max_retries,
             },
-            producer: crate::client::pseudo_random() | 1,
+            producer: crate::backoff::pseudo_random() | 1,
             sequence: AtomicU64::new(0),
             supervisor: Mutex::new(None),
         };
         // A TLS/plaintext mismatch often surfaces only on the first call.
-        engine.health().await.map_err(|e| crate::engine::remote_tls::first_call_error(url, tls, e))?;
+        engine.health().await.map_err(|e| tls::first_call_error(url, tls, e))?;
         state.set(ConnState::Connected, None);
         let health = engine.health.clone();
         let heartbeat = (cfg.heartbeat_ms > 0).then(|| Duration::from_millis(cfg.heartbeat_ms));

@@ -1,0 +1,75 @@
+//! Connection URLs and opening the engine one names: `mem://`, `file://`
+//! (embedded) and `grpc://`/`grpcs://` (a broker).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::config::EngineConfig;
+use super::embedded::{EmbeddedConfig, EmbeddedEngine};
+use super::Engine;
+use crate::error::{Error, Result};
+
+/// A parsed connection URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `mem://` (private) or `mem://name` (shared within the process).
+    Memory(Option<String>),
+    /// `file:///dir`
+    File(PathBuf),
+    /// `grpc://host:port` or `grpcs://host:port`
+    Remote { url: String, tls: bool },
+}
+
+impl Endpoint {
+    pub fn parse(url: &str) -> Result<Endpoint> {
+        if let Some(rest) = url.strip_prefix("mem://") {
+            return Ok(Endpoint::Memory(Some(rest.to_owned()).filter(|s| !s.is_empty())));
+        }
+        if let Some(path) = url.strip_prefix("file://") {
+            if path.is_empty() {
+                return Err(Error::invalid("file:// URL needs a directory, e.g. file:///var/lib/app/fm"));
+            }
+            return Ok(Endpoint::File(PathBuf::from(path)));
+        }
+        for (scheme, tls) in [("grpc://", false), ("grpcs://", true)] {
+            if let Some(rest) = url.strip_prefix(scheme) {
+                if rest.is_empty() || rest.contains('/') && !rest.ends_with('/') {
+                    return Err(Error::invalid(format!("invalid broker URL {url:?}: expected {scheme}host:port")));
+                }
+                return Ok(Endpoint::Remote { url: url.to_owned(), tls });
+            }
+        }
+        Err(Error::invalid(format!(
+            "unsupported URL {url:?}: use mem://, file:///dir, grpc://host:port or grpcs://host:port"
+        )))
+    }
+
+    /// Opens the engine this endpoint names.
+    pub async fn open(&self, cfg: &EngineConfig) -> Result<Arc<dyn Engine>> {
+        let embedded = |dir: Option<PathBuf>| EmbeddedConfig {
+            dir,
+            fsync: cfg.fsync,
+            segment_bytes: cfg.segment_bytes,
+            max_payload_bytes: cfg.max_payload_bytes,
+        };
+        match self {
+            Endpoint::Memory(None) => Ok(Arc::new(EmbeddedEngine::open(embedded(None), None)?)),
+            Endpoint::Memory(Some(name)) => {
+                Ok(Arc::new(EmbeddedEngine::open(embedded(None), Some(format!("mem:{name}")))?))
+            }
+            Endpoint::File(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::invalid(format!("cannot create data directory {}: {e}", dir.display())))?;
+                let dir = dir.canonicalize().map_err(|e| Error::io("resolve data directory", e))?;
+                let key = format!("file:{}", dir.display());
+                Ok(Arc::new(EmbeddedEngine::open(embedded(Some(dir)), Some(key))?))
+            }
+            Endpoint::Remote { url, tls } => super::remote::RemoteEngine::connect(url, *tls, cfg).await,
+        }
+    }
+}
+
+/// Opens the engine `url` names (see [`Endpoint`]).
+pub async fn open(url: &str, cfg: &EngineConfig) -> Result<Arc<dyn Engine>> {
+    Endpoint::parse(url)?.open(cfg).await
+}
