@@ -637,6 +637,81 @@ fm_status fm_queue_dlq_replay_all(struct fm_client *client,
                                   const char *header_value,
                                   uint64_t *replayed_out);
 
+// Streams whose name starts with `prefix` ("" or NULL = all) in the
+// client's tenant and namespace; a prefix containing '/' is the start of a
+// qualified name instead (e.g. "acme/" = every namespace of tenant acme).
+// Names are fully qualified ("tenant/namespace/name") and sorted; memory
+// tier streams are included. On a broker with an access file only streams
+// the token may use are listed, and a prefix naming another tenant is
+// FM_ERR_UNAUTHORIZED. On FM_OK `*out` is owned by the caller
+// (fm_strings_free); on error it is NULL. FM_ERR_INVALID_ARGUMENT for a
+// NULL `client`/`out`, invalid UTF-8 or a prefix with characters outside
+// [A-Za-z0-9._-/]; FM_ERR_CLOSED after fm_client_close.
+fm_status fm_streams_list(struct fm_client *client, const char *prefix, struct fm_strings **out);
+
+// Queues, as fm_streams_list lists streams.
+fm_status fm_queues_list(struct fm_client *client, const char *prefix, struct fm_strings **out);
+
+// KV buckets, as fm_streams_list lists streams.
+fm_status fm_kv_buckets_list(struct fm_client *client, const char *prefix, struct fm_strings **out);
+
+// Deletes a stream with its messages and consumer-group offsets; on
+// file:// the files are gone when it returns (a crash during the delete
+// leaves the stream whole or gone). Subscriptions on it end with
+// FM_ERR_NOT_FOUND; a publish racing the delete lands in the stream the
+// next use creates (offsets from 0). FM_ERR_NOT_FOUND if it does not
+// exist; FM_ERR_UNAUTHORIZED on a broker without an admin grant.
+fm_status fm_stream_delete(struct fm_client *client, const char *stream);
+
+// Deletes a queue with every job: pending, delayed, in flight and dead.
+// A waiting fm_queue_reserve returns FM_ERR_NOT_FOUND; acks of jobs
+// reserved before answer FM_ERR_NOT_FOUND. Errors as fm_stream_delete.
+fm_status fm_queue_delete(struct fm_client *client, const char *queue);
+
+// Deletes a KV bucket with every key; its watches end with
+// FM_ERR_NOT_FOUND (fm_subscription_status). Errors as fm_stream_delete.
+fm_status fm_kv_bucket_delete(struct fm_client *client, const char *bucket);
+
+// Removes every retained message of a stream and keeps the stream: offsets
+// continue from where they were (earliest = latest afterwards), and a
+// consumer group whose committed offset lies in the removed range has it
+// moved to the last removed offset, so it resumes at the next new message.
+// `*removed_out` (may be NULL) gets the number of messages removed.
+// FM_ERR_NOT_FOUND if the stream does not exist; FM_ERR_UNAUTHORIZED on a
+// broker without an admin grant.
+fm_status fm_stream_purge(struct fm_client *client, const char *stream, uint64_t *removed_out);
+
+// Removes the pending and delayed jobs of a queue. Jobs in flight are left
+// to their workers (ack, nack and the visibility timeout still apply, so a
+// job whose visibility runs out comes back); dead jobs stay in the
+// dead-letter queue. `*removed_out` (may be NULL) gets how many were
+// removed. Errors as fm_stream_purge.
+fm_status fm_queue_purge(struct fm_client *client, const char *queue, uint64_t *removed_out);
+
+// Gives a reserved job `visibility_ms` (at least 1) from now before it is
+// redelivered, e.g. for a long-running job that is still being worked on.
+// FM_ERR_CONFLICT if the job is no longer reserved by anyone (its
+// visibility already ran out, it was nacked or dead-lettered);
+// FM_ERR_NOT_FOUND if the queue has no such job (e.g. already acked);
+// FM_ERR_INVALID_ARGUMENT for visibility_ms 0.
+fm_status fm_queue_extend(struct fm_client *client,
+                          const char *queue,
+                          uint64_t job_id,
+                          uint64_t visibility_ms);
+
+// Changes a stream's configuration with the option keys of
+// fm_stream_create: "max_age_ms", "max_bytes", "max_messages" (0 =
+// unlimited) and "partitions" (may only grow: FM_ERR_INVALID_ARGUMENT
+// otherwise; keys then map to other partitions). Keys not set keep their
+// value; "tier" can not change. Retention applies to the messages already
+// stored from the next enforcement on (within about a second).
+// FM_ERR_INVALID_ARGUMENT if `opts` is NULL or sets none of these keys;
+// FM_ERR_NOT_FOUND if the stream does not exist; FM_ERR_UNAUTHORIZED on a
+// broker without an admin grant.
+fm_status fm_stream_update(struct fm_client *client,
+                           const char *stream,
+                           const struct fm_options *opts);
+
 // Appends one message (creating the stream on first use) and waits for the
 // engine's acknowledgement (durable per the fsync policy). `out` may be
 // NULL. Errors: INVALID_ARGUMENT (NULL, bad name, bad UTF-8 in headers),

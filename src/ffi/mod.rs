@@ -14,6 +14,7 @@ pub mod kv;
 pub mod metrics;
 pub mod options;
 pub mod queue;
+pub mod resources;
 pub mod stream;
 
 use std::cell::{Cell, RefCell};
