@@ -14,6 +14,8 @@ use flowmesh::server::{serve, ServerConfig};
 use flowmesh::{Client, Error, KvOp, Options, Record, Result};
 use futures::StreamExt;
 
+#[path = "flowmesh/resources.rs"]
+mod resources;
 #[path = "flowmesh/security.rs"]
 mod security;
 
@@ -115,6 +117,9 @@ enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Streams: list, inspect, delete, purge, change retention
+    #[command(subcommand)]
+    Stream(resources::StreamCmd),
     /// Work queues
     #[command(subcommand)]
     Queue(QueueCmd),
@@ -216,6 +221,8 @@ enum QueueCmd {
         #[arg(long)]
         replay_all: bool,
     },
+    #[command(flatten)]
+    Lifecycle(resources::QueueLifecycle),
 }
 
 #[derive(Subcommand)]
@@ -262,6 +269,8 @@ enum KvCmd {
         #[arg(long)]
         count: Option<u64>,
     },
+    #[command(flatten)]
+    Lifecycle(resources::KvLifecycle),
 }
 
 fn main() -> ExitCode {
@@ -413,6 +422,7 @@ async fn run(cmd: Command) -> Result<()> {
         }
         Command::Token(TokenCmd::New { id, tenant }) => print_line(security::new_token_entry(&id, &tenant)?),
         Command::Token(TokenCmd::Hash { token }) => print_line(flowmesh::server::auth::hash_token(&token)),
+        Command::Stream(s) => resources::run_stream(s).await,
         Command::Queue(q) => run_queue(q).await,
         Command::Kv(k) => run_kv(k).await,
     }
@@ -465,6 +475,7 @@ async fn run_queue(cmd: QueueCmd) -> Result<()> {
             }
             Ok(())
         }
+        QueueCmd::Lifecycle(cmd) => resources::run_queue(cmd).await,
     }
 }
 
@@ -510,6 +521,7 @@ async fn run_kv(cmd: KvCmd) -> Result<()> {
             }
             Ok(())
         }
+        KvCmd::Lifecycle(cmd) => resources::run_kv(cmd).await,
     }
 }
 
