@@ -22,33 +22,55 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// Most ops one transaction may hold.
-#define MAX_TXN_OPS 10000
+#ifdef __cplusplus
+extern "C" {
+#endif
 
-// The state of a client's link to its engine. Embedded engines are
-// CONNECTED until closed.
-typedef enum fm_conn_state {
-  // Opening the first connection (fm_client_connect has not returned yet).
-  FM_STATE_CONNECTING = 1,
-  // The broker answers.
-  FM_STATE_CONNECTED = 2,
-  // The link was lost (a call failed, or a heartbeat went unanswered);
-  // reconnecting with backoff. Calls in flight failed with
-  // FM_ERR_DISCONNECTED; idempotent ones were retried once it came back.
-  FM_STATE_RECONNECTING = 3,
-  // Gave up after `max_reconnect_attempts`: every call now fails with
-  // FM_ERR_DISCONNECTED; close the client and connect again.
-  FM_STATE_DISCONNECTED = 4,
-  // fm_client_close was called: the last state a listener sees.
-  FM_STATE_CLOSED = 5,
-} fm_conn_state;
+// ---- Handles: opaque types, used only through pointers --------------------
 
-// Kind of a KV change.
-typedef enum fm_kv_op {
-  FM_KV_PUT = 1,
-  FM_KV_DELETE = 2,
-  FM_KV_EXPIRE = 3,
-} fm_kv_op;
+// When a log is rewritten: once it holds at least `min_bytes` and more than
+// `factor` times the bytes of the state it describes.
+typedef struct Compaction Compaction;
+
+// An owned byte buffer returned by the library. Free with fm_buf_free.
+typedef struct fm_buf fm_buf;
+
+// A connection to one engine (embedded or a broker). Thread-safe: every
+// function taking a client may be called from any thread at once. The
+// handle is an id, never dereferenced and never reused.
+typedef struct fm_client fm_client;
+
+// An event: passed (borrowed) to an fm_event_cb, or returned (owned) by
+// fm_event_replay. Read it with the fm_event_* accessors.
+typedef struct fm_event fm_event;
+
+// A running event subscription. End it with fm_event_unsubscribe. The
+// handle is an id, never dereferenced and never reused.
+typedef struct fm_event_subscription fm_event_subscription;
+
+// A reserved (or dead-lettered) job. Owned by the caller when returned by
+// fm_queue_reserve (free with fm_job_free); borrowed when taken from an
+// fm_jobs list.
+typedef struct fm_job fm_job;
+
+// A list of jobs. Free with fm_jobs_free (which frees the jobs in it).
+typedef struct fm_jobs fm_jobs;
+
+// Messages returned by fm_read. Free with fm_messages_free.
+typedef struct fm_messages fm_messages;
+
+// An options set. Create with fm_options_new, free with fm_options_free.
+// Not thread-safe: use one set from one thread at a time.
+typedef struct fm_options fm_options;
+
+// A list of strings returned by the library. Free with fm_strings_free.
+typedef struct fm_strings fm_strings;
+
+// A running subscription (stream or KV watch). End it with fm_unsubscribe.
+// The handle is an id, never dereferenced and never reused.
+typedef struct fm_subscription fm_subscription;
+
+// ---- Status codes, errors, version ----------------------------------------
 
 // The status codes: every fallible function returns one as an `fm_status`;
 // `fm_status_str` names it. Values are fixed once released.
@@ -90,76 +112,23 @@ typedef int32_t fm_status_code;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
-// When a log is rewritten: once it holds at least `min_bytes` and more than
-// `factor` times the bytes of the state it describes.
-typedef struct Compaction Compaction;
-
-// An owned byte buffer returned by the library. Free with fm_buf_free.
-typedef struct fm_buf fm_buf;
-
-// A connection to one engine (embedded or a broker). Thread-safe: every
-// function taking a client may be called from any thread at once.
-typedef struct fm_client fm_client;
-
-// An event: passed (borrowed) to an fm_event_cb, or returned (owned) by
-// fm_event_replay. Read it with the fm_event_* accessors.
-typedef struct fm_event fm_event;
-
-// A running event subscription. End it with fm_event_unsubscribe.
-typedef struct fm_event_subscription fm_event_subscription;
-
-// A reserved (or dead-lettered) job. Owned by the caller when returned by
-// fm_queue_reserve (free with fm_job_free); borrowed when taken from an
-// fm_jobs list.
-typedef struct fm_job fm_job;
-
-// A list of jobs. Free with fm_jobs_free (which frees the jobs in it).
-typedef struct fm_jobs fm_jobs;
-
-// Messages returned by fm_read. Free with fm_messages_free.
-typedef struct fm_messages fm_messages;
-
-// An options set. Create with fm_options_new, free with fm_options_free.
-// Not thread-safe: use one set from one thread at a time.
-typedef struct fm_options fm_options;
-
-// A list of strings returned by the library. Free with fm_strings_free.
-typedef struct fm_strings fm_strings;
-
-// A running subscription (stream or KV watch). End it with fm_unsubscribe.
-typedef struct fm_subscription fm_subscription;
-
 // Result code of every fallible call: `FM_OK` (0) or one of `FM_ERR_*`
 // (the constants of `fm_status_code`).
 typedef int32_t fm_status;
 
-// Called on a library thread (one per listener) with each state change, in
-// order. `cause` is the status of the error that caused the change (FM_OK
-// if none) and `detail` its message or NULL; it is valid only during the
-// call. The callback may call any function of this client, including
-// fm_client_close (the listener then ends after this call).
-typedef void (*fm_state_cb)(void *user_data,
-                            enum fm_conn_state state,
-                            fm_status cause,
-                            const char *detail);
+// The library version, "MAJOR.MINOR.PATCH". Static storage: never free it.
+const char *fm_version(void);
 
-// Called for each event delivered to a subscription, one at a time, on a
-// library thread. `ev` is valid only during the call. With auto_ack the
-// event is acknowledged when the callback returns (unless it was already
-// acked, deferred or discarded in the callback).
-typedef void (*fm_event_cb)(void *user_data, const struct fm_event *ev);
+// The name of a status code ("FM_ERR_NOT_FOUND"), or "FM_ERR_UNKNOWN".
+// Static storage: never free it. Thread-safe.
+const char *fm_status_str(fm_status status);
 
-// Called for each change under a watched prefix, in the order the changes
-// happened, on a library thread. `revision` is the new revision for PUT and
-// DELETE, and the revision of the value that expired for EXPIRE. `key` and
-// `value` are valid only during the call; value is empty (len 0) for
-// deletes and expiries.
-typedef void (*fm_kv_watch_cb)(void *user_data,
-                               enum fm_kv_op op,
-                               const char *key,
-                               const uint8_t *value,
-                               size_t len,
-                               uint64_t revision);
+// This thread's last error detail, "" if the last call succeeded. Owned by
+// the library; valid until this thread's next fm_ call. Inside a publish
+// callback with a failed status it describes that failure.
+const char *fm_last_error(void);
+
+// ---- Shared types: headers, outgoing messages, byte buffers ---------------
 
 // A header: two borrowed, NUL-terminated UTF-8 strings.
 typedef struct fm_header {
@@ -179,26 +148,93 @@ typedef struct fm_msg {
   size_t headers_len;
 } fm_msg;
 
-// Queue counters.
-typedef struct fm_queue_stats {
-  // Ready to be reserved now.
-  uint64_t pending;
-  // Reserved and not yet acked, nacked or expired.
-  uint64_t in_flight;
-  // Waiting for a delay or a retry backoff.
-  uint64_t delayed;
-  // In the dead-letter queue.
-  uint64_t dead;
-} fm_queue_stats;
+// The bytes of `buf`, borrowed from it; length to `*len_out` (may be NULL).
+const uint8_t *fm_buf_data(const struct fm_buf *buf, size_t *len_out);
 
-// What happens to failed jobs (nack or visibility timeout).
-typedef struct fm_retry_policy {
-  // Deliveries before a job is dead-lettered; 0 = unlimited.
-  uint32_t max_attempts;
-  uint64_t initial_backoff_ms;
-  uint64_t max_backoff_ms;
-  double multiplier;
-} fm_retry_policy;
+// Frees a buffer. NULL is a no-op.
+void fm_buf_free(struct fm_buf *buf);
+
+// ---- Options: string key/value settings of connect, subscribe and stream create ----
+
+// A new, empty options set. The caller owns it and frees it with
+// fm_options_free. Returns NULL only if memory is exhausted.
+struct fm_options *fm_options_new(void);
+
+// Sets `key` to `value` (both borrowed, copied). Keys: see docs/ABI.md
+// and the README. Returns FM_OK, or FM_ERR_INVALID_ARGUMENT for a NULL
+// argument, invalid UTF-8, an unknown key or a value that does not parse.
+fm_status fm_options_set(struct fm_options *opts, const char *key, const char *value);
+
+// Frees an options set. NULL is a no-op.
+void fm_options_free(struct fm_options *opts);
+
+// ---- Client: connect, health, connection state, close ---------------------
+
+// The state of a client's link to its engine. Embedded engines are
+// CONNECTED until closed.
+typedef enum fm_conn_state {
+  // Opening the first connection (fm_client_connect has not returned yet).
+  FM_STATE_CONNECTING = 1,
+  // The broker answers.
+  FM_STATE_CONNECTED = 2,
+  // The link was lost (a call failed, or a heartbeat went unanswered);
+  // reconnecting with backoff. Calls in flight failed with
+  // FM_ERR_DISCONNECTED; idempotent ones were retried once it came back.
+  FM_STATE_RECONNECTING = 3,
+  // Gave up after `max_reconnect_attempts`: every call now fails with
+  // FM_ERR_DISCONNECTED; close the client and connect again.
+  FM_STATE_DISCONNECTED = 4,
+  // fm_client_close was called: the last state a listener sees.
+  FM_STATE_CLOSED = 5,
+} fm_conn_state;
+
+// Called on a library thread (one per listener) with each state change, in
+// order. `cause` is the status of the error that caused the change (FM_OK
+// if none) and `detail` its message or NULL; it is valid only during the
+// call. The callback may call any function of this client, including
+// fm_client_close (the listener then ends after this call).
+typedef void (*fm_state_cb)(void *user_data,
+                            enum fm_conn_state state,
+                            fm_status cause,
+                            const char *detail);
+
+// Connects to `url`: "mem://", "mem://name" (shared in this process),
+// "file:///abs/dir" (durable), "grpc://host:port", "grpcs://host:port".
+// `opts` may be NULL; it is copied, the caller still frees it. On FM_OK
+// `*out` is a new client owned by the caller (free with fm_client_close).
+// Returns FM_ERR_INVALID_ARGUMENT (NULL, bad URL, option not for connect),
+// FM_ERR_UNAVAILABLE (directory locked by another process, broker
+// unreachable), FM_ERR_TIMEOUT, FM_ERR_UNAUTHORIZED, FM_ERR_INTERNAL.
+fm_status fm_client_connect(const char *url, const struct fm_options *opts, struct fm_client **out);
+
+// FM_OK if the engine answers; FM_ERR_UNAVAILABLE / FM_ERR_DISCONNECTED if
+// not; FM_ERR_CLOSED after close.
+fm_status fm_client_health(struct fm_client *client);
+
+// FM_OK if the engine is ready to serve (a broker finished recovery).
+fm_status fm_client_readiness(struct fm_client *client);
+
+// Stops delivery, waits for running callbacks, finishes queued async
+// publishes (their callbacks run), joins every library thread and frees the
+// client. NULL is a no-op. After it returns no callback of this client
+// runs; calls with the stale handle return FM_ERR_CLOSED (handles are never
+// reused, so it never reaches a client connected later). Subscription
+// handles stay valid until fm_unsubscribe, which then just frees them.
+void fm_client_close(struct fm_client *client);
+
+// Adds a listener of connection state changes. It is first called with the
+// current state, then with every change in order, last with
+// FM_STATE_CLOSED when the client closes (fm_client_close joins the
+// listener's thread, so no call follows it). At most 16 listeners per
+// client. Returns FM_ERR_INVALID_ARGUMENT (NULL cb, too many listeners),
+// FM_ERR_CLOSED.
+fm_status fm_client_on_state(struct fm_client *client, fm_state_cb cb, void *user_data);
+
+// The client's current connection state, to `*out`. Returns
+// FM_ERR_INVALID_ARGUMENT (NULL), FM_ERR_CLOSED.
+fm_status fm_client_state(struct fm_client *client, enum fm_conn_state *out);
+
+// ---- Streams: publish, read, subscribe, consumer-group offsets ------------
 
 // Where a message was stored.
 typedef struct fm_position {
@@ -231,291 +267,172 @@ typedef struct fm_message {
 // library thread. `msg` is valid only during the call.
 typedef void (*fm_message_cb)(void *user_data, const struct fm_message *msg);
 
+// Appends one message (creating the stream on first use) and waits for the
+// engine's acknowledgement (durable per the fsync policy). `out` may be
+// NULL. Errors: INVALID_ARGUMENT (NULL, bad name, bad UTF-8 in headers),
+// TOO_LARGE, CLOSED, DISCONNECTED/UNAVAILABLE/TIMEOUT (broker), INTERNAL.
+fm_status fm_publish(struct fm_client *client,
+                     const char *stream,
+                     const struct fm_msg *msg,
+                     struct fm_position *out);
 
-
-#ifdef __cplusplus
-extern "C" {
-#endif // __cplusplus
-
-// The library version, "MAJOR.MINOR.PATCH". Static storage: never free it.
-const char *fm_version(void);
-
-// The name of a status code ("FM_ERR_NOT_FOUND"), or "FM_ERR_UNKNOWN".
-// Static storage: never free it. Thread-safe.
-const char *fm_status_str(fm_status status);
-
-// This thread's last error detail, "" if the last call succeeded. Owned by
-// the library; valid until this thread's next fm_ call. Inside a publish
-// callback with a failed status it describes that failure.
-const char *fm_last_error(void);
-
-// Connects to `url`: "mem://", "mem://name" (shared in this process),
-// "file:///abs/dir" (durable), "grpc://host:port", "grpcs://host:port".
-// `opts` may be NULL; it is copied, the caller still frees it. On FM_OK
-// `*out` is a new client owned by the caller (free with fm_client_close).
-// Returns FM_ERR_INVALID_ARGUMENT (NULL, bad URL, option not for connect),
-// FM_ERR_UNAVAILABLE (directory locked by another process, broker
-// unreachable), FM_ERR_TIMEOUT, FM_ERR_UNAUTHORIZED, FM_ERR_INTERNAL.
-fm_status fm_client_connect(const char *url, const struct fm_options *opts, struct fm_client **out);
-
-// FM_OK if the engine answers; FM_ERR_UNAVAILABLE / FM_ERR_DISCONNECTED if
-// not; FM_ERR_CLOSED after close.
-fm_status fm_client_health(struct fm_client *client);
-
-// FM_OK if the engine is ready to serve (a broker finished recovery).
-fm_status fm_client_readiness(struct fm_client *client);
-
-// Stops delivery, waits for running callbacks, finishes queued async
-// publishes (their callbacks run), joins every library thread and frees the
-// client. NULL is a no-op. After it returns no callback of this client
-// runs; calls with the stale handle return FM_ERR_CLOSED. Subscription
-// handles stay valid until fm_unsubscribe, which then just frees them.
-void fm_client_close(struct fm_client *client);
-
-// Adds a listener of connection state changes. It is first called with the
-// current state, then with every change in order, last with
-// FM_STATE_CLOSED when the client closes (fm_client_close joins the
-// listener's thread, so no call follows it). At most 16 listeners per
-// client. Returns FM_ERR_INVALID_ARGUMENT (NULL cb, too many listeners),
-// FM_ERR_CLOSED.
-fm_status fm_client_on_state(struct fm_client *client, fm_state_cb cb, void *user_data);
-
-// The client's current connection state, to `*out`. Returns
-// FM_ERR_INVALID_ARGUMENT (NULL), FM_ERR_CLOSED.
-fm_status fm_client_state(struct fm_client *client, enum fm_conn_state *out);
-
-// Makes a new X25519 key pair for the connect option `app_secret_key`. On
-// FM_OK `*secret_out` and `*public_out` are owned by the caller
-// (fm_buf_free): 44 bytes of standard base64 each (no NUL). Keep the secret
-// private; the public key is registered by the library when a client with
-// the secret first uses events. Thread-safe.
-fm_status fm_event_keygen(struct fm_buf **secret_out, struct fm_buf **public_out);
-
-// Publishes event `event_name` (1-96 bytes of UTF-8, e.g.
-// "orders/status/updated") from this client's app (connect option app_id)
-// to `n` >= 1 recipient app ids. `payload` (may be NULL when `len` is 0)
-// and `metadata_json` (NULL or a JSON object; stored and delivered as is,
-// never encrypted) are copied. If every recipient has a registered public
-// key the payload is sealed for each and stored only as ciphertext; if
-// none has, it is stored in clear; a mix is FM_ERR_INVALID_ARGUMENT. The
-// event id goes to `*event_id_out` (may be NULL). Errors:
-// INVALID_ARGUMENT (NULL, no app_id, bad name/recipient/metadata),
-// TOO_LARGE, CLOSED, broker errors. If it fails after the event was
-// logged, some recipients may have it: a retry can duplicate for them.
-fm_status fm_event_publish(struct fm_client *client,
-                           const char *event_name,
-                           const char *const *recipients,
+// Appends `n` messages in one call: all are stored, in order, or none is
+// acknowledged. `out` is NULL or an array of `n` positions. Errors as
+// fm_publish.
+fm_status fm_publish_batch(struct fm_client *client,
+                           const char *stream,
+                           const struct fm_msg *msgs,
                            size_t n,
-                           const uint8_t *payload,
-                           size_t len,
-                           const char *metadata_json,
-                           uint64_t *event_id_out);
+                           struct fm_position *out);
 
-// Publishes a reply to the sender of `ev` (an event received in a
-// callback or returned by fm_event_replay), under the same event name,
-// sealed when the sender has a public key. Otherwise as fm_event_publish.
-fm_status fm_event_reply(struct fm_client *client,
-                         const struct fm_event *ev,
-                         const uint8_t *payload,
-                         size_t len,
-                         const char *metadata_json,
-                         uint64_t *event_id_out);
+// Queues a publish and returns at once (blocking only while 16384 publishes
+// are already pending). `msg` is copied. `cb` (may be NULL) runs exactly
+// once on a library thread, in issue order, with the status and position;
+// with a failed status, fm_last_error() inside the callback says why.
+// Errors returned directly: INVALID_ARGUMENT, TOO_LARGE, CLOSED.
+fm_status fm_publish_async(struct fm_client *client,
+                           const char *stream,
+                           const struct fm_msg *msg,
+                           fm_publish_cb cb,
+                           void *user_data);
 
-// Subscribes this client's app to `event_name`: `cb` receives each event
-// sent to the app under that name, one at a time, on a library thread; it
-// may call any fm_ function, including fm_event_unsubscribe of this
-// subscription. Each app has one durable inbox per event name, shared by
-// all its subscriptions (competing consumers). `opts` (may be NULL,
-// copied): "auto_ack" (default true: acked when the callback returns) and
-// "ack_wait_ms" (default 30000: an event not acked, deferred or discarded
-// within it is delivered again, with a higher delivery count). Registers
-// the app's public key when the client has app_secret_key. On FM_OK `*out`
-// is owned by the caller (fm_event_unsubscribe). Errors: INVALID_ARGUMENT
-// (NULL, no app_id, bad name, bad option), CLOSED, broker errors.
-fm_status fm_event_subscribe(struct fm_client *client,
-                             const char *event_name,
-                             const struct fm_options *opts,
-                             fm_event_cb cb,
-                             void *user_data,
-                             struct fm_event_subscription **out);
+// Blocks until every fm_publish_async issued before it has called back, or
+// `timeout_ms` passes (FM_ERR_TIMEOUT). Do not call it from a publish
+// callback of the same client (it would wait for itself).
+fm_status fm_flush(struct fm_client *client, uint64_t timeout_ms);
 
-// Acknowledges event `id` delivered to this subscription: it is never
-// delivered again. FM_ERR_NOT_FOUND if it is not awaiting
-// acknowledgement here (already settled, or never delivered).
-fm_status fm_event_ack(struct fm_event_subscription *sub, uint64_t id);
+// Reads up to `max_messages` from `partition` starting at `offset` (an
+// offset below the retained range starts at the earliest retained). On
+// FM_OK `*out` is owned by the caller (fm_messages_free); it may hold 0
+// messages at the end of the partition. FM_ERR_NOT_FOUND if the stream or
+// partition does not exist.
+fm_status fm_read(struct fm_client *client,
+                  const char *stream,
+                  uint32_t partition,
+                  uint64_t offset,
+                  size_t max_messages,
+                  struct fm_messages **out);
 
-// Delivers event `id` again after `delay_ms` (not before), with a higher
-// delivery count. `reason` (may be NULL) is logged. NOT_FOUND as fm_event_ack.
-fm_status fm_event_defer(struct fm_event_subscription *sub,
-                         uint64_t id,
-                         uint64_t delay_ms,
-                         const char *reason);
+// Number of messages in `m` (0 for NULL).
+size_t fm_messages_len(const struct fm_messages *m);
 
-// Drops event `id` for good (never delivered again) and records it, with
-// `reason` (may be NULL), in the discard log. NOT_FOUND as fm_event_ack.
-fm_status fm_event_discard(struct fm_event_subscription *sub, uint64_t id, const char *reason);
+// Message `i` of `m`, borrowed from `m`; NULL if `m` is NULL or `i` is out
+// of range.
+const struct fm_message *fm_messages_get(const struct fm_messages *m, size_t i);
 
-// Delivers past event `id` (of this subscription's name, sent to this
-// app) to this app once more, whatever happened to it before. If `out` is
-// not NULL, on FM_OK `*out` is the event, owned by the caller
-// (fm_event_free). FM_ERR_NOT_FOUND if no such event was sent to this app
-// under this name; FM_ERR_UNAUTHORIZED if it cannot be decrypted.
-fm_status fm_event_replay(struct fm_event_subscription *sub, uint64_t id, struct fm_event **out);
+// Frees messages returned by fm_read. NULL is a no-op.
+void fm_messages_free(struct fm_messages *m);
 
-// Stops delivery to this subscription until fm_event_resume; events keep
-// arriving in the app's inbox and nothing is lost. A callback already
-// running finishes. `reason` (may be NULL) is logged. Idempotent.
-fm_status fm_event_pause(struct fm_event_subscription *sub, const char *reason);
+// Subscribes to a stream (created if absent). `opts` (may be NULL, copied):
+// "group", "partition" (default: all), "start" = earliest | latest |
+// committed | <offset> (default committed with a group, else latest),
+// "auto_commit" (default true with a group; commits delivered offsets after
+// callbacks return, in batches and whenever the subscription is idle).
+// `cb` runs on a library thread, in order per partition, one call at a
+// time; it may call any fm_ function, including fm_unsubscribe of this
+// subscription. On FM_OK `*out` is owned by the caller (fm_unsubscribe).
+fm_status fm_subscribe(struct fm_client *client,
+                       const char *stream,
+                       const struct fm_options *opts,
+                       fm_message_cb cb,
+                       void *user_data,
+                       struct fm_subscription **out);
 
-// Resumes delivery after fm_event_pause: everything held is delivered.
-fm_status fm_event_resume(struct fm_event_subscription *sub);
+// Subscribes in pull mode: no callback and no delivery thread; the
+// application takes batches with fm_subscription_next at its own pace (the
+// library buffers at most 1024 messages ahead, then back-pressures the
+// feed). Same `opts` as fm_subscribe; with auto_commit, a call to
+// fm_subscription_next commits what the previous call returned. On FM_OK
+// `*out` is owned by the caller (fm_unsubscribe).
+fm_status fm_subscribe_pull(struct fm_client *client,
+                            const char *stream,
+                            const struct fm_options *opts,
+                            struct fm_subscription **out);
 
-// FM_OK while healthy. Otherwise the error that ended delivery (e.g.
-// FM_ERR_UNAUTHORIZED: an event is sealed for this app but the client has
-// no app_secret_key; the event stays queued), or else FM_ERR_UNAUTHORIZED
-// for the last rejected delivery (a tampered ciphertext: never passed to
-// the callback, recorded in the discard log), with fm_last_error() saying
-// which. `rejected_out` (may be NULL) gets the number of rejected deliveries.
-fm_status fm_event_subscription_status(const struct fm_event_subscription *sub,
-                                       uint64_t *rejected_out);
+// Takes up to `max_messages` (>= 1) from a pull subscription, waiting up
+// to `timeout_ms` for the first. FM_OK with an empty list on timeout; on
+// FM_OK `*out` is owned by the caller (fm_messages_free). Returns the
+// error that ended the feed (e.g. FM_ERR_DISCONNECTED once reconnecting
+// gave up), FM_ERR_CLOSED after the client closed, and
+// FM_ERR_INVALID_ARGUMENT for a callback subscription. Call it from one
+// thread at a time per subscription.
+fm_status fm_subscription_next(struct fm_subscription *sub,
+                               size_t max_messages,
+                               uint64_t timeout_ms,
+                               struct fm_messages **out);
 
-// Stops the subscription and frees it. Waits for a running callback unless
-// called from inside it. Delivered events not yet settled (manual ack)
-// go back to the inbox at once for redelivery. NULL is a no-op.
-fm_status fm_event_unsubscribe(struct fm_event_subscription *sub);
+// FM_OK while a subscription or watch is healthy (or was stopped by
+// fm_unsubscribe); otherwise the status of the error that ended its feed,
+// with fm_last_error() describing it. A callback subscription whose feed
+// ended calls no more callbacks: poll this to learn why.
+fm_status fm_subscription_status(const struct fm_subscription *sub);
 
-// Frees an event returned by fm_event_replay. NULL is a no-op. Never free
-// the event passed to a callback.
-void fm_event_free(struct fm_event *ev);
+// Stops a subscription or KV watch and frees it. Waits for a running
+// callback to return, unless called from inside that callback, and for a
+// running fm_subscription_next (which then returns FM_ERR_CLOSED). In pull
+// mode the last batch returned is not auto-committed (commit it with
+// fm_commit_offset once processed). NULL is a no-op returning FM_OK;
+// after fm_client_close it just frees. A handle already unsubscribed gives
+// FM_ERR_CLOSED.
+fm_status fm_unsubscribe(struct fm_subscription *sub);
 
-// The event id (unique within the tenant/namespace); 0 for NULL.
-uint64_t fm_event_id(const struct fm_event *ev);
+// Records that `group` has processed `stream`/`partition` up to and
+// including `offset`; a subscription with start=committed resumes after it.
+// FM_ERR_NOT_FOUND if the stream or partition does not exist.
+fm_status fm_commit_offset(struct fm_client *client,
+                           const char *stream,
+                           const char *group,
+                           uint32_t partition,
+                           uint64_t offset);
 
-// The event name, borrowed from `ev`; NULL for NULL.
-const char *fm_event_name(const struct fm_event *ev);
+// The offset `group` last committed on `partition`. FM_ERR_NOT_FOUND if the
+// group never committed there (or the stream does not exist).
+fm_status fm_get_offset(struct fm_client *client,
+                        const char *stream,
+                        const char *group,
+                        uint32_t partition,
+                        uint64_t *out);
 
-// The sender's app id, borrowed from `ev`; NULL for NULL.
-const char *fm_event_sender(const struct fm_event *ev);
+// The offset the next message of `partition` will get (0 when empty).
+// FM_ERR_NOT_FOUND if the stream or partition does not exist.
+fm_status fm_get_latest_offset(struct fm_client *client,
+                               const char *stream,
+                               uint32_t partition,
+                               uint64_t *out);
 
-// Publish time, milliseconds since the Unix epoch (sender's clock); 0 for NULL.
-int64_t fm_event_timestamp_ms(const struct fm_event *ev);
+// Creates a stream. `opts` (may be NULL): "partitions" (default 1),
+// "max_age_ms", "max_bytes", "max_messages" (retention; 0 = unlimited).
+// FM_OK if it already exists with the same partition count;
+// FM_ERR_ALREADY_EXISTS if it exists with another.
+fm_status fm_stream_create(struct fm_client *client,
+                           const char *stream,
+                           const struct fm_options *opts);
 
-// The plaintext payload (decrypted if it was sealed), borrowed from `ev`;
-// its length to `*len_out` (may be NULL). NULL with length 0 for NULL.
-const uint8_t *fm_event_payload(const struct fm_event *ev, size_t *len_out);
+// The partition count of a stream. FM_ERR_NOT_FOUND if it does not exist.
+fm_status fm_stream_partitions(struct fm_client *client, const char *stream, uint32_t *out);
 
-// The metadata JSON object, borrowed from `ev`; NULL if the event has none.
-const char *fm_event_metadata(const struct fm_event *ev);
+// ---- Queues: enqueue, reserve, ack/nack, retry policy, dead-letter queue ----
 
-// Deliveries of this event to the app so far, including this one (1 on
-// first delivery; 0 for an event returned by fm_event_replay or NULL).
-uint32_t fm_event_delivery_count(const struct fm_event *ev);
+// Queue counters.
+typedef struct fm_queue_stats {
+  // Ready to be reserved now.
+  uint64_t pending;
+  // Reserved and not yet acked, nacked or expired.
+  uint64_t in_flight;
+  // Waiting for a delay or a retry backoff.
+  uint64_t delayed;
+  // In the dead-letter queue.
+  uint64_t dead;
+} fm_queue_stats;
 
-// Whether the payload was sealed end to end (false for NULL).
-bool fm_event_encrypted(const struct fm_event *ev);
-
-// The id of the event this one replies to, or 0 (with `*has_out` false)
-// when it is not a reply. `has_out` may be NULL.
-uint64_t fm_event_reply_to(const struct fm_event *ev, bool *has_out);
-
-// The bytes of `buf`, borrowed from it; length to `*len_out` (may be NULL).
-const uint8_t *fm_buf_data(const struct fm_buf *buf, size_t *len_out);
-
-// Frees a buffer. NULL is a no-op.
-void fm_buf_free(struct fm_buf *buf);
-
-// Sets `key` (1-1024 bytes of UTF-8) in `bucket` (created on first use) to
-// `len` bytes at `value` (copied; NULL allowed when len is 0). `ttl_ms` 0 =
-// never expires. The new revision goes to `*revision_out` (may be NULL).
-// Errors: INVALID_ARGUMENT, TOO_LARGE, CLOSED, broker errors.
-fm_status fm_kv_set(struct fm_client *client,
-                    const char *bucket,
-                    const char *key,
-                    const uint8_t *value,
-                    size_t len,
-                    uint64_t ttl_ms,
-                    uint64_t *revision_out);
-
-// Compare-and-set: writes only if the key's revision is
-// `expected_revision` (0 = the key must not exist), else FM_ERR_CONFLICT.
-fm_status fm_kv_cas(struct fm_client *client,
-                    const char *bucket,
-                    const char *key,
-                    const uint8_t *value,
-                    size_t len,
-                    uint64_t expected_revision,
-                    uint64_t *revision_out);
-
-// Gets a value. On FM_OK `*out` is owned by the caller (fm_buf_free).
-// FM_ERR_NOT_FOUND if absent or expired.
-fm_status fm_kv_get(struct fm_client *client,
-                    const char *bucket,
-                    const char *key,
-                    struct fm_buf **out);
-
-// Like fm_kv_get, and also returns the key's revision (`revision_out` may
-// be NULL).
-fm_status fm_kv_get_entry(struct fm_client *client,
-                          const char *bucket,
-                          const char *key,
-                          struct fm_buf **value_out,
-                          uint64_t *revision_out);
-
-// Deletes a key. FM_OK also when it was absent.
-fm_status fm_kv_delete(struct fm_client *client, const char *bucket, const char *key);
-
-// Whether a live (unexpired) key exists, into `*out`.
-fm_status fm_kv_exists(struct fm_client *client, const char *bucket, const char *key, bool *out);
-
-// Live keys starting with `prefix` ("" or NULL = all), sorted. On FM_OK
-// `*out` is owned by the caller (fm_strings_free).
-fm_status fm_kv_list_keys(struct fm_client *client,
-                          const char *bucket,
-                          const char *prefix,
-                          struct fm_strings **out);
-
-// Number of strings (0 for NULL).
-size_t fm_strings_len(const struct fm_strings *s);
-
-// String `i`, borrowed from `s`; NULL if out of range.
-const char *fm_strings_get(const struct fm_strings *s, size_t i);
-
-// Frees a string list. NULL is a no-op.
-void fm_strings_free(struct fm_strings *s);
-
-// Watches changes to keys starting with `prefix` ("" or NULL = all) from
-// now on. `cb` runs on a library thread, in revision order, one call at a
-// time. A watcher more than 16384 changes behind is stopped (logged). On
-// FM_OK `*out` is owned by the caller: end it with fm_unsubscribe.
-fm_status fm_kv_watch(struct fm_client *client,
-                      const char *bucket,
-                      const char *prefix,
-                      fm_kv_watch_cb cb,
-                      void *user_data,
-                      struct fm_subscription **out);
-
-// The client's metrics in the Prometheus text exposition format (version
-// 0.0.4, UTF-8, not NUL-terminated: use fm_buf_data for pointer and length):
-// operations by kind and outcome (`flowmesh_client_operations_total{op,status}`),
-// latency histograms per kind, in-flight calls, messages and bytes
-// published and delivered, jobs, reconnects and connection/breaker state.
-// See docs/ABI.md for every series. On FM_OK `*out` is a new buffer
-// owned by the caller (free with fm_buf_free); on error `*out` is NULL.
-// Thread-safe; cheap enough to call on every scrape. Returns
-// FM_ERR_INVALID_ARGUMENT (NULL client or out) or FM_ERR_CLOSED (closed client).
-fm_status fm_client_metrics(struct fm_client *client, struct fm_buf **out);
-
-// A new, empty options set. The caller owns it and frees it with
-// fm_options_free. Returns NULL only if memory is exhausted.
-struct fm_options *fm_options_new(void);
-
-// Sets `key` to `value` (both borrowed, copied). Keys: see docs/ABI.md
-// and the README. Returns FM_OK, or FM_ERR_INVALID_ARGUMENT for a NULL
-// argument, invalid UTF-8, an unknown key or a value that does not parse.
-fm_status fm_options_set(struct fm_options *opts, const char *key, const char *value);
-
-// Frees an options set. NULL is a no-op.
-void fm_options_free(struct fm_options *opts);
+// What happens to failed jobs (nack or visibility timeout).
+typedef struct fm_retry_policy {
+  // Deliveries before a job is dead-lettered; 0 = unlimited.
+  uint32_t max_attempts;
+  uint64_t initial_backoff_ms;
+  uint64_t max_backoff_ms;
+  double multiplier;
+} fm_retry_policy;
 
 // Enqueues a job (queue created on first use). `delay_ms` 0 = ready now;
 // higher `priority` is reserved first, FIFO within a priority. The key of
@@ -635,151 +552,332 @@ fm_status fm_queue_dlq_replay_all(struct fm_client *client,
                                   const char *header_value,
                                   uint64_t *replayed_out);
 
-// Appends one message (creating the stream on first use) and waits for the
-// engine's acknowledgement (durable per the fsync policy). `out` may be
-// NULL. Errors: INVALID_ARGUMENT (NULL, bad name, bad UTF-8 in headers),
-// TOO_LARGE, CLOSED, DISCONNECTED/UNAVAILABLE/TIMEOUT (broker), INTERNAL.
-fm_status fm_publish(struct fm_client *client,
-                     const char *stream,
-                     const struct fm_msg *msg,
-                     struct fm_position *out);
+// ---- Key-value: set/get/delete/exists, list keys, compare-and-set, watch ----
 
-// Appends `n` messages in one call: all are stored, in order, or none is
-// acknowledged. `out` is NULL or an array of `n` positions. Errors as
-// fm_publish.
-fm_status fm_publish_batch(struct fm_client *client,
-                           const char *stream,
-                           const struct fm_msg *msgs,
+// Kind of a KV change.
+typedef enum fm_kv_op {
+  FM_KV_PUT = 1,
+  FM_KV_DELETE = 2,
+  FM_KV_EXPIRE = 3,
+} fm_kv_op;
+
+// Called for each change under a watched prefix, in the order the changes
+// happened, on a library thread. `revision` is the new revision for PUT and
+// DELETE, and the revision of the value that expired for EXPIRE. `key` and
+// `value` are valid only during the call; value is empty (len 0) for
+// deletes and expiries.
+typedef void (*fm_kv_watch_cb)(void *user_data,
+                               enum fm_kv_op op,
+                               const char *key,
+                               const uint8_t *value,
+                               size_t len,
+                               uint64_t revision);
+
+// Sets `key` (1-1024 bytes of UTF-8) in `bucket` (created on first use) to
+// `len` bytes at `value` (copied; NULL allowed when len is 0). `ttl_ms` 0 =
+// never expires. The new revision goes to `*revision_out` (may be NULL).
+// Errors: INVALID_ARGUMENT, TOO_LARGE, CLOSED, broker errors.
+fm_status fm_kv_set(struct fm_client *client,
+                    const char *bucket,
+                    const char *key,
+                    const uint8_t *value,
+                    size_t len,
+                    uint64_t ttl_ms,
+                    uint64_t *revision_out);
+
+// Compare-and-set: writes only if the key's revision is
+// `expected_revision` (0 = the key must not exist), else FM_ERR_CONFLICT.
+fm_status fm_kv_cas(struct fm_client *client,
+                    const char *bucket,
+                    const char *key,
+                    const uint8_t *value,
+                    size_t len,
+                    uint64_t expected_revision,
+                    uint64_t *revision_out);
+
+// Gets a value. On FM_OK `*out` is owned by the caller (fm_buf_free).
+// FM_ERR_NOT_FOUND if absent or expired.
+fm_status fm_kv_get(struct fm_client *client,
+                    const char *bucket,
+                    const char *key,
+                    struct fm_buf **out);
+
+// Like fm_kv_get, and also returns the key's revision (`revision_out` may
+// be NULL).
+fm_status fm_kv_get_entry(struct fm_client *client,
+                          const char *bucket,
+                          const char *key,
+                          struct fm_buf **value_out,
+                          uint64_t *revision_out);
+
+// Deletes a key. FM_OK also when it was absent.
+fm_status fm_kv_delete(struct fm_client *client, const char *bucket, const char *key);
+
+// Whether a live (unexpired) key exists, into `*out`.
+fm_status fm_kv_exists(struct fm_client *client, const char *bucket, const char *key, bool *out);
+
+// Live keys starting with `prefix` ("" or NULL = all), sorted. On FM_OK
+// `*out` is owned by the caller (fm_strings_free).
+fm_status fm_kv_list_keys(struct fm_client *client,
+                          const char *bucket,
+                          const char *prefix,
+                          struct fm_strings **out);
+
+// Number of strings (0 for NULL).
+size_t fm_strings_len(const struct fm_strings *s);
+
+// String `i`, borrowed from `s`; NULL if out of range.
+const char *fm_strings_get(const struct fm_strings *s, size_t i);
+
+// Frees a string list. NULL is a no-op.
+void fm_strings_free(struct fm_strings *s);
+
+// Watches changes to keys starting with `prefix` ("" or NULL = all) from
+// now on. `cb` runs on a library thread, in revision order, one call at a
+// time. A watcher more than 16384 changes behind is stopped (logged). On
+// FM_OK `*out` is owned by the caller: end it with fm_unsubscribe.
+fm_status fm_kv_watch(struct fm_client *client,
+                      const char *bucket,
+                      const char *prefix,
+                      fm_kv_watch_cb cb,
+                      void *user_data,
+                      struct fm_subscription **out);
+
+// ---- Events to named recipients -------------------------------------------
+
+// Called for each event delivered to a subscription, one at a time, on a
+// library thread. `ev` is valid only during the call. With auto_ack the
+// event is acknowledged when the callback returns (unless it was already
+// acked, deferred or discarded in the callback).
+typedef void (*fm_event_cb)(void *user_data, const struct fm_event *ev);
+
+// Makes a new X25519 key pair for the connect option `app_secret_key`. On
+// FM_OK `*secret_out` and `*public_out` are owned by the caller
+// (fm_buf_free): 44 bytes of standard base64 each (no NUL). Keep the secret
+// private; the public key is registered by the library when a client with
+// the secret first uses events. Thread-safe.
+fm_status fm_event_keygen(struct fm_buf **secret_out, struct fm_buf **public_out);
+
+// Publishes event `event_name` (1-96 bytes of UTF-8, e.g.
+// "orders/status/updated") from this client's app (connect option app_id)
+// to `n` >= 1 recipient app ids. `payload` (may be NULL when `len` is 0)
+// and `metadata_json` (NULL or a JSON object; stored and delivered as is,
+// never encrypted) are copied. If every recipient has a registered public
+// key the payload is sealed for each and stored only as ciphertext; if
+// none has, it is stored in clear; a mix is FM_ERR_INVALID_ARGUMENT. The
+// event id goes to `*event_id_out` (may be NULL). Errors:
+// INVALID_ARGUMENT (NULL, no app_id, bad name/recipient/metadata),
+// TOO_LARGE, CLOSED, broker errors. If it fails after the event was
+// logged, some recipients may have it: a retry can duplicate for them.
+fm_status fm_event_publish(struct fm_client *client,
+                           const char *event_name,
+                           const char *const *recipients,
                            size_t n,
-                           struct fm_position *out);
+                           const uint8_t *payload,
+                           size_t len,
+                           const char *metadata_json,
+                           uint64_t *event_id_out);
 
-// Queues a publish and returns at once (blocking only while 16384 publishes
-// are already pending). `msg` is copied. `cb` (may be NULL) runs exactly
-// once on a library thread, in issue order, with the status and position;
-// with a failed status, fm_last_error() inside the callback says why.
-// Errors returned directly: INVALID_ARGUMENT, TOO_LARGE, CLOSED.
-fm_status fm_publish_async(struct fm_client *client,
-                           const char *stream,
-                           const struct fm_msg *msg,
-                           fm_publish_cb cb,
-                           void *user_data);
+// Publishes a reply to the sender of `ev` (an event received in a
+// callback or returned by fm_event_replay), under the same event name,
+// sealed when the sender has a public key. Otherwise as fm_event_publish.
+fm_status fm_event_reply(struct fm_client *client,
+                         const struct fm_event *ev,
+                         const uint8_t *payload,
+                         size_t len,
+                         const char *metadata_json,
+                         uint64_t *event_id_out);
 
-// Blocks until every fm_publish_async issued before it has called back, or
-// `timeout_ms` passes (FM_ERR_TIMEOUT). Do not call it from a publish
-// callback of the same client (it would wait for itself).
-fm_status fm_flush(struct fm_client *client, uint64_t timeout_ms);
+// Subscribes this client's app to `event_name`: `cb` receives each event
+// sent to the app under that name, one at a time, on a library thread; it
+// may call any fm_ function, including fm_event_unsubscribe of this
+// subscription. Each app has one durable inbox per event name, shared by
+// all its subscriptions (competing consumers). `opts` (may be NULL,
+// copied): "auto_ack" (default true: acked when the callback returns) and
+// "ack_wait_ms" (default 30000: an event not acked, deferred or discarded
+// within it is delivered again, with a higher delivery count). Registers
+// the app's public key when the client has app_secret_key. On FM_OK `*out`
+// is owned by the caller (fm_event_unsubscribe). Errors: INVALID_ARGUMENT
+// (NULL, no app_id, bad name, bad option), CLOSED, broker errors.
+fm_status fm_event_subscribe(struct fm_client *client,
+                             const char *event_name,
+                             const struct fm_options *opts,
+                             fm_event_cb cb,
+                             void *user_data,
+                             struct fm_event_subscription **out);
 
-// Reads up to `max_messages` from `partition` starting at `offset` (an
-// offset below the retained range starts at the earliest retained). On
-// FM_OK `*out` is owned by the caller (fm_messages_free); it may hold 0
-// messages at the end of the partition. FM_ERR_NOT_FOUND if the stream or
-// partition does not exist.
-fm_status fm_read(struct fm_client *client,
-                  const char *stream,
-                  uint32_t partition,
-                  uint64_t offset,
-                  size_t max_messages,
-                  struct fm_messages **out);
+// Acknowledges event `id` delivered to this subscription: it is never
+// delivered again. FM_ERR_NOT_FOUND if it is not awaiting
+// acknowledgement here (already settled, or never delivered).
+fm_status fm_event_ack(struct fm_event_subscription *sub, uint64_t id);
 
-// Number of messages in `m` (0 for NULL).
-size_t fm_messages_len(const struct fm_messages *m);
+// Delivers event `id` again after `delay_ms` (not before), with a higher
+// delivery count. `reason` (may be NULL) is logged. NOT_FOUND as fm_event_ack.
+fm_status fm_event_defer(struct fm_event_subscription *sub,
+                         uint64_t id,
+                         uint64_t delay_ms,
+                         const char *reason);
 
-// Message `i` of `m`, borrowed from `m`; NULL if `m` is NULL or `i` is out
-// of range.
-const struct fm_message *fm_messages_get(const struct fm_messages *m, size_t i);
+// Drops event `id` for good (never delivered again) and records it, with
+// `reason` (may be NULL), in the discard log. NOT_FOUND as fm_event_ack.
+fm_status fm_event_discard(struct fm_event_subscription *sub, uint64_t id, const char *reason);
 
-// Frees messages returned by fm_read. NULL is a no-op.
-void fm_messages_free(struct fm_messages *m);
+// Delivers past event `id` (of this subscription's name, sent to this
+// app) to this app once more, whatever happened to it before. If `out` is
+// not NULL, on FM_OK `*out` is the event, owned by the caller
+// (fm_event_free). FM_ERR_NOT_FOUND if no such event was sent to this app
+// under this name; FM_ERR_UNAUTHORIZED if it cannot be decrypted.
+fm_status fm_event_replay(struct fm_event_subscription *sub, uint64_t id, struct fm_event **out);
 
-// Subscribes to a stream (created if absent). `opts` (may be NULL, copied):
-// "group", "partition" (default: all), "start" = earliest | latest |
-// committed | <offset> (default committed with a group, else latest),
-// "auto_commit" (default true with a group; commits delivered offsets after
-// callbacks return, in batches and whenever the subscription is idle).
-// `cb` runs on a library thread, in order per partition, one call at a
-// time; it may call any fm_ function, including fm_unsubscribe of this
-// subscription. On FM_OK `*out` is owned by the caller (fm_unsubscribe).
-fm_status fm_subscribe(struct fm_client *client,
-                       const char *stream,
-                       const struct fm_options *opts,
-                       fm_message_cb cb,
-                       void *user_data,
-                       struct fm_subscription **out);
+// Stops delivery to this subscription until fm_event_resume; events keep
+// arriving in the app's inbox and nothing is lost. A callback already
+// running finishes. `reason` (may be NULL) is logged. Idempotent.
+fm_status fm_event_pause(struct fm_event_subscription *sub, const char *reason);
 
-// Subscribes in pull mode: no callback and no delivery thread; the
-// application takes batches with fm_subscription_next at its own pace (the
-// library buffers at most 1024 messages ahead, then back-pressures the
-// feed). Same `opts` as fm_subscribe; with auto_commit, a call to
-// fm_subscription_next commits what the previous call returned. On FM_OK
-// `*out` is owned by the caller (fm_unsubscribe).
-fm_status fm_subscribe_pull(struct fm_client *client,
-                            const char *stream,
-                            const struct fm_options *opts,
-                            struct fm_subscription **out);
+// Resumes delivery after fm_event_pause: everything held is delivered.
+fm_status fm_event_resume(struct fm_event_subscription *sub);
 
-// Takes up to `max_messages` (>= 1) from a pull subscription, waiting up
-// to `timeout_ms` for the first. FM_OK with an empty list on timeout; on
-// FM_OK `*out` is owned by the caller (fm_messages_free). Returns the
-// error that ended the feed (e.g. FM_ERR_DISCONNECTED once reconnecting
-// gave up), FM_ERR_CLOSED after the client closed, and
-// FM_ERR_INVALID_ARGUMENT for a callback subscription. Call it from one
-// thread at a time per subscription.
-fm_status fm_subscription_next(struct fm_subscription *sub,
-                               size_t max_messages,
-                               uint64_t timeout_ms,
-                               struct fm_messages **out);
+// FM_OK while healthy. Otherwise the error that ended delivery (e.g.
+// FM_ERR_UNAUTHORIZED: an event is sealed for this app but the client has
+// no app_secret_key; the event stays queued), or else FM_ERR_UNAUTHORIZED
+// for the last rejected delivery (a tampered ciphertext: never passed to
+// the callback, recorded in the discard log), with fm_last_error() saying
+// which. `rejected_out` (may be NULL) gets the number of rejected deliveries.
+fm_status fm_event_subscription_status(const struct fm_event_subscription *sub,
+                                       uint64_t *rejected_out);
 
-// FM_OK while a subscription or watch is healthy (or was stopped by
-// fm_unsubscribe); otherwise the status of the error that ended its feed,
-// with fm_last_error() describing it. A callback subscription whose feed
-// ended calls no more callbacks: poll this to learn why.
-fm_status fm_subscription_status(const struct fm_subscription *sub);
+// Stops the subscription and frees it. Waits for a running callback unless
+// called from inside it. Delivered events not yet settled (manual ack)
+// go back to the inbox at once for redelivery. NULL is a no-op; a handle
+// already unsubscribed gives FM_ERR_CLOSED.
+fm_status fm_event_unsubscribe(struct fm_event_subscription *sub);
 
-// Stops a subscription or KV watch and frees it. Waits for a running
-// callback to return, unless called from inside that callback, and for a
-// running fm_subscription_next (which then returns FM_ERR_CLOSED). In pull
-// mode the last batch returned is not auto-committed (commit it with
-// fm_commit_offset once processed). NULL is a
-// no-op returning FM_OK; after fm_client_close it just frees.
-fm_status fm_unsubscribe(struct fm_subscription *sub);
+// Frees an event returned by fm_event_replay. NULL is a no-op. Never free
+// the event passed to a callback.
+void fm_event_free(struct fm_event *ev);
 
-// Records that `group` has processed `stream`/`partition` up to and
-// including `offset`; a subscription with start=committed resumes after it.
-// FM_ERR_NOT_FOUND if the stream or partition does not exist.
-fm_status fm_commit_offset(struct fm_client *client,
-                           const char *stream,
-                           const char *group,
-                           uint32_t partition,
-                           uint64_t offset);
+// The event id (unique within the tenant/namespace); 0 for NULL.
+uint64_t fm_event_id(const struct fm_event *ev);
 
-// The offset `group` last committed on `partition`. FM_ERR_NOT_FOUND if the
-// group never committed there (or the stream does not exist).
-fm_status fm_get_offset(struct fm_client *client,
-                        const char *stream,
-                        const char *group,
-                        uint32_t partition,
-                        uint64_t *out);
+// The event name, borrowed from `ev`; NULL for NULL.
+const char *fm_event_name(const struct fm_event *ev);
 
-// The offset the next message of `partition` will get (0 when empty).
-// FM_ERR_NOT_FOUND if the stream or partition does not exist.
-fm_status fm_get_latest_offset(struct fm_client *client,
-                               const char *stream,
-                               uint32_t partition,
-                               uint64_t *out);
+// The sender's app id, borrowed from `ev`; NULL for NULL.
+const char *fm_event_sender(const struct fm_event *ev);
 
-// Creates a stream. `opts` (may be NULL): "partitions" (default 1),
-// "max_age_ms", "max_bytes", "max_messages" (retention; 0 = unlimited).
-// FM_OK if it already exists with the same partition count;
-// FM_ERR_ALREADY_EXISTS if it exists with another.
-fm_status fm_stream_create(struct fm_client *client,
+// Publish time, milliseconds since the Unix epoch (sender's clock); 0 for NULL.
+int64_t fm_event_timestamp_ms(const struct fm_event *ev);
+
+// The plaintext payload (decrypted if it was sealed), borrowed from `ev`;
+// its length to `*len_out` (may be NULL). NULL with length 0 for NULL.
+const uint8_t *fm_event_payload(const struct fm_event *ev, size_t *len_out);
+
+// The metadata JSON object, borrowed from `ev`; NULL if the event has none.
+const char *fm_event_metadata(const struct fm_event *ev);
+
+// Deliveries of this event to the app so far, including this one (1 on
+// first delivery; 0 for an event returned by fm_event_replay or NULL).
+uint32_t fm_event_delivery_count(const struct fm_event *ev);
+
+// Whether the payload was sealed end to end (false for NULL).
+bool fm_event_encrypted(const struct fm_event *ev);
+
+// The id of the event this one replies to, or 0 (with `*has_out` false)
+// when it is not a reply. `has_out` may be NULL.
+uint64_t fm_event_reply_to(const struct fm_event *ev, bool *has_out);
+
+// ---- Metrics --------------------------------------------------------------
+
+// The client's metrics in the Prometheus text exposition format (version
+// 0.0.4, UTF-8, not NUL-terminated: use fm_buf_data for pointer and length):
+// operations by kind and outcome (`flowmesh_client_operations_total{op,status}`),
+// latency histograms per kind, in-flight calls, messages and bytes
+// published and delivered, jobs, reconnects and connection/breaker state.
+// See docs/ABI.md for every series. On FM_OK `*out` is a new buffer
+// owned by the caller (free with fm_buf_free); on error `*out` is NULL.
+// Thread-safe; cheap enough to call on every scrape. Returns
+// FM_ERR_INVALID_ARGUMENT (NULL client or out) or FM_ERR_CLOSED (closed client).
+fm_status fm_client_metrics(struct fm_client *client, struct fm_buf **out);
+
+// ---- Resource lifecycle: list, delete and purge streams, queues and buckets; ----
+
+// Streams whose name starts with `prefix` ("" or NULL = all) in the
+// client's tenant and namespace; a prefix containing '/' is the start of a
+// qualified name instead (e.g. "acme/" = every namespace of tenant acme).
+// Names are fully qualified ("tenant/namespace/name") and sorted; memory
+// tier streams are included. On a broker with an access file only streams
+// the token may use are listed, and a prefix naming another tenant is
+// FM_ERR_UNAUTHORIZED. On FM_OK `*out` is owned by the caller
+// (fm_strings_free); on error it is NULL. FM_ERR_INVALID_ARGUMENT for a
+// NULL `client`/`out`, invalid UTF-8 or a prefix with characters outside
+// [A-Za-z0-9._-/]; FM_ERR_CLOSED after fm_client_close.
+fm_status fm_streams_list(struct fm_client *client, const char *prefix, struct fm_strings **out);
+
+// Queues, as fm_streams_list lists streams.
+fm_status fm_queues_list(struct fm_client *client, const char *prefix, struct fm_strings **out);
+
+// KV buckets, as fm_streams_list lists streams.
+fm_status fm_kv_buckets_list(struct fm_client *client, const char *prefix, struct fm_strings **out);
+
+// Deletes a stream with its messages and consumer-group offsets; on
+// file:// the files are gone when it returns (a crash during the delete
+// leaves the stream whole or gone). Subscriptions on it end with
+// FM_ERR_NOT_FOUND; a publish racing the delete lands in the stream the
+// next use creates (offsets from 0). FM_ERR_NOT_FOUND if it does not
+// exist; FM_ERR_UNAUTHORIZED on a broker without an admin grant.
+fm_status fm_stream_delete(struct fm_client *client, const char *stream);
+
+// Deletes a queue with every job: pending, delayed, in flight and dead.
+// A waiting fm_queue_reserve returns FM_ERR_NOT_FOUND; acks of jobs
+// reserved before answer FM_ERR_NOT_FOUND. Errors as fm_stream_delete.
+fm_status fm_queue_delete(struct fm_client *client, const char *queue);
+
+// Deletes a KV bucket with every key; its watches end with
+// FM_ERR_NOT_FOUND (fm_subscription_status). Errors as fm_stream_delete.
+fm_status fm_kv_bucket_delete(struct fm_client *client, const char *bucket);
+
+// Removes every retained message of a stream and keeps the stream: offsets
+// continue from where they were (earliest = latest afterwards), and a
+// consumer group whose committed offset lies in the removed range has it
+// moved to the last removed offset, so it resumes at the next new message.
+// `*removed_out` (may be NULL) gets the number of messages removed.
+// FM_ERR_NOT_FOUND if the stream does not exist; FM_ERR_UNAUTHORIZED on a
+// broker without an admin grant.
+fm_status fm_stream_purge(struct fm_client *client, const char *stream, uint64_t *removed_out);
+
+// Removes the pending and delayed jobs of a queue. Jobs in flight are left
+// to their workers (ack, nack and the visibility timeout still apply, so a
+// job whose visibility runs out comes back); dead jobs stay in the
+// dead-letter queue. `*removed_out` (may be NULL) gets how many were
+// removed. Errors as fm_stream_purge.
+fm_status fm_queue_purge(struct fm_client *client, const char *queue, uint64_t *removed_out);
+
+// Gives a reserved job `visibility_ms` (at least 1) from now before it is
+// redelivered, e.g. for a long-running job that is still being worked on.
+// FM_ERR_CONFLICT if the job is no longer reserved by anyone (its
+// visibility already ran out, it was nacked or dead-lettered);
+// FM_ERR_NOT_FOUND if the queue has no such job (e.g. already acked);
+// FM_ERR_INVALID_ARGUMENT for visibility_ms 0.
+fm_status fm_queue_extend(struct fm_client *client,
+                          const char *queue,
+                          uint64_t job_id,
+                          uint64_t visibility_ms);
+
+// Changes a stream's configuration with the option keys of
+// fm_stream_create: "max_age_ms", "max_bytes", "max_messages" (0 =
+// unlimited) and "partitions" (may only grow: FM_ERR_INVALID_ARGUMENT
+// otherwise; keys then map to other partitions). Keys not set keep their
+// value; "tier" can not change. Retention applies to the messages already
+// stored from the next enforcement on (within about a second).
+// FM_ERR_INVALID_ARGUMENT if `opts` is NULL or sets none of these keys;
+// FM_ERR_NOT_FOUND if the stream does not exist; FM_ERR_UNAUTHORIZED on a
+// broker without an admin grant.
+fm_status fm_stream_update(struct fm_client *client,
                            const char *stream,
                            const struct fm_options *opts);
 
-// The partition count of a stream. FM_ERR_NOT_FOUND if it does not exist.
-fm_status fm_stream_partitions(struct fm_client *client, const char *stream, uint32_t *out);
-
 #ifdef __cplusplus
 }  // extern "C"
-#endif  // __cplusplus
+#endif
 
 #endif  /* FLOWMESH_H */

@@ -190,6 +190,52 @@ impl Client {
         self.engine.group_state(&self.qualify(stream)?, group).await
     }
 
+    /// Changes a stream's retention or grows its partitions (see [`StreamUpdate`]).
+    pub async fn update_stream(&self, stream: &str, update: StreamUpdate) -> Result<StreamConfig> {
+        if update.is_empty() {
+            return Err(Error::invalid(
+                "a stream update needs at least one of partitions, max_age_ms, max_bytes, max_messages",
+            ));
+        }
+        self.engine.update_stream(&self.qualify(stream)?, update).await
+    }
+
+    /// Removes every retained message (offsets keep growing); returns how many.
+    pub async fn purge_stream(&self, stream: &str) -> Result<u64> {
+        self.engine.purge_stream(&self.qualify(stream)?).await
+    }
+
+    /// Deletes a stream with its messages and consumer-group offsets.
+    pub async fn delete_stream(&self, stream: &str) -> Result<()> {
+        self.engine.delete_stream(&self.qualify(stream)?).await
+    }
+
+    /// Streams of this client's tenant and namespace whose name starts with
+    /// `prefix`, fully qualified and sorted (a prefix containing `/` is taken
+    /// as the start of a qualified name, e.g. `acme/` for every namespace).
+    pub async fn list_streams(&self, prefix: &str) -> Result<Vec<String>> {
+        self.engine.list_streams(&self.qualify_prefix(prefix)?).await
+    }
+
+    pub async fn list_queues(&self, prefix: &str) -> Result<Vec<String>> {
+        self.engine.list_queues(&self.qualify_prefix(prefix)?).await
+    }
+
+    pub async fn list_buckets(&self, prefix: &str) -> Result<Vec<String>> {
+        self.engine.list_buckets(&self.qualify_prefix(prefix)?).await
+    }
+
+    /// The qualified listing prefix for a user's `prefix`.
+    pub fn qualify_prefix(&self, prefix: &str) -> Result<String> {
+        let q = if prefix.contains('/') {
+            prefix.to_owned()
+        } else {
+            format!("{}/{}/{prefix}", self.cfg.tenant, self.cfg.namespace)
+        };
+        names::check_prefix(&q)?;
+        Ok(q)
+    }
+
     // ---- queues ----
 
     pub async fn enqueue(&self, queue: &str, record: Record, delay_ms: u64, priority: i32) -> Result<u64> {
@@ -215,6 +261,24 @@ impl Client {
 
     pub async fn nack(&self, queue: &str, job_id: u64, delay_ms: u64) -> Result<()> {
         self.engine.nack(&self.qualify(queue)?, job_id, delay_ms).await
+    }
+
+    /// Gives reserved job `job_id` `visibility_ms` more from now.
+    pub async fn extend(&self, queue: &str, job_id: u64, visibility_ms: u64) -> Result<()> {
+        if visibility_ms == 0 {
+            return Err(Error::invalid("visibility_ms must be at least 1"));
+        }
+        self.engine.extend(&self.qualify(queue)?, job_id, visibility_ms).await
+    }
+
+    /// Removes pending and delayed jobs (in-flight ones are left to finish).
+    pub async fn purge_queue(&self, queue: &str) -> Result<u64> {
+        self.engine.purge_queue(&self.qualify(queue)?).await
+    }
+
+    /// Deletes a queue with every job, including in-flight and dead ones.
+    pub async fn delete_queue(&self, queue: &str) -> Result<()> {
+        self.engine.delete_queue(&self.qualify(queue)?).await
     }
 
     pub async fn queue_stats(&self, queue: &str) -> Result<QueueStats> {
@@ -274,6 +338,11 @@ impl Client {
 
     pub async fn kv_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
         self.engine.kv_keys(&self.qualify(bucket)?, prefix).await
+    }
+
+    /// Deletes a bucket with every key; its watches end with NotFound.
+    pub async fn delete_bucket(&self, bucket: &str) -> Result<()> {
+        self.engine.delete_bucket(&self.qualify(bucket)?).await
     }
 
     pub async fn kv_watch(&self, bucket: &str, prefix: &str) -> Result<KvEventStream> {

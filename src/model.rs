@@ -8,7 +8,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures::Stream;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A message to append to a stream (or a job payload to enqueue).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -279,4 +279,42 @@ pub struct StreamStats {
     /// Bytes retained, as counted against size limits.
     pub bytes: u64,
     pub groups: Vec<GroupState>,
+}
+
+/// A change of a stream's configuration: `None` keeps a setting. The
+/// partition count may only grow (keys then map to other partitions);
+/// retention limits (0 = unlimited) apply from the next enforcement on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamUpdate {
+    pub partitions: Option<u32>,
+    pub max_age_ms: Option<u64>,
+    pub max_bytes: Option<u64>,
+    pub max_messages: Option<u64>,
+}
+
+impl StreamUpdate {
+    /// `config` with this update applied, refusing a shrinking partition count.
+    pub fn apply(&self, stream: &str, config: StreamConfig) -> Result<StreamConfig> {
+        let mut next = config;
+        if let Some(p) = self.partitions {
+            if p < config.partitions {
+                return Err(Error::InvalidArgument(format!(
+                    "stream {stream} has {} partitions; the partition count may only grow",
+                    config.partitions
+                )));
+            }
+            if p > 4096 {
+                return Err(Error::InvalidArgument("partitions must be between 1 and 4096".into()));
+            }
+            next.partitions = p;
+        }
+        next.max_age_ms = self.max_age_ms.unwrap_or(config.max_age_ms);
+        next.max_bytes = self.max_bytes.unwrap_or(config.max_bytes);
+        next.max_messages = self.max_messages.unwrap_or(config.max_messages);
+        Ok(next)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == StreamUpdate::default()
+    }
 }

@@ -69,6 +69,19 @@ pub fn check_group(group: &str) -> Result<()> {
     check_segment("group", group, group)
 }
 
+/// Checks a listing prefix as an engine or the broker receives it: the
+/// start of a qualified name (`tenant/namespace/...`), segments limited to
+/// the name alphabet.
+pub fn check_prefix(prefix: &str) -> Result<()> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/');
+    if prefix.len() > 3 * MAX_SEGMENT + 2 || !prefix.chars().all(ok) || prefix.split('/').count() > 3 {
+        return Err(Error::InvalidArgument(format!(
+            "invalid prefix {prefix:?}: the start of a name tenant/namespace/name of [A-Za-z0-9._-]"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -230,6 +230,27 @@ impl Options {
         })
     }
 
+    /// A stream update: the creation keys that are set, except the tier
+    /// (fixed at creation).
+    pub fn stream_update(&self) -> Result<crate::model::StreamUpdate> {
+        self.check_context(Context::Stream)?;
+        if self.get("tier").is_some() {
+            return Err(Error::invalid("option tier: a stream's tier is fixed when it is created"));
+        }
+        let partitions = match self.u64("partitions")? {
+            Some(p) if p == 0 || p > 4096 => {
+                return Err(Error::invalid("option partitions: must be between 1 and 4096"));
+            }
+            p => p.map(|p| p as u32),
+        };
+        Ok(crate::model::StreamUpdate {
+            partitions,
+            max_age_ms: self.u64("max_age_ms")?,
+            max_bytes: self.u64("max_bytes")?,
+            max_messages: self.u64("max_messages")?,
+        })
+    }
+
     /// Subscription settings: where to start, which group, auto-commit.
     pub fn subscription(&self) -> Result<(SubscribeSpec, bool)> {
         self.check_context(Context::Subscribe)?;

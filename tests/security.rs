@@ -620,3 +620,81 @@ async fn a_reload_ends_the_subscriptions_and_watches_of_revoked_tokens() {
     assert_eq!(&m.payload[..], b"after");
     unauthorized(b.subscribe("s", latest()).await.map(|_| ()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_lifecycle_is_scoped_by_grants_and_audited() {
+    let orders_only = r#"[{"resource":"acme/default/orders*","ops":["*"]}]"#;
+    let s = secured(&[
+        ("a", "secret-a", "acme", ALL, "{}"),
+        ("o", "secret-o", "acme", orders_only, "{}"),
+        ("r", "secret-r", "acme", READ_ONLY, "{}"),
+        ("g", "secret-g", "globex", ALL, "{}"),
+    ]);
+    let acme = client(&s, "acme", Some("secret-a")).await;
+    for name in ["orders", "orders-eu", "payments"] {
+        acme.publish(name, Record::new("x")).await.unwrap();
+    }
+    acme.enqueue("jobs", Record::new("j"), 0, 0).await.unwrap();
+    acme.kv_set("cfg", "k", "v", 0).await.unwrap();
+    let globex = client(&s, "globex", Some("secret-g")).await;
+    globex.publish("mine", Record::new("g")).await.unwrap();
+
+    // Listing shows only what the token may use.
+    assert_eq!(
+        acme.list_streams("").await.unwrap(),
+        ["acme/default/orders", "acme/default/orders-eu", "acme/default/payments"]
+    );
+    let orders = client(&s, "acme", Some("secret-o")).await;
+    assert_eq!(orders.list_streams("").await.unwrap(), ["acme/default/orders", "acme/default/orders-eu"]);
+    assert!(orders.list_queues("").await.unwrap().is_empty());
+    assert_eq!(globex.list_streams("").await.unwrap(), ["globex/default/mine"]);
+    // Another tenant's resources can be neither listed, deleted nor purged.
+    unauthorized(globex.list_streams("acme/").await);
+    unauthorized(globex.list_queues("acme/default/").await);
+    unauthorized(globex.list_buckets("acme/default/").await);
+    assert!(globex.list_streams("a").await.unwrap().is_empty(), "only globex/default/ is listed");
+    unauthorized(globex.delete_stream("acme/default/orders").await);
+    unauthorized(globex.delete_queue("acme/default/jobs").await);
+    unauthorized(globex.delete_bucket("acme/default/cfg").await);
+    unauthorized(globex.purge_stream("acme/default/orders").await);
+    unauthorized(globex.purge_queue("acme/default/jobs").await);
+    unauthorized(globex.extend("acme/default/jobs", 1, 1000).await);
+    let upd = flowmesh::StreamUpdate { max_messages: Some(1), ..Default::default() };
+    unauthorized(globex.update_stream("acme/default/orders", upd).await);
+    // Missing resources of another tenant get the same answer as existing ones.
+    let existing = unauthorized(globex.delete_stream("acme/default/orders").await);
+    let missing = unauthorized(globex.delete_stream("acme/default/nothing").await);
+    assert_eq!(existing.replace("orders", "X"), missing.replace("nothing", "X"));
+    // Deleting and purging need an admin grant, also inside the tenant.
+    let ro = client(&s, "acme", Some("secret-r")).await;
+    unauthorized(ro.delete_stream("orders").await);
+    unauthorized(ro.purge_stream("orders").await);
+    unauthorized(orders.delete_stream("payments").await);
+    assert_eq!(acme.read("orders", 0, 0, 10).await.unwrap().len(), 1, "nothing was removed");
+
+    // Allowed calls go through and are in the audit trail.
+    assert_eq!(orders.purge_stream("orders").await.unwrap(), 1);
+    orders.delete_stream("orders-eu").await.unwrap();
+    acme.delete_queue("jobs").await.unwrap();
+    acme.update_stream("payments", upd).await.unwrap();
+    let want = [
+        ("purge_stream", "acme/default/orders"),
+        ("delete_stream", "acme/default/orders-eu"),
+        ("delete_queue", "acme/default/jobs"),
+        ("update_stream", "acme/default/payments"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let msgs = acme.read("acme/_system/_audit", 0, 0, 1000).await.unwrap_or_default();
+        let events: Vec<serde_json::Value> = msgs.iter().map(|m| serde_json::from_slice(&m.payload).unwrap()).collect();
+        let ok = |op: &str, res: &str| {
+            events.iter().any(|e| e["operation"] == op && e["resource"] == res && e["outcome"] == "ok")
+        };
+        let denied_list = events.iter().any(|e| e["operation"] == "list_streams" && e["outcome"] == "denied");
+        if want.iter().all(|(op, res)| ok(op, res)) && denied_list {
+            break;
+        }
+        assert!(Instant::now() < deadline, "audit trail lacks lifecycle records: {events:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

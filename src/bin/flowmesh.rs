@@ -14,6 +14,8 @@ use flowmesh::server::{serve, ServerConfig};
 use flowmesh::{Client, Error, KvOp, Options, Record, Result};
 use futures::StreamExt;
 
+#[path = "flowmesh/resources.rs"]
+mod resources;
 #[path = "flowmesh/security.rs"]
 mod security;
 #[path = "flowmesh/tls.rs"]
@@ -130,6 +132,9 @@ enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Streams: list, inspect, delete, purge, change retention
+    #[command(subcommand)]
+    Stream(resources::StreamCmd),
     /// Work queues
     #[command(subcommand)]
     Queue(QueueCmd),
@@ -252,6 +257,8 @@ enum QueueCmd {
         #[arg(long)]
         replay_all: bool,
     },
+    #[command(flatten)]
+    Lifecycle(resources::QueueLifecycle),
 }
 
 #[derive(Subcommand)]
@@ -298,6 +305,8 @@ enum KvCmd {
         #[arg(long)]
         count: Option<u64>,
     },
+    #[command(flatten)]
+    Lifecycle(resources::KvLifecycle),
 }
 
 fn main() -> ExitCode {
@@ -473,6 +482,7 @@ async fn run(cmd: Command) -> Result<()> {
         Command::Tls(TlsCmd::DevCerts { hosts, out, days, force }) => {
             print_line(tls::dev_certs(&hosts, &out, days, force)?)
         }
+        Command::Stream(s) => resources::run_stream(s).await,
         Command::Queue(q) => run_queue(q).await,
         Command::Kv(k) => run_kv(k).await,
         Command::Check { .. } => unreachable!("check runs before the runtime starts"),
@@ -526,6 +536,7 @@ async fn run_queue(cmd: QueueCmd) -> Result<()> {
             }
             Ok(())
         }
+        QueueCmd::Lifecycle(cmd) => resources::run_queue(cmd).await,
     }
 }
 
@@ -571,6 +582,7 @@ async fn run_kv(cmd: KvCmd) -> Result<()> {
             }
             Ok(())
         }
+        KvCmd::Lifecycle(cmd) => resources::run_kv(cmd).await,
     }
 }
 

@@ -96,6 +96,42 @@ pub trait Engine: Send + Sync + 'static {
         Err(crate::Error::Unavailable("this engine does not support KV transactions".into()))
     }
 
+    // ---- resource lifecycle ----
+    // No defaults: every engine and decorator implements them.
+    // Semantics shared by every engine:
+    // - a listing returns fully qualified names starting with a qualified
+    //   prefix (`tenant/namespace/` plus the caller's prefix), sorted;
+    // - a delete removes the resource with everything in it; open
+    //   subscriptions, KV watches and waiting reserves on it end with
+    //   `NotFound` ("... was deleted"); a later use re-creates the resource
+    //   empty, like any first use (stream offsets start again at 0);
+    // - a stream purge removes every retained message while offsets keep
+    //   growing from where they were; committed offsets of consumer groups
+    //   that pointed into the removed range are moved to its end, so groups
+    //   resume at the next new message;
+    // - a queue purge removes pending and delayed jobs; jobs in flight are
+    //   left to their workers (ack, nack and the visibility timeout still
+    //   apply to them), and dead jobs stay in the dead-letter queue.
+    /// Streams whose qualified name starts with `prefix`, sorted.
+    async fn list_streams(&self, prefix: &str) -> Result<Vec<String>>;
+    async fn list_queues(&self, prefix: &str) -> Result<Vec<String>>;
+    async fn list_buckets(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Removes a stream with its messages and group offsets; NotFound if absent.
+    async fn delete_stream(&self, stream: &str) -> Result<()>;
+    /// Removes a queue with every job (in flight and dead ones too); NotFound if absent.
+    async fn delete_queue(&self, queue: &str) -> Result<()>;
+    /// Removes a bucket with every key; NotFound if absent.
+    async fn delete_bucket(&self, bucket: &str) -> Result<()>;
+    /// Removes every retained message, keeping offsets; returns how many.
+    async fn purge_stream(&self, stream: &str) -> Result<u64>;
+    /// Removes pending and delayed jobs (not in-flight or dead ones); returns how many.
+    async fn purge_queue(&self, queue: &str) -> Result<u64>;
+    /// Gives a reserved job `visibility_ms` more from now; Conflict when it
+    /// is not reserved (any more), NotFound when the queue has no such job.
+    async fn extend(&self, queue: &str, job_id: u64, visibility_ms: u64) -> Result<()>;
+    /// Changes retention and grows partitions; returns the new configuration.
+    async fn update_stream(&self, stream: &str, update: StreamUpdate) -> Result<StreamConfig>;
+
     /// Flushes buffered writes to stable storage (fsync); a no-op in memory.
     async fn sync(&self) -> Result<()> {
         Ok(())

@@ -14,6 +14,12 @@ pub struct fm_strings {
     items: Vec<CString>,
 }
 
+impl fm_strings {
+    pub(crate) fn new(items: &[String]) -> fm_strings {
+        fm_strings { items: items.iter().map(|k| c_string(k)).collect() }
+    }
+}
+
 /// Kind of a KV change.
 #[repr(C)]
 #[derive(Clone, Copy)]

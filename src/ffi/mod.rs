@@ -15,6 +15,7 @@ pub mod kv;
 pub mod metrics;
 pub mod options;
 pub mod queue;
+pub mod resources;
 pub mod stream;
 
 use std::cell::{Cell, RefCell};

@@ -198,6 +198,46 @@ impl Engine for MeteredEngine {
         self.call(Op::Sync, self.inner.sync()).await
     }
 
+    async fn list_streams(&self, prefix: &str) -> Result<Vec<String>> {
+        self.call(Op::ListStreams, self.inner.list_streams(prefix)).await
+    }
+
+    async fn list_queues(&self, prefix: &str) -> Result<Vec<String>> {
+        self.call(Op::ListQueues, self.inner.list_queues(prefix)).await
+    }
+
+    async fn list_buckets(&self, prefix: &str) -> Result<Vec<String>> {
+        self.call(Op::ListBuckets, self.inner.list_buckets(prefix)).await
+    }
+
+    async fn delete_stream(&self, stream: &str) -> Result<()> {
+        self.call(Op::DeleteStream, self.inner.delete_stream(stream)).await
+    }
+
+    async fn delete_queue(&self, queue: &str) -> Result<()> {
+        self.call(Op::DeleteQueue, self.inner.delete_queue(queue)).await
+    }
+
+    async fn delete_bucket(&self, bucket: &str) -> Result<()> {
+        self.call(Op::DeleteBucket, self.inner.delete_bucket(bucket)).await
+    }
+
+    async fn purge_stream(&self, stream: &str) -> Result<u64> {
+        self.call(Op::PurgeStream, self.inner.purge_stream(stream)).await
+    }
+
+    async fn purge_queue(&self, queue: &str) -> Result<u64> {
+        self.call(Op::PurgeQueue, self.inner.purge_queue(queue)).await
+    }
+
+    async fn extend(&self, queue: &str, job_id: u64, visibility_ms: u64) -> Result<()> {
+        self.call(Op::Extend, self.inner.extend(queue, job_id, visibility_ms)).await
+    }
+
+    async fn update_stream(&self, stream: &str, update: StreamUpdate) -> Result<StreamConfig> {
+        self.call(Op::UpdateStream, self.inner.update_stream(stream, update)).await
+    }
+
     async fn inventory(&self) -> Result<Inventory> {
         self.inner.inventory().await
     }

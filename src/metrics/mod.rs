@@ -96,9 +96,19 @@ pub enum Op {
     KvWatch,
     KvTxn,
     Sync,
+    ListStreams,
+    ListQueues,
+    ListBuckets,
+    DeleteStream,
+    DeleteQueue,
+    DeleteBucket,
+    PurgeStream,
+    PurgeQueue,
+    Extend,
+    UpdateStream,
 }
 
-const OP_COUNT: usize = Op::Sync as usize + 1;
+const OP_COUNT: usize = Op::UpdateStream as usize + 1;
 
 impl Op {
     pub fn name(self) -> &'static str {
@@ -132,6 +142,16 @@ impl Op {
             Op::KvWatch => "kv_watch",
             Op::KvTxn => "kv_txn",
             Op::Sync => "sync",
+            Op::ListStreams => "list_streams",
+            Op::ListQueues => "list_queues",
+            Op::ListBuckets => "list_buckets",
+            Op::DeleteStream => "delete_stream",
+            Op::DeleteQueue => "delete_queue",
+            Op::DeleteBucket => "delete_bucket",
+            Op::PurgeStream => "purge_stream",
+            Op::PurgeQueue => "purge_queue",
+            Op::Extend => "extend",
+            Op::UpdateStream => "update_stream",
         }
     }
 }

@@ -478,6 +478,41 @@ impl AccessControl {
         deny(format!("token {:?} has no {} grant on {resource}", p.entry.id, names.join(" or ")))
     }
 
+    /// Whether `p` may use the qualified name `resource` in any way: what a
+    /// listing shows. Silent (no audit record), unlike [`Self::authorize`].
+    pub fn may_see(&self, p: &Principal, resource: &str) -> bool {
+        let mut parts = resource.splitn(3, '/');
+        let (Some(tenant), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return false;
+        };
+        if tenant != p.entry.tenant {
+            return false;
+        }
+        let any = if ns == SYSTEM_NAMESPACE { Op::Admin.bit() } else { u16::MAX };
+        p.entry.grants.iter().any(|g| g.ops & any != 0 && g.covers(tenant, ns, name))
+    }
+
+    /// A listing with `prefix` (the start of a qualified name) may only
+    /// reach into the token's own tenant; refused (and audited) otherwise.
+    pub fn authorize_listing(&self, p: &Principal, op: &str, prefix: &str) -> Result<()> {
+        let own = format!("{}/", p.entry.tenant);
+        if prefix.starts_with(&own) || own.starts_with(prefix) {
+            return Ok(());
+        }
+        let msg = format!(
+            "token {:?} belongs to tenant {:?} and may not list resources of another tenant",
+            p.entry.id, p.entry.tenant
+        );
+        let ev = AuditEvent::new(&p.entry.tenant, op, prefix, "denied").token(&p.entry.id).peer(p.peer);
+        self.audit(ev.detail(msg.clone()));
+        if let Some(target) = prefix.split_once('/').map(|(t, _)| t).filter(|t| self.knows_tenant(t)) {
+            // The tenant that was aimed at hears of it too.
+            let ev = AuditEvent::new(target, op, prefix, "denied").token(&p.entry.id).peer(p.peer);
+            self.audit(ev.detail(msg.clone()));
+        }
+        Err(Error::Unauthorized(msg))
+    }
+
     /// A unit of the caller's connection counter, if the token limits it.
     fn conn_unit(&self, p: &Principal, which: Counter, limit: Option<usize>) -> std::result::Result<Option<Unit>, ()> {
         let (Some(max), Some(peer)) = (limit, p.peer) else {

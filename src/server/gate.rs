@@ -72,6 +72,30 @@ impl Shared {
         admitted.map_err(|e| wire::to_status(&e))
     }
 
+    /// The gate of a listing: token, tenant of the prefix, in-flight limit.
+    /// What it may show is then filtered with [`Shared::visible`].
+    pub(crate) fn admit_listing<T>(&self, req: &Request<T>, op: &str, prefix: &str) -> Result<Caller, Status> {
+        let admitted = (|| {
+            let p = match &self.cfg.access {
+                None => return Ok(Caller { principal: None, _slot: None }),
+                Some(ac) => ac.authenticate(req.metadata(), req.remote_addr(), op, prefix)?,
+            };
+            let ac = self.cfg.access.as_ref().expect("checked above");
+            ac.authorize_listing(&p, op, prefix)?;
+            let slot = ac.request_slot(&p)?;
+            Ok(Caller { principal: Some(p), _slot: Some(slot) })
+        })();
+        admitted.map_err(|e: Error| wire::to_status(&e))
+    }
+
+    /// Whether a listing shows `name` to the caller.
+    pub(crate) fn visible(&self, caller: &Caller, name: &str) -> bool {
+        match (&self.cfg.access, &caller.principal) {
+            (Some(ac), Some(p)) => ac.may_see(p, name),
+            _ => true,
+        }
+    }
+
     /// The gate for one message of an open publish stream.
     pub(crate) fn admit_with(
         &self,

@@ -43,9 +43,11 @@ const METHODS: &[(&str, &[&str])] = &[
             "DlqList",
             "DlqReplay",
             "DlqReplayAll",
+            "Extend",
         ],
     ),
     ("Kv", &["Set", "Get", "Delete", "Exists", "Keys", "Watch", "Cas"]),
+    ("Resources", &["List", "Delete", "Purge", "UpdateStream"]),
 ];
 
 /// `(service, method)` of a request path like `/flowmesh.v1.Streams/Publish`.

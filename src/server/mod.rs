@@ -9,6 +9,7 @@ mod health;
 mod kv;
 pub mod metrics;
 mod queues;
+mod resources;
 #[cfg(test)]
 mod storage_fault_tests;
 mod streams;
@@ -143,6 +144,7 @@ pub async fn serve_on(
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
+        .add_service(pb::resources_server::ResourcesServer::new(resources::ResourcesService(shared.clone())))
         .add_service(
             pb::kv_server::KvServer::new(kv::KvService(shared))
                 .max_decoding_message_size(max)

@@ -49,6 +49,12 @@ impl pb::queues_server::Queues for QueuesService {
         reply(self.0.engine.nack(&r.queue, r.job_id, r.delay_ms).await.map(|_| pb::NackResponse {}))
     }
 
+    async fn extend(&self, req: Request<pb::ExtendRequest>) -> Result<Response<pb::ExtendResponse>, Status> {
+        let _caller = self.0.admit(&req, &[Op::QueueConsume], &req.get_ref().queue)?;
+        let r = req.into_inner();
+        reply(self.0.engine.extend(&r.queue, r.job_id, r.visibility_ms).await.map(|_| pb::ExtendResponse {}))
+    }
+
     async fn stats(&self, req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
         let _caller = self.0.admit(&req, &[Op::Read, Op::QueueProduce, Op::QueueConsume], &req.get_ref().queue)?;
         let r = req.into_inner();

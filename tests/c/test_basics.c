@@ -223,6 +223,22 @@ static void all_calls_return(fm_client *c, fm_status want)
     CHECK(strs == NULL);
     CHECK_ST(fm_kv_watch(c, "b", "", noop_kv_cb, NULL, &sub), want);
     CHECK(sub == NULL);
+    CHECK_ST(fm_streams_list(c, "", &strs), want);
+    CHECK(strs == NULL);
+    CHECK_ST(fm_queues_list(c, "", &strs), want);
+    CHECK(strs == NULL);
+    CHECK_ST(fm_kv_buckets_list(c, "", &strs), want);
+    CHECK(strs == NULL);
+    CHECK_ST(fm_stream_delete(c, "s"), want);
+    CHECK_ST(fm_queue_delete(c, "q"), want);
+    CHECK_ST(fm_kv_bucket_delete(c, "b"), want);
+    CHECK_ST(fm_stream_purge(c, "s", &u64), want);
+    CHECK_ST(fm_queue_purge(c, "q", &u64), want);
+    CHECK_ST(fm_queue_extend(c, "q", 1, 1000), want);
+    fm_options *upd = fm_options_new();
+    fm_options_set(upd, "max_messages", "1");
+    CHECK_ST(fm_stream_update(c, "s", upd), want);
+    fm_options_free(upd);
     /* in case a call wrongly succeeded, do not leak */
     fm_messages_free(ms);
     fm_job_free(job);

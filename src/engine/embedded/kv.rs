@@ -52,6 +52,8 @@ struct BucketState {
     seq: u64,
     history: VecDeque<KvEvent>,
     history_bytes: u64,
+    /// The bucket was deleted: writes fail, reads find nothing.
+    deleted: bool,
 }
 
 fn entry_cost(key: &str, value: &[u8]) -> u64 {
@@ -64,6 +66,8 @@ pub struct Bucket {
     epoch: u64,
     state: Mutex<BucketState>,
     events: broadcast::Sender<KvEvent>,
+    /// Turns true when the bucket is deleted, ending every watch.
+    gone: tokio::sync::watch::Sender<bool>,
     fsync: FsyncPolicy,
 }
 
@@ -82,6 +86,7 @@ impl Bucket {
             epoch: crate::backoff::pseudo_random() | 1,
             state: Mutex::new(st),
             events: broadcast::channel(WATCH_BUFFER).0,
+            gone: tokio::sync::watch::channel(false).0,
             fsync,
         })
     }
@@ -91,6 +96,7 @@ impl Bucket {
         let now = now_ms();
         let (rev, sync) = {
             let mut st = self.state.lock().unwrap();
+            self.check_live(&st)?;
             if let Some(expected) = expected {
                 let current = st.entries.get(key).filter(|e| e.live(now)).map_or(0, |e| e.revision);
                 if current != expected {
@@ -116,6 +122,27 @@ impl Bucket {
         Ok(rev)
     }
 
+    fn check_live(&self, st: &BucketState) -> Result<()> {
+        if st.deleted {
+            return Err(Error::NotFound(format!("bucket {} was deleted", self.name)));
+        }
+        Ok(())
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.state.lock().unwrap().deleted
+    }
+
+    /// Marks the bucket deleted (no write after this one lands in it) and
+    /// ends its watches.
+    pub fn mark_deleted(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.deleted = true;
+        st.entries.clear();
+        st.expiries.clear();
+        self.gone.send_replace(true);
+    }
+
     pub fn get(&self, key: &str) -> Result<KvEntry> {
         let st = self.state.lock().unwrap();
         match st.entries.get(key) {
@@ -134,6 +161,7 @@ impl Bucket {
     pub fn delete(&self, key: &str) -> Result<bool> {
         let sync = {
             let mut st = self.state.lock().unwrap();
+            self.check_live(&st)?;
             let now = now_ms();
             let Some(e) = st.entries.get(key) else {
                 return Ok(false);
@@ -208,6 +236,7 @@ impl Bucket {
     /// continues live; also returns the cursor it starts from.
     pub fn watch_resume(&self, prefix: &str, after: Option<WatchCursor>) -> Result<(WatchCursor, KvEventStream)> {
         let st = self.state.lock().unwrap();
+        self.check_live(&st)?;
         let after = after.unwrap_or(WatchCursor { epoch: self.epoch, seq: st.seq });
         if after.epoch != self.epoch {
             return Err(Error::Conflict(format!(
@@ -234,6 +263,18 @@ impl Bucket {
     fn live(&self, rx: broadcast::Receiver<KvEvent>, prefix: &str, backlog: Vec<KvEvent>) -> KvEventStream {
         let prefix = prefix.to_owned();
         let name = self.name.clone();
+        // Deleting the bucket ends the watch with NotFound.
+        let gone = self.gone.subscribe();
+        let mut waiting = gone.clone();
+        let deleted = async move {
+            let _ = waiting.wait_for(|d| *d).await.is_ok();
+        };
+        let gone_name = name.clone();
+        let tail = futures::stream::once(async move {
+            let deleted = *gone.borrow();
+            deleted.then(|| Err(Error::NotFound(format!("bucket {gone_name} was deleted"))))
+        })
+        .filter_map(futures::future::ready);
         Box::pin(
             futures::stream::iter(backlog.into_iter().map(Ok))
                 .chain(BroadcastStream::new(rx))
@@ -247,6 +288,8 @@ impl Bucket {
                     };
                     futures::future::ready(out)
                 })
+                .take_until(deleted)
+                .chain(tail)
                 // A lagged watch ends after reporting it, so nothing is silently skipped.
                 .scan(false, |failed, ev| {
                     if *failed {

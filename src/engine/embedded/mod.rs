@@ -167,7 +167,67 @@ fn lock_dir(dir: &std::path::Path) -> Result<File> {
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(Error::Unavailable(format!("data directory {} is in use by another process", dir.display())));
     }
+    // Finish deletes a crash interrupted (their resources are already gone).
+    let trash = dir.join(TRASH);
+    if trash.exists() {
+        fs::remove_dir_all(&trash).map_err(|e| Error::io("remove deleted resources", e))?;
+    }
     Ok(f)
+}
+
+/// Where a deleted resource's directory is moved (one atomic rename) before
+/// its files are removed, so a crash leaves the resource whole or gone.
+const TRASH: &str = "trash";
+
+/// Moves `path` into the trash (durably), then removes it.
+fn remove_resource_dir(base: &std::path::Path, path: &std::path::Path) -> Result<()> {
+    let trash = base.join(TRASH);
+    fs::create_dir_all(&trash).map_err(|e| Error::io("create trash directory", e))?;
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let target = trash.join(format!("{}-{}-{seq}", std::process::id(), now_ms()));
+    match fs::rename(path, &target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(&format!("delete {}", path.display()), e)),
+    }
+    for dir in [path.parent(), Some(trash.as_path())].into_iter().flatten() {
+        if let Ok(d) = File::open(dir) {
+            d.sync_all().map_err(|e| Error::io("fsync directory", e))?;
+        }
+    }
+    fs::remove_dir_all(&target).map_err(|e| Error::io(&format!("remove {}", target.display()), e))
+}
+
+/// Qualified names of the resources of one kind on disk (`kind/t/ns/name`
+/// holding `marker`) that start with `prefix`.
+fn names_on_disk(base: &std::path::Path, kind: &str, marker: &str, prefix: &str, out: &mut Vec<String>) {
+    let list = |dir: &std::path::Path| -> Vec<String> {
+        let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .collect()
+    };
+    let root = base.join(kind);
+    for t in list(&root) {
+        for ns in list(&root.join(&t)) {
+            let scope = format!("{t}/{ns}/");
+            if !(scope.starts_with(prefix) || prefix.starts_with(&scope)) {
+                continue;
+            }
+            for name in list(&root.join(&t).join(&ns)) {
+                let full = format!("{scope}{name}");
+                if full.starts_with(prefix)
+                    && names::check_qualified(&full).is_ok()
+                    && root.join(&t).join(&ns).join(&name).join(marker).exists()
+                {
+                    out.push(full);
+                }
+            }
+        }
+    }
 }
 
 fn maintenance(inner: Weak<Inner>, stop: Arc<(Mutex<bool>, Condvar)>) {
@@ -252,6 +312,17 @@ impl Inner {
         })
     }
 
+    /// A queue that was used before (open, or on disk); NotFound otherwise.
+    fn existing_queue(&self, name: &str) -> Result<Arc<Queue>> {
+        names::check_qualified(name)?;
+        let known = self.queues.read().unwrap().contains_key(name)
+            || self.cfg.dir.as_ref().is_some_and(|d| resource_dir(d, "queues", name).join("queue.log").exists());
+        if !known {
+            return Err(Error::NotFound(format!("queue {name} does not exist")));
+        }
+        self.queue(name)
+    }
+
     fn bucket(&self, name: &str) -> Result<Arc<Bucket>> {
         self.resource(&self.buckets, name, || {
             let path = self.cfg.dir.as_ref().map(|d| resource_dir(d, "kv", name).join("bucket.log"));
@@ -278,6 +349,64 @@ impl Inner {
         let r = Arc::new(open()?);
         map.write().unwrap().insert(name.to_owned(), r.clone());
         Ok(r)
+    }
+
+    /// Names of one kind, open ones (including memory-only) and on disk.
+    fn list<T>(
+        &self,
+        map: &RwLock<HashMap<String, Arc<T>>>,
+        kind: &str,
+        marker: &str,
+        prefix: &str,
+    ) -> Result<Vec<String>> {
+        names::check_prefix(prefix)?;
+        let _guard = self.opening.lock().unwrap();
+        let mut names: Vec<String> = map.read().unwrap().keys().filter(|n| n.starts_with(prefix)).cloned().collect();
+        if let Some(dir) = &self.cfg.dir {
+            names_on_disk(dir, kind, marker, prefix, &mut names);
+        }
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Takes a resource out of the engine (NotFound if it neither is open
+    /// nor exists on disk), lets `close` detach it, then removes its files.
+    fn delete<T>(
+        &self,
+        map: &RwLock<HashMap<String, Arc<T>>>,
+        kind: &str,
+        marker: &str,
+        name: &str,
+        what: &str,
+        close: impl FnOnce(&T),
+    ) -> Result<()> {
+        names::check_qualified(name)?;
+        let _guard = self.opening.lock().unwrap();
+        let open = map.write().unwrap().remove(name);
+        let dir = self.cfg.dir.as_ref().map(|d| resource_dir(d, kind, name)).filter(|d| d.join(marker).exists());
+        if open.is_none() && dir.is_none() {
+            return Err(Error::NotFound(format!("{what} {name} does not exist")));
+        }
+        if let Some(r) = &open {
+            close(r);
+        }
+        // Moved away under the lock, so a re-creation never sees old files.
+        if let (Some(base), Some(dir)) = (&self.cfg.dir, &dir) {
+            remove_resource_dir(base, dir)?;
+        }
+        Ok(())
+    }
+
+    /// A KV write; one racing a bucket delete lands in the re-created bucket.
+    fn put(&self, bucket: &str, key: &str, value: Bytes, ttl_ms: u64, expected: Option<u64>) -> Result<u64> {
+        loop {
+            let b = self.bucket(bucket)?;
+            match b.put(key, value.clone(), ttl_ms, expected) {
+                Err(_) if b.is_deleted() => continue,
+                r => return r,
+            }
+        }
     }
 
     fn check_size(&self, size: usize) -> Result<()> {
@@ -322,8 +451,14 @@ impl Engine for EmbeddedEngine {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let s = self.inner().stream(stream, Some(StreamConfig::default()))?;
-        s.publish(&records, &self.inner().registry)
+        // A delete racing this publish: it lands in the re-created stream.
+        loop {
+            let s = self.inner().stream(stream, Some(StreamConfig::default()))?;
+            match s.publish(&records, &self.inner().registry) {
+                Err(_) if s.is_deleted() => continue,
+                r => return r,
+            }
+        }
     }
 
     async fn read(&self, stream: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>> {
@@ -356,7 +491,13 @@ impl Engine for EmbeddedEngine {
 
     async fn enqueue(&self, queue: &str, record: Record, delay_ms: u64, priority: i32) -> Result<u64> {
         self.inner().check_size(record.size())?;
-        self.inner().queue(queue)?.enqueue(record, delay_ms, priority)
+        loop {
+            let q = self.inner().queue(queue)?;
+            match q.enqueue(record.clone(), delay_ms, priority) {
+                Err(_) if q.is_deleted() => continue,
+                r => return r,
+            }
+        }
     }
 
     async fn reserve(&self, queue: &str, max: usize, visibility_ms: u64, wait_ms: u64) -> Result<Vec<Job>> {
@@ -398,13 +539,13 @@ impl Engine for EmbeddedEngine {
     async fn kv_set(&self, bucket: &str, key: &str, value: Bytes, ttl_ms: u64) -> Result<u64> {
         names::check_key(key)?;
         self.inner().check_size(value.len())?;
-        self.inner().bucket(bucket)?.put(key, value, ttl_ms, None)
+        self.inner().put(bucket, key, value, ttl_ms, None)
     }
 
     async fn kv_cas(&self, bucket: &str, key: &str, value: Bytes, expected: u64, ttl_ms: u64) -> Result<u64> {
         names::check_key(key)?;
         self.inner().check_size(value.len())?;
-        self.inner().bucket(bucket)?.put(key, value, ttl_ms, Some(expected))
+        self.inner().put(bucket, key, value, ttl_ms, Some(expected))
     }
 
     async fn kv_get(&self, bucket: &str, key: &str) -> Result<KvEntry> {
@@ -445,6 +586,48 @@ impl Engine for EmbeddedEngine {
 
     async fn sync(&self) -> Result<()> {
         self.inner().registry.sync_dirty()
+    }
+
+    async fn list_streams(&self, prefix: &str) -> Result<Vec<String>> {
+        self.inner().list(&self.inner().streams, "streams", "meta.json", prefix)
+    }
+
+    async fn list_queues(&self, prefix: &str) -> Result<Vec<String>> {
+        self.inner().list(&self.inner().queues, "queues", "queue.log", prefix)
+    }
+
+    async fn list_buckets(&self, prefix: &str) -> Result<Vec<String>> {
+        self.inner().list(&self.inner().buckets, "kv", "bucket.log", prefix)
+    }
+
+    async fn delete_stream(&self, stream: &str) -> Result<()> {
+        self.inner().delete(&self.inner().streams, "streams", "meta.json", stream, "stream", |s| {
+            s.mark_deleted();
+        })
+    }
+
+    async fn delete_queue(&self, queue: &str) -> Result<()> {
+        self.inner().delete(&self.inner().queues, "queues", "queue.log", queue, "queue", Queue::mark_deleted)
+    }
+
+    async fn delete_bucket(&self, bucket: &str) -> Result<()> {
+        self.inner().delete(&self.inner().buckets, "kv", "bucket.log", bucket, "bucket", Bucket::mark_deleted)
+    }
+
+    async fn purge_stream(&self, stream: &str) -> Result<u64> {
+        self.inner().stream(stream, None)?.purge()
+    }
+
+    async fn purge_queue(&self, queue: &str) -> Result<u64> {
+        self.inner().existing_queue(queue)?.purge()
+    }
+
+    async fn extend(&self, queue: &str, job_id: u64, visibility_ms: u64) -> Result<()> {
+        self.inner().queue(queue)?.extend(job_id, visibility_ms)
+    }
+
+    async fn update_stream(&self, stream: &str, update: StreamUpdate) -> Result<StreamConfig> {
+        self.inner().stream(stream, None)?.update(&update)
     }
 
     async fn inventory(&self) -> Result<Inventory> {

@@ -200,6 +200,20 @@ impl Partition {
         }
     }
 
+    /// Removes every message, keeping `latest`; returns how many went.
+    pub fn purge(&mut self) -> Result<u64> {
+        let removed = self.latest() - self.earliest();
+        match self {
+            Partition::Memory(p) => {
+                p.base += p.messages.len() as u64;
+                p.messages.clear();
+                p.bytes = 0;
+            }
+            Partition::File(p) => p.purge()?,
+        }
+        Ok(removed)
+    }
+
     pub fn enforce_retention(&mut self, cfg: &StreamConfig, now_ms: i64) -> Result<()> {
         match self {
             Partition::Memory(p) => {
@@ -538,6 +552,19 @@ impl FilePartition {
                 count: end - offset,
             });
         }
+    }
+
+    /// Starts an empty active segment at `next` and deletes the older ones,
+    /// oldest first (a crash in between leaves a suffix, as retention does).
+    fn purge(&mut self) -> Result<()> {
+        if self.segments.last().is_some_and(|s| s.count() > 0) {
+            self.roll()?;
+        }
+        let keep = self.segments.len().saturating_sub(1);
+        for seg in self.segments.drain(..keep) {
+            fs::remove_file(seg.log.path()).map_err(|e| Error::io("delete purged segment", e))?;
+        }
+        Ok(())
     }
 
     fn enforce_retention(&mut self, cfg: &StreamConfig, now_ms: i64) -> Result<()> {

@@ -73,6 +73,8 @@ struct QueueState {
     ticket: u64,
     /// Approximate bytes of live jobs, for an O(1) compaction check.
     live_bytes: u64,
+    /// The queue was deleted: every operation fails, waiting reserves end.
+    deleted: bool,
 }
 
 fn job_cost(j: &JobRec) -> u64 {
@@ -108,6 +110,9 @@ impl Queue {
     fn with_state<T>(&self, f: impl FnOnce(&mut QueueState, i64) -> Result<T>) -> Result<T> {
         let (out, sync) = {
             let mut st = self.state.lock().unwrap();
+            if st.deleted {
+                return Err(Error::NotFound(format!("queue {} was deleted", self.name)));
+            }
             st.ticket = 0;
             let now = now_ms();
             st.promote(now);
@@ -216,6 +221,47 @@ impl Queue {
         })?;
         self.arrived.notify_waiters();
         Ok(())
+    }
+
+    /// Gives an in-flight job `visibility_ms` from now.
+    pub fn extend(&self, job_id: u64, visibility_ms: u64) -> Result<()> {
+        if visibility_ms == 0 {
+            return Err(Error::invalid("visibility_ms must be at least 1"));
+        }
+        self.with_state(|st, now| match st.jobs.get(&job_id).map(|j| (j.state, j.attempt)) {
+            Some((State::InFlight(_), attempt)) => {
+                st.set_state(job_id, State::InFlight(now + visibility_ms as i64), attempt);
+                Ok(())
+            }
+            None => Err(Error::NotFound(format!("job {job_id} is not in queue {}", self.name))),
+            Some(_) => Err(Error::Conflict(format!(
+                "job {job_id} of queue {} is no longer reserved (its visibility ran out, or it was nacked or dead-lettered)",
+                self.name
+            ))),
+        })
+    }
+
+    /// Removes every pending and delayed job; in-flight and dead jobs stay.
+    pub fn purge(&self) -> Result<u64> {
+        self.with_state(|st, _| {
+            let mut ids: Vec<u64> = st.ready.values().copied().collect();
+            ids.extend(st.delayed.iter().map(|(_, id)| *id));
+            for id in &ids {
+                st.remove(*id);
+                st.log_remove(*id);
+            }
+            Ok(ids.len() as u64)
+        })
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.state.lock().unwrap().deleted
+    }
+
+    /// Marks the queue deleted and wakes waiting reserves (which then fail).
+    pub fn mark_deleted(&self) {
+        self.state.lock().unwrap().deleted = true;
+        self.arrived.notify_waiters();
     }
 
     pub fn stats(&self) -> Result<QueueStats> {

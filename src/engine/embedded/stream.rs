@@ -4,8 +4,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::watch;
 
@@ -27,8 +27,15 @@ const SUBSCRIBE_BATCH: usize = 512;
 
 pub struct Stream {
     name: String,
-    config: StreamConfig,
-    partitions: Vec<Mutex<Partition>>,
+    /// Configuration and partitions change together (an update may add
+    /// partitions); appends hold it shared, updates and deletes exclusively.
+    layout: RwLock<Layout>,
+    /// Set (under the exclusive layout lock) when the stream is deleted:
+    /// later appends are refused and feeds end.
+    deleted: AtomicBool,
+    /// Directory and segment size, to add partitions (None in memory).
+    dir: Option<PathBuf>,
+    segment_bytes: u64,
     round_robin: AtomicU32,
     /// Bumped after every append; subscribers wait on it instead of polling.
     appended: watch::Sender<u64>,
@@ -37,6 +44,11 @@ pub struct Stream {
     /// Held across check-append-remember by publishes carrying message ids,
     /// so a retry racing its original is still stored once.
     dedup: Mutex<DedupWindow>,
+}
+
+struct Layout {
+    config: StreamConfig,
+    partitions: Vec<Mutex<Partition>>,
 }
 
 struct Offsets {
@@ -82,17 +94,7 @@ impl Stream {
         }
         if let Some(dir) = &storage.dir {
             fs::create_dir_all(dir).map_err(|e| Error::io("create stream dir", e))?;
-            let meta = Meta {
-                partitions: config.partitions,
-                max_age_ms: config.max_age_ms,
-                max_bytes: config.max_bytes,
-                max_messages: config.max_messages,
-            };
-            let tmp = dir.join("meta.json.tmp");
-            fs::write(&tmp, serde_json::to_vec(&meta).expect("meta serializes"))
-                .map_err(|e| Error::io("write stream meta", e))?;
-            fs::rename(&tmp, dir.join("meta.json")).map_err(|e| Error::io("install stream meta", e))?;
-            super::log::sync_dir(&dir.join("meta.json"))?;
+            write_meta(dir, &config)?;
         }
         Stream::open_with(name, config, storage)
     }
@@ -138,8 +140,10 @@ impl Stream {
         }
         Ok(Stream {
             name: name.to_owned(),
-            config,
-            partitions,
+            layout: RwLock::new(Layout { config, partitions }),
+            deleted: AtomicBool::new(false),
+            dir: storage.dir.clone(),
+            segment_bytes: storage.segment_bytes,
             round_robin: AtomicU32::new(0),
             appended: watch::channel(0).0,
             offsets: Mutex::new(offsets),
@@ -149,17 +153,29 @@ impl Stream {
     }
 
     pub fn config(&self) -> StreamConfig {
-        self.config
+        self.layout.read().unwrap().config
     }
 
-    fn partition(&self, p: u32) -> Result<&Mutex<Partition>> {
-        self.partitions.get(p as usize).ok_or_else(|| {
-            Error::NotFound(format!("stream {} has no partition {p} (it has {})", self.name, self.partitions.len()))
-        })
+    fn check_partition(&self, layout: &Layout, p: u32) -> Result<()> {
+        if (p as usize) < layout.partitions.len() {
+            return Ok(());
+        }
+        Err(Error::NotFound(format!("stream {} has no partition {p} (it has {})", self.name, layout.partitions.len())))
     }
 
-    fn route(&self, r: &Record) -> u32 {
-        let n = self.config.partitions;
+    fn partition(&self, p: u32) -> Result<()> {
+        self.check_partition(&self.layout.read().unwrap(), p)
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    fn gone(&self) -> Error {
+        Error::NotFound(format!("stream {} was deleted", self.name))
+    }
+
+    fn route(&self, n: u32, r: &Record) -> u32 {
         if n == 1 {
             return 0;
         }
@@ -230,7 +246,13 @@ impl Stream {
         known_partitions.sort_unstable();
         known_partitions.dedup();
         for p in known_partitions {
-            let point = self.partitions.get(p as usize).and_then(|part| part.lock().unwrap().sync_point());
+            let point = self
+                .layout
+                .read()
+                .unwrap()
+                .partitions
+                .get(p as usize)
+                .and_then(|part| part.lock().unwrap().sync_point());
             if let Some((syncer, ticket)) = point {
                 make_durable(self.fsync, &syncer, ticket)?;
             }
@@ -240,18 +262,22 @@ impl Stream {
 
     fn append(&self, records: &[&Record], registry: &SyncRegistry) -> Result<Vec<Position>> {
         let now = now_ms();
-        let routes: Vec<u32> = records.iter().map(|r| self.route(r)).collect();
+        let layout = self.layout.read().unwrap();
+        if self.is_deleted() {
+            return Err(self.gone());
+        }
+        let routes: Vec<u32> = records.iter().map(|r| self.route(layout.config.partitions, r)).collect();
         let mut positions = vec![Position { partition: 0, offset: 0 }; records.len()];
         let mut to_sync = Vec::new();
-        for p in 0..self.config.partitions {
+        for p in 0..layout.config.partitions {
             let batch: Vec<&Record> = records.iter().zip(&routes).filter(|(_, &rp)| rp == p).map(|(r, _)| *r).collect();
             if batch.is_empty() {
                 continue;
             }
             let appended = {
-                let mut part = self.partitions[p as usize].lock().unwrap();
+                let mut part = layout.partitions[p as usize].lock().unwrap();
                 let a = part.append(&batch, now)?;
-                part.enforce_retention(&self.config, now)?;
+                part.enforce_retention(&layout.config, now)?;
                 a
             };
             let slots = routes.iter().enumerate().filter(|(_, &rp)| rp == p).map(|(slot, _)| slot);
@@ -263,6 +289,7 @@ impl Stream {
                 to_sync.push((syncer, ticket));
             }
         }
+        drop(layout);
         for (syncer, ticket) in to_sync {
             make_durable(self.fsync, &syncer, ticket)?;
         }
@@ -271,20 +298,114 @@ impl Stream {
     }
 
     pub fn read(&self, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>> {
-        let plan = self.partition(partition)?.lock().unwrap().plan_read(&self.name, partition, offset, max)?;
+        let plan = {
+            let layout = self.layout.read().unwrap();
+            self.check_partition(&layout, partition)?;
+            let plan =
+                layout.partitions[partition as usize].lock().unwrap().plan_read(&self.name, partition, offset, max)?;
+            plan
+        };
         plan.execute(&self.name, partition)
     }
 
     pub fn enforce_retention(&self) -> Result<()> {
         let now = now_ms();
-        for p in &self.partitions {
-            p.lock().unwrap().enforce_retention(&self.config, now)?;
+        let layout = self.layout.read().unwrap();
+        if self.is_deleted() {
+            return Ok(()); // its files are going away
+        }
+        for p in &layout.partitions {
+            p.lock().unwrap().enforce_retention(&layout.config, now)?;
         }
         Ok(())
     }
 
+    /// Marks the stream deleted once no append is running (appends hold the
+    /// layout shared), wakes its feeds so they end, and returns its
+    /// directory for the caller to remove.
+    pub fn mark_deleted(&self) -> Option<PathBuf> {
+        let _layout = self.layout.write().unwrap();
+        self.deleted.store(true, Ordering::Release);
+        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+        self.dir.clone()
+    }
+
+    /// Removes every retained message; offsets continue from where they
+    /// were, and committed offsets inside the removed range move to its end.
+    pub fn purge(&self) -> Result<u64> {
+        let layout = self.layout.read().unwrap();
+        if self.is_deleted() {
+            return Err(self.gone());
+        }
+        let mut removed = 0;
+        let mut ends = Vec::with_capacity(layout.partitions.len());
+        for (i, p) in layout.partitions.iter().enumerate() {
+            let mut part = p.lock().unwrap();
+            removed += part.purge()?;
+            ends.push((i as u32, part.latest()));
+        }
+        drop(layout);
+        let mut o = self.offsets.lock().unwrap();
+        let mut last = None;
+        for (partition, end) in ends {
+            let behind: Vec<String> = o
+                .committed
+                .iter()
+                .filter(|((_, p), c)| *p == partition && **c + 1 < end)
+                .map(|((g, _), _)| g.clone())
+                .collect();
+            for group in behind {
+                o.committed.insert((group.clone(), partition), end - 1);
+                if let Some(t) = o.append(&group, partition, end - 1)? {
+                    last = Some(t);
+                }
+            }
+        }
+        drop(o);
+        if let Some((syncer, ticket)) = last {
+            make_durable(self.fsync, &syncer, ticket)?;
+        }
+        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+        Ok(removed)
+    }
+
+    /// Applies an update: new partitions first (empty directories are
+    /// harmless if the meta write is lost), then the meta file, atomically.
+    pub fn update(&self, update: &crate::engine::StreamUpdate) -> Result<StreamConfig> {
+        let mut layout = self.layout.write().unwrap();
+        if self.is_deleted() {
+            return Err(self.gone());
+        }
+        let mut next = update.apply(&self.name, layout.config)?;
+        if layout.config.tier == Tier::Memory {
+            if next.max_messages == 0 {
+                next.max_messages = Tier::memory_default_max_messages();
+            }
+            if next.max_bytes == 0 {
+                next.max_bytes = Tier::memory_default_max_bytes();
+            }
+        }
+        let mut added = Vec::new();
+        for p in layout.config.partitions..next.partitions {
+            added.push(Mutex::new(match &self.dir {
+                None => Partition::Memory(MemoryPartition::default()),
+                Some(dir) => Partition::File(FilePartition::open(&dir.join(format!("p{p}")), self.segment_bytes)?),
+            }));
+        }
+        if let Some(dir) = &self.dir {
+            write_meta(dir, &next)?;
+        }
+        layout.partitions.extend(added);
+        layout.config = next;
+        drop(layout);
+        self.enforce_retention()?;
+        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+        Ok(next)
+    }
+
     pub fn info(&self) -> StreamInfo {
-        let partitions = self
+        let layout = self.layout.read().unwrap();
+        let partitions = layout
             .partitions
             .iter()
             .enumerate()
@@ -293,13 +414,14 @@ impl Stream {
                 PartitionInfo { partition: i as u32, earliest: p.earliest(), latest: p.latest() }
             })
             .collect();
-        StreamInfo { config: self.config, partitions }
+        StreamInfo { config: layout.config, partitions }
     }
 
     /// Sizes and consumer-group lags, for broker metrics.
     pub fn stats(&self) -> StreamStats {
         let (mut messages, mut bytes) = (0, 0);
-        for p in &self.partitions {
+        let layout = self.layout.read().unwrap();
+        for p in &layout.partitions {
             let p = p.lock().unwrap();
             messages += p.latest() - p.earliest();
             bytes += p.bytes();
@@ -309,7 +431,7 @@ impl Stream {
         groups.dedup();
         StreamStats {
             name: self.name.clone(),
-            tier: self.config.tier,
+            tier: layout.config.tier,
             messages,
             bytes,
             groups: groups.iter().map(|g| self.group_state(g)).collect(),
@@ -360,12 +482,16 @@ impl Stream {
 
     /// An ordered feed from `spec.start`, woken by appends (no polling).
     pub fn subscribe(self: &Arc<Self>, spec: &SubscribeSpec) -> Result<MessageStream> {
+        let layout = self.layout.read().unwrap();
+        if self.is_deleted() {
+            return Err(self.gone());
+        }
         let parts: Vec<u32> = match spec.partition {
             Some(p) => {
-                self.partition(p)?;
+                self.check_partition(&layout, p)?;
                 vec![p]
             }
-            None => (0..self.config.partitions).collect(),
+            None => (0..layout.config.partitions).collect(),
         };
         if spec.start == StartFrom::Committed && spec.group.is_none() {
             return Err(Error::invalid("start=committed needs a consumer group"));
@@ -376,7 +502,7 @@ impl Stream {
         let cursors: Vec<(u32, u64)> = parts
             .into_iter()
             .map(|p| {
-                let part = self.partitions[p as usize].lock().unwrap();
+                let part = layout.partitions[p as usize].lock().unwrap();
                 let next = match spec.start {
                     StartFrom::Earliest => part.earliest(),
                     StartFrom::Latest => part.latest(),
@@ -389,7 +515,9 @@ impl Stream {
                 (p, next)
             })
             .collect();
-        let state = Feed { stream: self.clone(), cursors, buffer: VecDeque::new(), signal, failed: false };
+        drop(layout);
+        let all = spec.partition.is_none();
+        let state = Feed { stream: self.clone(), cursors, all, buffer: VecDeque::new(), signal, failed: false };
         Ok(Box::pin(futures::stream::unfold(state, |mut feed| async move {
             let item = feed.next().await?;
             Some((item, feed))
@@ -400,6 +528,8 @@ impl Stream {
 struct Feed {
     stream: Arc<Stream>,
     cursors: Vec<(u32, u64)>,
+    /// Follows every partition, including ones an update adds later.
+    all: bool,
     buffer: VecDeque<Message>,
     signal: watch::Receiver<u64>,
     /// An error was handed out: the feed ends (a retry would fail the same way).
@@ -416,6 +546,15 @@ impl Feed {
                 return None;
             }
             self.signal.borrow_and_update();
+            if self.stream.is_deleted() {
+                return Some(Err(self.stream.gone()));
+            }
+            if self.all {
+                let count = self.stream.config().partitions;
+                for p in self.cursors.len() as u32..count {
+                    self.cursors.push((p, 0)); // a new partition: all of it is new
+                }
+            }
             for (p, next) in self.cursors.iter_mut() {
                 match self.stream.read(*p, *next, SUBSCRIBE_BATCH) {
                     Ok(batch) => {
@@ -436,6 +575,20 @@ impl Feed {
             }
         }
     }
+}
+
+fn write_meta(dir: &Path, config: &StreamConfig) -> Result<()> {
+    let meta = Meta {
+        partitions: config.partitions,
+        max_age_ms: config.max_age_ms,
+        max_bytes: config.max_bytes,
+        max_messages: config.max_messages,
+    };
+    let tmp = dir.join("meta.json.tmp");
+    fs::write(&tmp, serde_json::to_vec(&meta).expect("meta serializes"))
+        .map_err(|e| Error::io("write stream meta", e))?;
+    fs::rename(&tmp, dir.join("meta.json")).map_err(|e| Error::io("install stream meta", e))?;
+    super::log::sync_dir(&dir.join("meta.json"))
 }
 
 impl Offsets {

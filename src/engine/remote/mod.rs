@@ -49,6 +49,7 @@ pub struct RemoteEngine {
     streams: pb::streams_client::StreamsClient<Channel>,
     queues: pb::queues_client::QueuesClient<Channel>,
     kv: pb::kv_client::KvClient<Channel>,
+    resources: pb::resources_client::ResourcesClient<Channel>,
     health: pb::health_client::HealthClient<Channel>,
     timeout: Duration,
     backoff: Backoff,
@@ -126,6 +127,8 @@ impl RemoteEngine {
             kv: pb::kv_client::KvClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
+            resources: pb::resources_client::ResourcesClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE),
             health: pb::health_client::HealthClient::new(channel),
             timeout: Duration::from_millis(cfg.request_timeout_ms.max(1)),
             backoff: cfg.reconnect,
@@ -245,6 +248,25 @@ impl RemoteEngine {
     }
 }
 
+impl RemoteEngine {
+    async fn list(&self, kind: pb::ResourceKind, prefix: &str) -> Result<Vec<String>> {
+        let req = pb::ListResourcesRequest { kind: kind as i32, prefix: prefix.into() };
+        Ok(rpc!(self, Retry::Safe, resources.list(req))?.names)
+    }
+
+    /// Not repeated after a lost link: a delete that did go through would
+    /// then answer NotFound.
+    async fn delete(&self, kind: pb::ResourceKind, name: &str) -> Result<()> {
+        let req = pb::DeleteResourceRequest { kind: kind as i32, name: name.into() };
+        rpc!(self, Retry::Never, resources.delete(req)).map(|_| ())
+    }
+
+    async fn purge(&self, kind: pb::ResourceKind, name: &str) -> Result<u64> {
+        let req = pb::PurgeResourceRequest { kind: kind as i32, name: name.into() };
+        Ok(rpc!(self, Retry::Never, resources.purge(req))?.removed)
+    }
+}
+
 fn status<T>(r: std::result::Result<tonic::Response<T>, tonic::Status>) -> Result<T> {
     r.map(tonic::Response::into_inner).map_err(|s| wire::from_status(&s))
 }
@@ -253,6 +275,56 @@ fn status<T>(r: std::result::Result<tonic::Response<T>, tonic::Status>) -> Resul
 impl Engine for RemoteEngine {
     fn connection(&self) -> Option<Arc<ConnectionState>> {
         Some(self.policy.state.clone())
+    }
+
+    async fn list_streams(&self, prefix: &str) -> Result<Vec<String>> {
+        self.list(pb::ResourceKind::Stream, prefix).await
+    }
+
+    async fn list_queues(&self, prefix: &str) -> Result<Vec<String>> {
+        self.list(pb::ResourceKind::Queue, prefix).await
+    }
+
+    async fn list_buckets(&self, prefix: &str) -> Result<Vec<String>> {
+        self.list(pb::ResourceKind::Bucket, prefix).await
+    }
+
+    async fn delete_stream(&self, stream: &str) -> Result<()> {
+        self.delete(pb::ResourceKind::Stream, stream).await
+    }
+
+    async fn delete_queue(&self, queue: &str) -> Result<()> {
+        self.delete(pb::ResourceKind::Queue, queue).await
+    }
+
+    async fn delete_bucket(&self, bucket: &str) -> Result<()> {
+        self.delete(pb::ResourceKind::Bucket, bucket).await
+    }
+
+    async fn purge_stream(&self, stream: &str) -> Result<u64> {
+        self.purge(pb::ResourceKind::Stream, stream).await
+    }
+
+    async fn purge_queue(&self, queue: &str) -> Result<u64> {
+        self.purge(pb::ResourceKind::Queue, queue).await
+    }
+
+    async fn extend(&self, queue: &str, job_id: u64, visibility_ms: u64) -> Result<()> {
+        // Setting a deadline from now is safe to repeat.
+        let req = pb::ExtendRequest { queue: queue.into(), job_id, visibility_ms };
+        rpc!(self, Retry::Safe, queues.extend(req)).map(|_| ())
+    }
+
+    async fn update_stream(&self, stream: &str, update: StreamUpdate) -> Result<StreamConfig> {
+        let req = pb::UpdateStreamRequest {
+            stream: stream.into(),
+            partitions: update.partitions,
+            max_age_ms: update.max_age_ms,
+            max_bytes: update.max_bytes,
+            max_messages: update.max_messages,
+        };
+        let resp = rpc!(self, Retry::Safe, resources.update_stream(req))?;
+        resp.config.map(Into::into).ok_or_else(|| Error::Internal("broker sent no stream configuration".into()))
     }
 
     async fn health(&self) -> Result<()> {
