@@ -579,7 +579,7 @@ mod tests {
 
     fn principal(json: &str) -> (AccessControl, Principal) {
         let table = Table::parse(json).unwrap();
-        let entry = table.by_hash.values().next().unwrap().clone();
+        let (hash, entry) = table.by_hash.iter().next().map(|(h, e)| (h.clone(), e.clone())).unwrap();
         let ac = AccessControl {
             path: PathBuf::new(),
             table: RwLock::new(Arc::new(table)),
@@ -588,7 +588,7 @@ mod tests {
             audit: OnceLock::new(),
             reloads: tokio::sync::watch::channel(0).0,
         };
-        (ac, Principal { entry, hash: String::new(), usage: Arc::default(), peer: None })
+        (ac, Principal { entry, hash, usage: Arc::default(), peer: None })
     }
 
     #[test]

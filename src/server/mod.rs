@@ -9,6 +9,8 @@ mod health;
 mod kv;
 pub mod metrics;
 mod queues;
+#[cfg(test)]
+mod storage_fault_tests;
 mod streams;
 
 use std::future::Future;

@@ -1,7 +1,9 @@
 //! On-disk record framing and a tiny binary encoder shared by every log.
 //!
-//! A frame is `len: u32 LE | crc32(body): u32 LE | body`. A torn or corrupt
-//! tail (short frame or checksum mismatch) ends a log: it is never read as data.
+//! A frame is `len: u32 LE | crc32(body): u32 LE | body` (never an empty
+//! body, so zero-filled blocks are never frames). `scan` tells apart the two
+//! ways bytes fail to be frames: a torn tail (the last write of the last file
+//! never completed) and damage (bad bytes that valid frames follow).
 
 use bytes::{Buf, BufMut, Bytes};
 
@@ -35,7 +37,7 @@ pub fn read_frame(buf: &[u8]) -> Frame<'_> {
     }
     let len = u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize;
     let crc = u32::from_le_bytes(buf[4..8].try_into().unwrap());
-    if len > MAX_FRAME || buf.len() < FRAME_HEADER + len {
+    if len == 0 || len > MAX_FRAME || buf.len() < FRAME_HEADER + len {
         return Frame::Torn;
     }
     let body = &buf[FRAME_HEADER..FRAME_HEADER + len];
@@ -55,6 +57,69 @@ pub fn frames(buf: &[u8]) -> (Vec<&[u8]>, usize) {
         pos += n;
     }
     (out, pos)
+}
+
+/// One piece of a scanned log, in file order.
+#[derive(Debug, PartialEq)]
+pub enum Piece<'a> {
+    /// A valid frame at byte `pos`.
+    Frame { pos: usize, body: &'a [u8] },
+    /// Bytes `[start, end)` hold no valid frame.
+    Damaged { start: usize, end: usize },
+}
+
+/// A whole log file, split into frames and damaged byte ranges.
+#[derive(Debug)]
+pub struct Scan<'a> {
+    pub pieces: Vec<Piece<'a>>,
+    /// Where a torn tail starts (the file length when there is none).
+    pub tail: usize,
+}
+
+impl Scan<'_> {
+    pub fn damaged(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.pieces.iter().filter_map(|p| match p {
+            Piece::Damaged { start, end } => Some((*start, *end)),
+            Piece::Frame { .. } => None,
+        })
+    }
+}
+
+/// Splits a log into frames and damage. `last`: this is the newest file of
+/// its log, the only place a write can have been cut short. `plausible`
+/// vets a checksummed body (a frame found while resynchronising could
+/// otherwise be one embedded in a payload).
+///
+/// Bad bytes followed by a valid frame are damage: writes only ever append,
+/// so something after them completed, and the bad bytes were once whole.
+/// Bad bytes running to the end of the last file are a torn tail (the write
+/// that never completed); in any other file they are damage.
+pub fn scan<'a>(buf: &'a [u8], last: bool, plausible: impl Fn(&[u8]) -> bool) -> Scan<'a> {
+    let mut pieces = Vec::new();
+    let mut pos = 0;
+    let valid_at = |p: usize| match read_frame(&buf[p..]) {
+        Frame::Ok(body, n) if plausible(body) => Some((body, n)),
+        _ => None,
+    };
+    while pos < buf.len() {
+        if let Some((body, n)) = valid_at(pos) {
+            pieces.push(Piece::Frame { pos, body });
+            pos += n;
+            continue;
+        }
+        match (pos + 1..buf.len().saturating_sub(FRAME_HEADER)).find(|&p| valid_at(p).is_some()) {
+            Some(next) => {
+                pieces.push(Piece::Damaged { start: pos, end: next });
+                pos = next;
+            }
+            None if last => return Scan { pieces, tail: pos },
+            None => {
+                pieces.push(Piece::Damaged { start: pos, end: buf.len() });
+                break;
+            }
+        }
+    }
+    Scan { pieces, tail: buf.len() }
 }
 
 pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -193,6 +258,46 @@ mod tests {
         put_frame(&mut log, |b| put_bytes(b, b"payload"));
         log[10] ^= 1;
         assert_eq!(read_frame(&log), Frame::Torn);
+    }
+
+    fn three_frames() -> (Vec<u8>, [usize; 3]) {
+        let mut log = Vec::new();
+        let mut at = [0; 3];
+        for (i, word) in [&b"alpha"[..], b"bravo", b"charlie"].iter().enumerate() {
+            at[i] = log.len();
+            put_frame(&mut log, |b| put_bytes(b, word));
+        }
+        (log, at)
+    }
+
+    #[test]
+    fn scan_tells_damage_from_a_torn_tail() {
+        let (mut log, at) = three_frames();
+        let clean = scan(&log, true, |_| true);
+        assert_eq!((clean.pieces.len(), clean.tail), (3, log.len()));
+        // A flipped byte in the middle frame: damage, the third frame stays.
+        log[at[1] + 10] ^= 0x40;
+        let s = scan(&log, true, |_| true);
+        assert_eq!(s.tail, log.len());
+        assert_eq!(s.damaged().collect::<Vec<_>>(), vec![(at[1], at[2])]);
+        assert!(matches!(s.pieces[2], Piece::Frame { pos, .. } if pos == at[2]));
+        // The same bytes at the end of the last file: a torn tail.
+        let (mut log, at) = three_frames();
+        log.truncate(log.len() - 3);
+        let s = scan(&log, true, |_| true);
+        assert_eq!((s.pieces.len(), s.tail), (2, at[2]));
+        // ... and damage in a file that is not the last.
+        let s = scan(&log, false, |_| true);
+        assert_eq!(s.damaged().collect::<Vec<_>>(), vec![(at[2], log.len())]);
+    }
+
+    #[test]
+    fn zero_filled_blocks_are_not_frames() {
+        let (mut log, _) = three_frames();
+        let end = log.len();
+        log.extend_from_slice(&[0u8; 4096]);
+        let s = scan(&log, true, |_| true);
+        assert_eq!((s.pieces.len(), s.tail), (3, end));
     }
 
     #[test]

@@ -6,11 +6,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crate::error::{Error, Result};
 
-use super::codec;
+use super::fault;
 
 /// When acknowledged writes reach stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,10 +27,19 @@ pub enum FsyncPolicy {
 }
 
 /// Tracks what was written and what is known durable for one file.
+///
+/// A failed fsync stops the file for good (until it is reopened): the
+/// kernel may already have dropped the pages it could not write, so a
+/// retried fsync could succeed without the data ever reaching the disk.
 pub struct Syncer {
-    file: File,
+    path: PathBuf,
+    /// The file and the ticket known durable; the file is swapped when a
+    /// compaction replaces it.
+    synced: Mutex<(File, u64)>,
     written: AtomicU64,
-    synced: Mutex<u64>,
+    /// File length after the latest append (what an fsync now covers).
+    bytes: AtomicU64,
+    failed: OnceLock<String>,
     /// Already in a SyncRegistry: registering is then a no-op.
     registered: std::sync::atomic::AtomicBool,
 }
@@ -39,13 +48,33 @@ impl Syncer {
     /// Makes every append with `ticket <= ticket` durable.
     pub fn sync_to(&self, ticket: u64) -> Result<()> {
         let mut synced = self.synced.lock().unwrap();
-        if *synced >= ticket {
+        self.check()?;
+        if synced.1 >= ticket {
             return Ok(()); // someone else's fsync covered us
         }
         let target = self.written.load(Ordering::Acquire);
-        self.file.sync_data().map_err(|e| Error::io("fsync", e))?;
-        *synced = target;
+        let len = self.bytes.load(Ordering::Acquire);
+        if let Err(e) = fault::fsync(&self.path).and_then(|_| synced.0.sync_data()) {
+            let msg = format!(
+                "fsync of {} failed ({e}): its writes are refused until it is reopened, \
+                 and writes since the last good fsync may not be on disk",
+                self.path.display()
+            );
+            tracing::error!(path = %self.path.display(), error = %e, "fsync failed; the file stops taking writes");
+            let _ = self.failed.set(msg);
+            return self.check();
+        }
+        fault::synced(&self.path, len);
+        synced.1 = target;
         Ok(())
+    }
+
+    /// Fails once an fsync of this file has failed.
+    pub fn check(&self) -> Result<()> {
+        match self.failed.get() {
+            Some(msg) => Err(Error::Internal(msg.clone())),
+            None => Ok(()),
+        }
     }
 
     /// The ticket of the latest append.
@@ -58,7 +87,7 @@ impl Syncer {
     }
 
     pub fn dirty(&self) -> bool {
-        *self.synced.lock().unwrap() < self.written.load(Ordering::Acquire)
+        self.synced.lock().unwrap().1 < self.written.load(Ordering::Acquire)
     }
 }
 
@@ -104,7 +133,8 @@ pub struct LogFile {
 }
 
 impl LogFile {
-    /// Opens (or creates) a log, drops a torn tail, and returns its valid bytes.
+    /// Opens (or creates) a log and returns all its bytes; the caller scans
+    /// them and cuts a torn tail with `cut_tail`.
     pub fn open(path: &Path) -> Result<(LogFile, Vec<u8>)> {
         let existed = path.exists();
         let mut file = OpenOptions::new()
@@ -114,39 +144,65 @@ impl LogFile {
             .open(path)
             .map_err(|e| Error::io(&format!("open {}", path.display()), e))?;
         let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(|e| Error::io("read log", e))?;
-        let (_, valid) = codec::frames(&data);
-        if valid < data.len() {
-            tracing::warn!(path = %path.display(), dropped = data.len() - valid, "dropping torn log tail");
-            file.set_len(valid as u64).map_err(|e| Error::io("truncate torn tail", e))?;
-            data.truncate(valid);
-        }
+        file.read_to_end(&mut data).map_err(|e| Error::io(&format!("read {}", path.display()), e))?;
         if !existed {
             sync_dir(path)?;
         }
-        let log = LogFile::wrap(path, file, valid as u64)?;
+        let log = LogFile::wrap(path, file, data.len() as u64)?;
         Ok((log, data))
     }
 
-    /// Atomically replaces the log at `path` with `contents` (compaction).
-    pub fn replace(path: &Path, contents: &[u8]) -> Result<LogFile> {
+    /// Cuts off a torn tail starting at byte `at` (an append that never
+    /// completed). Its bytes are first saved beside the log, so even a
+    /// misjudged cut destroys nothing.
+    pub fn cut_tail(&mut self, at: u64, data: &[u8]) -> Result<()> {
+        let tail = &data[at as usize..];
+        if tail.is_empty() {
+            return Ok(());
+        }
+        let aside = quarantine_path(&self.path, "torn", at, self.len);
+        tracing::warn!(path = %self.path.display(), at, bytes = tail.len(), saved = %aside.display(),
+            "cutting off a torn tail (a write that never completed)");
+        save_aside(&aside, tail)?;
+        self.file.set_len(at).map_err(|e| Error::io(&format!("cut torn tail of {}", self.path.display()), e))?;
+        self.len = at;
+        self.syncer.bytes.store(at, Ordering::Release);
+        Ok(())
+    }
+
+    /// Atomically replaces the log's contents (compaction); the syncer, and so
+    /// its registration for background flushes, carries over.
+    pub fn replace(&mut self, contents: &[u8]) -> Result<()> {
+        self.syncer.check()?;
+        let path = self.path.clone();
         let tmp = path.with_extension("compact");
-        let mut f = File::create(&tmp).map_err(|e| Error::io("create compacted log", e))?;
-        f.write_all(contents).map_err(|e| Error::io("write compacted log", e))?;
-        f.sync_all().map_err(|e| Error::io("fsync compacted log", e))?;
-        fs::rename(&tmp, path).map_err(|e| Error::io("install compacted log", e))?;
-        sync_dir(path)?;
-        let file =
-            OpenOptions::new().read(true).append(true).open(path).map_err(|e| Error::io("reopen compacted log", e))?;
-        LogFile::wrap(path, file, contents.len() as u64)
+        write_durably(&tmp, contents)?;
+        fs::rename(&tmp, &path).map_err(|e| Error::io(&format!("install compacted {}", path.display()), e))?;
+        fault::renamed(&tmp, &path);
+        sync_dir(&path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&format!("reopen compacted {}", path.display()), e))?;
+        let dup = file.try_clone().map_err(|e| Error::io("dup log fd", e))?;
+        let mut synced = self.syncer.synced.lock().unwrap();
+        synced.0 = dup;
+        synced.1 = self.syncer.written.load(Ordering::Acquire);
+        self.syncer.bytes.store(contents.len() as u64, Ordering::Release);
+        self.file = file;
+        self.len = contents.len() as u64;
+        Ok(())
     }
 
     fn wrap(path: &Path, file: File, len: u64) -> Result<LogFile> {
         let dup = file.try_clone().map_err(|e| Error::io("dup log fd", e))?;
         let syncer = Arc::new(Syncer {
-            file: dup,
+            path: path.to_owned(),
+            synced: Mutex::new((dup, 0)),
             written: AtomicU64::new(0),
-            synced: Mutex::new(0),
+            bytes: AtomicU64::new(len),
+            failed: OnceLock::new(),
             registered: std::sync::atomic::AtomicBool::new(false),
         });
         Ok(LogFile { path: path.to_owned(), file, len, syncer })
@@ -154,12 +210,19 @@ impl LogFile {
 
     /// Appends bytes (whole frames) in one write; returns a ticket for `Syncer::sync_to`.
     pub fn append(&mut self, buf: &[u8]) -> Result<u64> {
-        if let Err(e) = self.file.write_all(buf) {
+        self.syncer.check()?;
+        let allowed = fault::writable(&self.path, buf.len());
+        let wrote = self.file.write_all(&buf[..allowed]).and_then(|_| match allowed < buf.len() {
+            true => Err(fault::no_space()),
+            false => Ok(()),
+        });
+        if let Err(e) = wrote {
             // Cut off a partial write so the log stays a sequence of whole frames.
             let _ = self.file.set_len(self.len);
             return Err(Error::io(&format!("append to {}", self.path.display()), e));
         }
         self.len += buf.len() as u64;
+        self.syncer.bytes.store(self.len, Ordering::Release);
         Ok(self.syncer.written.fetch_add(1, Ordering::AcqRel) + 1)
     }
 
@@ -178,6 +241,35 @@ impl LogFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Where bytes moved out of `log` are kept: `<log>.<why>-<start>-<end>`.
+pub fn quarantine_path(log: &Path, why: &str, start: u64, end: u64) -> PathBuf {
+    let mut name = log.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".{why}-{start}-{end}"));
+    log.with_file_name(name)
+}
+
+/// Writes `bytes` to a new file beside a log, durably (quarantine).
+pub fn save_aside(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_durably(path, bytes)?;
+    sync_dir(path)
+}
+
+/// Creates `path` with `contents` and fsyncs it.
+pub fn write_durably(path: &Path, contents: &[u8]) -> Result<()> {
+    let mut f = File::create(path).map_err(|e| Error::io(&format!("create {}", path.display()), e))?;
+    let allowed = fault::writable(path, contents.len());
+    f.write_all(&contents[..allowed])
+        .and_then(|_| if allowed < contents.len() { Err(fault::no_space()) } else { Ok(()) })
+        .and_then(|_| fault::fsync(path))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| {
+            let _ = fs::remove_file(path);
+            Error::io(&format!("write {}", path.display()), e)
+        })?;
+    fault::synced(path, contents.len() as u64);
+    Ok(())
 }
 
 /// fsyncs the directory holding `path` so a new or renamed file survives a crash.

@@ -3,13 +3,19 @@
 //! directory (or the same `mem://name`) share one engine; a directory is
 //! locked against other processes.
 
+mod check;
 mod codec;
 mod dedup;
+mod fault;
+#[cfg(test)]
+pub(crate) mod fault_tests;
 mod kv;
 mod log;
 mod partition;
 mod queue;
 mod stream;
+mod txn;
+mod wal;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -23,6 +29,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use once_cell::sync::Lazy;
 
+pub use self::check::{check, CheckReport};
 pub use self::codec::{frames as decode_frames, Frame};
 pub use self::log::FsyncPolicy;
 pub use self::partition::decode_record;
@@ -66,6 +73,7 @@ struct Inner {
     /// Serializes opening/creating resources (lookups stay lock-free-ish).
     opening: Mutex<()>,
     registry: SyncRegistry,
+    txn_log: txn::TxnLog,
     _dir_lock: Option<File>,
 }
 
@@ -125,8 +133,12 @@ impl EmbeddedEngine {
             buckets: Default::default(),
             opening: Mutex::new(()),
             registry: SyncRegistry::default(),
+            txn_log: txn::TxnLog::memory(),
             _dir_lock: dir_lock,
         });
+        if let Some(dir) = &inner.cfg.dir {
+            txn::TxnLog::recover(&inner, dir, &inner.registry)?;
+        }
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let thread = {
             let weak = Arc::downgrade(&inner);
@@ -160,6 +172,7 @@ fn lock_dir(dir: &std::path::Path) -> Result<File> {
 
 fn maintenance(inner: Weak<Inner>, stop: Arc<(Mutex<bool>, Condvar)>) {
     let mut last_flush = Instant::now();
+    let mut last_error = String::new();
     let mut last_retention = Instant::now();
     loop {
         {
@@ -176,8 +189,13 @@ fn maintenance(inner: Weak<Inner>, stop: Arc<(Mutex<bool>, Condvar)>) {
         }
         if let FsyncPolicy::Interval(ms) = inner.cfg.fsync {
             if last_flush.elapsed() >= Duration::from_millis(ms) {
-                if let Err(e) = inner.registry.sync_dirty() {
-                    tracing::error!(error = %e, "background fsync failed");
+                match inner.registry.sync_dirty() {
+                    // A stopped file fails every flush: say so once.
+                    Err(e) if e.to_string() != last_error => {
+                        tracing::error!(error = %e, "background fsync failed");
+                        last_error = e.to_string();
+                    }
+                    _ => {}
                 }
                 last_flush = Instant::now();
             }
@@ -419,6 +437,10 @@ impl Engine for EmbeddedEngine {
         after: Option<WatchCursor>,
     ) -> Result<(WatchCursor, KvEventStream)> {
         self.inner().bucket(bucket)?.watch_resume(prefix, after)
+    }
+
+    async fn kv_txn(&self, ops: Vec<TxnOp>) -> Result<Vec<TxnResult>> {
+        self.inner().kv_txn(ops)
     }
 
     async fn sync(&self) -> Result<()> {

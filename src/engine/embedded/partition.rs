@@ -12,8 +12,8 @@ use bytes::Bytes;
 use crate::engine::{Message, Record, StreamConfig};
 use crate::error::{Error, Result};
 
-use super::codec::{self, Reader};
-use super::log::{LogFile, Syncer};
+use super::codec::{self, Piece, Reader};
+use super::log::{quarantine_path, save_aside, LogFile, Syncer};
 
 /// A stored message without its stream name (added when read).
 #[derive(Clone)]
@@ -53,11 +53,14 @@ impl Stored {
 /// Work to finish outside the partition lock.
 pub enum ReadPlan {
     Ready(Vec<Message>),
-    /// Bytes `[start, end)` of a segment file hold the wanted frames.
+    /// Bytes `[start, end)` of a segment file hold the records `first..first+count`.
     File {
         file: Arc<File>,
+        path: Arc<PathBuf>,
         start: u64,
         end: u64,
+        first: u64,
+        count: u64,
     },
 }
 
@@ -65,17 +68,59 @@ impl ReadPlan {
     pub fn execute(self, stream: &str, partition: u32) -> Result<Vec<Message>> {
         match self {
             ReadPlan::Ready(m) => Ok(m),
-            ReadPlan::File { file, start, end } => {
+            ReadPlan::File { file, path, start, end, first, count } => {
                 let mut buf = vec![0u8; (end - start) as usize];
-                file.read_exact_at(&mut buf, start).map_err(|e| Error::io("read segment", e))?;
-                let (bodies, _) = codec::frames(&buf);
-                bodies
+                file.read_exact_at(&mut buf, start)
+                    .map_err(|e| Error::io(&format!("read {} at byte {start}", path.display()), e))?;
+                let (bodies, valid) = codec::frames(&buf);
+                let out: Vec<Message> = bodies
                     .into_iter()
-                    .map(|b| decode(b).map(|s| s.into_message(stream, partition)))
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|_| Error::Internal("corrupt record in segment".into()))
+                    .filter_map(|b| decode(b).ok())
+                    .map(|s| s.into_message(stream, partition))
+                    .collect();
+                // Checked at open; bytes that no longer check out were damaged since.
+                let intact = valid == buf.len()
+                    && out.len() as u64 == count
+                    && out.iter().enumerate().all(|(i, m)| m.offset == first + i as u64);
+                if !intact {
+                    let at = start + valid as u64;
+                    tracing::error!(path = %path.display(), at, "segment damaged since it was opened");
+                    return Err(Error::Internal(format!(
+                        "stream {stream} partition {partition}: {} is damaged at byte {at} (it was intact when \
+                         opened); offsets {first}..{} can not be read; run `flowmesh check` on the data directory",
+                        path.display(),
+                        first + count
+                    )));
+                }
+                Ok(out)
             }
         }
+    }
+}
+
+/// Offsets `first..end` of a segment whose records are not readable: their
+/// bytes `bytes` are damaged, or a repair moved them to a quarantine file
+/// (then `repaired`, and reads go past them).
+#[derive(Debug, Clone)]
+pub struct Gap {
+    pub first: u64,
+    pub end: u64,
+    pub bytes: (u64, u64),
+    pub repaired: bool,
+}
+
+impl Gap {
+    fn error(&self, stream: &str, partition: u32, path: &Path) -> Error {
+        Error::Internal(format!(
+            "stream {stream} partition {partition}: offsets {}..{} are damaged (bytes {}..{} of {} fail their \
+             checksum); read from offset {} to go past them, or run `flowmesh check --repair` on the data directory",
+            self.first,
+            self.end,
+            self.bytes.0,
+            self.bytes.1,
+            path.display(),
+            self.end
+        ))
     }
 }
 
@@ -137,19 +182,21 @@ impl Partition {
     }
 
     /// Plans a read of up to `max` messages from `offset` (clamped to earliest).
-    pub fn plan_read(&self, stream: &str, partition: u32, offset: u64, max: usize) -> ReadPlan {
+    pub fn plan_read(&self, stream: &str, partition: u32, offset: u64, max: usize) -> Result<ReadPlan> {
         let offset = offset.max(self.earliest());
         let end = self.latest().min(offset.saturating_add(max as u64));
         if offset >= end {
-            return ReadPlan::Ready(Vec::new());
+            return Ok(ReadPlan::Ready(Vec::new()));
         }
         match self {
             Partition::Memory(p) => {
                 let from = (offset - p.base) as usize;
                 let to = (end - p.base) as usize;
-                ReadPlan::Ready(p.messages.range(from..to).map(|s| s.clone().into_message(stream, partition)).collect())
+                Ok(ReadPlan::Ready(
+                    p.messages.range(from..to).map(|s| s.clone().into_message(stream, partition)).collect(),
+                ))
             }
-            Partition::File(p) => p.plan_read(offset, end),
+            Partition::File(p) => p.plan_read(stream, partition, offset, max as u64),
         }
     }
 
@@ -235,14 +282,111 @@ pub fn decode_record(body: &[u8]) -> Option<(u64, i64, usize)> {
     decode(body).ok().map(|s| (s.offset, s.timestamp_ms, s.payload.len()))
 }
 
+/// A repair leaves this header on a record standing for offsets
+/// `offset..offset+count` whose damaged bytes went to a quarantine file.
+const GAP_KEY: &str = "\0gap";
+
+fn encode_gap(out: &mut Vec<u8>, first: u64, count: u64) {
+    codec::put_frame(out, |b| {
+        b.extend_from_slice(&first.to_le_bytes());
+        b.extend_from_slice(&0i64.to_le_bytes());
+        codec::put_opt_bytes(b, None);
+        codec::put_headers(b, &[(GAP_KEY.to_owned(), count.to_string())]);
+        codec::put_bytes(b, b"");
+    });
+}
+
+fn gap_count(s: &Stored) -> Option<u64> {
+    s.headers.iter().find(|(k, _)| k == GAP_KEY).and_then(|(_, v)| v.parse().ok())
+}
+
 struct Segment {
     base: u64,
     log: LogFile,
+    path: Arc<PathBuf>,
     reader: Arc<File>,
     /// File position of each record; index = offset - base.
     positions: Vec<u32>,
+    /// Offsets without a readable record, in order.
+    gaps: Vec<Gap>,
     max_ts: i64,
     bytes: u64,
+}
+
+/// What a segment's bytes hold, as found by `load`.
+struct Loaded {
+    positions: Vec<u32>,
+    gaps: Vec<Gap>,
+    ids: Vec<(String, u64)>,
+    max_ts: i64,
+    bytes: u64,
+    /// Records read.
+    records: u64,
+    /// Where a torn tail starts (the data length when there is none).
+    tail: usize,
+}
+
+/// Indexes a segment's bytes. `last`: the newest segment (the only one a
+/// torn tail can end); `next_base`: the following segment's first offset,
+/// which bounds damage at the end of this one.
+fn load(base: u64, data: &[u8], last: bool, next_base: Option<u64>) -> Loaded {
+    let scan = codec::scan(data, last, |b| decode(b).is_ok_and(|s| s.offset >= base));
+    let mut l = Loaded {
+        positions: Vec::new(),
+        gaps: Vec::new(),
+        ids: Vec::new(),
+        max_ts: i64::MIN,
+        bytes: 0,
+        records: 0,
+        tail: scan.tail,
+    };
+    let mut expected = base;
+    // Damaged bytes not yet matched to the offsets they held.
+    let mut pending: Option<(usize, usize)> = None;
+    let close = |l: &mut Loaded, expected: &mut u64, upto: u64, bytes: (usize, usize), repaired: bool| {
+        let upto = upto.max(*expected);
+        l.positions.extend(std::iter::repeat_n(bytes.0 as u32, (upto - *expected) as usize));
+        l.gaps.push(Gap { first: *expected, end: upto, bytes: (bytes.0 as u64, bytes.1 as u64), repaired });
+        *expected = upto;
+    };
+    for piece in &scan.pieces {
+        let (pos, body) = match *piece {
+            Piece::Frame { pos, body } => (pos, body),
+            Piece::Damaged { start, end } => {
+                pending = Some(pending.map_or((start, end), |(s, _)| (s, end)));
+                continue;
+            }
+        };
+        let frame_end = pos + codec::FRAME_HEADER + body.len();
+        let s = decode(body).expect("vetted by the scan");
+        if s.offset < expected {
+            // Checksummed but out of order: as unreadable as damage.
+            pending = Some(pending.map_or((pos, frame_end), |(st, _)| (st, frame_end)));
+            continue;
+        }
+        if let Some(bytes) = pending.take() {
+            close(&mut l, &mut expected, s.offset, bytes, false);
+        } else if s.offset > expected {
+            close(&mut l, &mut expected, s.offset, (pos, pos), false);
+        }
+        if let Some(count) = gap_count(&s) {
+            close(&mut l, &mut expected, s.offset + count, (pos, frame_end), true);
+            continue;
+        }
+        if let Some(id) = &s.msg_id {
+            l.ids.push((id.clone(), s.offset));
+        }
+        l.positions.push(pos as u32);
+        l.max_ts = l.max_ts.max(s.timestamp_ms);
+        l.bytes += s.size();
+        l.records += 1;
+        expected += 1;
+    }
+    if let Some(bytes) = pending {
+        let upto = next_base.unwrap_or(expected);
+        close(&mut l, &mut expected, upto, bytes, false);
+    }
+    l
 }
 
 impl Segment {
@@ -267,16 +411,12 @@ fn segment_path(dir: &Path, base: u64) -> PathBuf {
 }
 
 impl FilePartition {
-    /// Opens the partition directory, validating every record (a torn tail
-    /// of the last segment is cut off).
+    /// Opens the partition directory, validating every record. A torn tail
+    /// of the last segment is cut off (and saved beside it); damage anywhere
+    /// is kept as it is, reported, and fails the reads that reach it.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<FilePartition> {
         fs::create_dir_all(dir).map_err(|e| Error::io("create partition dir", e))?;
-        let mut bases: Vec<u64> = fs::read_dir(dir)
-            .map_err(|e| Error::io("list partition dir", e))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
-            .collect();
-        bases.sort_unstable();
+        let bases = segment_bases(dir)?;
         let mut p = FilePartition {
             recent_ids: VecDeque::new(),
             dir: dir.to_owned(),
@@ -285,26 +425,26 @@ impl FilePartition {
             segment_bytes,
             scratch: Vec::new(),
         };
-        for base in bases {
-            let (log, data) = LogFile::open(&segment_path(dir, base))?;
-            let mut seg = Segment::new(base, log)?;
-            let mut pos = 0usize;
-            for body in codec::frames(&data).0 {
-                let s = decode(body).map_err(|_| Error::Internal(format!("corrupt record in segment {base}")))?;
-                if s.offset != base + seg.count() {
-                    return Err(Error::Internal(format!("offset gap in segment {base}")));
-                }
-                if let Some(id) = &s.msg_id {
-                    if p.recent_ids.len() == super::dedup::DEDUP_WINDOW {
-                        p.recent_ids.pop_front();
-                    }
-                    p.recent_ids.push_back((id.clone(), s.offset));
-                }
-                seg.positions.push(pos as u32);
-                seg.max_ts = seg.max_ts.max(s.timestamp_ms);
-                seg.bytes += s.size();
-                pos += codec::FRAME_HEADER + body.len();
+        for (i, &base) in bases.iter().enumerate() {
+            let path = segment_path(dir, base);
+            let (mut log, data) = LogFile::open(&path)?;
+            let loaded = load(base, &data, i + 1 == bases.len(), bases.get(i + 1).copied());
+            log.cut_tail(loaded.tail as u64, &data)?;
+            for g in loaded.gaps.iter().filter(|g| !g.repaired) {
+                tracing::error!(path = %path.display(), start = g.bytes.0, end = g.bytes.1, first = g.first,
+                    end_offset = g.end, "damaged records in a segment (kept; reads of them fail)");
             }
+            let mut seg = Segment::new(base, log)?;
+            for (id, offset) in loaded.ids {
+                if p.recent_ids.len() == super::dedup::DEDUP_WINDOW {
+                    p.recent_ids.pop_front();
+                }
+                p.recent_ids.push_back((id, offset));
+            }
+            seg.positions = loaded.positions;
+            seg.gaps = loaded.gaps;
+            seg.max_ts = loaded.max_ts;
+            seg.bytes = loaded.bytes;
             if let Some(last) = p.segments.last() {
                 if last.base + last.count() != base {
                     tracing::warn!(dir = %dir.display(), base, "segment does not follow its predecessor");
@@ -355,14 +495,49 @@ impl FilePartition {
         Ok(Appended { first, sync })
     }
 
-    fn plan_read(&self, offset: u64, end: u64) -> ReadPlan {
-        let idx = self.segments.partition_point(|s| s.base <= offset) - 1;
-        let seg = &self.segments[idx];
-        let from = (offset - seg.base) as usize;
-        let to = ((end - seg.base) as usize).min(seg.positions.len());
-        let start = seg.positions[from] as u64;
-        let stop = if to < seg.positions.len() { seg.positions[to] as u64 } else { seg.log.len() };
-        ReadPlan::File { file: seg.reader.clone(), start, end: stop }
+    /// Plans a read of up to `max` records from `offset` (>= earliest, <
+    /// next) within one segment: it stops short of damaged offsets, fails
+    /// when it starts on them, and steps over repaired ones.
+    fn plan_read(&self, stream: &str, partition: u32, mut offset: u64, max: u64) -> Result<ReadPlan> {
+        'segment: loop {
+            if offset >= self.next {
+                return Ok(ReadPlan::Ready(Vec::new()));
+            }
+            let idx = self.segments.partition_point(|s| s.base <= offset) - 1;
+            let seg = &self.segments[idx];
+            if offset - seg.base >= seg.count() {
+                let next = self.segments.get(idx + 1).map_or(self.next, |s| s.base);
+                return Err(Error::Internal(format!(
+                    "stream {stream} partition {partition}: offsets {offset}..{next} are missing from {} \
+                     (no segment file holds them); read from offset {next} to go past them",
+                    self.dir.display()
+                )));
+            }
+            let mut end = offset.saturating_add(max).min(seg.base + seg.count());
+            for g in seg.gaps.iter().filter(|g| g.first < g.end && g.end > offset) {
+                if g.first > offset {
+                    end = end.min(g.first);
+                    break;
+                }
+                if !g.repaired {
+                    return Err(g.error(stream, partition, &seg.path));
+                }
+                offset = g.end; // quarantined by a repair: step over
+                continue 'segment;
+            }
+            let from = (offset - seg.base) as usize;
+            let to = (end - seg.base) as usize;
+            let start = seg.positions[from] as u64;
+            let stop = if to < seg.positions.len() { seg.positions[to] as u64 } else { seg.log.len() };
+            return Ok(ReadPlan::File {
+                file: seg.reader.clone(),
+                path: seg.path.clone(),
+                start,
+                end: stop,
+                first: offset,
+                count: end - offset,
+            });
+        }
     }
 
     fn enforce_retention(&mut self, cfg: &StreamConfig, now_ms: i64) -> Result<()> {
@@ -396,6 +571,94 @@ impl FilePartition {
 impl Segment {
     fn new(base: u64, log: LogFile) -> Result<Segment> {
         let reader = Arc::new(log.file().try_clone().map_err(|e| Error::io("dup segment fd", e))?);
-        Ok(Segment { base, log, reader, positions: Vec::new(), max_ts: i64::MIN, bytes: 0 })
+        let path = Arc::new(log.path().to_owned());
+        Ok(Segment { base, log, path, reader, positions: Vec::new(), gaps: Vec::new(), max_ts: i64::MIN, bytes: 0 })
     }
+}
+
+fn segment_bases(dir: &Path) -> Result<Vec<u64>> {
+    let mut bases: Vec<u64> = fs::read_dir(dir)
+        .map_err(|e| Error::io(&format!("list {}", dir.display()), e))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+        .collect();
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// A problem `check_partition` found in one file.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub file: PathBuf,
+    pub bytes: (u64, u64),
+    pub what: String,
+    /// Where a repair moved the bytes.
+    pub moved_to: Option<PathBuf>,
+}
+
+/// Lists the damage and torn tails of a (closed) partition directory;
+/// `repair` moves damaged bytes to quarantine files beside their segment,
+/// leaving a gap record that reads step over, and cuts torn tails (saved
+/// aside too). Returns the findings and the number of intact records.
+pub fn check_partition(dir: &Path, repair: bool) -> Result<(Vec<Finding>, u64)> {
+    let bases = segment_bases(dir)?;
+    let mut findings = Vec::new();
+    let mut records = 0;
+    for (i, &base) in bases.iter().enumerate() {
+        let path = segment_path(dir, base);
+        let data = fs::read(&path).map_err(|e| Error::io(&format!("read {}", path.display()), e))?;
+        let loaded = load(base, &data, i + 1 == bases.len(), bases.get(i + 1).copied());
+        records += loaded.records;
+        let damaged: Vec<&Gap> = loaded.gaps.iter().filter(|g| !g.repaired).collect();
+        let mut moves = Vec::new();
+        for g in &damaged {
+            let aside = quarantine_path(&path, "damaged", g.bytes.0, g.bytes.1);
+            findings.push(Finding {
+                file: path.clone(),
+                bytes: g.bytes,
+                what: format!("damaged: offsets {}..{} unreadable ({} records)", g.first, g.end, g.end - g.first),
+                moved_to: repair.then(|| aside.clone()),
+            });
+            moves.push((*g, aside));
+        }
+        let torn = (loaded.tail < data.len()).then_some(loaded.tail);
+        if let Some(at) = torn {
+            findings.push(Finding {
+                file: path.clone(),
+                bytes: (at as u64, data.len() as u64),
+                what: "torn tail: an append that never completed".into(),
+                moved_to: repair.then(|| quarantine_path(&path, "torn", at as u64, data.len() as u64)),
+            });
+        }
+        if !repair || (moves.is_empty() && torn.is_none()) {
+            continue;
+        }
+        // Rewrite: intact bytes as they are, a gap record for each damaged range.
+        let mut out = Vec::with_capacity(data.len());
+        let mut at = 0usize;
+        for (g, aside) in &moves {
+            let (start, end) = (g.bytes.0 as usize, g.bytes.1 as usize);
+            out.extend_from_slice(&data[at..start]);
+            save_aside(aside, &data[start..end])?;
+            if g.end > g.first {
+                encode_gap(&mut out, g.first, g.end - g.first);
+            }
+            at = end;
+        }
+        let stop = torn.unwrap_or(data.len());
+        out.extend_from_slice(&data[at..stop]);
+        if let Some(at) = torn {
+            save_aside(&quarantine_path(&path, "torn", at as u64, data.len() as u64), &data[at..])?;
+        }
+        install(&path, &out)?;
+    }
+    Ok((findings, records))
+}
+
+/// Atomically replaces a file's contents.
+pub fn install(path: &Path, contents: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("repair");
+    super::log::write_durably(&tmp, contents)?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(&format!("install {}", path.display()), e))?;
+    super::log::sync_dir(path)
 }

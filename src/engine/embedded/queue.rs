@@ -16,8 +16,9 @@ use crate::engine::{Job, QueueStats, Record, RetryPolicy};
 use crate::error::{Error, Result};
 
 use super::codec::{self, Reader};
-use super::log::{make_durable, FsyncPolicy, LogFile, SyncRegistry};
+use super::log::{make_durable, FsyncPolicy, SyncRegistry};
 use super::now_ms;
+use super::wal::{Compaction, Wal};
 
 /// Used when a reserve asks for visibility 0.
 pub const DEFAULT_VISIBILITY_MS: u64 = 30_000;
@@ -66,7 +67,7 @@ struct QueueState {
     in_flight: BTreeSet<(i64, u64)>,
     dead: BTreeSet<u64>,
     policy: RetryPolicy,
-    log: Option<LogFile>,
+    log: Option<Wal>,
     log_error: Option<Error>,
     /// Last ticket written by this operation, for fsync after unlock.
     ticket: u64,
@@ -95,13 +96,7 @@ impl Queue {
     pub fn open(name: &str, path: Option<&Path>, fsync: FsyncPolicy, registry: &SyncRegistry) -> Result<Queue> {
         let mut st = QueueState { next_id: 1, ..Default::default() };
         if let Some(path) = path {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io("create queue dir", e))?;
-            }
-            let (log, data) = LogFile::open(path)?;
-            for body in codec::frames(&data).0 {
-                st.replay(body).map_err(|_| Error::Internal(format!("corrupt record in {}", path.display())))?;
-            }
+            let log = Wal::open(path, Compaction::DEFAULT, |body| st.replay(body))?;
             registry.register(log.syncer());
             st.log = Some(log);
             st.compact_if_large()?;
@@ -147,7 +142,9 @@ impl Queue {
                 state: State::Dead, // placed below
             };
             st.log_put(&job, state);
-            st.insert(job, state);
+            if st.log_error.is_none() {
+                st.insert(job, state); // only a logged job exists
+            }
             Ok(id)
         })?;
         self.arrived.notify_waiters();
@@ -404,10 +401,11 @@ impl QueueState {
 
     fn write(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
         let Some(log) = self.log.as_mut() else { return };
-        let mut buf = Vec::new();
-        codec::put_frame(&mut buf, encode);
-        match log.append(&buf) {
-            Ok(t) => self.ticket = t,
+        if self.log_error.is_some() {
+            return;
+        }
+        match log.append(encode) {
+            Ok((_, t)) => self.ticket = t,
             Err(e) => self.log_error = Some(e),
         }
     }
@@ -486,28 +484,23 @@ impl QueueState {
 
     /// Rewrites the log as one record per live job once it is mostly history.
     fn compact_if_large(&mut self) -> Result<()> {
-        let Some(log) = &self.log else { return Ok(()) };
-        if log.len() < (4 << 20) || log.len() < self.live_bytes.saturating_mul(3) {
-            return Ok(());
-        }
-        let mut buf = Vec::new();
-        let p = self.policy;
-        codec::put_frame(&mut buf, |b| encode_policy(b, &p));
-        // Ready jobs in queue order so FIFO survives the rewrite.
-        let mut order: Vec<&JobRec> = self.jobs.values().collect();
-        order.sort_by_key(|j| (self.ready_key.get(&j.id).map(|k| k.1).unwrap_or(0), j.id));
-        for j in order {
-            codec::put_frame(&mut buf, |b| encode_put(b, j, j.state));
-        }
-        // Keep next_id monotonic across the rewrite with a tombstone.
-        let last = self.next_id - 1;
-        codec::put_frame(&mut buf, |b| {
-            b.push(W_REMOVE);
-            b.extend_from_slice(&last.to_le_bytes());
-        });
-        let path = log.path().to_owned();
-        self.log = Some(LogFile::replace(&path, &buf)?);
-        Ok(())
+        let Some(log) = self.log.as_mut() else { return Ok(()) };
+        let (policy, jobs, ready_key, next_id) = (self.policy, &self.jobs, &self.ready_key, self.next_id);
+        log.compact_if_due(self.live_bytes, |buf| {
+            codec::put_frame(buf, |b| encode_policy(b, &policy));
+            // Ready jobs in queue order so FIFO survives the rewrite.
+            let mut order: Vec<&JobRec> = jobs.values().collect();
+            order.sort_by_key(|j| (ready_key.get(&j.id).map(|k| k.1).unwrap_or(0), j.id));
+            for j in order {
+                codec::put_frame(buf, |b| encode_put(b, j, j.state));
+            }
+            // Keep next_id monotonic across the rewrite with a tombstone.
+            let last = next_id - 1;
+            codec::put_frame(buf, |b| {
+                b.push(W_REMOVE);
+                b.extend_from_slice(&last.to_le_bytes());
+            });
+        })
     }
 }
 

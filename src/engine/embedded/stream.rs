@@ -17,9 +17,10 @@ use crate::error::{Error, Result};
 
 use super::codec::{self, Reader};
 use super::dedup::DedupWindow;
-use super::log::{make_durable, FsyncPolicy, LogFile, SyncRegistry};
+use super::log::{make_durable, FsyncPolicy, SyncRegistry};
 use super::now_ms;
 use super::partition::{FilePartition, MemoryPartition, Partition};
+use super::wal::{Compaction, Wal};
 
 /// Messages a subscriber fetches per partition per round.
 const SUBSCRIBE_BATCH: usize = 512;
@@ -40,8 +41,13 @@ pub struct Stream {
 
 struct Offsets {
     committed: HashMap<(String, u32), u64>,
-    log: Option<LogFile>,
+    log: Option<Wal>,
 }
+
+/// The offsets log is small: rewrite it from 1 MiB, at 4x its live size.
+const OFFSETS_COMPACTION: Compaction = Compaction { min_bytes: 1 << 20, factor: 4 };
+/// Bytes one committed offset is counted as, for compaction.
+const OFFSET_COST: u64 = 64;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Meta {
@@ -265,7 +271,7 @@ impl Stream {
     }
 
     pub fn read(&self, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>> {
-        let plan = self.partition(partition)?.lock().unwrap().plan_read(&self.name, partition, offset, max);
+        let plan = self.partition(partition)?.lock().unwrap().plan_read(&self.name, partition, offset, max)?;
         plan.execute(&self.name, partition)
     }
 
@@ -314,7 +320,6 @@ impl Stream {
         self.partition(partition)?;
         let (syncer, ticket) = {
             let mut o = self.offsets.lock().unwrap();
-            o.committed.insert((group.to_owned(), partition), offset);
             match o.append(group, partition, offset)? {
                 Some(t) => t,
                 None => return Ok(()),
@@ -384,7 +389,7 @@ impl Stream {
                 (p, next)
             })
             .collect();
-        let state = Feed { stream: self.clone(), cursors, buffer: VecDeque::new(), signal };
+        let state = Feed { stream: self.clone(), cursors, buffer: VecDeque::new(), signal, failed: false };
         Ok(Box::pin(futures::stream::unfold(state, |mut feed| async move {
             let item = feed.next().await?;
             Some((item, feed))
@@ -397,6 +402,8 @@ struct Feed {
     cursors: Vec<(u32, u64)>,
     buffer: VecDeque<Message>,
     signal: watch::Receiver<u64>,
+    /// An error was handed out: the feed ends (a retry would fail the same way).
+    failed: bool,
 }
 
 impl Feed {
@@ -404,6 +411,9 @@ impl Feed {
         loop {
             if let Some(m) = self.buffer.pop_front() {
                 return Some(Ok(m));
+            }
+            if self.failed {
+                return None;
             }
             self.signal.borrow_and_update();
             for (p, next) in self.cursors.iter_mut() {
@@ -414,7 +424,11 @@ impl Feed {
                         }
                         self.buffer.extend(batch);
                     }
-                    Err(e) => return Some(Err(e)),
+                    Err(e) if self.buffer.is_empty() => {
+                        self.failed = true;
+                        return Some(Err(e));
+                    }
+                    Err(_) => break, // deliver what came before first
                 }
             }
             if self.buffer.is_empty() && self.signal.changed().await.is_err() {
@@ -426,15 +440,13 @@ impl Feed {
 
 impl Offsets {
     fn open(path: &Path) -> Result<Offsets> {
-        let (log, data) = LogFile::open(path)?;
         let mut committed = HashMap::new();
-        for body in codec::frames(&data).0 {
+        let log = Wal::open(path, OFFSETS_COMPACTION, |body| {
             let mut r = Reader::new(body);
-            let parsed = (|| Ok::<_, codec::Corrupt>((r.string()?, r.u32()?, r.u64()?)))();
-            let (group, partition, offset) =
-                parsed.map_err(|_| Error::Internal(format!("corrupt record in {}", path.display())))?;
+            let (group, partition, offset) = (r.string()?, r.u32()?, r.u64()?);
             committed.insert((group, partition), offset);
-        }
+            Ok(())
+        })?;
         let mut o = Offsets { committed, log: Some(log) };
         o.compact_if_large()?;
         Ok(o)
@@ -442,40 +454,33 @@ impl Offsets {
 
     fn append(&mut self, group: &str, partition: u32, offset: u64) -> Result<Option<(Arc<super::log::Syncer>, u64)>> {
         let Some(log) = self.log.as_mut() else {
+            self.committed.insert((group.to_owned(), partition), offset);
             return Ok(None);
         };
-        let mut buf = Vec::with_capacity(32 + group.len());
-        encode_commit(&mut buf, group, partition, offset);
-        let ticket = log.append(&buf)?;
-        let syncer = log.syncer().clone();
+        let sync = log.append(|b| encode_commit(b, group, partition, offset))?;
+        // Only a logged commit counts.
+        self.committed.insert((group.to_owned(), partition), offset);
         self.compact_if_large()?;
-        Ok(Some((syncer, ticket)))
+        Ok(Some(sync))
     }
 
     /// Rewrites the log as one record per (group, partition) when it has
     /// grown far beyond that.
     fn compact_if_large(&mut self) -> Result<()> {
-        let Some(log) = &self.log else { return Ok(()) };
-        let live = self.committed.len() as u64 * 64;
-        if log.len() < (1 << 20) || log.len() < live * 4 {
-            return Ok(());
-        }
-        let mut buf = Vec::new();
-        for ((g, p), o) in &self.committed {
-            encode_commit(&mut buf, g, *p, *o);
-        }
-        let path = log.path().to_owned();
-        self.log = Some(LogFile::replace(&path, &buf)?);
-        Ok(())
+        let Some(log) = self.log.as_mut() else { return Ok(()) };
+        let committed = &self.committed;
+        log.compact_if_due(committed.len() as u64 * OFFSET_COST, |buf| {
+            for ((g, p), o) in committed {
+                codec::put_frame(buf, |b| encode_commit(b, g, *p, *o));
+            }
+        })
     }
 }
 
-fn encode_commit(buf: &mut Vec<u8>, group: &str, partition: u32, offset: u64) {
-    codec::put_frame(buf, |b| {
-        codec::put_bytes(b, group.as_bytes());
-        b.extend_from_slice(&partition.to_le_bytes());
-        b.extend_from_slice(&offset.to_le_bytes());
-    });
+fn encode_commit(b: &mut Vec<u8>, group: &str, partition: u32, offset: u64) {
+    codec::put_bytes(b, group.as_bytes());
+    b.extend_from_slice(&partition.to_le_bytes());
+    b.extend_from_slice(&offset.to_le_bytes());
 }
 
 /// FNV-1a: stable across versions and platforms, so a key always maps to the
