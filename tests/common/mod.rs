@@ -105,6 +105,8 @@ pub struct NatsCluster {
     pub dir: std::path::PathBuf,
     pub url: String,
     next_account: std::sync::atomic::AtomicU32,
+    /// Outlives this process on purpose: it wipes the servers after it.
+    _watchdog: Child,
 }
 
 pub const NATS_ACCOUNTS: u32 = 64;
@@ -133,14 +135,14 @@ impl NatsCluster {
             dir.display(),
             nats_script()
         );
-        Command::new("bash")
+        let watchdog = Command::new("bash")
             .args(["-c", &watchdog])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start nats watchdog");
-        NatsCluster { dir, url, next_account: std::sync::atomic::AtomicU32::new(1) }
+        NatsCluster { dir, url, next_account: std::sync::atomic::AtomicU32::new(1), _watchdog: watchdog }
     }
 
     /// Runs a nats-cluster.sh subcommand on this cluster.

@@ -26,6 +26,9 @@ pub const H_DEADLINE: &str = "Fm-Deadline";
 /// NATS KV's delete marker.
 pub const H_KV_OP: &str = "KV-Operation";
 
+/// A record's key and headers.
+pub type RecordMeta = (Option<Bytes>, Vec<(String, String)>);
+
 /// A message as stored in a stream, whichever way it was read.
 #[derive(Debug, Clone)]
 pub struct RawMsg {
@@ -57,7 +60,7 @@ impl RawMsg {
     }
 
     /// Record key and headers carried in flowmesh headers.
-    pub fn record_meta(&self) -> Result<(Option<Bytes>, Vec<(String, String)>)> {
+    pub fn record_meta(&self) -> Result<RecordMeta> {
         let key = match self.header(H_KEY) {
             Some(k) => Some(Bytes::from(b64(k)?)),
             None => None,

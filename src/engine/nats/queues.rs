@@ -8,6 +8,7 @@
 //!   attempts are the server's delivery count;
 //! - failed jobs are NAKed with the retry policy's backoff, or moved to the
 //!   queue's dead-letter stream `FMD_<queue>` once out of attempts.
+//!
 //! A job's id is the sequence of its first message and travels in `Fm-Job`
 //! when the job is re-published (delay, dead letter, replay).
 //! Acks and nacks need the reply subject of the delivery, which only the
@@ -219,7 +220,7 @@ impl Queues {
             .filter_map(|(s, c)| Some((parse_priority_token(s.strip_prefix(&prefix)?)?, c)))
             .filter(|(_, c)| *c > 0)
             .collect();
-        bands.sort_by(|a, b| b.0.cmp(&a.0));
+        bands.sort_by_key(|b| std::cmp::Reverse(b.0));
         Ok(bands)
     }
 
