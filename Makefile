@@ -5,7 +5,8 @@
 # machine when root (valgrind, cmake, pkg-config, ...) or names it otherwise.
 #
 # Other targets: lib, header, check-header, lint, install PREFIX=..., bench,
-# packages (python-dist, npm, deb: into <target>/python, npm, debian), docs.
+# packages (python-dist, npm, deb: into <target>/python, npm, debian), docs,
+# soak (30 min, SOAK_MINUTES).
 
 CARGO    ?= cargo
 PREFIX   ?= /usr/local
@@ -22,7 +23,7 @@ export FLOWMESH_BIN := $(RELEASE)/flowmesh
 export FLOWMESH_LIB_DIR := $(RELEASE)
 
 .PHONY: all setup setup-run lib run demo test test-rust test-c test-python test-go test-node test-install \
-        header check-header lint install bench bench-quick clean \
+        test-linearizability header check-header lint install bench bench-quick soak clean \
         packages python-dist npm deb docs
 
 all: lib
@@ -46,7 +47,7 @@ run: setup-run lib
 	examples/c/build/demo "file://$(TARGET_DIR)/demo-data"
 
 ## Every test. Each part prints its own summary line.
-test: setup lint check-header test-rust test-c test-install test-python test-go test-node
+test: setup lint check-header test-rust test-c test-install test-python test-go test-node test-linearizability
 	@echo "make test: all suites passed"
 
 test-rust: setup lib
@@ -67,6 +68,10 @@ test-go: setup lib
 test-node: setup lib
 	bindings/node/test.sh
 
+## KV and queue histories under broker kills, pauses and cut links, checked with Porcupine.
+test-linearizability: setup lib
+	tests/linearizability/run.sh
+
 ## Regenerate the header (build.rs writes it) and fail if the committed one differs.
 header:
 	$(CARGO) build --release --locked
@@ -85,6 +90,10 @@ lint: setup
 ## Install lib, header, pkg-config and CMake files under $(PREFIX) (DESTDIR supported).
 install: lib
 	scripts/install.sh "$(DESTDIR)$(PREFIX)" "$(PREFIX)"
+
+## Mixed traffic for SOAK_MINUTES (30) with broker kills; loss, duplicates, RSS/fd plot.
+soak: lib
+	scripts/soak.sh
 
 ## Packages, from the library built by `lib` (no second cargo build); <target>
 ## is cargo's target directory. See docs/VERSIONING.md for the version they carry.

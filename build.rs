@@ -59,6 +59,7 @@ fn generate_header(root: &Path) {
 const SECTIONS: &[(&str, &str)] = &[
     ("error.rs", "Status codes, errors, version"),
     ("ffi/mod.rs", "Status codes, errors, version"),
+    ("ffi/args.rs", "Shared types: headers, outgoing messages, byte buffers"),
     ("ffi/options.rs", "Options: string key/value settings of connect, subscribe and stream create"),
     ("ffi/client.rs", "Client: connect, health, connection state, close"),
     ("ffi/stream.rs", "Streams: publish, read, subscribe, consumer-group offsets"),

@@ -279,4 +279,17 @@ impl Client {
     pub async fn kv_watch(&self, bucket: &str, prefix: &str) -> Result<KvEventStream> {
         self.engine.kv_watch(&self.qualify(bucket)?, prefix).await
     }
+
+    /// Runs `ops` as one atomic transaction (see [`crate::engine::txn`]);
+    /// bucket names are resolved like every other name.
+    pub async fn kv_txn(&self, mut ops: Vec<TxnOp>) -> Result<Vec<TxnResult>> {
+        for op in &mut ops {
+            let q = self.qualify(op.bucket())?;
+            *op.bucket_mut() = q;
+            if let TxnOp::Put { value, .. } = op {
+                self.check_size(value.len())?;
+            }
+        }
+        self.engine.kv_txn(ops).await
+    }
 }

@@ -13,6 +13,8 @@ pub mod names;
 pub mod options;
 pub mod server;
 pub mod signals;
+pub mod store;
+pub mod txn;
 pub mod wire;
 
 pub use client::{Client, ClientConfig, Endpoint};
@@ -20,3 +22,4 @@ pub use engine::{Engine, EngineConfig};
 pub use error::{Error, Result};
 pub use model::*;
 pub use options::Options;
+pub use txn::{TxnOp, TxnResult};

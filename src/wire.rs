@@ -11,6 +11,7 @@ use tonic::{Code, Status};
 
 use crate::error::{Error, Result};
 use crate::model::*;
+use crate::txn::{TxnOp, TxnResult};
 
 /// Metadata key of the token (the usual HTTP header, `Bearer <token>`).
 pub const AUTH_KEY: &str = "authorization";
@@ -275,4 +276,83 @@ impl tonic::service::Interceptor for TokenInterceptor {
         }
         Ok(req)
     }
+}
+
+// ---- KV transactions ----
+
+pub fn txn_ops_to_pb(ops: Vec<TxnOp>) -> Vec<pb::KvTxnOp> {
+    use pb::kv_txn_op::Op;
+    ops.into_iter()
+        .map(|op| pb::KvTxnOp {
+            op: Some(match op {
+                TxnOp::Get { bucket, key } => Op::Get(pb::KvTxnGet { bucket, key }),
+                TxnOp::List { bucket, prefix } => Op::List(pb::KvTxnList { bucket, prefix }),
+                TxnOp::Put { bucket, key, value, ttl_ms } => Op::Put(pb::KvTxnPut { bucket, key, value, ttl_ms }),
+                TxnOp::Delete { bucket, key } => Op::Delete(pb::KvTxnDelete { bucket, key }),
+                TxnOp::Check { bucket, key, revision } => Op::Check(pb::KvTxnCheck { bucket, key, revision }),
+            }),
+        })
+        .collect()
+}
+
+pub fn txn_ops_from_pb(ops: Vec<pb::KvTxnOp>) -> Result<Vec<TxnOp>, Error> {
+    use pb::kv_txn_op::Op;
+    ops.into_iter()
+        .enumerate()
+        .map(|(i, op)| {
+            Ok(match op.op {
+                Some(Op::Get(g)) => TxnOp::Get { bucket: g.bucket, key: g.key },
+                Some(Op::List(l)) => TxnOp::List { bucket: l.bucket, prefix: l.prefix },
+                Some(Op::Put(p)) => TxnOp::Put { bucket: p.bucket, key: p.key, value: p.value, ttl_ms: p.ttl_ms },
+                Some(Op::Delete(d)) => TxnOp::Delete { bucket: d.bucket, key: d.key },
+                Some(Op::Check(c)) => TxnOp::Check { bucket: c.bucket, key: c.key, revision: c.revision },
+                None => return Err(Error::invalid(format!("transaction op {i} is empty"))),
+            })
+        })
+        .collect()
+}
+
+fn entry_to_pb(e: KvEntry) -> pb::KvTxnEntry {
+    pb::KvTxnEntry { key: e.key, value: e.value, revision: e.revision }
+}
+
+fn entry_from_pb(e: pb::KvTxnEntry) -> KvEntry {
+    KvEntry { key: e.key, value: e.value, revision: e.revision }
+}
+
+pub fn txn_results_to_pb(results: Vec<TxnResult>) -> Vec<pb::KvTxnResult> {
+    use pb::kv_txn_result::Result as R;
+    results
+        .into_iter()
+        .map(|r| pb::KvTxnResult {
+            result: Some(match r {
+                TxnResult::Get(Some(e)) => R::Get(entry_to_pb(e)),
+                TxnResult::Get(None) => R::GetMissing(true),
+                TxnResult::List(entries) => {
+                    R::List(pb::KvTxnEntries { entries: entries.into_iter().map(entry_to_pb).collect() })
+                }
+                TxnResult::Put(rev) => R::PutRevision(rev),
+                TxnResult::Delete(d) => R::Deleted(d),
+                TxnResult::Check => R::Checked(true),
+            }),
+        })
+        .collect()
+}
+
+pub fn txn_results_from_pb(results: Vec<pb::KvTxnResult>) -> Result<Vec<TxnResult>, Error> {
+    use pb::kv_txn_result::Result as R;
+    results
+        .into_iter()
+        .map(|r| {
+            Ok(match r.result {
+                Some(R::Get(e)) => TxnResult::Get(Some(entry_from_pb(e))),
+                Some(R::GetMissing(_)) => TxnResult::Get(None),
+                Some(R::List(l)) => TxnResult::List(l.entries.into_iter().map(entry_from_pb).collect()),
+                Some(R::PutRevision(rev)) => TxnResult::Put(rev),
+                Some(R::Deleted(d)) => TxnResult::Delete(d),
+                Some(R::Checked(_)) => TxnResult::Check,
+                None => return Err(Error::Internal("broker sent an empty transaction result".into())),
+            })
+        })
+        .collect()
 }

@@ -32,6 +32,57 @@ pub struct EngineConfig {
     pub tls_ca_file: Option<String>,
     /// Name to verify the broker's certificate against (default: URL host).
     pub tls_server_name: Option<String>,
+    /// Settings only the `nats://` engine uses.
+    pub nats: NatsSettings,
+}
+
+/// Connect options of the `nats://` engine.
+#[derive(Debug, Clone, Default)]
+pub struct NatsSettings {
+    /// Replicas of every stream, queue and bucket (1-5); `None` = 3 when
+    /// the cluster has 3 or more servers, else 1.
+    pub replicas: Option<usize>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub creds_file: Option<String>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    pub js_domain: Option<String>,
+}
+
+impl NatsSettings {
+    fn from_options(opts: &Options) -> Result<NatsSettings> {
+        let replicas = match opts.u64("replicas")? {
+            Some(r) if !(1..=5).contains(&r) => return Err(Error::invalid("option replicas: must be between 1 and 5")),
+            r => r.map(|r| r as usize),
+        };
+        let text = |k: &str| opts.get(k).map(str::to_owned);
+        let s = NatsSettings {
+            replicas,
+            user: text("user"),
+            password: text("password"),
+            creds_file: text("creds_file"),
+            tls_cert_file: text("tls_cert_file"),
+            tls_key_file: text("tls_key_file"),
+            js_domain: text("js_domain"),
+        };
+        if s.user.is_some() != s.password.is_some() {
+            return Err(Error::invalid("options user and password go together"));
+        }
+        if s.tls_cert_file.is_some() != s.tls_key_file.is_some() {
+            return Err(Error::invalid("options tls_cert_file and tls_key_file go together"));
+        }
+        Ok(s)
+    }
+
+    /// Whether any nats-only option is set (refused on other engines).
+    pub fn any(&self) -> bool {
+        self.replicas.is_some()
+            || self.user.is_some()
+            || self.creds_file.is_some()
+            || self.tls_cert_file.is_some()
+            || self.js_domain.is_some()
+    }
 }
 
 impl Default for EngineConfig {
@@ -77,6 +128,7 @@ impl EngineConfig {
             breaker_timeout_ms: opts.u64("breaker_timeout_ms")?.unwrap_or(30_000),
             tls_ca_file: opts.get("tls_ca_file").map(str::to_owned),
             tls_server_name: opts.get("tls_server_name").map(str::to_owned),
+            nats: NatsSettings::from_options(opts)?,
         })
     }
 }

@@ -1,5 +1,5 @@
 //! Connection URLs and opening the engine one names: `mem://`, `file://`
-//! (embedded) and `grpc://`/`grpcs://` (a broker).
+//! (embedded), `grpc://`/`grpcs://` (a broker) and `nats://` (JetStream).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +18,8 @@ pub enum Endpoint {
     File(PathBuf),
     /// `grpc://host:port` or `grpcs://host:port`
     Remote { url: String, tls: bool },
+    /// `nats://h1:4222,h2:4222` (hosts may be written `tls://h:p`): NATS JetStream
+    Nats(Vec<String>),
 }
 
 impl Endpoint {
@@ -39,8 +41,11 @@ impl Endpoint {
                 return Ok(Endpoint::Remote { url: url.to_owned(), tls });
             }
         }
+        if let Some(rest) = url.strip_prefix("nats://") {
+            return super::nats::parse_hosts(url, rest).map(Endpoint::Nats);
+        }
         Err(Error::invalid(format!(
-            "unsupported URL {url:?}: use mem://, file:///dir, grpc://host:port or grpcs://host:port"
+            "unsupported URL {url:?}: use mem://, file:///dir, grpc://host:port, grpcs://host:port or nats://host:port"
         )))
     }
 
@@ -52,7 +57,13 @@ impl Endpoint {
             segment_bytes: cfg.segment_bytes,
             max_payload_bytes: cfg.max_payload_bytes,
         };
+        if cfg.nats.any() && !matches!(self, Endpoint::Nats(_)) {
+            return Err(Error::invalid(
+                "options replicas, user, password, creds_file, tls_cert_file and js_domain apply to nats:// only",
+            ));
+        }
         match self {
+            Endpoint::Nats(hosts) => super::nats::NatsEngine::connect(hosts, cfg).await,
             Endpoint::Memory(None) => Ok(Arc::new(EmbeddedEngine::open(embedded(None), None)?)),
             Endpoint::Memory(Some(name)) => {
                 Ok(Arc::new(EmbeddedEngine::open(embedded(None), Some(format!("mem:{name}")))?))

@@ -10,6 +10,7 @@ pub mod config;
 pub mod connection;
 pub mod embedded;
 mod endpoint;
+pub mod nats;
 pub mod remote;
 
 pub use self::config::EngineConfig;
@@ -20,6 +21,7 @@ use bytes::Bytes;
 
 use crate::error::Result;
 pub use crate::model::*;
+pub use crate::txn::{TxnOp, TxnResult};
 
 /// The storage contract shared by every back end. All names are fully
 /// qualified; every method is safe to call concurrently.
@@ -84,6 +86,14 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<(WatchCursor, KvEventStream)> {
         let _ = (bucket, prefix, after);
         Err(crate::Error::Conflict("this engine can not resume watches".into()))
+    }
+
+    /// Runs one transaction atomically over buckets of one tenant (see
+    /// [`txn`]): results in op order, or `Error::Conflict` naming the first
+    /// failed check with nothing written.
+    async fn kv_txn(&self, ops: Vec<TxnOp>) -> Result<Vec<TxnResult>> {
+        let _ = ops;
+        Err(crate::Error::Unavailable("this engine does not support KV transactions".into()))
     }
 
     /// Flushes buffered writes to stable storage (fsync); a no-op in memory.

@@ -1,7 +1,6 @@
 //! `fm_client`: connect, health, close.
 
 use std::ffi::{c_char, c_void};
-use std::sync::Arc;
 
 use super::args::{client_arg, out_arg, register_client, str_arg, unregister_client, UserData};
 use super::options::{fm_options, options_or_default};
@@ -10,7 +9,8 @@ use crate::blocking::BlockingClient;
 use crate::engine::connection::ConnState;
 
 /// A connection to one engine (embedded or a broker). Thread-safe: every
-/// function taking a client may be called from any thread at once.
+/// function taking a client may be called from any thread at once. The
+/// handle is an id, never dereferenced and never reused.
 pub struct fm_client {
     _private: u8,
 }
@@ -33,9 +33,7 @@ pub unsafe extern "C" fn fm_client_connect(
         *out = std::ptr::null_mut();
         let url = str_arg(url, "url")?;
         let client = BlockingClient::connect(url, &options_or_default(opts))?;
-        let handle = Box::into_raw(Box::new(fm_client { _private: 0 }));
-        register_client(handle, Arc::new(client));
-        *out = handle;
+        *out = register_client(client);
         Ok(())
     })
 }
@@ -56,14 +54,14 @@ pub unsafe extern "C" fn fm_client_readiness(client: *mut fm_client) -> fm_statu
 /// Stops delivery, waits for running callbacks, finishes queued async
 /// publishes (their callbacks run), joins every library thread and frees the
 /// client. NULL is a no-op. After it returns no callback of this client
-/// runs; calls with the stale handle return FM_ERR_CLOSED. Subscription
+/// runs; calls with the stale handle return FM_ERR_CLOSED (handles are never
+/// reused, so it never reaches a client connected later). Subscription
 /// handles stay valid until fm_unsubscribe, which then just frees them.
 #[no_mangle]
 pub unsafe extern "C" fn fm_client_close(client: *mut fm_client) {
     guard_value((), || {
         if let Some(c) = unregister_client(client) {
             c.close();
-            drop(Box::from_raw(client));
         }
     });
 }
@@ -129,7 +127,7 @@ pub unsafe extern "C" fn fm_client_on_state(
         c.on_state(move |change| {
             let ud = &ud;
             let (cause, detail) = match &change.cause {
-                Some(e) => (e.code(), Some(super::stream::c_string(e.message()))),
+                Some(e) => (e.code(), Some(super::args::c_string(e.message()))),
                 None => (super::OK, None),
             };
             let detail_ptr = detail.as_ref().map_or(std::ptr::null(), |d| d.as_ptr());

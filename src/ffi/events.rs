@@ -8,12 +8,11 @@ use bytes::Bytes;
 
 use super::args::*;
 use super::client::fm_client;
-use super::kv::fm_buf;
+use super::handles::Handles;
 use super::options::{fm_options, options_or_default};
-use super::stream::c_string;
 use super::{fm_status, guard, guard_value};
 use crate::blocking::events::CallbackSubscription;
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::events::Event;
 
 /// An event: passed (borrowed) to an fm_event_cb, or returned (owned) by
@@ -36,26 +35,20 @@ impl fm_event {
     }
 }
 
-/// A running event subscription. End it with fm_event_unsubscribe.
+/// A running event subscription. End it with fm_event_unsubscribe. The
+/// handle is an id, never dereferenced and never reused.
 pub struct fm_event_subscription {
-    inner: CallbackSubscription,
+    _private: u8,
 }
+
+/// Live event subscriptions (see [`super::handles`]).
+static EVENT_SUBSCRIPTIONS: Handles<CallbackSubscription> = Handles::new("event subscription");
 
 /// Called for each event delivered to a subscription, one at a time, on a
 /// library thread. `ev` is valid only during the call. With auto_ack the
 /// event is acknowledged when the callback returns (unless it was already
 /// acked, deferred or discarded in the callback).
 pub type fm_event_cb = Option<unsafe extern "C" fn(user_data: *mut c_void, ev: *const fm_event)>;
-
-unsafe fn recipients_arg<'a>(recipients: *const *const c_char, n: usize) -> Result<Vec<&'a str>> {
-    if n == 0 {
-        return Err(Error::invalid("an event needs at least one recipient (n is 0)"));
-    }
-    if recipients.is_null() {
-        return Err(Error::invalid("recipients is NULL but n is not 0"));
-    }
-    std::slice::from_raw_parts(recipients, n).iter().map(|r| str_arg(*r, "recipient")).collect()
-}
 
 /// Makes a new X25519 key pair for the connect option `app_secret_key`. On
 /// FM_OK `*secret_out` and `*public_out` are owned by the caller
@@ -166,7 +159,7 @@ pub unsafe extern "C" fn fm_event_subscribe(
             let view = fm_event::new(ev.clone());
             cb(ud.0, &view);
         })?;
-        *out = to_c(fm_event_subscription { inner: sub });
+        *out = EVENT_SUBSCRIPTIONS.insert(sub);
         Ok(())
     })
 }
@@ -177,7 +170,7 @@ pub unsafe extern "C" fn fm_event_subscribe(
 #[no_mangle]
 pub unsafe extern "C" fn fm_event_ack(sub: *mut fm_event_subscription, id: u64) -> fm_status {
     guard(|| {
-        let s = &ref_arg(sub, "sub")?.inner;
+        let s = EVENT_SUBSCRIPTIONS.get(sub)?;
         s.run(s.subscription().ack(id))
     })
 }
@@ -192,7 +185,7 @@ pub unsafe extern "C" fn fm_event_defer(
     reason: *const c_char,
 ) -> fm_status {
     guard(|| {
-        let s = &ref_arg(sub, "sub")?.inner;
+        let s = EVENT_SUBSCRIPTIONS.get(sub)?;
         let reason = opt_str_arg(reason, "reason")?.unwrap_or("");
         s.run(s.subscription().defer(id, delay_ms, reason))
     })
@@ -207,7 +200,7 @@ pub unsafe extern "C" fn fm_event_discard(
     reason: *const c_char,
 ) -> fm_status {
     guard(|| {
-        let s = &ref_arg(sub, "sub")?.inner;
+        let s = EVENT_SUBSCRIPTIONS.get(sub)?;
         let reason = opt_str_arg(reason, "reason")?.unwrap_or("");
         s.run(s.subscription().discard(id, reason))
     })
@@ -226,7 +219,7 @@ pub unsafe extern "C" fn fm_event_replay(
 ) -> fm_status {
     guard(|| {
         write_opt(out, std::ptr::null_mut());
-        let s = &ref_arg(sub, "sub")?.inner;
+        let s = EVENT_SUBSCRIPTIONS.get(sub)?;
         let ev = s.run(s.subscription().replay(id))?;
         if !out.is_null() {
             *out = to_c(fm_event::new(ev));
@@ -241,7 +234,7 @@ pub unsafe extern "C" fn fm_event_replay(
 #[no_mangle]
 pub unsafe extern "C" fn fm_event_pause(sub: *mut fm_event_subscription, reason: *const c_char) -> fm_status {
     guard(|| {
-        let s = &ref_arg(sub, "sub")?.inner;
+        let s = EVENT_SUBSCRIPTIONS.get(sub)?;
         s.subscription().pause(opt_str_arg(reason, "reason")?.unwrap_or(""));
         Ok(())
     })
@@ -251,7 +244,7 @@ pub unsafe extern "C" fn fm_event_pause(sub: *mut fm_event_subscription, reason:
 #[no_mangle]
 pub unsafe extern "C" fn fm_event_resume(sub: *mut fm_event_subscription) -> fm_status {
     guard(|| {
-        ref_arg(sub, "sub")?.inner.subscription().resume();
+        EVENT_SUBSCRIPTIONS.get(sub)?.subscription().resume();
         Ok(())
     })
 }
@@ -269,7 +262,7 @@ pub unsafe extern "C" fn fm_event_subscription_status(
 ) -> fm_status {
     guard(|| {
         write_opt(rejected_out, 0);
-        let s = &ref_arg(sub, "sub")?.inner;
+        let s = EVENT_SUBSCRIPTIONS.get(sub)?;
         write_opt(rejected_out, s.subscription().rejected().0);
         s.status()
     })
@@ -277,13 +270,16 @@ pub unsafe extern "C" fn fm_event_subscription_status(
 
 /// Stops the subscription and frees it. Waits for a running callback unless
 /// called from inside it. Delivered events not yet settled (manual ack)
-/// go back to the inbox at once for redelivery. NULL is a no-op.
+/// go back to the inbox at once for redelivery. NULL is a no-op; a handle
+/// already unsubscribed gives FM_ERR_CLOSED.
 #[no_mangle]
 pub unsafe extern "C" fn fm_event_unsubscribe(sub: *mut fm_event_subscription) -> fm_status {
     guard(|| {
-        if let Some(sub) = from_c(sub) {
-            sub.inner.unsubscribe();
+        if sub.is_null() {
+            return Ok(());
         }
+        let sub = EVENT_SUBSCRIPTIONS.remove(sub);
+        sub.ok_or_else(|| Error::Closed("event subscription is already unsubscribed".into()))?.unsubscribe();
         Ok(())
     })
 }

@@ -2,19 +2,12 @@
 
 use std::ffi::{c_char, c_void, CString};
 
-use bytes::Bytes;
-
 use super::args::*;
 use super::client::fm_client;
-use super::stream::{c_string, fm_subscription};
+use super::stream::{fm_subscription, SUBSCRIPTIONS};
 use super::{fm_status, guard, guard_value};
 use crate::engine::KvEvent;
 use crate::error::Error;
-
-/// An owned byte buffer returned by the library. Free with fm_buf_free.
-pub struct fm_buf {
-    pub(crate) data: Bytes,
-}
 
 /// A list of strings returned by the library. Free with fm_strings_free.
 pub struct fm_strings {
@@ -45,27 +38,6 @@ pub type fm_kv_watch_cb = Option<
         revision: u64,
     ),
 >;
-
-/// The bytes of `buf`, borrowed from it; length to `*len_out` (may be NULL).
-#[no_mangle]
-pub unsafe extern "C" fn fm_buf_data(buf: *const fm_buf, len_out: *mut usize) -> *const u8 {
-    guard_value(std::ptr::null(), || match buf.as_ref() {
-        Some(b) => {
-            write_opt(len_out, b.data.len());
-            b.data.as_ptr()
-        }
-        None => {
-            write_opt(len_out, 0);
-            std::ptr::null()
-        }
-    })
-}
-
-/// Frees a buffer. NULL is a no-op.
-#[no_mangle]
-pub unsafe extern "C" fn fm_buf_free(buf: *mut fm_buf) {
-    guard_value((), || drop(from_c(buf)));
-}
 
 /// Sets `key` (1-1024 bytes of UTF-8) in `bucket` (created on first use) to
 /// `len` bytes at `value` (copied; NULL allowed when len is 0). `ttl_ms` 0 =
@@ -244,7 +216,7 @@ pub unsafe extern "C" fn fm_kv_watch(
             };
             cb(ud.0, op, key.as_ptr(), ev.value.as_ptr(), ev.value.len(), ev.revision);
         })?;
-        *out = to_c(fm_subscription { inner: sub });
+        *out = SUBSCRIPTIONS.insert(sub);
         Ok(())
     })
 }

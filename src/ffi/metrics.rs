@@ -1,8 +1,8 @@
 //! `fm_client_metrics`: the client's metrics as Prometheus text.
 
+use super::args::fm_buf;
 use super::args::{client_arg, out_arg, to_c};
 use super::client::fm_client;
-use super::kv::fm_buf;
 use super::{fm_status, guard};
 
 /// The client's metrics in the Prometheus text exposition format (version

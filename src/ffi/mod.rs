@@ -10,6 +10,7 @@
 pub mod args;
 pub mod client;
 pub mod events;
+pub(crate) mod handles;
 pub mod kv;
 pub mod metrics;
 pub mod options;
@@ -75,28 +76,45 @@ pub(crate) fn fail(err: &Error) -> fm_status {
 /// The panic boundary around every status-returning entry point.
 pub(crate) fn guard(f: impl FnOnce() -> crate::Result<()>) -> fm_status {
     clear_last_error();
-    install_panic_hook();
-    let outer = IN_ENTRY_POINT.with(|g| g.replace(true));
-    let result = catch_unwind(AssertUnwindSafe(f));
-    IN_ENTRY_POINT.with(|g| g.set(outer));
-    match result {
+    match boundary(f) {
         Ok(Ok(())) => OK,
         Ok(Err(e)) => fail(&e),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+        Err(what) => {
             set_last_error(&format!("internal error: panic in flowmesh: {what}"));
             Status::FM_ERR_INTERNAL.code()
         }
     }
 }
 
-/// The panic boundary for entry points that return a value, not a status.
+/// The panic boundary for entry points that return a value, not a status
+/// (accessors, `*_free`): a panic gives `fallback`, with fm_last_error
+/// saying why, and prints nothing. These calls cannot fail otherwise, so
+/// they leave the last error alone: C code often frees its options or
+/// result objects between a failed call and reading fm_last_error.
 pub(crate) fn guard_value<T>(fallback: T, f: impl FnOnce() -> T) -> T {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
+    match boundary(f) {
+        Ok(v) => v,
+        Err(what) => {
+            set_last_error(&format!("internal error: panic in flowmesh: {what}"));
+            fallback
+        }
+    }
+}
+
+/// The one panic boundary of both guards: marks the entry point (so the
+/// panic hook stays quiet) and catches a panic, returning its message.
+fn boundary<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    install_panic_hook();
+    let outer = IN_ENTRY_POINT.with(|g| g.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    IN_ENTRY_POINT.with(|g| g.set(outer));
+    result.map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into())
+    })
 }
 
 /// The crate's version (Cargo.toml), the one every package carries.
@@ -163,6 +181,16 @@ mod tests {
         assert_eq!(unsafe { CStr::from_ptr(fm_status_str(0)) }.to_str().unwrap(), "FM_OK");
         assert_eq!(unsafe { CStr::from_ptr(fm_status_str(-1)) }.to_str().unwrap(), "FM_ERR_UNKNOWN");
         assert_eq!(unsafe { CStr::from_ptr(fm_status_str(99)) }.to_str().unwrap(), "FM_ERR_UNKNOWN");
+    }
+
+    #[test]
+    fn panics_in_value_entry_points_give_the_fallback_quietly() {
+        set_last_error("detail of the failed call");
+        assert_eq!(guard_value(7, || 1), 1);
+        assert_eq!(unsafe { CStr::from_ptr(fm_last_error()) }.to_bytes(), b"detail of the failed call");
+        assert_eq!(guard_value(7, || -> i32 { panic!("accessor") }), 7);
+        let msg = unsafe { CStr::from_ptr(fm_last_error()) }.to_str().unwrap().to_owned();
+        assert!(msg.contains("accessor"), "{msg}");
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use std::ffi::{c_char, CString};
 
 use super::args::*;
+use super::args::{c_string, fm_header, fm_msg, record_arg, OwnedHeaders};
 use super::client::fm_client;
-use super::stream::{c_string, fm_header, fm_msg, record_arg, OwnedHeaders};
 use super::{fm_status, guard, guard_value};
 use crate::engine::{Job, RetryPolicy};
 use crate::error::Error;

@@ -5,31 +5,12 @@ use std::time::Duration;
 
 use super::args::*;
 use super::client::fm_client;
+use super::handles::Handles;
 use super::options::{fm_options, options_or_default};
 use super::{fm_status, guard, guard_value, set_last_error, OK};
 use crate::blocking::Subscription;
-use crate::engine::{Message, Position, Record};
+use crate::engine::{Message, Position};
 use crate::error::{Error, Result};
-
-/// A header: two borrowed, NUL-terminated UTF-8 strings.
-#[repr(C)]
-pub struct fm_header {
-    pub key: *const c_char,
-    pub value: *const c_char,
-}
-
-/// An outgoing message. Everything is borrowed for the duration of the call
-/// (fm_publish_async copies before returning).
-#[repr(C)]
-pub struct fm_msg {
-    pub payload: *const u8,
-    pub payload_len: usize,
-    /// Partition key; NULL = none (round robin).
-    pub key: *const u8,
-    pub key_len: usize,
-    pub headers: *const fm_header,
-    pub headers_len: usize,
-}
 
 /// Where a message was stored.
 #[repr(C)]
@@ -71,50 +52,13 @@ pub struct fm_messages {
 }
 
 /// A running subscription (stream or KV watch). End it with fm_unsubscribe.
+/// The handle is an id, never dereferenced and never reused.
 pub struct fm_subscription {
-    pub(crate) inner: Subscription,
+    _private: u8,
 }
 
-pub(crate) unsafe fn headers_arg(ptr: *const fm_header, len: usize) -> Result<Vec<(String, String)>> {
-    if len == 0 {
-        return Ok(Vec::new());
-    }
-    if ptr.is_null() {
-        return Err(Error::invalid("headers is NULL but headers_len is not 0"));
-    }
-    std::slice::from_raw_parts(ptr, len)
-        .iter()
-        .map(|h| Ok((str_arg(h.key, "header key")?.to_owned(), str_arg(h.value, "header value")?.to_owned())))
-        .collect()
-}
-
-pub(crate) unsafe fn record_arg(msg: *const fm_msg) -> Result<Record> {
-    let m = ref_arg(msg, "msg")?;
-    Ok(Record {
-        payload: copy_bytes(m.payload, m.payload_len, "payload")?,
-        key: if m.key.is_null() { None } else { Some(copy_bytes(m.key, m.key_len, "key")?) },
-        headers: headers_arg(m.headers, m.headers_len)?,
-        msg_id: None,
-    })
-}
-
-/// C strings for a header list, and the fm_header array pointing into them.
-pub(crate) struct OwnedHeaders {
-    _strings: Vec<(CString, CString)>,
-    pub array: Vec<fm_header>,
-}
-
-pub(crate) fn c_string(s: &str) -> CString {
-    CString::new(s.replace('\0', "")).unwrap_or_default()
-}
-
-impl OwnedHeaders {
-    pub fn new(headers: &[(String, String)]) -> OwnedHeaders {
-        let strings: Vec<(CString, CString)> = headers.iter().map(|(k, v)| (c_string(k), c_string(v))).collect();
-        let array = strings.iter().map(|(k, v)| fm_header { key: k.as_ptr(), value: v.as_ptr() }).collect();
-        OwnedHeaders { _strings: strings, array }
-    }
-}
+/// Live stream subscriptions and KV watches (see [`super::handles`]).
+pub(crate) static SUBSCRIPTIONS: Handles<Subscription> = Handles::new("subscription");
 
 /// A message plus the C view of it. Heap buffers do not move when this
 /// struct moves, so `raw` stays valid.
@@ -317,7 +261,7 @@ pub unsafe extern "C" fn fm_subscribe(
             let owned = OwnedMessage::new(msg.clone());
             cb(ud.0, &owned.raw);
         })?;
-        *out = to_c(fm_subscription { inner: sub });
+        *out = SUBSCRIPTIONS.insert(sub);
         Ok(())
     })
 }
@@ -341,7 +285,7 @@ pub unsafe extern "C" fn fm_subscribe_pull(
         let c = client_arg(client)?;
         let stream = str_arg(stream, "stream")?;
         let sub = c.subscribe_pull(stream, &options_or_default(opts))?;
-        *out = to_c(fm_subscription { inner: sub });
+        *out = SUBSCRIPTIONS.insert(sub);
         Ok(())
     })
 }
@@ -363,8 +307,8 @@ pub unsafe extern "C" fn fm_subscription_next(
     guard(|| {
         let out = out_arg(out, "out")?;
         *out = std::ptr::null_mut();
-        let sub = ref_arg(sub, "sub")?;
-        let msgs = sub.inner.next(max_messages, Duration::from_millis(timeout_ms))?;
+        let sub = SUBSCRIPTIONS.get(sub)?;
+        let msgs = sub.next(max_messages, Duration::from_millis(timeout_ms))?;
         *out = to_c(fm_messages { items: msgs.into_iter().map(OwnedMessage::new).collect() });
         Ok(())
     })
@@ -376,21 +320,23 @@ pub unsafe extern "C" fn fm_subscription_next(
 /// ended calls no more callbacks: poll this to learn why.
 #[no_mangle]
 pub unsafe extern "C" fn fm_subscription_status(sub: *const fm_subscription) -> fm_status {
-    guard(|| ref_arg(sub, "sub")?.inner.status())
+    guard(|| SUBSCRIPTIONS.get(sub)?.status())
 }
 
 /// Stops a subscription or KV watch and frees it. Waits for a running
 /// callback to return, unless called from inside that callback, and for a
 /// running fm_subscription_next (which then returns FM_ERR_CLOSED). In pull
 /// mode the last batch returned is not auto-committed (commit it with
-/// fm_commit_offset once processed). NULL is a
-/// no-op returning FM_OK; after fm_client_close it just frees.
+/// fm_commit_offset once processed). NULL is a no-op returning FM_OK;
+/// after fm_client_close it just frees. A handle already unsubscribed gives
+/// FM_ERR_CLOSED.
 #[no_mangle]
 pub unsafe extern "C" fn fm_unsubscribe(sub: *mut fm_subscription) -> fm_status {
     guard(|| {
-        if let Some(sub) = from_c(sub) {
-            sub.inner.stop();
+        if sub.is_null() {
+            return Ok(());
         }
+        SUBSCRIPTIONS.remove(sub).ok_or_else(|| Error::Closed("subscription is already unsubscribed".into()))?.stop();
         Ok(())
     })
 }

@@ -190,6 +190,10 @@ impl Engine for MeteredEngine {
         self.call(Op::KvWatch, self.inner.kv_watch_resume(bucket, prefix, after)).await
     }
 
+    async fn kv_txn(&self, ops: Vec<TxnOp>) -> Result<Vec<TxnResult>> {
+        self.call(Op::KvTxn, self.inner.kv_txn(ops)).await
+    }
+
     async fn sync(&self) -> Result<()> {
         self.call(Op::Sync, self.inner.sync()).await
     }

@@ -94,6 +94,7 @@ pub enum Op {
     KvExists,
     KvKeys,
     KvWatch,
+    KvTxn,
     Sync,
 }
 
@@ -129,6 +130,7 @@ impl Op {
             Op::KvExists => "kv_exists",
             Op::KvKeys => "kv_keys",
             Op::KvWatch => "kv_watch",
+            Op::KvTxn => "kv_txn",
             Op::Sync => "sync",
         }
     }

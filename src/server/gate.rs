@@ -57,6 +57,21 @@ impl Shared {
             .map_err(|e| wire::to_status(&e))
     }
 
+    /// The gate for a request over several resources (a transaction): one
+    /// token check, every (operations, resource) pair authorized, one slot.
+    pub(crate) fn admit_all<T>(&self, req: &Request<T>, needs: &[(&[Op], &str)]) -> Result<Caller, Status> {
+        let Some((first_ops, first)) = needs.first() else {
+            return Err(wire::to_status(&Error::invalid("the request names no resource")));
+        };
+        let admitted = self.authenticate(req.metadata(), req.remote_addr(), first_ops[0], first).and_then(|p| {
+            for (ops, resource) in &needs[1..] {
+                self.authorize(&p, ops, resource)?;
+            }
+            self.check(p, first_ops, first)
+        });
+        admitted.map_err(|e| wire::to_status(&e))
+    }
+
     /// The gate for one message of an open publish stream.
     pub(crate) fn admit_with(
         &self,

@@ -58,6 +58,23 @@ impl pb::kv_server::Kv for KvService {
         reply(self.0.engine.kv_keys(&r.bucket, &r.prefix).await.map(|keys| pb::KvKeysResponse { keys }))
     }
 
+    async fn txn(&self, req: Request<pb::KvTxnRequest>) -> Result<Response<pb::KvTxnResponse>, Status> {
+        let ops = wire::txn_ops_from_pb(req.get_ref().ops.clone()).map_err(|e| wire::to_status(&e))?;
+        let needs: Vec<(&[Op], &str)> = ops
+            .iter()
+            .map(|op| (if op.writes() { &[Op::KvWrite][..] } else { &[Op::KvRead][..] }, op.bucket()))
+            .collect();
+        let caller = self.0.admit_all(&req, &needs)?;
+        for op in &ops {
+            if let crate::engine::TxnOp::Put { value, .. } = op {
+                self.0.check_payload_for(&caller, value.len()).map_err(|e| wire::to_status(&e))?;
+            }
+        }
+        drop(needs);
+        let results = self.0.engine.kv_txn(ops).await;
+        reply(results.map(|r| pb::KvTxnResponse { results: wire::txn_results_to_pb(r) }))
+    }
+
     async fn watch(&self, req: Request<pb::KvWatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let caller = self.0.admit(&req, &[Op::KvRead], &req.get_ref().bucket)?;
         let slot = self.0.subscription_slot(&caller)?;

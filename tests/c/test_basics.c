@@ -247,6 +247,70 @@ CORE_TEST(closed_client_is_closed)
     all_calls_return(c, FM_ERR_CLOSED);
 }
 
+/* Handles are ids that are never reused: a handle closed (or unsubscribed)
+ * keeps answering FM_ERR_CLOSED even after new objects were made, as many
+ * times as an allocator would need to hand the same address out again. */
+TEST(stale_handles_never_reach_new_objects)
+{
+    for (int i = 0; i < 50; i++) {
+        fm_client *old = mem_client();
+        REQUIRE(old);
+        fm_subscription *old_sub = NULL;
+        REQUIRE_OK(fm_subscribe_pull(old, "handles", NULL, &old_sub));
+        CHECK_ST(fm_unsubscribe(old_sub), FM_OK);
+        fm_client_close(old);
+
+        fm_client *c = mem_client();
+        REQUIRE(c);
+        fm_subscription *sub = NULL;
+        REQUIRE_OK(fm_subscribe_pull(c, "handles", NULL, &sub));
+        CHECK(c != old);
+        CHECK(sub != old_sub);
+        CHECK_ST(fm_client_health(old), FM_ERR_CLOSED);
+        CHECK_ST(fm_client_health(c), FM_OK);
+        fm_messages *m = (fm_messages *)1;
+        CHECK_ST(fm_subscription_next(old_sub, 1, 0, &m), FM_ERR_CLOSED);
+        CHECK(m == NULL);
+        CHECK_ST(fm_subscription_status(old_sub), FM_ERR_CLOSED);
+        CHECK_ST(fm_unsubscribe(old_sub), FM_ERR_CLOSED); /* twice: not a double free */
+        CHECK_ST(fm_subscription_status(sub), FM_OK);
+        /* A handle of one type is not one of another. */
+        CHECK_ST(fm_client_health((fm_client *)sub), FM_ERR_CLOSED);
+        CHECK_ST(fm_unsubscribe(sub), FM_OK);
+        CHECK_ST(fm_subscription_status(sub), FM_ERR_CLOSED);
+        fm_client_close(c);
+        fm_client_close(c); /* closing twice is a no-op */
+    }
+}
+
+static void ignore_event(void *ud, const fm_event *ev)
+{
+    (void)ud;
+    (void)ev;
+}
+
+TEST(stale_event_subscription_is_closed)
+{
+    fm_options *o = fm_options_new();
+    REQUIRE(o);
+    REQUIRE_OK(fm_options_set(o, "app_id", "handles"));
+    fm_client *c = NULL;
+    fm_status st = fm_client_connect("mem://", o, &c);
+    fm_options_free(o);
+    REQUIRE_OK(st);
+    fm_event_subscription *old = NULL, *sub = NULL;
+    REQUIRE_OK(fm_event_subscribe(c, "handles/ping", NULL, ignore_event, NULL, &old));
+    CHECK_ST(fm_event_unsubscribe(old), FM_OK);
+    REQUIRE_OK(fm_event_subscribe(c, "handles/ping", NULL, ignore_event, NULL, &sub));
+    CHECK(sub != old);
+    CHECK_ST(fm_event_ack(old, 1), FM_ERR_CLOSED);
+    CHECK_ST(fm_event_subscription_status(old, NULL), FM_ERR_CLOSED);
+    CHECK_ST(fm_event_unsubscribe(old), FM_ERR_CLOSED);
+    CHECK_ST(fm_event_subscription_status(sub, NULL), FM_OK);
+    CHECK_ST(fm_event_unsubscribe(sub), FM_OK);
+    fm_client_close(c);
+}
+
 /* NULL / invalid UTF-8 / bad names for each argument of each function. */
 CORE_TEST(null_and_invalid_arguments)
 {

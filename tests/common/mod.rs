@@ -16,6 +16,10 @@ pub enum Backend {
     File,
     RemoteMem,
     RemoteFile,
+    /// One nats-server (JetStream), shared by the tests of this binary.
+    Nats,
+    /// A 3-node JetStream cluster, shared by the tests of this binary.
+    NatsCluster,
 }
 
 /// Keeps whatever a test client needs alive (temp dirs, a broker process).
@@ -94,11 +98,107 @@ pub fn wait_for_port(addr: &str) {
     panic!("broker did not listen on {addr} within 20 s");
 }
 
+/// A nats-server or cluster started by scripts/nats-cluster.sh in a temp dir.
+/// Each test takes a JetStream account of its own, so tests share servers
+/// without sharing resources.
+pub struct NatsCluster {
+    pub dir: std::path::PathBuf,
+    pub url: String,
+    next_account: std::sync::atomic::AtomicU32,
+}
+
+pub const NATS_ACCOUNTS: u32 = 64;
+
+fn nats_script() -> String {
+    format!("{}/scripts/nats-cluster.sh", env!("CARGO_MANIFEST_DIR"))
+}
+
+impl NatsCluster {
+    /// Starts `nodes` servers; a watchdog wipes them once this process is gone.
+    pub fn start(nodes: u32) -> NatsCluster {
+        let dir = tempfile::Builder::new().prefix("fm-nats-").tempdir().unwrap().keep();
+        let out = Command::new(nats_script())
+            .arg("start")
+            .env("NATS_CLUSTER_DIR", &dir)
+            .env("NATS_NODES", nodes.to_string())
+            .env("NATS_TEST_ACCOUNTS", NATS_ACCOUNTS.to_string())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/nats-cluster.sh");
+        assert!(out.status.success(), "scripts/nats-cluster.sh start failed (is Go available to build nats-server?)");
+        let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let watchdog = format!(
+            "while kill -0 {} 2>/dev/null; do sleep 1; done; NATS_CLUSTER_DIR='{}' '{}' wipe",
+            std::process::id(),
+            dir.display(),
+            nats_script()
+        );
+        Command::new("bash")
+            .args(["-c", &watchdog])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats watchdog");
+        NatsCluster { dir, url, next_account: std::sync::atomic::AtomicU32::new(1) }
+    }
+
+    /// Runs a nats-cluster.sh subcommand on this cluster.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = Command::new(nats_script())
+            .args(args)
+            .env("NATS_CLUSTER_DIR", &self.dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/nats-cluster.sh");
+        assert!(out.status.success(), "nats-cluster.sh {args:?} failed");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Connect options for a fresh account of this cluster.
+    pub fn account(&self) -> Options {
+        let n = self.next_account.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(n <= NATS_ACCOUNTS, "more tests than NATS test accounts");
+        Options::new().with("user", &format!("t{n}")).unwrap().with("password", "t").unwrap()
+    }
+
+    pub fn wipe(&self) {
+        let _ = Command::new(nats_script()).arg("wipe").env("NATS_CLUSTER_DIR", &self.dir).status();
+    }
+}
+
+static NATS_SINGLE: std::sync::OnceLock<NatsCluster> = std::sync::OnceLock::new();
+static NATS_TRIO: std::sync::OnceLock<NatsCluster> = std::sync::OnceLock::new();
+
+extern "C" fn wipe_nats_at_exit() {
+    for c in [NATS_SINGLE.get(), NATS_TRIO.get()].into_iter().flatten() {
+        c.wipe();
+    }
+}
+
+/// The shared single server (`nodes` 1) or 3-node cluster of this test binary.
+pub fn shared_nats(nodes: u32) -> &'static NatsCluster {
+    let cell = if nodes == 1 { &NATS_SINGLE } else { &NATS_TRIO };
+    cell.get_or_init(|| {
+        static AT_EXIT: std::sync::Once = std::sync::Once::new();
+        AT_EXIT.call_once(|| unsafe {
+            libc::atexit(wipe_nats_at_exit);
+        });
+        NatsCluster::start(nodes)
+    })
+}
+
 pub async fn fixture(backend: Backend) -> Fixture {
     fixture_with(backend, Options::new()).await
 }
 
 pub async fn fixture_with(backend: Backend, options: Options) -> Fixture {
+    if let Backend::Nats | Backend::NatsCluster = backend {
+        let nats = shared_nats(if backend == Backend::Nats { 1 } else { 3 });
+        let options = nats.account().iter().try_fold(options, |o, (k, v)| o.with(k, v)).unwrap();
+        let client = Client::connect(&nats.url, &options).await.expect("connect to nats");
+        return Fixture { client, url: nats.url.clone(), dir: None, broker: None, options };
+    }
     let (url, dir, broker) = match backend {
         Backend::Mem => (format!("mem://t{}", unique()), None, None),
         Backend::File => {
@@ -109,6 +209,7 @@ pub async fn fixture_with(backend: Backend, options: Options) -> Fixture {
             let b = Broker::start("mem://");
             (b.url(), None, Some(b))
         }
+        Backend::Nats | Backend::NatsCluster => unreachable!(),
         Backend::RemoteFile => {
             let dir = tempfile::tempdir().unwrap();
             // Storage options belong to the broker when the engine is remote.
@@ -152,6 +253,14 @@ macro_rules! contract_tests {
         mod remote_file {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                async fn $name() { super::$name($crate::common::Backend::RemoteFile).await } )*
+        }
+        mod nats {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name($crate::common::Backend::Nats).await } )*
+        }
+        mod nats_cluster {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name($crate::common::Backend::NatsCluster).await } )*
         }
     };
 }

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -13,7 +13,7 @@ use crate::engine::{KvEntry, KvEvent, KvEventStream, KvOp, WatchCursor};
 use crate::error::{Error, Result};
 
 use super::codec::{self, Reader};
-use super::log::{make_durable, FsyncPolicy, SyncRegistry};
+use super::log::{make_durable, FsyncPolicy, SyncRegistry, Syncer};
 use super::now_ms;
 use super::wal::{Compaction, Wal};
 
@@ -259,6 +259,103 @@ impl Bucket {
     }
 }
 
+/// One write of a transaction, with the revision it was given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxnWrite {
+    pub key: String,
+    /// None = delete.
+    pub value: Option<Bytes>,
+    pub revision: u64,
+    /// ms since epoch; 0 = never (puts only).
+    pub expires_ms: i64,
+}
+
+/// A bucket held locked by a transaction: reads see its state as of the
+/// lock, and [`Locked::apply`] changes it in one step.
+pub struct Locked<'a> {
+    bucket: &'a Bucket,
+    st: MutexGuard<'a, BucketState>,
+}
+
+impl Bucket {
+    pub fn lock(&self) -> Locked<'_> {
+        Locked { bucket: self, st: self.state.lock().unwrap() }
+    }
+
+    /// Re-applies the writes of a logged transaction that the bucket's own
+    /// log lacks (a crash between the two appends): those with a revision
+    /// above the bucket's.
+    pub fn redo(&self, writes: &[TxnWrite]) -> Result<()> {
+        let mut l = self.lock();
+        let rev = l.st.revision;
+        let missing: Vec<TxnWrite> = writes.iter().filter(|w| w.revision > rev).cloned().collect();
+        if !missing.is_empty() {
+            l.apply(&missing)?;
+        }
+        Ok(())
+    }
+}
+
+impl Locked<'_> {
+    pub fn revision(&self) -> u64 {
+        self.st.revision
+    }
+
+    /// The live entry of `key`, if any.
+    pub fn get(&self, key: &str, now: i64) -> Option<KvEntry> {
+        self.st.entries.get(key).filter(|e| e.live(now)).map(|e| KvEntry {
+            key: key.to_owned(),
+            value: e.value.clone(),
+            revision: e.revision,
+        })
+    }
+
+    /// Live entries whose key starts with `prefix`, sorted.
+    pub fn list(&self, prefix: &str, now: i64) -> BTreeMap<String, KvEntry> {
+        self.st
+            .entries
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, e)| e.live(now))
+            .map(|(k, e)| (k.clone(), KvEntry { key: k.clone(), value: e.value.clone(), revision: e.revision }))
+            .collect()
+    }
+
+    /// Appends `writes` to the bucket's log in one write, applies them and
+    /// tells watchers (in revision order, while still locked). Returns what
+    /// to wait on for durability.
+    pub fn apply(&mut self, writes: &[TxnWrite]) -> Result<Option<(Arc<Syncer>, u64)>> {
+        let st = &mut *self.st;
+        let sync = st.write_frames(|buf| {
+            for w in writes {
+                match &w.value {
+                    Some(v) => codec::put_frame(buf, |b| encode_put(b, &w.key, v, w.revision, w.expires_ms)),
+                    None => codec::put_frame(buf, |b| encode_del(b, &w.key, w.revision)),
+                }
+            }
+        })?;
+        let now = now_ms();
+        for w in writes {
+            st.revision = st.revision.max(w.revision);
+            match &w.value {
+                Some(v) => {
+                    st.set(&w.key, Entry { value: v.clone(), revision: w.revision, expires_ms: w.expires_ms });
+                    self.bucket.emit(st, KvOp::Put, w.key.clone(), v.clone(), w.revision);
+                }
+                None => {
+                    let was_live = st.entries.get(&w.key).is_some_and(|e| e.live(now));
+                    st.unset(&w.key);
+                    if was_live {
+                        self.bucket.emit(st, KvOp::Delete, w.key.clone(), Bytes::new(), w.revision);
+                    }
+                }
+            }
+        }
+        st.compact_if_large()?;
+        Ok(sync)
+    }
+}
+
 impl BucketState {
     fn set(&mut self, key: &str, e: Entry) {
         self.unset(key);
@@ -275,6 +372,14 @@ impl BucketState {
             if old.expires_ms != 0 {
                 self.expiries.remove(&(old.expires_ms, key.to_owned()));
             }
+        }
+    }
+
+    /// Appends the frames `frames` writes (one per record) in one append.
+    fn write_frames(&mut self, frames: impl FnOnce(&mut Vec<u8>)) -> Result<Option<(Arc<Syncer>, u64)>> {
+        match self.log.as_mut() {
+            Some(log) => log.append_frames(frames).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -327,18 +432,24 @@ impl BucketState {
     }
 }
 
-fn encode_put(b: &mut Vec<u8>, key: &str, value: &[u8], rev: u64, expires_ms: i64) {
-    b.push(W_PUT);
-    codec::put_bytes(b, key.as_bytes());
-    codec::put_bytes(b, value);
-    b.extend_from_slice(&rev.to_le_bytes());
-    b.extend_from_slice(&expires_ms.to_le_bytes());
+/// Appends one frame: a put record.
+fn encode_put(out: &mut Vec<u8>, key: &str, value: &[u8], rev: u64, expires_ms: i64) {
+    codec::put_frame(out, |b| {
+        b.push(W_PUT);
+        codec::put_bytes(b, key.as_bytes());
+        codec::put_bytes(b, value);
+        b.extend_from_slice(&rev.to_le_bytes());
+        b.extend_from_slice(&expires_ms.to_le_bytes());
+    });
 }
 
-fn encode_del(b: &mut Vec<u8>, key: &str, rev: u64) {
-    b.push(W_DEL);
-    codec::put_bytes(b, key.as_bytes());
-    b.extend_from_slice(&rev.to_le_bytes());
+/// Appends one frame: a delete record.
+fn encode_del(out: &mut Vec<u8>, key: &str, rev: u64) {
+    codec::put_frame(out, |b| {
+        b.push(W_DEL);
+        codec::put_bytes(b, key.as_bytes());
+        b.extend_from_slice(&rev.to_le_bytes());
+    });
 }
 
 #[cfg(test)]

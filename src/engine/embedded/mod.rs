@@ -14,6 +14,7 @@ mod log;
 mod partition;
 mod queue;
 mod stream;
+mod txn;
 mod wal;
 
 use std::collections::HashMap;
@@ -72,6 +73,7 @@ struct Inner {
     /// Serializes opening/creating resources (lookups stay lock-free-ish).
     opening: Mutex<()>,
     registry: SyncRegistry,
+    txn_log: txn::TxnLog,
     _dir_lock: Option<File>,
 }
 
@@ -131,8 +133,12 @@ impl EmbeddedEngine {
             buckets: Default::default(),
             opening: Mutex::new(()),
             registry: SyncRegistry::default(),
+            txn_log: txn::TxnLog::memory(),
             _dir_lock: dir_lock,
         });
+        if let Some(dir) = &inner.cfg.dir {
+            txn::TxnLog::recover(&inner, dir, &inner.registry)?;
+        }
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let thread = {
             let weak = Arc::downgrade(&inner);
@@ -431,6 +437,10 @@ impl Engine for EmbeddedEngine {
         after: Option<WatchCursor>,
     ) -> Result<(WatchCursor, KvEventStream)> {
         self.inner().bucket(bucket)?.watch_resume(prefix, after)
+    }
+
+    async fn kv_txn(&self, ops: Vec<TxnOp>) -> Result<Vec<TxnResult>> {
+        self.inner().kv_txn(ops)
     }
 
     async fn sync(&self) -> Result<()> {

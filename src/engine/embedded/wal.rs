@@ -73,8 +73,14 @@ impl Wal {
 
     /// Appends one record; returns what to wait on for durability.
     pub fn append(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<(Arc<Syncer>, u64)> {
+        self.append_frames(|buf| codec::put_frame(buf, encode))
+    }
+
+    /// Appends the frames `frames` writes (each made with `codec::put_frame`)
+    /// in one append: several records that must reach the log together.
+    pub fn append_frames(&mut self, frames: impl FnOnce(&mut Vec<u8>)) -> Result<(Arc<Syncer>, u64)> {
         let mut buf = Vec::new();
-        codec::put_frame(&mut buf, encode);
+        frames(&mut buf);
         let ticket = self.log.append(&buf)?;
         Ok((self.log.syncer().clone(), ticket))
     }

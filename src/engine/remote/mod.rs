@@ -481,6 +481,17 @@ impl Engine for RemoteEngine {
         Ok(KvEntry { key: key.into(), value: r.value, revision: r.revision })
     }
 
+    async fn kv_txn(&self, ops: Vec<TxnOp>) -> Result<Vec<TxnResult>> {
+        if ops.is_empty() {
+            return Ok(Vec::new()); // nothing to ask the broker
+        }
+        // A transaction that writes is never sent twice: it could apply twice.
+        let retry = if ops.iter().any(TxnOp::writes) { Retry::Never } else { Retry::Safe };
+        let req = pb::KvTxnRequest { ops: wire::txn_ops_to_pb(ops) };
+        let r = rpc!(self, retry, kv.txn(req))?;
+        wire::txn_results_from_pb(r.results)
+    }
+
     async fn kv_delete(&self, bucket: &str, key: &str) -> Result<bool> {
         let req = pb::KvDeleteRequest { bucket: bucket.into(), key: key.into() };
         rpc!(self, Retry::Never, kv.delete(req)).map(|r| r.deleted)

@@ -1,0 +1,68 @@
+//! Small shared records every client must see alike: consumer-group offsets
+//! and queue retry policies, one subject per record in one stream that keeps
+//! the last message per subject (a KV bucket in all but name).
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use super::api::Js;
+use crate::error::Result;
+
+pub const STREAM: &str = "FM_META";
+const PREFIX: &str = "fm.meta";
+
+pub struct Meta {
+    js: Js,
+    ready: OnceCell<()>,
+}
+
+impl Meta {
+    pub fn new(js: Js) -> Meta {
+        Meta { js, ready: OnceCell::new() }
+    }
+
+    async fn ensure(&self) -> Result<()> {
+        self.ready
+            .get_or_try_init(|| async {
+                let cfg = json!({
+                    "name": STREAM,
+                    "subjects": [format!("{PREFIX}.>")],
+                    "retention": "limits",
+                    "storage": "file",
+                    "max_msgs_per_subject": 1,
+                    "discard": "old",
+                    "allow_rollup_hdrs": true,
+                    "metadata": {"flowmesh": "offsets and retry policies"},
+                });
+                match self.js.create_stream(cfg).await {
+                    Ok(_) | Err(crate::Error::AlreadyExists(_)) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// `parts` are already-encoded subject tokens.
+    fn subject(parts: &[&str]) -> String {
+        let mut s = PREFIX.to_owned();
+        for p in parts {
+            s.push('.');
+            s.push_str(p);
+        }
+        s
+    }
+
+    pub async fn put(&self, parts: &[&str], value: Bytes) -> Result<u64> {
+        self.ensure().await?;
+        Ok(self.js.publish(Self::subject(parts), HeaderMap::new(), value).await?.0)
+    }
+
+    pub async fn get(&self, parts: &[&str]) -> Result<Option<Bytes>> {
+        self.ensure().await?;
+        let m = self.js.get_msg(STREAM, json!({"last_by_subj": Self::subject(parts)})).await?;
+        Ok(m.map(|m| m.payload))
+    }
+}

@@ -1,0 +1,497 @@
+//! Queues on JetStream. Each queue is a work-queue stream:
+//! - ready jobs on `fm.q.<queue>.r.<priority>`, one durable pull consumer per
+//!   priority band; a reserve takes from the highest band first;
+//! - delayed jobs as scheduled messages (`Nats-Schedule: @at …`) on
+//!   `fm.q.<queue>.d.<id>` whose target is their band;
+//! - visibility timeouts: a reserved job is at once NAKed with the timeout as
+//!   delay, so the server redelivers it then unless it is acked first;
+//!   attempts are the server's delivery count;
+//! - failed jobs are NAKed with the retry policy's backoff, or moved to the
+//!   queue's dead-letter stream `FMD_<queue>` once out of attempts.
+//! A job's id is the sequence of its first message and travels in `Fm-Job`
+//! when the job is re-published (delay, dead letter, replay).
+//! Acks and nacks need the reply subject of the delivery, which only the
+//! reserving client knows: elsewhere a job is redelivered after its
+//! visibility timeout.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
+use async_nats::jetstream::AckKind;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::json;
+
+use super::api::{self, Js, RawMsg, H_ENQUEUED, H_JOB, H_PRIORITY};
+use super::meta::Meta;
+use super::names::{parse_priority_token, priority_token, token};
+use crate::engine::{Job, QueueStats, Record, RetryPolicy};
+use crate::error::{Error, Result};
+
+const DEFAULT_VISIBILITY_MS: u64 = 30_000;
+/// Attempts a dead job had when it failed for the last time.
+const H_ATTEMPTS: &str = "Fm-Attempts";
+/// How long another client's retry policy change may take to be seen.
+const POLICY_CACHE: Duration = Duration::from_secs(1);
+/// Polling step of a long poll (wakes early when a job is published).
+const POLL: Duration = Duration::from_millis(200);
+
+struct Names {
+    stream: String,
+    dlq: String,
+    prefix: String,
+}
+
+impl Names {
+    fn of(queue: &str) -> Names {
+        let t = token(queue);
+        Names { stream: format!("FMQ_{t}"), dlq: format!("FMD_{t}"), prefix: format!("fm.q.{t}") }
+    }
+    fn band(&self, priority: i32) -> String {
+        format!("{}.r.{}", self.prefix, priority_token(priority))
+    }
+    fn dlq_subject(&self) -> String {
+        format!("fm.d.{}", &self.prefix["fm.q.".len()..])
+    }
+}
+
+struct Reservation {
+    reply: String,
+    until: Instant,
+    attempt: u32,
+    msg: RawMsg,
+}
+
+pub struct Queues {
+    js: Js,
+    meta: std::sync::Arc<Meta>,
+    ready: Mutex<HashSet<String>>,
+    consumers: Mutex<HashMap<(String, i32), PullConsumer>>,
+    reserved: Mutex<HashMap<(String, u64), Reservation>>,
+    policies: Mutex<HashMap<String, (Instant, RetryPolicy)>>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn job_of(m: &RawMsg, attempt: u32) -> Result<Job> {
+    let (_, headers) = m.record_meta()?;
+    Ok(Job {
+        id: m.header_u64(H_JOB).unwrap_or(m.seq),
+        attempt,
+        priority: m.header(H_PRIORITY).and_then(|p| p.parse().ok()).unwrap_or(0),
+        payload: m.payload.clone(),
+        headers,
+        enqueued_ms: m.header(H_ENQUEUED).and_then(|v| v.parse().ok()).unwrap_or(m.time_ms),
+    })
+}
+
+/// The headers a job keeps when it is re-published.
+fn job_headers(m: &RawMsg, id: u64) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in &m.headers {
+        if k.starts_with("Fm-") && k != H_JOB && k != H_ATTEMPTS {
+            h.insert(k.as_str(), v.as_str());
+        }
+    }
+    h.insert(H_JOB, id.to_string().as_str());
+    h
+}
+
+impl Queues {
+    pub fn new(js: Js, meta: std::sync::Arc<Meta>) -> Queues {
+        Queues {
+            js,
+            meta,
+            ready: Mutex::new(HashSet::new()),
+            consumers: Mutex::new(HashMap::new()),
+            reserved: Mutex::new(HashMap::new()),
+            policies: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn ensure(&self, queue: &str) -> Result<Names> {
+        let n = Names::of(queue);
+        if self.ready.lock().unwrap().contains(queue) {
+            return Ok(n);
+        }
+        let main = json!({
+            "name": n.stream,
+            "subjects": [format!("{}.>", n.prefix)],
+            "retention": "workqueue",
+            "storage": "file",
+            "discard": "old",
+            "allow_msg_schedules": true,
+            "allow_rollup_hdrs": true,
+            "duplicate_window": api::nanos(120_000),
+            "metadata": {"flowmesh.queue": queue},
+        });
+        let dlq = json!({
+            "name": n.dlq,
+            "subjects": [n.dlq_subject()],
+            "retention": "limits",
+            "storage": "file",
+            "discard": "old",
+            "duplicate_window": api::nanos(120_000),
+            "metadata": {"flowmesh.dead_letters_of": queue},
+        });
+        for cfg in [main, dlq] {
+            match self.js.create_stream(cfg).await {
+                Ok(_) | Err(Error::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.ready.lock().unwrap().insert(queue.to_owned());
+        Ok(n)
+    }
+
+    pub async fn enqueue(&self, queue: &str, record: Record, delay_ms: u64, priority: i32) -> Result<u64> {
+        let n = self.ensure(queue).await?;
+        let mut h = HeaderMap::new();
+        api::put_record_meta(&mut h, None, &record.headers);
+        h.insert(H_PRIORITY, priority.to_string().as_str());
+        h.insert(H_ENQUEUED, now_ms().to_string().as_str());
+        if delay_ms == 0 {
+            if let Some(id) = &record.msg_id {
+                h.insert("Nats-Msg-Id", id.as_str());
+            }
+            return Ok(self.js.publish(n.band(priority), h, record.payload).await?.0);
+        }
+        // A delayed job's id comes first (the sequence of a marker that rolls
+        // up its predecessor), so the scheduled copy can carry it.
+        let mut idh = HeaderMap::new();
+        idh.insert("Nats-Rollup", "sub");
+        if let Some(id) = &record.msg_id {
+            idh.insert("Nats-Msg-Id", id.as_str());
+        }
+        let (id, dup) = self.js.publish(format!("{}.id", n.prefix), idh, Bytes::new()).await?;
+        if dup {
+            return Ok(id);
+        }
+        h.insert(H_JOB, id.to_string().as_str());
+        let at = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(delay_ms.min(i64::MAX as u64) as i64);
+        let at = at
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| Error::Internal(format!("format schedule time: {e}")))?;
+        h.insert("Nats-Schedule", format!("@at {at}").as_str());
+        h.insert("Nats-Schedule-Target", n.band(priority).as_str());
+        self.js.publish(format!("{}.d.{id}", n.prefix), h, record.payload).await?;
+        Ok(id)
+    }
+
+    async fn consumer(&self, queue: &str, n: &Names, priority: i32) -> Result<PullConsumer> {
+        let key = (queue.to_owned(), priority);
+        if let Some(c) = self.consumers.lock().unwrap().get(&key) {
+            return Ok(c.clone());
+        }
+        let cfg = pull::Config {
+            durable_name: Some(format!("band_{}", priority_token(priority))),
+            filter_subject: n.band(priority),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: -1,
+            max_ack_pending: 1_000_000,
+            ..Default::default()
+        };
+        let what = format!("queue {queue}");
+        let c = self
+            .js
+            .js
+            .create_consumer_on_stream(cfg, n.stream.as_str())
+            .await
+            .map_err(|e| api::link_error(&what, e))?;
+        self.consumers.lock().unwrap().insert(key, c.clone());
+        Ok(c)
+    }
+
+    /// Priority bands holding messages (ready or in flight), highest first.
+    async fn bands(&self, n: &Names) -> Result<Vec<(i32, u64)>> {
+        let prefix = format!("{}.r.", n.prefix);
+        let mut bands: Vec<(i32, u64)> = self
+            .js
+            .subject_counts(&n.stream, &format!("{prefix}*"))
+            .await?
+            .into_iter()
+            .filter_map(|(s, c)| Some((parse_priority_token(s.strip_prefix(&prefix)?)?, c)))
+            .filter(|(_, c)| *c > 0)
+            .collect();
+        bands.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(bands)
+    }
+
+    pub async fn reserve(&self, queue: &str, max: usize, visibility_ms: u64, wait_ms: u64) -> Result<Vec<Job>> {
+        let n = self.ensure(queue).await?;
+        let visibility = Duration::from_millis(if visibility_ms == 0 { DEFAULT_VISIBILITY_MS } else { visibility_ms });
+        let deadline = Instant::now() + Duration::from_millis(wait_ms);
+        let mut wake = if wait_ms > 0 {
+            Some(
+                self.js
+                    .client
+                    .subscribe(format!("{}.r.>", n.prefix))
+                    .await
+                    .map_err(|e| api::link_error(&format!("queue {queue}"), e))?,
+            )
+        } else {
+            None
+        };
+        loop {
+            let jobs = self.try_reserve(queue, &n, max, visibility).await?;
+            let now = Instant::now();
+            if !jobs.is_empty() || now >= deadline {
+                return Ok(jobs);
+            }
+            let step = (deadline - now).min(POLL);
+            match wake.as_mut() {
+                Some(sub) => {
+                    let _ = tokio::time::timeout(step, sub.next()).await;
+                }
+                None => tokio::time::sleep(step).await,
+            }
+        }
+    }
+
+    async fn try_reserve(&self, queue: &str, n: &Names, max: usize, visibility: Duration) -> Result<Vec<Job>> {
+        let mut jobs = Vec::new();
+        let policy = self.policy(queue).await?;
+        for (priority, _) in self.bands(n).await? {
+            if jobs.len() >= max {
+                break;
+            }
+            let consumer = self.consumer(queue, n, priority).await?;
+            let what = format!("reserve from queue {queue}");
+            let mut fetched = Vec::new();
+            // A consumer just created in a cluster answers 503 until its
+            // leader is elected: retry briefly.
+            for retry in 0.. {
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(max - jobs.len())
+                    .messages()
+                    .await
+                    .map_err(|e| api::link_error(&what, e))?;
+                let mut unavailable = None;
+                while let Some(m) = batch.next().await {
+                    match m {
+                        Ok(m) => fetched.push(m),
+                        Err(e) if e.to_string().contains("503") => unavailable = Some(e.to_string()),
+                        Err(e) => return Err(api::link_error(&what, e)),
+                    }
+                }
+                match unavailable {
+                    Some(e) if fetched.is_empty() && retry < 100 => {
+                        tracing::debug!(error = %e, "queue consumer not ready yet");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Some(e) if fetched.is_empty() => return Err(api::link_error(&what, e)),
+                    _ => break,
+                }
+            }
+            for m in fetched {
+                let info = m.info().map_err(|e| Error::Internal(format!("job without metadata: {e}")))?;
+                let attempt = info.delivered.max(1) as u32;
+                let raw = RawMsg::from_js(&m)?;
+                let reply = m.reply.as_ref().map(|r| r.to_string()).unwrap_or_default();
+                if policy.max_attempts > 0 && attempt > policy.max_attempts {
+                    // Its last visibility timeout ran out: out of attempts.
+                    self.dead_letter(n, &raw, &reply, attempt - 1).await?;
+                    continue;
+                }
+                m.ack_with(AckKind::Nak(Some(visibility))).await.map_err(|e| api::link_error(&what, e))?;
+                let job = job_of(&raw, attempt)?;
+                let mut reserved = self.reserved.lock().unwrap();
+                let now = Instant::now();
+                reserved.retain(|_, r| r.until > now);
+                reserved.insert(
+                    (queue.to_owned(), job.id),
+                    Reservation { reply, until: now + visibility, attempt, msg: raw },
+                );
+                jobs.push(job);
+            }
+        }
+        Ok(jobs)
+    }
+
+    fn take(&self, queue: &str, id: u64) -> Option<Reservation> {
+        let r = self.reserved.lock().unwrap().remove(&(queue.to_owned(), id))?;
+        (r.until > Instant::now()).then_some(r)
+    }
+
+    async fn ack_reply(&self, reply: &str, kind: AckKind) -> Result<()> {
+        let what = "acknowledge job";
+        if matches!(kind, AckKind::Ack) {
+            // Wait for the server's confirmation, so the job is gone on return.
+            let req = async_nats::Request::new().payload(Bytes::from(kind)).timeout(Some(self.js.timeout));
+            self.js.client.send_request(reply.to_owned(), req).await.map_err(|e| api::link_error(what, e))?;
+        } else {
+            self.js.client.publish(reply.to_owned(), Bytes::from(kind)).await.map_err(|e| api::link_error(what, e))?;
+            self.js.client.flush().await.map_err(|e| api::link_error(what, e))?;
+        }
+        Ok(())
+    }
+
+    pub async fn ack(&self, queue: &str, id: u64) -> Result<()> {
+        let r = self
+            .take(queue, id)
+            .ok_or_else(|| Error::NotFound(format!("job {id} of queue {queue} is not reserved by this client")))?;
+        self.ack_reply(&r.reply, AckKind::Ack).await
+    }
+
+    pub async fn nack(&self, queue: &str, id: u64, delay_ms: u64) -> Result<()> {
+        let r = self
+            .take(queue, id)
+            .ok_or_else(|| Error::Conflict(format!("job {id} of queue {queue} is not reserved by this client")))?;
+        let policy = self.policy(queue).await?;
+        if policy.max_attempts > 0 && r.attempt >= policy.max_attempts {
+            let n = self.ensure(queue).await?;
+            return self.dead_letter(&n, &r.msg, &r.reply, r.attempt).await;
+        }
+        let delay = if delay_ms > 0 { delay_ms } else { policy.backoff_ms(r.attempt) };
+        let kind = if delay == 0 { AckKind::Nak(None) } else { AckKind::Nak(Some(Duration::from_millis(delay))) };
+        self.ack_reply(&r.reply, kind).await
+    }
+
+    /// Copies a job into the dead-letter stream, then removes it.
+    async fn dead_letter(&self, n: &Names, m: &RawMsg, reply: &str, attempts: u32) -> Result<()> {
+        let id = m.header_u64(H_JOB).unwrap_or(m.seq);
+        let mut h = job_headers(m, id);
+        h.insert(H_ATTEMPTS, attempts.to_string().as_str());
+        h.insert("Nats-Msg-Id", format!("dead-{id}-{}", m.seq).as_str());
+        self.js.publish(n.dlq_subject(), h, m.payload.clone()).await?;
+        self.ack_reply(reply, AckKind::Ack).await
+    }
+
+    pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let n = self.ensure(queue).await?;
+        let mut delayed = 0;
+        for (s, c) in self.js.subject_counts(&n.stream, &format!("{}.>", n.prefix)).await? {
+            let rest = &s[n.prefix.len()..];
+            if rest.starts_with(".d.") {
+                delayed += c;
+            }
+        }
+        // Per band: the consumer's counts (exact while acked jobs are still
+        // being removed); bands nobody reserved from yet count as pending.
+        let mut in_flight = 0;
+        let mut pending = 0;
+        for (priority, stored) in self.bands(&n).await? {
+            let name = format!("band_{}", priority_token(priority));
+            match self.js.call(&format!("CONSUMER.INFO.{}.{name}", n.stream), &json!({}), "queue stats").await {
+                Ok(v) => {
+                    in_flight += v["num_ack_pending"].as_u64().unwrap_or(0);
+                    pending += v["num_pending"].as_u64().unwrap_or(0);
+                }
+                Err(Error::NotFound(_)) => pending += stored,
+                Err(e) => return Err(e),
+            }
+        }
+        let dead = self.js.stream_info(&n.dlq).await?["state"]["messages"].as_u64().unwrap_or(0);
+        Ok(QueueStats { pending, in_flight, delayed, dead })
+    }
+
+    pub async fn set_policy(&self, queue: &str, policy: RetryPolicy) -> Result<()> {
+        if !(policy.multiplier.is_finite() && policy.multiplier >= 1.0) {
+            return Err(Error::invalid("retry multiplier must be a finite number >= 1"));
+        }
+        self.ensure(queue).await?;
+        let v = json!([policy.max_attempts, policy.initial_backoff_ms, policy.max_backoff_ms, policy.multiplier]);
+        self.meta.put(&["retry", &token(queue)], Bytes::from(v.to_string())).await?;
+        self.policies.lock().unwrap().insert(queue.to_owned(), (Instant::now(), policy));
+        Ok(())
+    }
+
+    pub async fn get_policy(&self, queue: &str) -> Result<RetryPolicy> {
+        let p = match self.meta.get(&["retry", &token(queue)]).await? {
+            None => RetryPolicy::default(),
+            Some(v) => {
+                let (a, i, m, x): (u32, u64, u64, f64) = serde_json::from_slice(&v)
+                    .map_err(|e| Error::Internal(format!("damaged retry policy of {queue}: {e}")))?;
+                RetryPolicy { max_attempts: a, initial_backoff_ms: i, max_backoff_ms: m, multiplier: x }
+            }
+        };
+        self.policies.lock().unwrap().insert(queue.to_owned(), (Instant::now(), p));
+        Ok(p)
+    }
+
+    /// The retry policy, as recently read (the engine holds the meta store).
+    async fn policy(&self, queue: &str) -> Result<RetryPolicy> {
+        if let Some((at, p)) = self.policies.lock().unwrap().get(queue) {
+            if at.elapsed() < POLICY_CACHE {
+                return Ok(*p);
+            }
+        }
+        self.get_policy(queue).await
+    }
+
+    /// Every dead job in order of death, with its stream sequence.
+    async fn dead(&self, n: &Names, max: usize) -> Result<Vec<(u64, RawMsg)>> {
+        let info = self.js.stream_info(&n.dlq).await?;
+        let first = info["state"]["first_seq"].as_u64().unwrap_or(0).max(1);
+        let last = info["state"]["last_seq"].as_u64().unwrap_or(0);
+        let mut out = Vec::new();
+        if info["state"]["messages"].as_u64().unwrap_or(0) == 0 {
+            return Ok(out);
+        }
+        let mut seq = first;
+        while seq <= last && out.len() < max {
+            match self.js.get_msg(&n.dlq, json!({"seq": seq, "next_by_subj": n.dlq_subject()})).await? {
+                Some(m) => {
+                    seq = m.seq + 1;
+                    out.push((m.seq, m));
+                }
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn dlq_list(&self, queue: &str, max: usize) -> Result<Vec<Job>> {
+        let n = self.ensure(queue).await?;
+        let max = if max == 0 { usize::MAX } else { max };
+        let mut jobs = Vec::new();
+        for (_, m) in self.dead(&n, max).await? {
+            jobs.push(job_of(&m, m.header(H_ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(0))?);
+        }
+        jobs.sort_by_key(|j| j.id);
+        Ok(jobs)
+    }
+
+    async fn replay(&self, n: &Names, seq: u64, m: &RawMsg) -> Result<()> {
+        let id = m.header_u64(H_JOB).unwrap_or(m.seq);
+        let priority = m.header(H_PRIORITY).and_then(|p| p.parse().ok()).unwrap_or(0);
+        let mut h = job_headers(m, id);
+        h.insert("Nats-Msg-Id", format!("replay-{id}-{seq}").as_str());
+        self.js.publish(n.band(priority), h, m.payload.clone()).await?;
+        self.js.delete_msg(&n.dlq, seq).await?;
+        Ok(())
+    }
+
+    pub async fn dlq_replay(&self, queue: &str, id: u64) -> Result<()> {
+        let n = self.ensure(queue).await?;
+        for (seq, m) in self.dead(&n, usize::MAX).await? {
+            if m.header_u64(H_JOB) == Some(id) {
+                return self.replay(&n, seq, &m).await;
+            }
+        }
+        Err(Error::NotFound(format!("job {id} is not in the dead-letter queue of {queue}")))
+    }
+
+    pub async fn dlq_replay_all(&self, queue: &str, header: Option<(String, String)>) -> Result<u64> {
+        let n = self.ensure(queue).await?;
+        let mut count = 0;
+        for (seq, m) in self.dead(&n, usize::MAX).await? {
+            if let Some((k, v)) = &header {
+                let (_, headers) = m.record_meta()?;
+                if !headers.iter().any(|(hk, hv)| hk == k && hv == v) {
+                    continue;
+                }
+            }
+            self.replay(&n, seq, &m).await?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}

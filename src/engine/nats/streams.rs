@@ -1,0 +1,343 @@
+//! Streams on JetStream: one JetStream stream per partition, so offsets stay
+//! dense (offset = sequence - 1). Record key and headers travel in flowmesh
+//! headers, `msg_id` as `Nats-Msg-Id` (the stream's de-duplication window).
+//! Partition 0's stream carries the partition count in its metadata.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use super::api::{self, Js, RawMsg};
+use super::meta::Meta;
+use super::names::{encode, token};
+use crate::engine::*;
+use crate::error::{Error, Result};
+
+/// How long a `msg_id` is remembered.
+const DEDUP_WINDOW_MS: u64 = 120_000;
+const META_PARTITIONS: &str = "flowmesh.partitions";
+
+pub fn stream_name(name: &str, partition: u32) -> String {
+    format!("FMS_{}_{partition}", token(name))
+}
+
+fn subject(name: &str, partition: u32) -> String {
+    format!("fm.s.{}.{partition}", token(name))
+}
+
+pub struct Streams {
+    js: Js,
+    /// Partition counts seen (a stream's count never changes).
+    parts: Mutex<HashMap<String, StreamConfig>>,
+    rr: AtomicU64,
+}
+
+fn config_json(name: &str, p: u32, cfg: &StreamConfig) -> Value {
+    let (max_msgs, max_bytes) = match cfg.tier {
+        Tier::Memory => (
+            if cfg.max_messages == 0 { Tier::memory_default_max_messages() } else { cfg.max_messages },
+            if cfg.max_bytes == 0 { Tier::memory_default_max_bytes() } else { cfg.max_bytes },
+        ),
+        Tier::Durable => (cfg.max_messages, cfg.max_bytes),
+    };
+    let limit = |v: u64| if v == 0 { json!(-1) } else { json!(v) };
+    json!({
+        "name": stream_name(name, p),
+        "subjects": [subject(name, p)],
+        "retention": "limits",
+        "storage": if cfg.tier == Tier::Memory { "memory" } else { "file" },
+        "max_msgs": limit(max_msgs),
+        "max_bytes": limit(max_bytes),
+        // JetStream's smallest max_age is 100 ms.
+        "max_age": if cfg.max_age_ms == 0 { 0 } else { api::nanos(cfg.max_age_ms.max(100)) },
+        "discard": "old",
+        "duplicate_window": api::nanos(DEDUP_WINDOW_MS.min(if cfg.max_age_ms == 0 { u64::MAX } else { cfg.max_age_ms.max(100) })),
+        "metadata": {
+            "flowmesh.name": name,
+            META_PARTITIONS: cfg.partitions.to_string(),
+            "flowmesh.tier": cfg.tier.name(),
+        },
+    })
+}
+
+fn config_from_info(info: &Value) -> Option<StreamConfig> {
+    let c = &info["config"];
+    let partitions = c["metadata"][META_PARTITIONS].as_str()?.parse().ok()?;
+    let tier = if c["storage"] == "memory" { Tier::Memory } else { Tier::Durable };
+    let pos = |v: &Value| v.as_i64().filter(|v| *v > 0).unwrap_or(0) as u64;
+    Some(StreamConfig {
+        partitions,
+        max_age_ms: c["max_age"].as_u64().unwrap_or(0) / 1_000_000,
+        max_bytes: pos(&c["max_bytes"]),
+        max_messages: pos(&c["max_msgs"]),
+        tier,
+    })
+}
+
+fn partition_info(p: u32, info: &Value) -> PartitionInfo {
+    let first = info["state"]["first_seq"].as_u64().unwrap_or(0);
+    let last = info["state"]["last_seq"].as_u64().unwrap_or(0);
+    PartitionInfo { partition: p, earliest: first.saturating_sub(1).min(last), latest: last }
+}
+
+pub fn to_message(name: &str, partition: u32, m: RawMsg) -> Result<Message> {
+    let (key, headers) = m.record_meta()?;
+    Ok(Message {
+        stream: name.to_owned(),
+        partition,
+        offset: m.seq.saturating_sub(1),
+        timestamp_ms: m.time_ms,
+        key,
+        payload: m.payload,
+        headers,
+    })
+}
+
+impl Streams {
+    pub fn new(js: Js) -> Streams {
+        Streams { js, parts: Mutex::new(HashMap::new()), rr: AtomicU64::new(0) }
+    }
+
+    pub async fn create(&self, name: &str, cfg: StreamConfig) -> Result<()> {
+        let existing = match self.js.create_stream(config_json(name, 0, &cfg)).await {
+            Ok(info) => config_from_info(&info),
+            Err(Error::AlreadyExists(_)) => {
+                let info = self.js.stream_info(&stream_name(name, 0)).await?;
+                config_from_info(&info)
+            }
+            Err(e) => return Err(e),
+        };
+        let existing = existing.ok_or_else(|| Error::Internal(format!("stream {name}: no partition count")))?;
+        if existing.partitions != cfg.partitions {
+            return Err(Error::AlreadyExists(format!(
+                "stream {name} exists with {} partitions, not {}",
+                existing.partitions, cfg.partitions
+            )));
+        }
+        // Partition 0 is the stream's record; the others may be missing after
+        // a creator died half-way, so every create completes them.
+        let rest = (1..existing.partitions).map(|p| {
+            let cfg = config_json(name, p, &existing);
+            async move {
+                match self.js.create_stream(cfg).await {
+                    Ok(_) | Err(Error::AlreadyExists(_)) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        });
+        for r in futures::future::join_all(rest).await {
+            r?;
+        }
+        self.parts.lock().unwrap().insert(name.to_owned(), existing);
+        Ok(())
+    }
+
+    /// The stream's config; NotFound when it does not exist.
+    pub async fn config(&self, name: &str) -> Result<StreamConfig> {
+        if let Some(c) = self.parts.lock().unwrap().get(name) {
+            return Ok(*c);
+        }
+        let info = self.js.stream_info(&stream_name(name, 0)).await.map_err(|e| match e {
+            Error::NotFound(_) => Error::NotFound(format!("stream {name} does not exist")),
+            e => e,
+        })?;
+        let cfg = config_from_info(&info)
+            .ok_or_else(|| Error::Internal(format!("stream {name}: JetStream stream without flowmesh metadata")))?;
+        self.parts.lock().unwrap().insert(name.to_owned(), cfg);
+        Ok(cfg)
+    }
+
+    /// The config, creating the stream with defaults on first use.
+    async fn config_or_create(&self, name: &str) -> Result<StreamConfig> {
+        match self.config(name).await {
+            Err(Error::NotFound(_)) => {
+                match self.create(name, StreamConfig::default()).await {
+                    Ok(()) | Err(Error::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                self.config(name).await
+            }
+            r => r,
+        }
+    }
+
+    async fn partition_count(&self, name: &str, partition: u32) -> Result<u32> {
+        let n = self.config(name).await?.partitions;
+        if partition >= n {
+            return Err(Error::NotFound(format!("stream {name} has no partition {partition} (it has {n})")));
+        }
+        Ok(n)
+    }
+
+    pub async fn publish(&self, name: &str, records: Vec<Record>) -> Result<Vec<Position>> {
+        let n = self.config_or_create(name).await?.partitions;
+        let mut pending = Vec::with_capacity(records.len());
+        let mut retry = Vec::with_capacity(records.len());
+        for r in records {
+            let p = match (&r.key, &r.msg_id) {
+                (Some(k), _) => crc32fast::hash(k) % n,
+                // A retried publish must land where its first copy did.
+                (None, Some(id)) => crc32fast::hash(id.as_bytes()) % n,
+                (None, None) => (self.rr.fetch_add(1, Ordering::Relaxed) % n as u64) as u32,
+            };
+            let mut h = HeaderMap::new();
+            if let Some(id) = &r.msg_id {
+                h.insert("Nats-Msg-Id", id.as_str());
+            }
+            api::put_record_meta(&mut h, r.key.as_ref(), &r.headers);
+            retry.push((h.clone(), r.payload.clone()));
+            pending.push((p, self.js.send(subject(name, p), h, r.payload).await?));
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for (i, (p, ack)) in pending.into_iter().enumerate() {
+            let seq = match ack.await {
+                Ok((seq, _)) => seq,
+                // A new stream without a leader yet, or the same id twice in
+                // one batch on a cluster: sent again (ids keep it once).
+                Err(Error::Unavailable(_)) | Err(Error::NotFound(_)) => self.republish(name, p, &retry[i]).await?,
+                Err(e) => {
+                    self.parts.lock().unwrap().remove(name);
+                    return Err(e);
+                }
+            };
+            out.push(Position { partition: p, offset: seq - 1 });
+        }
+        Ok(out)
+    }
+
+    async fn republish(&self, name: &str, p: u32, (h, payload): &(HeaderMap, bytes::Bytes)) -> Result<u64> {
+        self.js.publish(subject(name, p), h.clone(), payload.clone()).await.map(|(seq, _)| seq).inspect_err(|_| {
+            self.parts.lock().unwrap().remove(name);
+        })
+    }
+
+    pub async fn partition(&self, name: &str, p: u32) -> Result<PartitionInfo> {
+        let info = self.js.stream_info(&stream_name(name, p)).await?;
+        Ok(partition_info(p, &info))
+    }
+
+    pub async fn read(&self, name: &str, p: u32, offset: u64, max: usize) -> Result<Vec<Message>> {
+        self.partition_count(name, p).await?;
+        let info = self.partition(name, p).await?;
+        let start = offset.max(info.earliest);
+        let end = info.latest.min(start.saturating_add(max as u64));
+        let sname = stream_name(name, p);
+        let gets = (start..end).map(|o| {
+            let sname = sname.clone();
+            async move { self.js.get_msg(&sname, json!({"seq": o + 1})).await }
+        });
+        let got: Vec<Result<Option<RawMsg>>> = futures::stream::iter(gets).buffered(32).collect().await;
+        let mut out = Vec::new();
+        for m in got {
+            if let Some(m) = m? {
+                out.push(to_message(name, p, m)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn info(&self, name: &str) -> Result<StreamInfo> {
+        let config = self.config(name).await?;
+        let parts = (0..config.partitions).map(|p| self.partition(name, p));
+        let partitions = futures::future::join_all(parts).await.into_iter().collect::<Result<Vec<_>>>()?;
+        Ok(StreamInfo { config, partitions })
+    }
+
+    pub async fn subscribe(&self, name: &str, spec: SubscribeSpec, meta: &Meta) -> Result<MessageStream> {
+        let n = self.config_or_create(name).await?.partitions;
+        let parts: Vec<u32> = match spec.partition {
+            Some(p) if p >= n => return Err(Error::NotFound(format!("stream {name} has no partition {p}"))),
+            Some(p) => vec![p],
+            None => (0..n).collect(),
+        };
+        let mut feeds = Vec::new();
+        for p in parts {
+            let deliver = match spec.start {
+                StartFrom::Earliest => DeliverPolicy::All,
+                StartFrom::Latest => {
+                    DeliverPolicy::ByStartSequence { start_sequence: self.partition(name, p).await?.latest + 1 }
+                }
+                StartFrom::Offset(o) => DeliverPolicy::ByStartSequence { start_sequence: o + 1 },
+                StartFrom::Committed => {
+                    let group = spec.group.as_deref().ok_or_else(|| Error::invalid("start=committed needs a group"))?;
+                    match read_offset(meta, name, group, p).await? {
+                        Some(c) => DeliverPolicy::ByStartSequence { start_sequence: c + 2 },
+                        None => DeliverPolicy::All,
+                    }
+                }
+            };
+            let stream = self
+                .js
+                .js
+                .get_stream_no_info(stream_name(name, p))
+                .await
+                .map_err(|e| api::link_error(&format!("stream {name}"), e))?;
+            let consumer = stream
+                .create_consumer(pull::OrderedConfig {
+                    filter_subject: subject(name, p),
+                    deliver_policy: deliver,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| api::link_error(&format!("subscribe to stream {name}"), e))?;
+            let messages =
+                consumer.messages().await.map_err(|e| api::link_error(&format!("subscribe to stream {name}"), e))?;
+            let name = name.to_owned();
+            feeds.push(
+                messages
+                    .map(move |m| {
+                        let m = m.map_err(|e| api::link_error(&format!("feed of stream {name}"), e))?;
+                        to_message(&name, p, RawMsg::from_js(&m)?)
+                    })
+                    .boxed(),
+            );
+        }
+        Ok(Box::pin(futures::stream::select_all(feeds)))
+    }
+
+    pub async fn commit(&self, meta: &Meta, name: &str, group: &str, p: u32, offset: u64) -> Result<()> {
+        self.partition_count(name, p).await?;
+        let key = [token(name), encode(group), p.to_string()];
+        meta.put(&["off", &key[0], &key[1], &key[2]], offset.to_string().into()).await?;
+        Ok(())
+    }
+
+    pub async fn get_offset(&self, meta: &Meta, name: &str, group: &str, p: u32) -> Result<u64> {
+        self.partition_count(name, p).await?;
+        read_offset(meta, name, group, p)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("group {group} has no committed offset on {name} partition {p}")))
+    }
+
+    pub async fn group_state(&self, meta: &Meta, name: &str, group: &str) -> Result<GroupState> {
+        let info = self.info(name).await?;
+        let mut partitions = Vec::new();
+        for p in info.partitions {
+            let committed = read_offset(meta, name, group, p.partition).await?;
+            let next = committed.map_or(p.earliest, |c| (c + 1).max(p.earliest));
+            partitions.push(GroupPartitionState {
+                partition: p.partition,
+                committed,
+                latest: p.latest,
+                lag: p.latest.saturating_sub(next),
+            });
+        }
+        Ok(GroupState { group: group.to_owned(), partitions })
+    }
+}
+
+async fn read_offset(meta: &Meta, name: &str, group: &str, p: u32) -> Result<Option<u64>> {
+    let key = [token(name), encode(group), p.to_string()];
+    match meta.get(&["off", &key[0], &key[1], &key[2]]).await? {
+        Some(v) => {
+            let s = std::str::from_utf8(&v).unwrap_or_default();
+            s.parse().map(Some).map_err(|_| Error::Internal(format!("damaged offset record {s:?}")))
+        }
+        None => Ok(None),
+    }
+}
