@@ -11,6 +11,13 @@
 use std::io;
 use std::path::Path;
 
+pub use hooks::*;
+
+/// The error a cut-short write reports, as the kernel would.
+pub fn no_space() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOSPC)
+}
+
 #[cfg(not(test))]
 mod hooks {
     use super::*;
@@ -141,11 +148,4 @@ mod hooks {
             }
         }
     }
-}
-
-pub use hooks::*;
-
-/// The error a cut-short write reports, as the kernel would.
-pub fn no_space() -> io::Error {
-    io::Error::from_raw_os_error(libc::ENOSPC)
 }

@@ -26,7 +26,7 @@ impl Rng {
         let seed = std::env::var("FM_FAULT_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| super::now_ms() as u64 * 2654435761 | 1);
+            .unwrap_or_else(|| (super::now_ms() as u64).wrapping_mul(2654435761) | 1);
         eprintln!("fault test seed: FM_FAULT_SEED={seed}");
         Rng(seed)
     }

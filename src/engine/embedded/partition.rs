@@ -528,16 +528,16 @@ impl FilePartition {
                 )));
             }
             let mut end = offset.saturating_add(max).min(seg.base + seg.count());
-            for g in seg.gaps.iter().filter(|g| g.first < g.end && g.end > offset) {
+            // The first gap at or after `offset` (gaps are in order).
+            if let Some(g) = seg.gaps.iter().find(|g| g.first < g.end && g.end > offset) {
                 if g.first > offset {
                     end = end.min(g.first);
-                    break;
-                }
-                if !g.repaired {
+                } else if !g.repaired {
                     return Err(g.error(stream, partition, &seg.path));
+                } else {
+                    offset = g.end; // quarantined by a repair: step over
+                    continue 'segment;
                 }
-                offset = g.end; // quarantined by a repair: step over
-                continue 'segment;
             }
             let from = (offset - seg.base) as usize;
             let to = (end - seg.base) as usize;

@@ -28,7 +28,8 @@ pub struct Compaction {
 }
 
 impl Compaction {
-    pub const DEFAULT: Compaction = Compaction { min_bytes: 4 << 20, factor: 3 };
+    // pub(crate): a public associated const would reach the C header.
+    pub(crate) const DEFAULT: Compaction = Compaction { min_bytes: 4 << 20, factor: 3 };
 
     pub fn due(&self, log_bytes: u64, live_bytes: u64) -> bool {
         log_bytes >= self.min_bytes && log_bytes >= live_bytes.saturating_mul(self.factor)
