@@ -1,18 +1,29 @@
 # flowmesh — the two commands a newcomer needs:
 #   make run    build the library and run the demo (embedded engine, no server)
 #   make test   run every test: Rust, C (ASan + valgrind), Python, Go, Node
+# Both first run scripts/setup.sh, which installs what is missing on a Debian
+# machine when root (valgrind, cmake, pkg-config, ...) or names it otherwise.
 #
-# Other targets: lib, header, check-header, lint, install PREFIX=..., bench.
+# Other targets: lib, header, check-header, lint, install PREFIX=..., bench,
+# packages (python-dist, npm, deb: into <target>/python, npm, debian), docs.
 
 CARGO    ?= cargo
 PREFIX   ?= /usr/local
-RELEASE  := target/release
+# cargo's target directory as cargo resolves it (CARGO_TARGET_DIR, .cargo/config.toml).
+TARGET_DIR := $(shell CARGO=$(CARGO) scripts/target-dir.sh)
+ifeq ($(TARGET_DIR),)
+  $(error cannot determine cargo's target directory: scripts/target-dir.sh failed)
+endif
+RELEASE  := $(TARGET_DIR)/release
 LIB_SO   := $(RELEASE)/libflowmesh.so
-MAJOR    := 0
-export FLOWMESH_LIB := $(CURDIR)/$(LIB_SO)
+MAJOR    := $(shell scripts/version.sh major)
+export FLOWMESH_LIB := $(LIB_SO)
+export FLOWMESH_BIN := $(RELEASE)/flowmesh
+export FLOWMESH_LIB_DIR := $(RELEASE)
 
-.PHONY: all lib run demo test test-rust test-c test-python test-go test-node test-install \
-        header check-header lint install bench bench-quick clean
+.PHONY: all setup setup-run lib run demo test test-rust test-c test-python test-go test-node test-install \
+        header check-header lint install bench bench-quick clean \
+        packages python-dist npm deb docs
 
 all: lib
 
@@ -21,32 +32,39 @@ lib:
 	$(CARGO) build --release --locked
 	ln -sf libflowmesh.so $(RELEASE)/libflowmesh.so.$(MAJOR)
 
+## Check (and as root on Debian, install) what the suites need; fast when all is there.
+setup:
+	scripts/setup.sh test
+
+setup-run:
+	scripts/setup.sh run
+
 ## Build and run the demo: publish + subscribe callback, a queue job, KV,
 ## through the C ABI on the durable embedded engine.
-run: lib
-	$(MAKE) -C examples/c
-	examples/c/build/demo "file://$(CURDIR)/target/demo-data"
+run: setup-run lib
+	$(MAKE) -C examples/c LIBDIR=$(RELEASE)
+	examples/c/build/demo "file://$(TARGET_DIR)/demo-data"
 
 ## Every test. Each part prints its own summary line.
-test: lint check-header test-rust test-c test-install test-python test-go test-node
+test: setup lint check-header test-rust test-c test-install test-python test-go test-node
 	@echo "make test: all suites passed"
 
-test-rust: lib
+test-rust: setup lib
 	$(CARGO) test --release --locked -- --test-threads=2
 
-test-c: lib
+test-c: setup lib
 	tests/c/run.sh
 
-test-install: lib
+test-install: setup lib
 	tests/install/run.sh
 
-test-python: lib
+test-python: setup lib
 	bindings/python/test.sh
 
-test-go: lib
+test-go: setup lib
 	bindings/go/test.sh
 
-test-node: lib
+test-node: setup lib
 	bindings/node/test.sh
 
 ## Regenerate the header (build.rs writes it) and fail if the committed one differs.
@@ -56,10 +74,10 @@ header:
 check-header: header
 	git diff --exit-code -- include/flowmesh.h || \
 	  (echo "include/flowmesh.h is out of date: commit the regenerated header" && exit 1)
-	../shared/tools/check-abi
+	scripts/check-abi
 
 ## Formatting, clippy and the module layering (docs/ARCHITECTURE.md).
-lint:
+lint: setup
 	scripts/check-layers
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
@@ -67,6 +85,26 @@ lint:
 ## Install lib, header, pkg-config and CMake files under $(PREFIX) (DESTDIR supported).
 install: lib
 	scripts/install.sh "$(DESTDIR)$(PREFIX)" "$(PREFIX)"
+
+## Packages, from the library built by `lib` (no second cargo build); <target>
+## is cargo's target directory. See docs/VERSIONING.md for the version they carry.
+packages: python-dist npm deb
+
+# The manylinux wheel (libflowmesh.so inside) and the sdist (the crate inside).
+python-dist: lib
+	scripts/package-python.sh $(TARGET_DIR)/python
+
+# flowmesh-VERSION.tgz with a prebuilt linux-x64 library; builds from source elsewhere.
+npm: lib
+	scripts/package-node.sh $(TARGET_DIR)/npm
+
+# libflowmesh0, libflowmesh-dev, flowmesh (CLI + systemd unit) .deb files.
+deb: lib
+	scripts/package-deb.sh $(TARGET_DIR)/debian
+
+## One browsable site under <target>/docs: Rust, C header, Python, Go, Node.
+docs:
+	scripts/docs.sh $(TARGET_DIR)/docs
 
 bench: lib
 	bench/run.sh

@@ -196,7 +196,7 @@ def find(g, workload, case_prefix, sys_pred):
 
 
 def targets(g):
-    """(target, measured, verdict) rows for the issue's targets."""
+    """(target, measured, verdict) rows for the project's performance targets."""
     res = []
 
     def verdict(ok):

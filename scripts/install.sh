@@ -15,8 +15,9 @@
 #   lib/cmake/flowmesh/flowmeshConfig.cmake   (imported targets flowmesh::flowmesh,
 #   lib/cmake/flowmesh/flowmeshConfigVersion.cmake     flowmesh::flowmesh_static)
 #
-# Environment: FLOWMESH_LIB_DIR (default <repo>/target/release) holds the built
-# libflowmesh.so and libflowmesh.a; LIBDIR (default "lib") names the library
+# Environment: FLOWMESH_LIB_DIR (default: cargo's target directory, as
+# scripts/target-dir.sh reports it, /release) holds the built libflowmesh.so
+# and libflowmesh.a; LIBDIR (default "lib") names the library
 # directory under the prefix (e.g. lib64 or lib/x86_64-linux-gnu).
 set -euo pipefail
 
@@ -32,15 +33,15 @@ case "$prefix" in
 esac
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
-src="${FLOWMESH_LIB_DIR:-$root/target/release}"
+if [ -n "${FLOWMESH_LIB_DIR:-}" ]; then
+    src="$FLOWMESH_LIB_DIR"
+else
+    src="$("$root/scripts/target-dir.sh")/release" || exit 1
+fi
 libdir="${LIBDIR:-lib}"
 includedir="include"
 
-version="$(sed -n 's/^version *= *"\([0-9][0-9.]*\)".*/\1/p' "$root/Cargo.toml" | head -1)"
-if [ -z "$version" ]; then
-    echo "install.sh: cannot read the package version from Cargo.toml" >&2
-    exit 1
-fi
+version="$("$root/scripts/version.sh")" || exit 1
 major="${version%%.*}"
 
 for f in "$src/libflowmesh.so" "$src/libflowmesh.a" "$root/include/flowmesh.h"; do

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use crate::backoff::Backoff;
+pub use crate::engine::Endpoint;
 use crate::engine::*;
-pub use crate::engine::{Endpoint, DEFAULT_MAX_PAYLOAD};
 use crate::error::{Error, Result};
 use crate::keys::AppKey;
 use crate::names;

@@ -1,7 +1,77 @@
-//! The one error type of flowmesh. Each variant maps 1:1 onto a C status code
-//! (`FM_ERR_*` in `include/flowmesh.h`), so every layer speaks the same errors.
+//! The one error type of flowmesh and the status codes of the C ABI. Each
+//! variant maps 1:1 onto a [`Status`] (`FM_ERR_*` in `include/flowmesh.h`),
+//! so every layer speaks the same errors.
 
 use thiserror::Error;
+
+// The one definition of the status codes: the header's constants, the names
+// `fm_status_str` returns (the variant names) and `Error::code` come from it.
+/// The status codes: every fallible function returns one as an `fm_status`;
+/// `fm_status_str` names it. Values are fixed once released.
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)]
+pub enum Status {
+    /// Success.
+    FM_OK = 0,
+    /// A NULL pointer, invalid UTF-8, a bad name, an unknown option or a bad value.
+    FM_ERR_INVALID_ARGUMENT = 1,
+    /// The stream, partition, job, key or committed offset does not exist.
+    FM_ERR_NOT_FOUND = 2,
+    /// The operation did not finish in time.
+    FM_ERR_TIMEOUT = 3,
+    /// The connection to the broker was lost during the call.
+    FM_ERR_DISCONNECTED = 4,
+    /// Missing or wrong credentials, or not allowed.
+    FM_ERR_UNAUTHORIZED = 5,
+    /// The client (or the handle) was closed.
+    FM_ERR_CLOSED = 6,
+    /// The resource exists with a different configuration.
+    FM_ERR_ALREADY_EXISTS = 7,
+    /// A compare-and-set saw another revision, or a job is in the wrong state.
+    FM_ERR_CONFLICT = 8,
+    /// A payload exceeds max_payload_bytes.
+    FM_ERR_TOO_LARGE = 9,
+    /// The engine or broker cannot serve the call now.
+    FM_ERR_UNAVAILABLE = 10,
+    /// A bug or an I/O failure inside the library (see fm_last_error).
+    FM_ERR_INTERNAL = 11,
+}
+
+impl Status {
+    /// Every status in code order (`all()[code]` has that code).
+    pub const fn all() -> [Status; 12] {
+        [
+            Status::FM_OK,
+            Status::FM_ERR_INVALID_ARGUMENT,
+            Status::FM_ERR_NOT_FOUND,
+            Status::FM_ERR_TIMEOUT,
+            Status::FM_ERR_DISCONNECTED,
+            Status::FM_ERR_UNAUTHORIZED,
+            Status::FM_ERR_CLOSED,
+            Status::FM_ERR_ALREADY_EXISTS,
+            Status::FM_ERR_CONFLICT,
+            Status::FM_ERR_TOO_LARGE,
+            Status::FM_ERR_UNAVAILABLE,
+            Status::FM_ERR_INTERNAL,
+        ]
+    }
+
+    /// The numeric code (the C `fm_status` value).
+    pub const fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// The status with this code, if there is one.
+    pub fn from_code(code: i32) -> Option<Status> {
+        usize::try_from(code).ok().and_then(|i| Status::all().get(i).copied())
+    }
+
+    /// The C name of the status, e.g. "FM_ERR_NOT_FOUND".
+    pub fn name(self) -> String {
+        format!("{self:?}")
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum Error {
@@ -32,38 +102,44 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// The stable numeric code of this error (the C `fm_status`).
-    pub fn code(&self) -> i32 {
+    /// The status of this error.
+    pub fn status(&self) -> Status {
         match self {
-            Error::InvalidArgument(_) => 1,
-            Error::NotFound(_) => 2,
-            Error::Timeout(_) => 3,
-            Error::Disconnected(_) => 4,
-            Error::Unauthorized(_) => 5,
-            Error::Closed(_) => 6,
-            Error::AlreadyExists(_) => 7,
-            Error::Conflict(_) => 8,
-            Error::TooLarge(_) => 9,
-            Error::Unavailable(_) => 10,
-            Error::Internal(_) => 11,
+            Error::InvalidArgument(_) => Status::FM_ERR_INVALID_ARGUMENT,
+            Error::NotFound(_) => Status::FM_ERR_NOT_FOUND,
+            Error::Timeout(_) => Status::FM_ERR_TIMEOUT,
+            Error::Disconnected(_) => Status::FM_ERR_DISCONNECTED,
+            Error::Unauthorized(_) => Status::FM_ERR_UNAUTHORIZED,
+            Error::Closed(_) => Status::FM_ERR_CLOSED,
+            Error::AlreadyExists(_) => Status::FM_ERR_ALREADY_EXISTS,
+            Error::Conflict(_) => Status::FM_ERR_CONFLICT,
+            Error::TooLarge(_) => Status::FM_ERR_TOO_LARGE,
+            Error::Unavailable(_) => Status::FM_ERR_UNAVAILABLE,
+            Error::Internal(_) => Status::FM_ERR_INTERNAL,
         }
     }
 
-    /// Rebuilds an error from its code and message (used by the wire protocol).
+    /// The stable numeric code of this error (the C `fm_status`).
+    pub fn code(&self) -> i32 {
+        self.status().code()
+    }
+
+    /// Rebuilds an error from its code and message (used by the wire
+    /// protocol); FM_OK or an unknown code gives Internal.
     pub fn from_code(code: i32, msg: impl Into<String>) -> Error {
         let msg = msg.into();
-        match code {
-            1 => Error::InvalidArgument(msg),
-            2 => Error::NotFound(msg),
-            3 => Error::Timeout(msg),
-            4 => Error::Disconnected(msg),
-            5 => Error::Unauthorized(msg),
-            6 => Error::Closed(msg),
-            7 => Error::AlreadyExists(msg),
-            8 => Error::Conflict(msg),
-            9 => Error::TooLarge(msg),
-            10 => Error::Unavailable(msg),
-            _ => Error::Internal(msg),
+        match Status::from_code(code) {
+            Some(Status::FM_ERR_INVALID_ARGUMENT) => Error::InvalidArgument(msg),
+            Some(Status::FM_ERR_NOT_FOUND) => Error::NotFound(msg),
+            Some(Status::FM_ERR_TIMEOUT) => Error::Timeout(msg),
+            Some(Status::FM_ERR_DISCONNECTED) => Error::Disconnected(msg),
+            Some(Status::FM_ERR_UNAUTHORIZED) => Error::Unauthorized(msg),
+            Some(Status::FM_ERR_CLOSED) => Error::Closed(msg),
+            Some(Status::FM_ERR_ALREADY_EXISTS) => Error::AlreadyExists(msg),
+            Some(Status::FM_ERR_CONFLICT) => Error::Conflict(msg),
+            Some(Status::FM_ERR_TOO_LARGE) => Error::TooLarge(msg),
+            Some(Status::FM_ERR_UNAVAILABLE) => Error::Unavailable(msg),
+            Some(Status::FM_ERR_INTERNAL | Status::FM_OK) | None => Error::Internal(msg),
         }
     }
 
@@ -90,5 +166,24 @@ impl Error {
 
     pub(crate) fn io(context: &str, err: std::io::Error) -> Error {
         Error::Internal(format!("{context}: {err}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_are_dense_and_round_trip() {
+        for (i, s) in Status::all().iter().enumerate() {
+            assert_eq!(s.code(), i as i32, "{s:?}");
+            assert_eq!(Status::from_code(i as i32), Some(*s));
+        }
+        assert_eq!(Status::from_code(Status::all().len() as i32), None);
+        assert_eq!(Status::from_code(-1), None);
+        for s in &Status::all()[1..] {
+            let e = Error::from_code(s.code(), "m");
+            assert_eq!((e.status(), e.message()), (*s, "m"));
+        }
     }
 }

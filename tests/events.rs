@@ -1,4 +1,4 @@
-//! Events to named recipients (issue 12), on every engine: fan-out, ack,
+//! Events to named recipients, on every engine: fan-out, ack,
 //! redelivery after ack_wait, defer, discard, replay, pause/resume, and
 //! end-to-end encryption with tamper detection.
 

@@ -1,4 +1,4 @@
-//! Issue 13: client metrics, broker metrics and the memory tier, checked
+//! Client metrics, broker metrics and the memory tier, checked
 //! with exact counts after a known workload and parsed with a real
 //! Prometheus text parser.
 

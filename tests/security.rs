@@ -1,4 +1,4 @@
-//! Security of the broker (issue 11): TLS with certificates made at test
+//! Security of the broker: TLS with certificates made at test
 //! time, token authentication and SIGHUP reload, tenant isolation, the audit
 //! stream, per-token limits. Every test starts its own broker on loopback.
 
@@ -130,6 +130,87 @@ async fn broker_refuses_bad_tls_files() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("TLS"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `flowmesh tls dev-certs` writes a CA and a server certificate that a
+/// broker serves and a client trusts with tls_ca_file; it never overwrites
+/// certificates unless asked to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_certs_make_a_ca_and_a_server_certificate_clients_accept() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    let dev_certs = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_flowmesh"))
+            .args(["tls", "dev-certs", "--host", "localhost", "--host", "127.0.0.1", "--out"])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let made = dev_certs(&[]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        String::from_utf8_lossy(&made.stdout).contains("tls_ca_file="),
+        "{}",
+        String::from_utf8_lossy(&made.stdout)
+    );
+    for (file, mode) in
+        [("ca.pem", None), ("ca-key.pem", Some(0o600)), ("server.pem", None), ("server-key.pem", Some(0o600))]
+    {
+        let meta = std::fs::metadata(out.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        if let Some(mode) = mode {
+            assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
+        }
+    }
+    let p = |f: &str| out.join(f).display().to_string();
+    let broker = start(&["--tls-cert".into(), p("server.pem"), "--tls-key".into(), p("server-key.pem")]);
+    let o = opts(&[("tls_ca_file", &p("ca.pem"))]);
+    for url in [format!("grpcs://localhost:{}", port(&broker)), format!("grpcs://{}", broker.addr)] {
+        let c = Client::connect(&url, &o).await.unwrap_or_else(|e| panic!("{url}: {e:?}"));
+        let pos = c.publish("dev", Record::new("trusted")).await.unwrap();
+        assert_eq!(&c.read("dev", pos.partition, pos.offset, 1).await.unwrap()[0].payload[..], b"trusted");
+    }
+    // A second run keeps the existing files, unless --force.
+    let before = std::fs::read(out.join("ca.pem")).unwrap();
+    let again = dev_certs(&[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(std::fs::read(out.join("ca.pem")).unwrap(), before);
+    assert!(dev_certs(&["--force"]).status.success());
+    assert_ne!(std::fs::read(out.join("ca.pem")).unwrap(), before);
+}
+
+/// The quick self-signed certificate (`openssl req -x509`: CA:TRUE) served
+/// as the broker's own certificate: the client says what is wrong and how
+/// to fix it, not just `CaUsedAsEndEntity`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_certificate_served_as_the_server_certificate_gets_a_fix() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, "localhost");
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let broker = start(&[
+        "--tls-cert".into(),
+        cert_path.display().to_string(),
+        "--tls-key".into(),
+        key_path.display().to_string(),
+    ]);
+    let url = format!("grpcs://localhost:{}", port(&broker));
+    let err = Client::connect(&url, &opts(&[("tls_ca_file", cert_path.to_str().unwrap())])).await.err().unwrap();
+    let msg = match &err {
+        Error::Unavailable(m) => m.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(msg.contains("CaUsedAsEndEntity"), "{msg}");
+    assert!(msg.contains("CA certificate as its own certificate"), "{msg}");
+    assert!(msg.contains("flowmesh tls dev-certs"), "{msg}");
 }
 
 /// Writes an access file; each token is (id, secret, tenant, grants JSON, limits JSON).
@@ -375,10 +456,29 @@ async fn per_token_limits_refuse_clearly_and_spare_others() {
         let small = small.clone();
         tokio::spawn(async move { small.reserve("jobs", 30_000, 1500).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let err = small.queue_stats("jobs").await.unwrap_err();
+    // The long poll may take a while to reach the broker on a busy machine.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        match small.queue_stats("jobs").await {
+            Err(e) => break e,
+            Ok(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            Ok(_) => panic!("the long poll never held the slot"),
+        }
+    };
     assert!(matches!(&err, Error::Unavailable(m) if m.contains("in flight")), "{err:?}");
     big.queue_stats("jobs").await.unwrap();
+    // Those refusals are the broker's answers, not link failures: even a
+    // breaker that opens on the first failure stays closed.
+    let mut o = opts(&[("tenant", "acme"), ("token", "secret-s"), ("breaker_threshold", "1")]);
+    o.set("breaker_timeout_ms", "60000").unwrap();
+    let touchy = Client::connect(&s.broker.url(), &o).await.expect("connect");
+    for _ in 0..5 {
+        match touchy.queue_stats("jobs").await {
+            Err(Error::Unavailable(m)) => assert!(m.contains("in flight") && !m.contains("breaker"), "{m}"),
+            Ok(_) => break, // the long poll ended meanwhile
+            Err(e) => panic!("{e:?}"),
+        }
+    }
     assert!(waiter.await.unwrap().unwrap().is_none());
     small.queue_stats("jobs").await.unwrap();
 }
@@ -543,4 +643,58 @@ async fn resource_lifecycle_is_scoped_by_grants_and_audited() {
         assert!(Instant::now() < deadline, "audit trail lacks lifecycle records: {events:#?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_ends_the_subscriptions_and_watches_of_revoked_tokens() {
+    let narrowed = r#"[{"namespace":"other","ops":["*"]}]"#;
+    let s = secured(&[
+        ("a", "secret-a", "acme", ALL, "{}"),
+        ("b", "secret-b", "acme", ALL, "{}"),
+        ("c", "secret-c", "acme", ALL, "{}"),
+    ]);
+    let (a, b, c) = (
+        client(&s, "acme", Some("secret-a")).await,
+        client(&s, "acme", Some("secret-b")).await,
+        client(&s, "acme", Some("secret-c")).await,
+    );
+    a.create_stream("s", Default::default()).await.unwrap();
+    let latest = || SubscribeSpec { partition: None, start: StartFrom::Latest, group: None };
+    let mut kept = a.subscribe("s", latest()).await.unwrap();
+    let mut revoked = b.subscribe("s", latest()).await.unwrap();
+    let mut revoked_watch = b.kv_watch("cfg", "").await.unwrap();
+    let mut narrowed_watch = c.kv_watch("cfg", "").await.unwrap();
+    let within = Duration::from_secs(15);
+    a.publish("s", Record::new("before")).await.unwrap();
+    a.kv_set("cfg", "k", "1", 0).await.unwrap();
+    for feed in [&mut kept, &mut revoked] {
+        let m = tokio::time::timeout(within, feed.next()).await.expect("delivered").unwrap().unwrap();
+        assert_eq!(&m.payload[..], b"before");
+    }
+    for w in [&mut revoked_watch, &mut narrowed_watch] {
+        let e = tokio::time::timeout(within, w.next()).await.expect("watched").unwrap().unwrap();
+        assert_eq!(e.key, "k");
+    }
+    // b is removed, c keeps its token but loses its grant on the namespace.
+    write_access(&s.file, &[("a", "secret-a", "acme", ALL, "{}"), ("c", "secret-c", "acme", narrowed, "{}")]);
+    assert_eq!(unsafe { libc::kill(s.broker.child.id() as i32, libc::SIGHUP) }, 0);
+    let m = match tokio::time::timeout(within, revoked.next()).await.expect("subscription not ended") {
+        Some(Err(Error::Unauthorized(m))) => m,
+        other => panic!("expected FM_ERR_UNAUTHORIZED ending the subscription, got {other:?}"),
+    };
+    assert!(m.contains("revoked"), "{m}");
+    assert!(tokio::time::timeout(within, revoked.next()).await.expect("ended").is_none(), "nothing after the end");
+    match tokio::time::timeout(within, revoked_watch.next()).await.expect("watch not ended") {
+        Some(Err(Error::Unauthorized(m))) => assert!(m.contains("revoked"), "{m}"),
+        other => panic!("expected FM_ERR_UNAUTHORIZED ending the watch, got {other:?}"),
+    }
+    match tokio::time::timeout(within, narrowed_watch.next()).await.expect("watch not ended") {
+        Some(Err(Error::Unauthorized(m))) => assert!(m.contains("no kv_read grant"), "{m}"),
+        other => panic!("expected FM_ERR_UNAUTHORIZED ending the watch, got {other:?}"),
+    }
+    // The token that is still valid keeps its subscription.
+    a.publish("s", Record::new("after")).await.unwrap();
+    let m = tokio::time::timeout(within, kept.next()).await.expect("still delivering").unwrap().unwrap();
+    assert_eq!(&m.payload[..], b"after");
+    unauthorized(b.subscribe("s", latest()).await.map(|_| ()));
 }

@@ -2,7 +2,6 @@ package flowmesh
 
 import (
 	"context"
-	"fmt"
 	"testing"
 )
 
@@ -155,8 +154,9 @@ func prefill(b *testing.B, c *Client, stream string, n int) {
 	}
 }
 
-// Delivery only (messages published before the timer starts): the callback
-// path (one C->Go callback per message) against pull batches.
+// Delivery only (messages published before the timer starts), through the
+// callback path (one C->Go callback per message); bench/bindings/go/pull
+// compares it with pull batches.
 func BenchmarkDeliverChan(b *testing.B) {
 	run := func(b *testing.B, open func(c *Client) (func(), <-chan *Message)) {
 		ctx := context.Background()
@@ -182,15 +182,4 @@ func BenchmarkDeliverChan(b *testing.B) {
 			return func() { sub.Unsubscribe() }, ch
 		})
 	})
-	for _, batch := range []int{1, 64, 256} {
-		b.Run(fmt.Sprint("pull-batch=", batch), func(b *testing.B) {
-			run(b, func(c *Client) (func(), <-chan *Message) {
-				stop, ch, err := c.pullChan(context.Background(), "bench", batch, StartEarliest(), WithBuffer(256))
-				if err != nil {
-					b.Fatal(err)
-				}
-				return stop, ch
-			})
-		})
-	}
 }

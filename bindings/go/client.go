@@ -59,7 +59,7 @@ type connectConfig struct {
 
 func (c *connectConfig) set(k, v string) { c.kv = append(c.kv, [2]string{k, v}) }
 
-// WithOption sets a native connect option by name (see docs/ABI-EXTRAS.md);
+// WithOption sets a native connect option by name (see docs/ABI.md);
 // an unknown key makes Connect fail with ErrInvalidArgument.
 func WithOption(key, value string) Option { return func(c *connectConfig) { c.set(key, value) } }
 

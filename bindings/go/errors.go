@@ -29,20 +29,20 @@ var (
 	ErrInternal        = errors.New("flowmesh: internal error")
 )
 
-// Native status codes (fixed by the ABI, see docs/ABI-EXTRAS.md).
+// Native status codes, as the library's header defines them.
 const (
-	statusOK              = 0
-	statusInvalidArgument = 1
-	statusNotFound        = 2
-	statusTimeout         = 3
-	statusDisconnected    = 4
-	statusUnauthorized    = 5
-	statusClosed          = 6
-	statusAlreadyExists   = 7
-	statusConflict        = 8
-	statusTooLarge        = 9
-	statusUnavailable     = 10
-	statusInternal        = 11
+	statusOK              = C.FM_OK
+	statusInvalidArgument = C.FM_ERR_INVALID_ARGUMENT
+	statusNotFound        = C.FM_ERR_NOT_FOUND
+	statusTimeout         = C.FM_ERR_TIMEOUT
+	statusDisconnected    = C.FM_ERR_DISCONNECTED
+	statusUnauthorized    = C.FM_ERR_UNAUTHORIZED
+	statusClosed          = C.FM_ERR_CLOSED
+	statusAlreadyExists   = C.FM_ERR_ALREADY_EXISTS
+	statusConflict        = C.FM_ERR_CONFLICT
+	statusTooLarge        = C.FM_ERR_TOO_LARGE
+	statusUnavailable     = C.FM_ERR_UNAVAILABLE
+	statusInternal        = C.FM_ERR_INTERNAL
 )
 
 var sentinels = [...]error{

@@ -44,7 +44,7 @@ func startBroker() (stop func()) {
 // spawnBroker starts a broker on addr (a free port when "") storing in
 // data, and waits until it is healthy.
 func spawnBroker(addr, data string) (url string, stop func(), err error) {
-	bin, _ := filepath.Abs("../../target/release/flowmesh")
+	bin := brokerBinary()
 	if _, err := os.Stat(bin); err != nil {
 		return "", nil, fmt.Errorf("no broker binary at %s", bin)
 	}
@@ -196,4 +196,15 @@ func settleGoroutines(n int, d time.Duration) int {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// brokerBinary is the flowmesh binary the broker tests run: $FLOWMESH_BIN
+// (test.sh sets it from cargo's target directory), else the repository's
+// target/release/flowmesh.
+func brokerBinary() string {
+	if bin := os.Getenv("FLOWMESH_BIN"); bin != "" {
+		return bin
+	}
+	bin, _ := filepath.Abs("../../target/release/flowmesh")
+	return bin
 }

@@ -17,7 +17,7 @@ import (
 // (by host name) and the fixture directory.
 func startTLSBroker(t *testing.T) (string, string) {
 	t.Helper()
-	bin, _ := filepath.Abs("../../target/release/flowmesh")
+	bin := brokerBinary()
 	if _, err := os.Stat(bin); err != nil {
 		t.Skipf("no broker binary at %s", bin)
 	}

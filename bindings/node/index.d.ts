@@ -10,7 +10,7 @@ export type UInt = number | bigint;
 export type Headers = Record<string, string | number> | Map<string, string> | Array<[string, string]>;
 
 /**
- * Native option keys (see docs/ABI-EXTRAS.md), as strings, numbers or booleans.
+ * Native option keys (see docs/ABI.md), as strings, numbers or booleans.
  * camelCase keys are converted to the native snake_case (maxPayloadBytes ->
  * max_payload_bytes). Unknown keys reject with InvalidArgumentError.
  */

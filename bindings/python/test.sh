@@ -11,14 +11,17 @@ PY="${PYTHON:-python3}"
 "$PY" -m pip install --quiet --disable-pip-version-check prometheus_client >/dev/null 2>&1 || true
 # Optional: with mypy installed the suite also checks `mypy --strict flowmesh`.
 "$PY" -m pip install --quiet --disable-pip-version-check mypy >/dev/null 2>&1 || true
-if [ -z "${FLOWMESH_LIB:-}" ]; then
-  FLOWMESH_LIB="$(cd ../.. && pwd)/target/release/libflowmesh.so"
-  export FLOWMESH_LIB
+# The library and the broker binary: cargo's target directory (target/ or
+# $CARGO_TARGET_DIR) unless FLOWMESH_LIB / FLOWMESH_BIN name them.
+if [ -z "${FLOWMESH_LIB:-}" ] || [ -z "${FLOWMESH_BIN:-}" ]; then
+  release="$(../../scripts/target-dir.sh)/release" || exit 1
+  export FLOWMESH_LIB="${FLOWMESH_LIB:-$release/libflowmesh.so}"
+  # The broker tests use this binary when it exists and supports `serve`.
+  export FLOWMESH_BIN="${FLOWMESH_BIN:-$release/flowmesh}"
 fi
-# The broker tests use this binary when it exists and supports `serve`.
-if [ -z "${FLOWMESH_BIN:-}" ]; then
-  FLOWMESH_BIN="$(cd ../.. && pwd)/target/release/flowmesh"
-  export FLOWMESH_BIN
+if [ ! -f "$FLOWMESH_LIB" ]; then
+  echo "bindings/python: $FLOWMESH_LIB is missing: build the library first (make lib)" >&2
+  exit 1
 fi
 "$PY" -m pytest -q tests "$@"
 exit $?

@@ -18,6 +18,8 @@ use futures::StreamExt;
 mod resources;
 #[path = "flowmesh/security.rs"]
 mod security;
+#[path = "flowmesh/tls.rs"]
+mod tls;
 
 #[derive(Parser)]
 #[command(name = "flowmesh", version, about = "flowmesh broker and command-line client")]
@@ -83,6 +85,9 @@ enum Command {
     /// Make access tokens for the broker's access file
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Make TLS certificates for development
+    #[command(subcommand)]
+    Tls(TlsCmd),
     /// Check that the engine answers
     Health(Conn),
     /// Publish messages (arguments, or one per line from stdin)
@@ -154,6 +159,27 @@ enum TokenCmd {
     },
     /// Print the SHA-256 hash of a token, as the access file stores it
     Hash { token: String },
+}
+
+#[derive(Subcommand)]
+enum TlsCmd {
+    /// Write a private CA and a server certificate signed by it (ca.pem,
+    /// ca-key.pem, server.pem, server-key.pem): serve with --tls-cert
+    /// server.pem --tls-key server-key.pem, connect with tls_ca_file=ca.pem
+    DevCerts {
+        /// Host name or IP address the server certificate is valid for, repeatable
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// Directory to write the files into (created if missing)
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Validity in days
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Replace certificates already in --out
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -423,6 +449,9 @@ async fn run(cmd: Command) -> Result<()> {
         Command::Token(TokenCmd::New { id, tenant }) => print_line(security::new_token_entry(&id, &tenant)?),
         Command::Token(TokenCmd::Hash { token }) => print_line(flowmesh::server::auth::hash_token(&token)),
         Command::Stream(s) => resources::run_stream(s).await,
+        Command::Tls(TlsCmd::DevCerts { hosts, out, days, force }) => {
+            print_line(tls::dev_certs(&hosts, &out, days, force)?)
+        }
         Command::Queue(q) => run_queue(q).await,
         Command::Kv(k) => run_kv(k).await,
     }

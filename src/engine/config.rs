@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::options::Options;
 
 /// Largest message accepted when `max_payload_bytes` is not set.
-pub const DEFAULT_MAX_PAYLOAD: usize = 8 << 20;
+pub(crate) const DEFAULT_MAX_PAYLOAD: usize = 8 << 20;
 
 /// Settings of one engine, parsed from connect options.
 #[derive(Debug, Clone)]

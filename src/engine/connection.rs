@@ -56,6 +56,11 @@ pub struct ConnectionState {
     /// flight when the link dropped.
     losses: watch::Sender<u64>,
     state: watch::Sender<ConnState>,
+    /// Bumped whenever the broker is seen answering (a probe succeeded or
+    /// the link came back): a call that failed waits for a bump after its
+    /// failure before it is sent again, instead of burning its retries
+    /// while the supervisor has not yet noticed the loss.
+    confirmed: watch::Sender<u64>,
     /// Wakes the supervisor when a call saw the link fail.
     suspect: Notify,
 }
@@ -72,6 +77,7 @@ impl ConnectionState {
             inner: Mutex::new(Listeners { current: initial, listeners: Vec::new() }),
             losses: watch::channel(0).0,
             state: watch::channel(initial).0,
+            confirmed: watch::channel(0).0,
             suspect: Notify::new(),
         }
     }
@@ -90,7 +96,7 @@ impl ConnectionState {
         }
     }
 
-    fn breaker_changed(&self, state: u8) {
+    pub(crate) fn breaker_changed(&self, state: u8) {
         if let Some(o) = self.observer.get() {
             o.breaker(state);
         }
@@ -110,6 +116,9 @@ impl ConnectionState {
             self.losses.send_modify(|n| *n += 1);
         }
         self.state.send_replace(state);
+        if state == ConnState::Connected {
+            self.confirmed.send_modify(|n| *n += 1);
+        }
         if let Some(o) = self.observer.get() {
             o.state(state);
             if from == ConnState::Reconnecting && state == ConnState::Connected {
@@ -151,14 +160,36 @@ impl ConnectionState {
         }
     }
 
-    /// Waits until connected; false if the connection gave up or closed, or
-    /// `deadline` passed first.
-    pub async fn connected_by(&self, deadline: Instant) -> bool {
-        let mut rx = self.state.subscribe();
+    /// A probe of the broker succeeded.
+    pub fn confirm(&self) {
+        self.confirmed.send_modify(|n| *n += 1);
+    }
+
+    /// How often the broker was seen answering so far (see `confirmed_after`).
+    pub fn confirmations(&self) -> u64 {
+        *self.confirmed.borrow()
+    }
+
+    /// Waits until the broker was seen answering after `seen` confirmations
+    /// and the state is connected; false if the connection gave up or
+    /// closed, or `deadline` passed first.
+    pub async fn confirmed_after(&self, seen: u64, deadline: Instant) -> bool {
+        let mut confirmed = self.confirmed.subscribe();
+        let mut state = self.state.subscribe();
         let wait = async {
-            let settled =
-                rx.wait_for(|s| matches!(s, ConnState::Connected | ConnState::Disconnected | ConnState::Closed));
-            settled.await.map(|s| *s == ConnState::Connected).unwrap_or(false)
+            loop {
+                let now = *state.borrow_and_update();
+                if matches!(now, ConnState::Disconnected | ConnState::Closed) {
+                    return false;
+                }
+                if *confirmed.borrow_and_update() > seen && now == ConnState::Connected {
+                    return true;
+                }
+                tokio::select! {
+                    r = confirmed.changed() => if r.is_err() { return false },
+                    r = state.changed() => if r.is_err() { return false },
+                }
+            }
         };
         tokio::time::timeout_at(deadline.into(), wait).await.unwrap_or(false)
     }
@@ -189,6 +220,7 @@ pub async fn supervise<P, F>(
             _ = state.suspected() => {}
         }
         let Err(lost) = probe().await else {
+            state.confirm();
             continue;
         };
         tracing::warn!(error = %lost, "broker link lost; reconnecting");
@@ -285,6 +317,15 @@ impl CircuitBreaker {
         }
     }
 
+    /// The link was restored (the supervisor's probe succeeded after a
+    /// loss): the failures that opened the breaker were the outage, and the
+    /// broker answers again.
+    pub fn close(&self) {
+        if self.threshold > 0 {
+            *self.state.lock().unwrap() = BreakerState::Closed { failures: 0 };
+        }
+    }
+
     fn record(&self, failed: bool, now: Instant) {
         let mut state = self.state.lock().unwrap();
         *state = match (*state, failed) {
@@ -300,10 +341,12 @@ impl CircuitBreaker {
 
 impl Permit<'_> {
     /// Records the call's outcome: link failures and timeouts count against
-    /// the broker; any answer from it (even an error) counts for it.
+    /// the broker; any answer from it (even an error, such as UNAVAILABLE
+    /// when a per-token limit refuses the call) counts for it. Transport
+    /// failures arrive as DISCONNECTED, never as UNAVAILABLE.
     pub fn record<T>(mut self, result: &Result<T>, now: Instant) {
         if let Some(b) = self.breaker.take() {
-            let failed = matches!(result, Err(Error::Disconnected(_) | Error::Timeout(_) | Error::Unavailable(_)));
+            let failed = matches!(result, Err(Error::Disconnected(_) | Error::Timeout(_)));
             b.record(failed, now);
         }
     }
@@ -321,6 +364,13 @@ impl Drop for Permit<'_> {
     }
 }
 
+/// Tells the connection's observer about a breaker state it has not seen.
+pub fn report_breaker(breaker: &CircuitBreaker, state: &ConnectionState) {
+    if let Some(now) = breaker.changed() {
+        state.breaker_changed(now);
+    }
+}
+
 /// Whether a failed call may be sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
@@ -333,21 +383,22 @@ pub enum Retry {
 /// The policy every remote call runs under.
 pub struct CallPolicy {
     pub state: std::sync::Arc<ConnectionState>,
-    pub breaker: CircuitBreaker,
+    pub breaker: std::sync::Arc<CircuitBreaker>,
     pub timeout: Duration,
     pub max_retries: u32,
 }
 
 impl CallPolicy {
     fn report_breaker(&self) {
-        if let Some(state) = self.breaker.changed() {
-            self.state.breaker_changed(state);
-        }
+        report_breaker(&self.breaker, &self.state);
     }
 
     /// Runs `attempt` (given its time budget) within `timeout + extra`; fails
     /// it with DISCONNECTED if the link is lost meanwhile; retries a
-    /// `Retry::Safe` call once the link is back, at most `max_retries` times.
+    /// `Retry::Safe` call once the broker was seen answering again, at most
+    /// `max_retries` times. A safe call that may retry and starts while the
+    /// client is reconnecting waits for the link first (within its
+    /// deadline), so a slow broker restart costs time, not the call.
     pub async fn run<T, F, Fut>(&self, retry: Retry, extra: Duration, mut attempt: F) -> Result<T>
     where
         F: FnMut(Duration) -> Fut,
@@ -356,6 +407,17 @@ impl CallPolicy {
         let budget = self.timeout + extra;
         let deadline = Instant::now() + budget;
         let mut retries = 0;
+        if retry == Retry::Safe && self.max_retries > 0 && self.state.current() == ConnState::Reconnecting {
+            let seen = self.state.confirmations();
+            if !self.state.confirmed_after(seen, deadline).await {
+                return Err(match self.state.current() {
+                    ConnState::Reconnecting => {
+                        Error::Disconnected(format!("the link to the broker was not back within {budget:?}"))
+                    }
+                    _ => Error::Disconnected("the client gave up reconnecting to the broker".into()),
+                });
+            }
+        }
         loop {
             if self.state.current() == ConnState::Disconnected {
                 return Err(Error::Disconnected("the client gave up reconnecting to the broker".into()));
@@ -375,13 +437,16 @@ impl CallPolicy {
             self.report_breaker();
             match result {
                 Err(Error::Disconnected(m)) => {
+                    // Read before waking the supervisor: only a probe that
+                    // answers after this failure lets the call go again.
+                    let seen = self.state.confirmations();
                     self.state.suspect();
                     // Never connected yet (the first call of a connect): report at once.
                     let first_connect = self.state.current() == ConnState::Connecting;
                     if retry == Retry::Never
                         || retries >= self.max_retries
                         || first_connect
-                        || !self.state.connected_by(deadline).await
+                        || !self.state.confirmed_after(seen, deadline).await
                     {
                         return Err(Error::Disconnected(m));
                     }
@@ -427,6 +492,70 @@ mod tests {
     }
 
     #[test]
+    fn limit_refusals_are_answers_and_never_open_the_breaker() {
+        let b = CircuitBreaker::new(1, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let refused: Result<()> = Err(Error::Unavailable("token \"t\" has too many requests in flight".into()));
+        for _ in 0..10 {
+            b.admit(t0).unwrap().record(&refused, t0);
+        }
+        assert_eq!(b.state(), BreakerState::Closed { failures: 0 });
+        b.admit(t0).unwrap().record(&Err::<(), _>(Error::Disconnected("x".into())), t0);
+        assert!(matches!(b.state(), BreakerState::Open { .. }));
+        // A restored link closes it.
+        b.close();
+        assert!(b.admit(t0).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_failed_safe_call_waits_for_the_broker_to_answer_again() {
+        let state = std::sync::Arc::new(ConnectionState::new(ConnState::Connected));
+        let policy = CallPolicy {
+            state: state.clone(),
+            breaker: std::sync::Arc::new(CircuitBreaker::new(0, Duration::ZERO)),
+            timeout: Duration::from_secs(10),
+            max_retries: 5,
+        };
+        // The supervisor has not noticed the loss yet: the state still says
+        // CONNECTED, but no retry may go before a probe confirms the link.
+        let confirmed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, c) = (state.clone(), confirmed.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            c.store(true, std::sync::atomic::Ordering::SeqCst);
+            s.confirm();
+        });
+        let mut attempts = 0;
+        let r: Result<u32> = policy
+            .run(Retry::Safe, Duration::ZERO, |_| {
+                attempts += 1;
+                let n = attempts;
+                let ok = confirmed.load(std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    match n {
+                        1 => Err(Error::Disconnected("connection refused".into())),
+                        _ => {
+                            assert!(ok, "retried before the link was confirmed");
+                            Ok(n)
+                        }
+                    }
+                }
+            })
+            .await;
+        assert_eq!(r.unwrap(), 2);
+        // Starting while reconnecting, a safe call waits for the link.
+        state.set(ConnState::Reconnecting, None);
+        let s = state.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            s.set(ConnState::Connected, None);
+        });
+        let t = Instant::now();
+        let r: Result<()> = policy.run(Retry::Safe, Duration::ZERO, |_| async { Ok(()) }).await;
+        assert!(r.is_ok() && t.elapsed() >= Duration::from_millis(40), "{r:?} after {:?}", t.elapsed());
+    }
+
+    #[test]
     fn abandoned_probe_reopens_for_the_next_caller() {
         let b = CircuitBreaker::new(1, Duration::from_millis(10));
         let t0 = Instant::now();
@@ -467,7 +596,7 @@ mod tests {
         let state = std::sync::Arc::new(ConnectionState::new(ConnState::Connected));
         let policy = CallPolicy {
             state: state.clone(),
-            breaker: CircuitBreaker::new(0, Duration::ZERO),
+            breaker: std::sync::Arc::new(CircuitBreaker::new(0, Duration::ZERO)),
             timeout: Duration::from_secs(5),
             max_retries: 2,
         };

@@ -12,7 +12,7 @@ pub mod embedded;
 mod endpoint;
 pub mod remote;
 
-pub use self::config::{EngineConfig, DEFAULT_MAX_PAYLOAD};
+pub use self::config::EngineConfig;
 pub use self::endpoint::{open, Endpoint};
 
 use async_trait::async_trait;

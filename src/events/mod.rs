@@ -1,4 +1,4 @@
-//! Events to named recipients (seed 001): an application (connect option
+//! Events to named recipients: an application (connect option
 //! `app_id`) publishes a named event to other applications; each recipient
 //! controls delivery with ack, defer, discard, replay, pause and resume.
 //! Payloads are sealed end to end when every recipient has a public key.

@@ -130,7 +130,7 @@ pub unsafe extern "C" fn fm_client_on_state(
             let ud = &ud;
             let (cause, detail) = match &change.cause {
                 Some(e) => (e.code(), Some(super::stream::c_string(e.message()))),
-                None => (super::FM_OK, None),
+                None => (super::OK, None),
             };
             let detail_ptr = detail.as_ref().map_or(std::ptr::null(), |d| d.as_ptr());
             cb(ud.0, change.state.into(), cause, detail_ptr);

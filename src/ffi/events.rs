@@ -1,4 +1,4 @@
-//! Events to named recipients (issue 12): publish, reply, callback
+//! Events to named recipients: publish, reply, callback
 //! subscriptions with ack/defer/discard/replay/pause/resume, key generation.
 //! Converts and forwards to `crate::events`.
 

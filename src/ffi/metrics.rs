@@ -10,7 +10,7 @@ use super::{fm_status, guard};
 /// operations by kind and outcome (`flowmesh_client_operations_total{op,status}`),
 /// latency histograms per kind, in-flight calls, messages and bytes
 /// published and delivered, jobs, reconnects and connection/breaker state.
-/// See docs/ABI-EXTRAS.md for every series. On FM_OK `*out` is a new buffer
+/// See docs/ABI.md for every series. On FM_OK `*out` is a new buffer
 /// owned by the caller (free with fm_buf_free); on error `*out` is NULL.
 /// Thread-safe; cheap enough to call on every scrape. Returns
 /// FM_ERR_INVALID_ARGUMENT (NULL client or out) or FM_ERR_CLOSED (closed client).

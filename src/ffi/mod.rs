@@ -20,52 +20,16 @@ pub mod stream;
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
-use crate::error::Error;
+use crate::error::{Error, Status};
 
-/// Result code of every fallible call: `FM_OK` (0) or one of `FM_ERR_*`.
+/// Result code of every fallible call: `FM_OK` (0) or one of `FM_ERR_*`
+/// (the constants of `fm_status_code`).
 pub type fm_status = i32;
 
-/// Success.
-pub const FM_OK: fm_status = 0;
-/// A NULL pointer, invalid UTF-8, a bad name, an unknown option or a bad value.
-pub const FM_ERR_INVALID_ARGUMENT: fm_status = 1;
-/// The stream, partition, job, key or committed offset does not exist.
-pub const FM_ERR_NOT_FOUND: fm_status = 2;
-/// The operation did not finish in time.
-pub const FM_ERR_TIMEOUT: fm_status = 3;
-/// The connection to the broker was lost during the call.
-pub const FM_ERR_DISCONNECTED: fm_status = 4;
-/// Missing or wrong credentials, or not allowed.
-pub const FM_ERR_UNAUTHORIZED: fm_status = 5;
-/// The client was closed.
-pub const FM_ERR_CLOSED: fm_status = 6;
-/// The resource exists with a different configuration.
-pub const FM_ERR_ALREADY_EXISTS: fm_status = 7;
-/// A compare-and-set saw another revision, or a job is in the wrong state.
-pub const FM_ERR_CONFLICT: fm_status = 8;
-/// A payload exceeds max_payload_bytes.
-pub const FM_ERR_TOO_LARGE: fm_status = 9;
-/// The engine or broker cannot serve the call now.
-pub const FM_ERR_UNAVAILABLE: fm_status = 10;
-/// A bug or an I/O failure inside the library (see fm_last_error).
-pub const FM_ERR_INTERNAL: fm_status = 11;
-
-const STATUS_NAMES: [&CStr; 12] = [
-    c"FM_OK",
-    c"FM_ERR_INVALID_ARGUMENT",
-    c"FM_ERR_NOT_FOUND",
-    c"FM_ERR_TIMEOUT",
-    c"FM_ERR_DISCONNECTED",
-    c"FM_ERR_UNAUTHORIZED",
-    c"FM_ERR_CLOSED",
-    c"FM_ERR_ALREADY_EXISTS",
-    c"FM_ERR_CONFLICT",
-    c"FM_ERR_TOO_LARGE",
-    c"FM_ERR_UNAVAILABLE",
-    c"FM_ERR_INTERNAL",
-];
+/// Success, as an `fm_status`.
+pub(crate) const OK: fm_status = Status::FM_OK.code();
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
@@ -117,7 +81,7 @@ pub(crate) fn guard(f: impl FnOnce() -> crate::Result<()>) -> fm_status {
     let result = catch_unwind(AssertUnwindSafe(f));
     IN_ENTRY_POINT.with(|g| g.set(outer));
     match result {
-        Ok(Ok(())) => FM_OK,
+        Ok(Ok(())) => OK,
         Ok(Err(e)) => fail(&e),
         Err(panic) => {
             let what = panic
@@ -126,7 +90,7 @@ pub(crate) fn guard(f: impl FnOnce() -> crate::Result<()>) -> fm_status {
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
             set_last_error(&format!("internal error: panic in flowmesh: {what}"));
-            FM_ERR_INTERNAL
+            Status::FM_ERR_INTERNAL.code()
         }
     }
 }
@@ -136,7 +100,11 @@ pub(crate) fn guard_value<T>(fallback: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
 }
 
-static VERSION: &CStr = c"0.1.0";
+/// The crate's version (Cargo.toml), the one every package carries.
+static VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+    Ok(v) => v,
+    Err(_) => panic!("CARGO_PKG_VERSION holds a NUL byte"),
+};
 
 /// The library version, "MAJOR.MINOR.PATCH". Static storage: never free it.
 #[no_mangle]
@@ -148,7 +116,10 @@ pub extern "C" fn fm_version() -> *const c_char {
 /// Static storage: never free it. Thread-safe.
 #[no_mangle]
 pub extern "C" fn fm_status_str(status: fm_status) -> *const c_char {
-    usize::try_from(status).ok().and_then(|i| STATUS_NAMES.get(i)).map_or(c"FM_ERR_UNKNOWN".as_ptr(), |s| s.as_ptr())
+    static NAMES: OnceLock<Vec<CString>> = OnceLock::new();
+    let names =
+        NAMES.get_or_init(|| Status::all().iter().map(|s| CString::new(s.name()).unwrap_or_default()).collect());
+    usize::try_from(status).ok().and_then(|i| names.get(i)).map_or(c"FM_ERR_UNKNOWN".as_ptr(), |s| s.as_ptr())
 }
 
 /// This thread's last error detail, "" if the last call succeeded. Owned by
@@ -190,13 +161,15 @@ mod tests {
                 .collect();
             assert_eq!(name, format!("FM_ERR{snake}"));
         }
+        assert_eq!(unsafe { CStr::from_ptr(fm_status_str(0)) }.to_str().unwrap(), "FM_OK");
+        assert_eq!(unsafe { CStr::from_ptr(fm_status_str(-1)) }.to_str().unwrap(), "FM_ERR_UNKNOWN");
         assert_eq!(unsafe { CStr::from_ptr(fm_status_str(99)) }.to_str().unwrap(), "FM_ERR_UNKNOWN");
     }
 
     #[test]
     fn panics_become_internal() {
         let s = guard(|| panic!("boom"));
-        assert_eq!(s, FM_ERR_INTERNAL);
+        assert_eq!(s, Status::FM_ERR_INTERNAL.code());
         let msg = unsafe { CStr::from_ptr(fm_last_error()) }.to_str().unwrap().to_owned();
         assert!(msg.contains("boom"), "{msg}");
     }

@@ -25,7 +25,7 @@ pub extern "C" fn fm_options_new() -> *mut fm_options {
     guard_value(std::ptr::null_mut(), || to_c(fm_options { inner: Options::new() }))
 }
 
-/// Sets `key` to `value` (both borrowed, copied). Keys: see docs/ABI-EXTRAS.md
+/// Sets `key` to `value` (both borrowed, copied). Keys: see docs/ABI.md
 /// and the README. Returns FM_OK, or FM_ERR_INVALID_ARGUMENT for a NULL
 /// argument, invalid UTF-8, an unknown key or a value that does not parse.
 #[no_mangle]

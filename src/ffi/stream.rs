@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::args::*;
 use super::client::fm_client;
 use super::options::{fm_options, options_or_default};
-use super::{fm_status, guard, guard_value, set_last_error, FM_OK};
+use super::{fm_status, guard, guard_value, set_last_error, OK};
 use crate::blocking::Subscription;
 use crate::engine::{Message, Position, Record};
 use crate::error::{Error, Result};
@@ -225,7 +225,7 @@ pub unsafe extern "C" fn fm_publish_async(
                 match result {
                     Ok(p) => {
                         set_last_error("");
-                        cb(ud.0, FM_OK, c_position(p))
+                        cb(ud.0, OK, c_position(p))
                     }
                     Err(e) => cb(ud.0, super::fail(&e), fm_position::default()),
                 }

@@ -1,4 +1,4 @@
-//! Client metrics (issue 13): what one client did, in the Prometheus text
+//! Client metrics: what one client did, in the Prometheus text
 //! format, for every language at once (`fm_client_metrics`, the bindings'
 //! `metrics()`). Counting happens in [`MeteredEngine`], a decorator around
 //! the real engine installed by `Client::with_engine`, so the client's own
@@ -61,7 +61,7 @@ pub fn status_name(err: Option<&Error>) -> &'static str {
 }
 
 /// Every status, indexed like `Error::code()` (0 = ok).
-const STATUS_COUNT: usize = 12;
+const STATUS_COUNT: usize = crate::error::Status::all().len();
 
 /// The engine operations a client counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

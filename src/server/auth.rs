@@ -277,6 +277,8 @@ fn take_unit(usage: &Arc<Usage>, which: Counter, limit: Option<usize>) -> Option
 #[derive(Clone)]
 pub struct Principal {
     pub entry: Arc<TokenEntry>,
+    /// The token's hash: what a reloaded table is searched by.
+    hash: String,
     usage: Arc<Usage>,
     pub peer: Option<SocketAddr>,
 }
@@ -288,6 +290,9 @@ pub struct AccessControl {
     usage: Mutex<HashMap<String, Arc<Usage>>>,
     conns: ConnMap,
     audit: OnceLock<Audit>,
+    /// Bumped by every successful reload: open subscriptions and watches
+    /// check their token again.
+    reloads: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for AccessControl {
@@ -307,6 +312,7 @@ impl AccessControl {
             usage: Mutex::default(),
             conns: ConnMap::default(),
             audit: OnceLock::new(),
+            reloads: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -317,6 +323,7 @@ impl AccessControl {
                 let n = table.by_hash.len();
                 let tenants = table.tenants();
                 *self.table.write().unwrap() = Arc::new(table);
+                self.reloads.send_modify(|n| *n += 1);
                 tracing::info!(path = %self.path.display(), tokens = n, "access file reloaded");
                 if let Some(audit) = self.audit.get() {
                     for t in tenants {
@@ -385,7 +392,45 @@ impl AccessControl {
             return Err(refused("unauthenticated", "the token was not accepted (unknown or revoked)"));
         };
         let usage = self.usage.lock().unwrap().entry(entry.id.clone()).or_default().clone();
-        Ok(Principal { entry, usage, peer })
+        Ok(Principal { entry, hash: hash_token(token), usage, peer })
+    }
+
+    /// Is `p`'s token still in the current table, with a grant for any of
+    /// `ops` on `resource`? UNAUTHORIZED if a reload revoked either.
+    pub fn revalidate(&self, p: &Principal, ops: &[Op], resource: &str) -> Result<()> {
+        let entry = self.table.read().unwrap().by_hash.get(&p.hash).cloned();
+        let Some(entry) = entry else {
+            let ev = AuditEvent::new(&p.entry.tenant, ops[0].name(), resource, "revoked").token(&p.entry.id);
+            self.audit(ev.peer(p.peer).detail("the token was revoked by an access file reload".into()));
+            return Err(Error::Unauthorized(format!(
+                "token {:?} was revoked (access file reloaded); the subscription is closed",
+                p.entry.id
+            )));
+        };
+        let now = Principal { entry, hash: p.hash.clone(), usage: p.usage.clone(), peer: p.peer };
+        self.authorize(&now, ops, resource)
+    }
+
+    /// Resolves, with the refusal, once a reload makes `p`'s token invalid
+    /// for `ops` on `resource` (never, while it stays valid).
+    pub fn revoked(
+        self: &Arc<Self>,
+        p: Principal,
+        ops: &'static [Op],
+        resource: String,
+    ) -> impl std::future::Future<Output = Error> + Send + 'static {
+        let mut reloads = self.reloads.subscribe();
+        let ac = Arc::clone(self);
+        async move {
+            loop {
+                if reloads.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+                if let Err(e) = ac.revalidate(&p, ops, &resource) {
+                    return e;
+                }
+            }
+        }
     }
 
     /// May `p` do any of `ops` on the qualified name `resource`?
@@ -576,8 +621,9 @@ mod tests {
             usage: Mutex::default(),
             conns: ConnMap::default(),
             audit: OnceLock::new(),
+            reloads: tokio::sync::watch::channel(0).0,
         };
-        (ac, Principal { entry, usage: Arc::default(), peer: None })
+        (ac, Principal { entry, hash: String::new(), usage: Arc::default(), peer: None })
     }
 
     #[test]

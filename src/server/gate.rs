@@ -113,6 +113,36 @@ impl Shared {
         Ok(())
     }
 
+    /// An endless server stream (subscription, watch) of `caller` that ends
+    /// with UNAUTHORIZED once an access file reload revokes the token or
+    /// its grant for `ops` on `resource`.
+    pub(crate) fn until_revoked<S, T>(
+        &self,
+        caller: &Caller,
+        ops: &'static [Op],
+        resource: &str,
+        stream: S,
+    ) -> futures::stream::BoxStream<'static, Result<T, Status>>
+    where
+        S: futures::Stream<Item = Result<T, Status>> + Send + 'static,
+        T: Send + 'static,
+    {
+        use futures::StreamExt;
+        let (Some(ac), Some(p)) = (&self.cfg.access, &caller.principal) else {
+            return stream.boxed();
+        };
+        let revoked = ac.revoked(p.clone(), ops, resource.to_owned());
+        let state = Some((Box::pin(stream), Box::pin(revoked)));
+        futures::stream::unfold(state, |state| async move {
+            let (mut stream, mut revoked) = state?;
+            tokio::select! {
+                e = &mut revoked => Some((Err(wire::to_status(&e)), None)),
+                item = stream.next() => item.map(|i| (i, Some((stream, revoked)))),
+            }
+        })
+        .boxed()
+    }
+
     /// A slot for one more open subscription or watch of the caller.
     pub(crate) fn subscription_slot(&self, caller: &Caller) -> Result<Option<Slot>, Status> {
         match (&self.cfg.access, &caller.principal) {

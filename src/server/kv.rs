@@ -76,6 +76,7 @@ impl pb::kv_server::Kv for KvService {
             let _held = &slot; // given back when the watch ends
             ev.map(pb::KvEvent::from).map_err(|e| wire::to_status(&e))
         }));
+        let events = self.0.until_revoked(&caller, &[Op::KvRead], &r.bucket, events);
         Ok(Response::new(Box::pin(events.take_until(self.0.stopped()))))
     }
 }

@@ -174,6 +174,7 @@ impl pb::streams_server::Streams for StreamsService {
         let caller = self.0.admit(&req, &[Op::Subscribe], &req.get_ref().stream)?;
         let slot = self.0.subscription_slot(&caller)?;
         let r = req.into_inner();
+        let resource = r.stream.clone();
         let spec = wire::spec_from_pb(&r).map_err(|e| wire::to_status(&e))?;
         let feed = self.0.engine.subscribe(&r.stream, spec).await.map_err(|e| wire::to_status(&e))?;
         // The slot goes back when the client drops the subscription.
@@ -201,6 +202,7 @@ impl pb::streams_server::Streams for StreamsService {
             }
             Some((Ok(pb::SubscribeResponse { messages }), feed))
         });
+        let batches = self.0.until_revoked(&caller, &[Op::Subscribe], &resource, batches);
         Ok(Response::new(Box::pin(batches.take_until(self.0.stopped()))))
     }
 

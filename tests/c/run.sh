@@ -3,7 +3,7 @@
 #   1. built with -fsanitize=address,undefined and run (LeakSanitizer on) on
 #      mem:// (every test: embedded-only and core);
 #   2. the same ASan build's core tests (CORE_TEST, plus BROKER_TEST) against
-#      a real broker, `target/release/flowmesh serve` on a free loopback port
+#      a real broker, `<target>/release/flowmesh serve` on a free loopback port
 #      (FM_TEST_URL=grpc://127.0.0.1:PORT), once with --data mem:// and once
 #      with --data file://<fresh temp dir>; the broker must then exit cleanly
 #      on SIGTERM;
@@ -22,27 +22,30 @@
 # FM_TEST_CYCLES cycles (default here: 200 instead of 1000) and timeouts are
 # scaled by FM_TEST_SLOW, because valgrind is slow.
 #
-# Usage: tests/c/run.sh [TEST_NAME_FILTER]     (from anywhere; needs target/release/libflowmesh.so)
+# Usage: tests/c/run.sh [TEST_NAME_FILTER]     (from anywhere; needs <target>/release/libflowmesh.so,
+# <target> being cargo's target directory: target/ or $CARGO_TARGET_DIR)
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$here"
 filter="${1:-}"
 
-if [ ! -e "$root/target/release/libflowmesh.so" ]; then
-    echo "tests/c: $root/target/release/libflowmesh.so is missing: run 'make lib' first" >&2
+release="$("$root/scripts/target-dir.sh")/release" || exit 1
+if [ ! -e "$release/libflowmesh.so" ]; then
+    echo "tests/c: $release/libflowmesh.so is missing: run 'make lib' first" >&2
     exit 1
 fi
-flowmesh_bin="$root/target/release/flowmesh"
+flowmesh_bin="$release/flowmesh"
 if [ ! -x "$flowmesh_bin" ]; then
     echo "tests/c: $flowmesh_bin is missing: the broker passes need it (cargo build --release)" >&2
     exit 1
 fi
 # The SONAME is libflowmesh.so.0; the build leaves that symlink next to it.
-[ -e "$root/target/release/libflowmesh.so.0" ] || ln -sf libflowmesh.so "$root/target/release/libflowmesh.so.0"
+major="$("$root/scripts/version.sh" major)" || exit 1
+[ -e "$release/libflowmesh.so.$major" ] || ln -sf libflowmesh.so "$release/libflowmesh.so.$major"
 
 echo "== tests/c: building (ASan+UBSan and plain) into tests/c/build/"
-make -s all || { echo "tests/c: build failed"; exit 1; }
+make -s all LIBDIR="$release" || { echo "tests/c: build failed"; exit 1; }
 
 fail=0
 total_pass=0

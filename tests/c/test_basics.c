@@ -15,6 +15,11 @@ TEST(version_is_semver)
     CHECK_MSG(sscanf(v, "%u.%u.%u%c", &a, &b, &c, &tail) == 3,
               "fm_version() = \"%s\" is not MAJOR.MINOR.PATCH", v);
     CHECK(fm_version() == v); /* static storage */
+#ifdef FM_EXPECTED_VERSION
+    /* The Makefile passes Cargo.toml's version: the library carries it. */
+    CHECK_MSG(strcmp(v, FM_EXPECTED_VERSION) == 0, "fm_version() = \"%s\", Cargo.toml says %s", v,
+              FM_EXPECTED_VERSION);
+#endif
 }
 
 TEST(status_str_names_every_code)
@@ -24,7 +29,7 @@ TEST(status_str_names_every_code)
         "FM_ERR_DISCONNECTED", "FM_ERR_UNAUTHORIZED", "FM_ERR_CLOSED",
         "FM_ERR_ALREADY_EXISTS", "FM_ERR_CONFLICT", "FM_ERR_TOO_LARGE",
         "FM_ERR_UNAVAILABLE", "FM_ERR_INTERNAL"};
-    /* The values are fixed by docs/ABI-EXTRAS.md. */
+    /* The values are fixed by docs/ABI.md. */
     CHECK(FM_OK == 0 && FM_ERR_INVALID_ARGUMENT == 1 && FM_ERR_NOT_FOUND == 2 &&
           FM_ERR_TIMEOUT == 3 && FM_ERR_DISCONNECTED == 4 && FM_ERR_UNAUTHORIZED == 5 &&
           FM_ERR_CLOSED == 6 && FM_ERR_ALREADY_EXISTS == 7 && FM_ERR_CONFLICT == 8 &&

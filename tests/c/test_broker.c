@@ -172,8 +172,8 @@ static void count_kv(void *ud, fm_kv_op op, const char *k, const uint8_t *v, siz
     waiter_add(ud, 1);
 }
 
-/* One message at a time: publish, then wait for its callback. Issue 5 asks
- * for a single publish round-trip p50 < 100 us over loopback; a median in
+/* One message at a time: publish, then wait for its callback. The
+ * target for a single publish round-trip is p50 < 100 us over loopback; a median in
  * the tens of milliseconds means something stalls (e.g. Nagle's algorithm
  * against delayed ACKs: ~40 ms). The bound here is loose: 20 ms. */
 CORE_TEST(publish_and_delivery_latency_with_open_subscription)

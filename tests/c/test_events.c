@@ -1,4 +1,4 @@
-/* test_events.c - events to named recipients (issue 12): publish/subscribe
+/* test_events.c - events to named recipients: publish/subscribe
  * with callbacks, accessors, auto and manual ack, defer, discard, replay,
  * pause/resume, reply, end-to-end encryption, tamper rejection, bad input
  * and lifecycle (close with a live subscription, unsubscribe in a callback). */

@@ -269,7 +269,7 @@ KILL_TEST(reconnect_gives_up_after_max_attempts)
     CHECK_MSG(now_ms() - t0 < 1000 * slow(), "second next took %lld ms",
               (long long)(now_ms() - t0));
     CHECK_ST(fm_subscription_status(cb), FM_ERR_DISCONNECTED);
-    /* KV watches end on a lost link (docs/ABI-EXTRAS.md) */
+    /* KV watches end on a lost link (docs/ABI.md) */
     st = wait_status_not_ok(watch, 5000 * slow(), &at);
     CHECK_MSG(st == FM_ERR_DISCONNECTED || st == FM_ERR_UNAVAILABLE,
               "kv watch status after the kill: %s", fm_status_str(st));

@@ -18,9 +18,17 @@ pub enum Mode {
     Cut,
 }
 
+/// The mode and how many cuts there were: a pump ends when the count moves,
+/// even if the mode is back to `Pass` before the pump got to run.
+#[derive(Clone, Copy)]
+struct Setting {
+    mode: Mode,
+    cuts: u64,
+}
+
 pub struct Proxy {
     pub addr: String,
-    mode: watch::Sender<Mode>,
+    mode: watch::Sender<Setting>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -33,13 +41,14 @@ impl Proxy {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap().to_string();
-        let (mode, rx) = watch::channel(Mode::Pass);
+        let (mode, rx) = watch::channel(Setting { mode: Mode::Pass, cuts: 0 });
         let upstream = upstream.to_owned();
         runtime.spawn(async move {
             let listener = TcpListener::from_std(std_listener).unwrap();
             loop {
                 let Ok((down, _)) = listener.accept().await else { continue };
-                if *rx.borrow() == Mode::Cut {
+                let cuts = rx.borrow().cuts;
+                if rx.borrow().mode == Mode::Cut {
                     drop(down);
                     continue;
                 }
@@ -48,8 +57,8 @@ impl Proxy {
                 let _ = up.set_nodelay(true);
                 let (dr, dw) = down.into_split();
                 let (ur, uw) = up.into_split();
-                tokio::spawn(pump(dr, uw, rx.clone()));
-                tokio::spawn(pump(ur, dw, rx.clone()));
+                tokio::spawn(pump(dr, uw, rx.clone(), cuts));
+                tokio::spawn(pump(ur, dw, rx.clone(), cuts));
             }
         });
         Proxy { addr, mode, runtime: Some(runtime) }
@@ -60,7 +69,12 @@ impl Proxy {
     }
 
     pub fn set(&self, mode: Mode) {
-        self.mode.send_replace(mode);
+        self.mode.send_modify(|s| {
+            s.mode = mode;
+            if mode == Mode::Cut {
+                s.cuts += 1;
+            }
+        });
     }
 }
 
@@ -72,11 +86,13 @@ impl Drop for Proxy {
     }
 }
 
-/// Copies one direction under the current mode; ends both halves on Cut.
+/// Copies one direction under the current mode; ends both halves on a cut
+/// made after the connection was opened.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut mode: watch::Receiver<Mode>,
+    mut mode: watch::Receiver<Setting>,
+    cuts: u64,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -85,11 +101,14 @@ async fn pump(
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             },
-            _ = mode.wait_for(|m| *m == Mode::Cut) => return,
+            _ = mode.wait_for(|s| s.cuts != cuts) => return,
         };
         loop {
             let current = *mode.borrow_and_update();
-            match current {
+            if current.cuts != cuts {
+                return;
+            }
+            match current.mode {
                 Mode::Pass => break,
                 Mode::Delay(d) => {
                     tokio::time::sleep(d).await;

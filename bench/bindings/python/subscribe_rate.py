@@ -16,12 +16,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "bindings" / "python"))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from callback_subscribe import subscribe_callback  # noqa: E402
 from flowmesh import Event, FlowMesh  # noqa: E402
-from flowmesh import stream as fm_stream  # noqa: E402
 
 
 async def one(mode: str, total: int, size: int) -> float:
-    fm_stream.SUBSCRIBE_MODE = mode
     async with FlowMesh("mem://") as client:
         payload = b"x" * size
         batch = [Event(payload=payload) for _ in range(1000)]
@@ -29,7 +30,11 @@ async def one(mode: str, total: int, size: int) -> float:
             await client.stream.write("b", "n", "s", batch)
         got = 0
         t0 = time.perf_counter()
-        async for msg in client.stream.subscribe("b", "n", "s", None, 0, 0):
+        if mode == "callback":
+            sub = subscribe_callback(client, "b", "n", "s")
+        else:
+            sub = client.stream.subscribe("b", "n", "s", None, 0, 0)
+        async for msg in sub:
             got += 1
             if got == total:
                 break

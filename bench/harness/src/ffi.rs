@@ -16,10 +16,13 @@ use flowmesh::ffi::queue::{
     fm_queue_ack, fm_queue_enqueue, fm_queue_receive, fm_queue_reserve,
 };
 use flowmesh::ffi::stream::{fm_msg, fm_position, fm_publish, fm_publish_batch};
-use flowmesh::ffi::{fm_last_error, fm_status, FM_OK};
+use flowmesh::error::Status;
+use flowmesh::ffi::{fm_last_error, fm_status};
 use flowmesh::{Options, Record};
 
 use crate::stats::Outcome;
+
+const FM_OK: fm_status = Status::FM_OK.code();
 use crate::R;
 
 fn check(s: fm_status, what: &str) -> R<()> {

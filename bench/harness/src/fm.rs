@@ -55,7 +55,7 @@ impl FmCell {
     }
 }
 
-/// Creates `stream` in the memory tier (issue 13): no disk, bounded, fan-out.
+/// Creates `stream` in the memory tier: no disk, bounded, fan-out.
 pub async fn create_memory_stream(c: &Client, stream: &str) -> R<()> {
     let cfg = flowmesh::StreamConfig { tier: flowmesh::Tier::Memory, ..Default::default() };
     c.create_stream(stream, cfg).await?;

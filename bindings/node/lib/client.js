@@ -443,7 +443,7 @@ class Client {
     // A failing unsubscribe must not keep the native client open.
     await Promise.allSettled([...this._subs].map((s) => s.close().then(() => s._released)));
     // Calls in flight finish first: fm_client_close racing a blocked call is
-    // not clean in the library yet (NOTES-FOR-LEAD.md, item 1).
+    // not clean in the library yet.
     while (this._inflight > 0) await new Promise((resolve) => { this._drained = resolve; });
     this._drained = null;
     this._state = 'closed';

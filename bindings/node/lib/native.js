@@ -1,5 +1,5 @@
 'use strict';
-// koffi declarations of the flowmesh C ABI (shared/ABI.md + docs/ABI-EXTRAS.md).
+// koffi declarations of the flowmesh C ABI (docs/ABI.md).
 // Loaded on the main thread (types, fm_status_str, callback decoding) and in
 // every pool worker (the actual calls). Handles are BigInt addresses (koffi 3),
 // which is what lets us pass them between threads.
@@ -7,10 +7,31 @@
 const path = require('node:path');
 const koffi = require('koffi');
 
-const DEFAULT_LIB = path.resolve(__dirname, '..', '..', '..', 'target', 'release', 'libflowmesh.so');
+const fs = require('node:fs');
 
+const LIB = 'libflowmesh.so';
+const PKG = path.resolve(__dirname, '..');
+
+// Where the library may be, in order: the prebuilt one the npm package ships
+// for this platform, the one its install step built from source, and the
+// repository's own build (a checkout: bindings/node -> target/release).
+function candidates() {
+  return [
+    path.join(PKG, 'prebuilds', `${process.platform}-${process.arch}`, LIB),
+    path.join(PKG, 'build', LIB),
+    path.resolve(PKG, '..', '..', 'target', 'release', LIB),
+  ];
+}
+
+// $FLOWMESH_LIB wins; else the first candidate that exists. With none, the
+// error names every place looked at.
 function libraryPath() {
-  return process.env.FLOWMESH_LIB || DEFAULT_LIB;
+  if (process.env.FLOWMESH_LIB) return process.env.FLOWMESH_LIB;
+  const places = candidates();
+  const found = places.find((p) => fs.existsSync(p));
+  if (found) return found;
+  throw new Error(`flowmesh: ${LIB} not found (looked in ${places.join(', ')}): set FLOWMESH_LIB, ` +
+    'or reinstall the package where a prebuilt library fits or cargo can build one');
 }
 
 // Types are registered once per thread: koffi keeps a per-instance type table.

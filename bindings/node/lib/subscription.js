@@ -44,7 +44,7 @@ const WATCH_CHECK_MS = 1000;
 // subscription, ~8% for 100 idle polled ones; a poll costs ~1.1 ms per idle
 // subscription in the library today (fm_subscription_next with timeout 0
 // still arms a 1 ms timer), so polled delivery latency grows with their
-// number (p50 ~20 ms with 20, ~140 ms with 100; NOTES-FOR-LEAD.md).
+// number (p50 ~20 ms with 20, ~140 ms with 100).
 let blocking = 0;
 const POLL_WAIT_MS = 50; // one pollMany round at most; bounds close() and joins
 

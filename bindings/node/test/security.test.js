@@ -1,5 +1,5 @@
 'use strict';
-// TLS + token against a broker this suite starts (issue 11): `flowmesh serve`
+// TLS + token against a broker this suite starts: `flowmesh serve`
 // with a certificate and an access file from tests/security/fixture.sh
 // (openssl); the client connects with grpcs://, tlsCaFile and token.
 const { describe, it, before, after } = require('node:test');

@@ -27,9 +27,11 @@ from ._errors import (
     FlowMeshUnavailableError,
 )
 from .client import FlowMesh, connect
+from ._version import read_version
 from .types import ConnState, ConsumerGroupState, Event, Job, KVEvent, Message, QueueStats, RetryPolicy
 
-__version__ = "0.1.0"
+__version__: str = read_version()
+"""This package's version, the same as the native library's (`fm_version()`)."""
 
 __all__ = [
     "FlowMesh",

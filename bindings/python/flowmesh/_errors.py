@@ -11,10 +11,12 @@ class FlowMeshError(Exception):
     """Base of every error the SDK raises.
 
     ``code`` is the status name (``"FM_ERR_NOT_FOUND"``), ``status`` its
-    number, ``details`` the library's detail message (fm_last_error).
+    number (as the library defines it), ``details`` the library's detail
+    message (fm_last_error).
     """
 
-    status: int = n.FM_ERR_INTERNAL
+    #: The status name this class stands for.
+    status_name: str = "FM_ERR_INTERNAL"
 
     def __init__(
         self,
@@ -25,73 +27,64 @@ class FlowMeshError(Exception):
     ) -> None:
         super().__init__(message)
         self.message = message
-        if status is not None:
-            self.status = status
-        self.code = code if code is not None else _DEFAULT_NAMES.get(type(self).status, "")
+        self.code = code if code is not None else type(self).status_name
+        self._status = status
         self.details = details if details is not None else message
+
+    @property
+    def status(self) -> int:
+        """The numeric fm_status (looked up in the library when raised by Python)."""
+        if self._status is None:
+            self._status = n.status_code(self.code)
+        return self._status
 
 
 class FlowMeshInvalidArgumentError(FlowMeshError, ValueError):
-    status = n.FM_ERR_INVALID_ARGUMENT
+    status_name = "FM_ERR_INVALID_ARGUMENT"
 
 
 class FlowMeshNotFoundError(FlowMeshError):
-    status = n.FM_ERR_NOT_FOUND
+    status_name = "FM_ERR_NOT_FOUND"
 
 
 class FlowMeshTimeoutError(FlowMeshError, TimeoutError):
-    status = n.FM_ERR_TIMEOUT
+    status_name = "FM_ERR_TIMEOUT"
 
 
 class FlowMeshDisconnectedError(FlowMeshError, ConnectionError):
-    status = n.FM_ERR_DISCONNECTED
+    status_name = "FM_ERR_DISCONNECTED"
 
 
 class FlowMeshUnauthorizedError(FlowMeshError, PermissionError):
-    status = n.FM_ERR_UNAUTHORIZED
+    status_name = "FM_ERR_UNAUTHORIZED"
 
 
 class FlowMeshClosedError(FlowMeshError):
-    status = n.FM_ERR_CLOSED
+    status_name = "FM_ERR_CLOSED"
 
 
 class FlowMeshAlreadyExistsError(FlowMeshError):
-    status = n.FM_ERR_ALREADY_EXISTS
+    status_name = "FM_ERR_ALREADY_EXISTS"
 
 
 class FlowMeshConflictError(FlowMeshError):
-    status = n.FM_ERR_CONFLICT
+    status_name = "FM_ERR_CONFLICT"
 
 
 class FlowMeshTooLargeError(FlowMeshError):
-    status = n.FM_ERR_TOO_LARGE
+    status_name = "FM_ERR_TOO_LARGE"
 
 
 class FlowMeshUnavailableError(FlowMeshError):
-    status = n.FM_ERR_UNAVAILABLE
+    status_name = "FM_ERR_UNAVAILABLE"
 
 
 class FlowMeshInternalError(FlowMeshError):
-    status = n.FM_ERR_INTERNAL
+    status_name = "FM_ERR_INTERNAL"
 
 
-# Names used when an error is raised by Python itself (no native call made).
-_DEFAULT_NAMES: Dict[int, str] = {
-    n.FM_ERR_INVALID_ARGUMENT: "FM_ERR_INVALID_ARGUMENT",
-    n.FM_ERR_NOT_FOUND: "FM_ERR_NOT_FOUND",
-    n.FM_ERR_TIMEOUT: "FM_ERR_TIMEOUT",
-    n.FM_ERR_DISCONNECTED: "FM_ERR_DISCONNECTED",
-    n.FM_ERR_UNAUTHORIZED: "FM_ERR_UNAUTHORIZED",
-    n.FM_ERR_CLOSED: "FM_ERR_CLOSED",
-    n.FM_ERR_ALREADY_EXISTS: "FM_ERR_ALREADY_EXISTS",
-    n.FM_ERR_CONFLICT: "FM_ERR_CONFLICT",
-    n.FM_ERR_TOO_LARGE: "FM_ERR_TOO_LARGE",
-    n.FM_ERR_UNAVAILABLE: "FM_ERR_UNAVAILABLE",
-    n.FM_ERR_INTERNAL: "FM_ERR_INTERNAL",
-}
-
-_BY_STATUS: Dict[int, Type[FlowMeshError]] = {
-    cls.status: cls
+_BY_NAME: Dict[str, Type[FlowMeshError]] = {
+    cls.status_name: cls
     for cls in (
         FlowMeshInvalidArgumentError,
         FlowMeshNotFoundError,
@@ -109,8 +102,8 @@ _BY_STATUS: Dict[int, Type[FlowMeshError]] = {
 
 
 def error_for(status: int, detail: str, operation: str = "") -> FlowMeshError:
-    cls = _BY_STATUS.get(status, FlowMeshError)
     name = n.status_name(status)
+    cls = _BY_NAME.get(name, FlowMeshError)
     prefix = f"{operation} failed: " if operation else ""
     message = f"{prefix}{detail or name}"
     return cls(message, code=name, details=detail, status=status)

@@ -27,23 +27,14 @@ from ctypes import (
     c_void_p,
 )
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 LIB_NAME = "libflowmesh.so"
 
-# ---- status codes (values fixed by docs/ABI-EXTRAS.md) ----------------------
+# ---- status codes -------------------------------------------------------------
+# Success is 0 by the C convention; the error codes and their names come from
+# the library itself (fm_status_str), see status_code().
 FM_OK = 0
-FM_ERR_INVALID_ARGUMENT = 1
-FM_ERR_NOT_FOUND = 2
-FM_ERR_TIMEOUT = 3
-FM_ERR_DISCONNECTED = 4
-FM_ERR_UNAUTHORIZED = 5
-FM_ERR_CLOSED = 6
-FM_ERR_ALREADY_EXISTS = 7
-FM_ERR_CONFLICT = 8
-FM_ERR_TOO_LARGE = 9
-FM_ERR_UNAVAILABLE = 10
-FM_ERR_INTERNAL = 11
 
 FM_STATE_CONNECTING = 1
 FM_STATE_CONNECTED = 2
@@ -274,6 +265,26 @@ def version() -> str:
 def status_name(status: int) -> str:
     raw = lib().fm_status_str(status)
     return raw.decode() if raw else f"FM_STATUS_{status}"
+
+
+_status_codes: Optional[Dict[str, int]] = None
+
+
+def status_code(name: str) -> int:
+    """The number of a status name ("FM_ERR_NOT_FOUND"), read from the library."""
+    global _status_codes
+    if _status_codes is None:
+        codes: Dict[str, int] = {}
+        for code in range(256):  # codes are dense from FM_OK = 0
+            found = status_name(code)
+            if found == "FM_ERR_UNKNOWN":
+                break
+            codes[found] = code
+        _status_codes = codes
+    try:
+        return _status_codes[name]
+    except KeyError:
+        raise ValueError(f"{name} is not a status of {lib().path}") from None
 
 
 def last_error() -> str:

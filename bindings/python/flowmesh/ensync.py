@@ -1,4 +1,4 @@
-"""EnSync-compatible events API (seed 001) on the flowmesh core.
+"""EnSync-compatible events API on the flowmesh core.
 
 Code written for the EnSync Python SDK runs with only the import and the URL
 changed::
@@ -140,7 +140,7 @@ def _decode_payload(raw: bytes) -> Any:
 
 
 def _event_dict(ev: int) -> Dict[str, Any]:
-    """Copies a borrowed fm_event into the seed's event structure."""
+    """Copies a borrowed fm_event into the EnSync SDK's event structure."""
     dll = _lib()
     n = c_size_t()
     addr = dll.fm_event_payload(ev, ctypes.byref(n))

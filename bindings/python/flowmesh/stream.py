@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from . import _native as n
-from ._bridge import Channel, PullState, Subscription, SubState, copy_bytes
+from ._bridge import PullState, Subscription, copy_bytes
 from ._core import Call, Core, Options
 from ._errors import FlowMeshInvalidArgumentError, FlowMeshNotFoundError, check
 from ._native import lib
@@ -21,11 +21,6 @@ log = logging.getLogger("flowmesh")
 
 START_LATEST = -2
 START_COMMITTED = -1
-
-# How stream.subscribe takes messages from the library: "pull"
-# (fm_subscription_next, the default) or "callback" (fm_subscribe). Both are
-# kept so bench/bindings/python/subscribe_rate.py can compare them.
-SUBSCRIBE_MODE = "pull"
 
 
 def _message(m: Any) -> Message:
@@ -186,9 +181,6 @@ class StreamClient:
                 f"start_offset must be -2 (latest), -1 (committed) or >= 0, got {start_offset!r}"
             )
 
-        if SUBSCRIBE_MODE == "callback":
-            return self._subscribe_callback(name, opts, buffer_size)
-
         def do_subscribe(h: int, _: Call, state: PullState[Message]) -> int:
             out = ctypes.c_void_p()
             with Options(opts) as o:
@@ -200,36 +192,6 @@ class StreamClient:
 
         def make_state(core: Core, _loop: Any, size: int) -> PullState[Message]:
             return PullState(core, size, _message, "stream.subscribe", commit)
-
-        return Subscription(self._client._core, do_subscribe, buffer_size, make_state)
-
-    def _subscribe_callback(
-        self, name: bytes, opts: Dict[str, str], buffer_size: int
-    ) -> Subscription[Message]:
-        def do_subscribe(h: int, _: Call, state: SubState[Message]) -> int:
-            def on_message(_user: Optional[int], msg: Any) -> None:
-                # Runs on a library thread; an exception must not reach C.
-                # Referencing `state` keeps it (and this thunk) alive while running.
-                state.pin.pin()
-                try:
-                    message = _message(msg.contents)
-                except Exception:  # pragma: no cover - defensive
-                    log.exception("flowmesh: could not convert a message")
-                    return
-                state.channel.put(message)
-
-            state.callback = n.MESSAGE_CB(on_message)
-            out = ctypes.c_void_p()
-            with Options(opts) as o:
-                check(
-                    lib().fm_subscribe(h, name, o, state.callback, None, ctypes.byref(out)),
-                    "stream.subscribe",
-                )
-            assert out.value is not None
-            return int(out.value)
-
-        def make_state(core: Core, loop: Any, size: int) -> SubState[Message]:
-            return SubState(core, Channel(loop, size), "stream.subscribe")
 
         return Subscription(self._client._core, do_subscribe, buffer_size, make_state)
 

@@ -43,7 +43,7 @@ def test_endpoint_forms() -> None:
         FlowMesh("")
 
 
-def test_constructor_keeps_seed_attributes() -> None:
+def test_constructor_keeps_documented_attributes() -> None:
     client = FlowMesh(endpoint="localhost:50051", auth_token="tok")
     assert client.endpoint == "localhost:50051"
     assert client.auth_token == "tok"

@@ -1,4 +1,4 @@
-"""The EnSync seed (shared/seeds/001) on flowmesh.ensync: the seed's examples
+"""The EnSync Python SDK's examples on flowmesh.ensync: its examples
 run with only the import and the URL changed, on mem:// and on a broker."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from conftest import start_broker, stop_broker
 from flowmesh.ensync import EnSyncEngine, EnSyncError, _Native, generate_key_pair
 
-# The seed's examples, verbatim but for the import and the URL (__URL__).
+# The EnSync SDK's examples, verbatim but for the import and the URL (__URL__).
 QUICK_START = '''
 import asyncio
 import os
@@ -161,8 +161,8 @@ def fake_dotenv(monkeypatch: Any) -> None:
 
 
 def load(source: str, url: str) -> Dict[str, Any]:
-    scope: Dict[str, Any] = {"__name__": "seed_example"}
-    exec(compile(source.replace("__URL__", url), "seed_example", "exec"), scope)
+    scope: Dict[str, Any] = {"__name__": "ensync_example"}
+    exec(compile(source.replace("__URL__", url), "ensync_example", "exec"), scope)
     return scope
 
 
@@ -184,7 +184,7 @@ async def run_until_printed(coro: Any, buf: io.StringIO, text: str) -> None:
             await task
 
 
-async def test_seed_quick_start_encrypted(ensync_url: str, monkeypatch: Any) -> None:
+async def test_ensync_quick_start_encrypted(ensync_url: str, monkeypatch: Any) -> None:
     secret, _ = generate_key_pair()
     monkeypatch.setenv("ENSYNC_APP_KEY", "appId")
     monkeypatch.setenv("ENSYNC_SECRET_KEY", secret)
@@ -194,7 +194,7 @@ async def test_seed_quick_start_encrypted(ensync_url: str, monkeypatch: Any) -> 
     assert "Error" not in buf.getvalue()
 
 
-async def test_seed_publishing_and_subscribing_examples(ensync_url: str, monkeypatch: Any) -> None:
+async def test_ensync_publishing_and_subscribing_examples(ensync_url: str, monkeypatch: Any) -> None:
     monkeypatch.setenv("ENSYNC_APP_KEY", "email-service")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
@@ -214,24 +214,24 @@ async def test_seed_publishing_and_subscribing_examples(ensync_url: str, monkeyp
                 await task
 
 
-async def test_seed_subscription_control_reply_and_errors(ensync_url: str) -> None:
+async def test_ensync_subscription_control_reply_and_errors(ensync_url: str) -> None:
     engine = EnSyncEngine(ensync_url)
     orders = await engine.create_client("orders-app")
     shipping = await engine.create_client("shipping-app")
     subscription = await shipping.subscribe("orders/status/updated", auto_ack=False, ack_wait_ms=60000)
     got: List[Dict[str, Any]] = []
-    arrived = asyncio.Event()
+    # A queue, not a flag: events released together (after resume) can all
+    # be handled before this task wakes, and each must be seen.
+    arrived: "asyncio.Queue[Dict[str, Any]]" = asyncio.Queue()
 
     async def handle_event(event: Dict[str, Any]) -> None:
         got.append(event)
-        arrived.set()
+        arrived.put_nowait(event)
 
     subscription.on(handle_event)
 
     async def next_event() -> Dict[str, Any]:
-        await asyncio.wait_for(arrived.wait(), 15)
-        arrived.clear()
-        return got[-1]
+        return await asyncio.wait_for(arrived.get(), 15)
 
     first = await orders.publish("orders/status/updated", ["shipping-app"], {"order_id": "1"}, {"k": "v"})
     event = await next_event()

@@ -1,4 +1,4 @@
-"""The seed SDK's documented snippets, unchanged apart from the endpoint
+"""The flowmesh Python client's documented snippets, unchanged apart from the endpoint
 (and the resource name, unique per test), and this package's example programs.
 
 The snippets open a new client per step, so they run on engines whose data
@@ -21,8 +21,8 @@ from flowmesh import Event, FlowMesh, FlowMeshError, FlowMeshNotFoundError
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-# ---- seed snippets --------------------------------------------------------------
-async def test_seed_client_creation(url: str) -> None:
+# ---- documented snippets --------------------------------------------------------------
+async def test_documented_client_creation(url: str) -> None:
     async with FlowMesh(endpoint=url) as client:
         await client.health_check()
 
@@ -34,7 +34,7 @@ async def test_seed_client_creation(url: str) -> None:
         await client.close()
 
 
-async def test_seed_streams(shared_url: str, name: str) -> None:
+async def test_documented_streams(shared_url: str, name: str) -> None:
     processed: List[Any] = []
 
     def process_message(msg: Any) -> None:
@@ -79,7 +79,7 @@ async def test_seed_streams(shared_url: str, name: str) -> None:
                     "consumer-group", 0, msg.offset
                 )
 
-        # The seed loop runs forever: let it start, publish, then stop it.
+        # The documented loop runs forever: let it start, publish, then stop it.
         consumer = asyncio.ensure_future(consume())
         while not client._core().subs:
             await asyncio.sleep(0.01)
@@ -103,7 +103,7 @@ async def test_seed_streams(shared_url: str, name: str) -> None:
         assert await client.stream.get_offset("tenant", "namespace", name, "consumer-group", 0) == 1
 
 
-async def test_seed_queues(shared_url: str, name: str) -> None:
+async def test_documented_queues(shared_url: str, name: str) -> None:
     processed: List[Any] = []
 
     async def process_job(job: Any) -> None:
@@ -181,7 +181,7 @@ async def test_seed_queues(shared_url: str, name: str) -> None:
         assert (stats.pending_jobs, stats.in_flight_jobs, stats.delayed_jobs) == (0, 0, 1)
 
 
-async def test_seed_kv(shared_url: str, name: str) -> None:
+async def test_documented_kv(shared_url: str, name: str) -> None:
     async with FlowMesh(endpoint=shared_url) as client:
         # Set with TTL
         await client.kv.set(
@@ -217,7 +217,7 @@ async def test_seed_kv(shared_url: str, name: str) -> None:
         assert exists and not await client.kv.exists("tenant", "namespace", name, "key")
 
 
-async def test_seed_error_handling(url: str, name: str) -> None:
+async def test_documented_error_handling(url: str, name: str) -> None:
     caught = ""
     async with FlowMesh(endpoint=url) as client:
         try:

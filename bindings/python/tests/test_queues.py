@@ -40,7 +40,7 @@ async def test_enqueue_reserve_ack(url: str, name: str) -> None:
         assert job.attempts == 1
         assert (await client.queue.get_stats(T, NS, name)).in_flight_jobs == 1
 
-        await client.queue.ack(T, NS, name, job.id)  # the str id, as the seed passes it
+        await client.queue.ack(T, NS, name, job.id)  # the str id, as the documented API passes it
         job2 = await client.queue.reserve(T, NS, name)
         assert job2 is not None and job2.payload == b"\x00two"
         await client.queue.ack(T, NS, name, job2.seq)  # or the int

@@ -1,4 +1,4 @@
-"""TLS + token against a real broker (issue 11): `flowmesh serve` with a
+"""TLS + token against a real broker: `flowmesh serve` with a
 certificate from tests/security/fixture.sh and an access file; the client
 connects with grpcs://, tls_ca_file and ``auth_token``."""
 

@@ -17,7 +17,6 @@ from flowmesh import (
     FlowMeshTooLargeError,
     Message,
 )
-from flowmesh import stream as fm_stream
 
 T, NS = "acme", "test"
 
@@ -138,7 +137,7 @@ async def test_subscribe_resumes_after_committed(url: str, name: str) -> None:
         assert [m.offset for m in got] == [4, 5]
 
 
-async def test_seed_style_loop_with_commit(url: str, name: str) -> None:
+async def test_documented_loop_with_commit(url: str, name: str) -> None:
     async with FlowMesh(url) as client:
         await client.stream.write(T, NS, name, events(3))
         seen: List[int] = []
@@ -274,11 +273,12 @@ async def test_break_out_of_async_for_then_gc(url: str, name: str) -> None:
         assert not core.subs
 
 
-async def test_callback_thread_state_is_freed_after_unsubscribe(monkeypatch: Any, name: str) -> None:
-    monkeypatch.setattr(fm_stream, "SUBSCRIBE_MODE", "callback")
+async def test_callback_thread_state_is_freed_after_unsubscribe(name: str) -> None:
+    # KV watches are delivered by library-thread callbacks.
     async with FlowMesh("mem://") as client:
-        await client.stream.write(T, NS, name, events(3))
-        sub = client.stream.subscribe(T, NS, name, None, 0, 0)
+        sub = client.kv.watch(T, NS, name)
+        await sub.start()
+        await client.kv.set(T, NS, name, "k", b"v")
         await next_message(sub)
         state = sub._state
         assert state is not None
@@ -295,17 +295,17 @@ def test_subscriptions_work_without_thread_pinning(tmp_path: Any) -> None:
     script = tmp_path / "no_pin.py"
     script.write_text(
         "import asyncio\n"
-        "from flowmesh import FlowMesh, Event\n"
-        "from flowmesh import stream\n"
-        "stream.SUBSCRIBE_MODE = 'callback'\n"
+        "from flowmesh import FlowMesh\n"
         "async def main():\n"
         "    async with FlowMesh('mem://') as c:\n"
-        "        await c.stream.write('a', 'b', 's', [Event(payload=b'x')] * 5)\n"
         "        n = 0\n"
-        "        async for m in c.stream.subscribe('a', 'b', 's', None, 0, 0):\n"
-        "            n += 1\n"
-        "            if n == 5:\n"
-        "                break\n"
+        "        async with c.kv.watch('a', 'b', 's') as w:\n"
+        "            for i in range(5):\n"
+        "                await c.kv.set('a', 'b', 's', f'k{i}', b'x')\n"
+        "            async for m in w:\n"
+        "                n += 1\n"
+        "                if n == 5:\n"
+        "                    break\n"
         "        print('got', n)\n"
         "asyncio.run(main())\n"
     )

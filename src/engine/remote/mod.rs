@@ -20,7 +20,9 @@ use tonic::{Request, Streaming};
 mod tls;
 
 use crate::backoff::Backoff;
-use crate::engine::connection::{supervise, CallPolicy, CircuitBreaker, ConnState, ConnectionState, Retry};
+use crate::engine::connection::{
+    report_breaker, supervise, CallPolicy, CircuitBreaker, ConnState, ConnectionState, Retry,
+};
 use crate::engine::EngineConfig;
 use crate::engine::*;
 use crate::error::{Error, Result};
@@ -134,7 +136,10 @@ impl RemoteEngine {
             next_id: AtomicU64::new(1),
             policy: CallPolicy {
                 state: state.clone(),
-                breaker: CircuitBreaker::new(cfg.breaker_threshold, Duration::from_millis(cfg.breaker_timeout_ms)),
+                breaker: Arc::new(CircuitBreaker::new(
+                    cfg.breaker_threshold,
+                    Duration::from_millis(cfg.breaker_timeout_ms),
+                )),
                 timeout: Duration::from_millis(cfg.request_timeout_ms.max(1)),
                 max_retries: cfg.max_retries,
             },
@@ -147,30 +152,40 @@ impl RemoteEngine {
         state.set(ConnState::Connected, None);
         let health = engine.health.clone();
         let heartbeat = (cfg.heartbeat_ms > 0).then(|| Duration::from_millis(cfg.heartbeat_ms));
-        // A probe answers within the heartbeat (a dead peer holds no socket
-        // error, it just stops answering) or the request timeout.
-        let probe_timeout = heartbeat.unwrap_or(engine.timeout).min(engine.timeout);
+        // A probe answers within two heartbeats (a dead peer holds no socket
+        // error, it just stops answering; a busy broker or machine may miss
+        // one beat) or the request timeout.
+        let probe_timeout = heartbeat.map_or(engine.timeout, |h| h * 2).min(engine.timeout);
         let backoff = cfg.reconnect;
+        let breaker = engine.policy.breaker.clone();
         let task = tokio::spawn(async move {
             let probe = || {
                 let mut health = health.clone();
                 async move { status(health.check(timed(pb::CheckRequest {}, probe_timeout)).await).map(|_| ()) }
             };
-            supervise(&state, heartbeat, backoff, probe, || {}).await;
+            // The restored link closes a breaker the outage opened.
+            let restored = || {
+                breaker.close();
+                report_breaker(&breaker, &state);
+            };
+            supervise(&state, heartbeat, backoff, probe, restored).await;
         });
         *engine.supervisor.lock().unwrap() = Some(task);
         Ok(Arc::new(engine))
     }
 
     /// The live publish stream, opened (again) if needed.
-    async fn publish_link(&self) -> Result<(mpsc::Sender<pb::PublishRequest>, Arc<Mutex<HashMap<u64, Reply>>>)> {
+    async fn publish_link(
+        &self,
+        left: Duration,
+    ) -> Result<(mpsc::Sender<pb::PublishRequest>, Arc<Mutex<HashMap<u64, Reply>>>)> {
         let mut link = self.link.lock().await;
         if let Some(l) = link.as_ref().filter(|l| l.alive.load(Ordering::Acquire)) {
             return Ok((l.tx.clone(), l.pending.clone()));
         }
         let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
         let mut client = self.streams.clone();
-        let opened = tokio::time::timeout(self.timeout, client.publish(ReceiverStream::new(rx)))
+        let opened = tokio::time::timeout(left, client.publish(ReceiverStream::new(rx)))
             .await
             .map_err(|_| Error::Timeout("opening the publish stream timed out".into()))?
             .map_err(|s| wire::from_status(&s))?;
@@ -213,7 +228,7 @@ impl RemoteEngine {
 impl RemoteEngine {
     /// One attempt at a publish over the pipelined stream.
     async fn publish_once(&self, stream: &str, records: Vec<pb::Record>, left: Duration) -> Result<Vec<Position>> {
-        let (tx, pending) = self.publish_link().await?;
+        let (tx, pending) = self.publish_link(left).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         pending.lock().unwrap().insert(id, reply);

@@ -41,12 +41,24 @@ fn hint(tls: bool) -> &'static str {
     }
 }
 
+/// What a `CaUsedAsEndEntity` refusal means and how to fix it: the usual
+/// quick self-signed certificate is a CA certificate, which rustls (like
+/// browsers) does not accept as a server's own certificate.
+const CA_AS_SERVER_CERT: &str = "the broker serves a CA certificate as its own certificate, as a self-signed \
+     `openssl req -x509` certificate is by default (basicConstraints CA:TRUE); TLS clients accept only a \
+     server certificate signed by a CA: make a CA and a server certificate with \
+     `flowmesh tls dev-certs --host <broker host> --out DIR`, serve `--tls-cert DIR/server.pem --tls-key \
+     DIR/server-key.pem` and connect with the option tls_ca_file=DIR/ca.pem";
+
 /// A failed connect, with the likely cause when it looks like a TLS mismatch.
 pub fn connect_error(url: &str, tls: bool, e: &tonic::transport::Error) -> Error {
     let detail = chain(e);
     let lower = detail.to_ascii_lowercase();
     if lower.contains("connection refused") || lower.contains("dns error") || lower.contains("failed to lookup") {
         return Error::Unavailable(format!("cannot connect to broker at {url}: {detail}"));
+    }
+    if lower.contains("causedasendentity") {
+        return Error::Unavailable(format!("cannot connect to broker at {url}: {detail} ({CA_AS_SERVER_CERT})"));
     }
     let hint = if lower.contains("certificate") || lower.contains("notvalidforname") {
         "the broker's certificate is not trusted: check tls_ca_file and tls_server_name"
@@ -60,6 +72,11 @@ pub fn connect_error(url: &str, tls: bool, e: &tonic::transport::Error) -> Error
 /// answer from the broker) is most likely a TLS/plaintext mismatch.
 pub fn first_call_error(url: &str, tls: bool, e: Error) -> Error {
     match e {
+        Error::Disconnected(m) | Error::Unavailable(m) | Error::Internal(m)
+            if m.to_ascii_lowercase().contains("causedasendentity") =>
+        {
+            Error::Unavailable(format!("broker at {url} did not answer: {m} ({CA_AS_SERVER_CERT})"))
+        }
         Error::Disconnected(m) | Error::Unavailable(m) | Error::Internal(m) => {
             Error::Unavailable(format!("broker at {url} did not answer: {m} ({})", hint(tls)))
         }
