@@ -166,7 +166,7 @@ async fn reconnects_leave_no_growth(default_cycles: usize) {
         proxy.set(Mode::Pass);
         wait_state(&states, ConnState::Connected, Duration::from_secs(30));
         assert!(client.kv_exists("b", "k").await.is_ok(), "cycle {cycle}: not usable after reconnect");
-        if cycle + 1 >= warm && (cycle + 1 - warm) % every == 0 {
+        if cycle + 1 >= warm && (cycle + 1 - warm).is_multiple_of(every) {
             samples.push(sample(cycle + 1));
         }
     }

@@ -122,7 +122,7 @@ const START: i64 = 100;
 async fn concurrent_transfers_never_interleave(b: Backend) {
     let f = fixture(b).await;
     let c = &f.client;
-    let bucket = |i: usize| if i % 2 == 0 { "even" } else { "odd" };
+    let bucket = |i: usize| if i.is_multiple_of(2) { "even" } else { "odd" };
     for i in 0..ACCOUNTS {
         c.kv_set(bucket(i), &format!("acct-{i}"), Bytes::from(START.to_string()), 0).await.unwrap();
     }
