@@ -28,10 +28,6 @@ extern "C" {
 
 // ---- Handles: opaque types, used only through pointers --------------------
 
-// When a log is rewritten: once it holds at least `min_bytes` and more than
-// `factor` times the bytes of the state it describes.
-typedef struct Compaction Compaction;
-
 // An owned byte buffer returned by the library. Free with fm_buf_free.
 typedef struct fm_buf fm_buf;
 
