@@ -475,24 +475,20 @@ impl BucketState {
     }
 }
 
-/// Appends one frame: a put record.
-fn encode_put(out: &mut Vec<u8>, key: &str, value: &[u8], rev: u64, expires_ms: i64) {
-    codec::put_frame(out, |b| {
-        b.push(W_PUT);
-        codec::put_bytes(b, key.as_bytes());
-        codec::put_bytes(b, value);
-        b.extend_from_slice(&rev.to_le_bytes());
-        b.extend_from_slice(&expires_ms.to_le_bytes());
-    });
+/// Writes the body of a put record (framed by the caller).
+fn encode_put(b: &mut Vec<u8>, key: &str, value: &[u8], rev: u64, expires_ms: i64) {
+    b.push(W_PUT);
+    codec::put_bytes(b, key.as_bytes());
+    codec::put_bytes(b, value);
+    b.extend_from_slice(&rev.to_le_bytes());
+    b.extend_from_slice(&expires_ms.to_le_bytes());
 }
 
-/// Appends one frame: a delete record.
-fn encode_del(out: &mut Vec<u8>, key: &str, rev: u64) {
-    codec::put_frame(out, |b| {
-        b.push(W_DEL);
-        codec::put_bytes(b, key.as_bytes());
-        b.extend_from_slice(&rev.to_le_bytes());
-    });
+/// Writes the body of a delete record (framed by the caller).
+fn encode_del(b: &mut Vec<u8>, key: &str, rev: u64) {
+    b.push(W_DEL);
+    codec::put_bytes(b, key.as_bytes());
+    b.extend_from_slice(&rev.to_le_bytes());
 }
 
 #[cfg(test)]
