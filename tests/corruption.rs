@@ -128,7 +128,7 @@ async fn a_flipped_byte_mid_segment_loses_only_its_record_and_is_reported() {
     assert!(out.contains(&seg.display().to_string()) && out.contains("damaged"), "{out}");
     let (code, out) = check(dir.path(), true);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(files(dir.path(), ".log").len(), 2, "segment and offsets, no more");
+    assert_eq!(files(dir.path(), ".log").len(), 3, "segment, offsets and the transaction log, no more");
     assert_eq!(files(dir.path(), "").iter().filter(|p| p.to_str().unwrap().contains(".log.damaged-")).count(), 1);
     let (code, out) = check(dir.path(), false);
     assert_eq!(code, 0, "repaired: {out}");
