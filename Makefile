@@ -22,7 +22,7 @@ export FLOWMESH_LIB := $(LIB_SO)
 export FLOWMESH_BIN := $(RELEASE)/flowmesh
 export FLOWMESH_LIB_DIR := $(RELEASE)
 
-.PHONY: all setup setup-run lib run demo test test-rust test-c test-python test-go test-node test-install \
+.PHONY: all setup setup-run lib run demo test test-rust test-nats-cluster test-c test-python test-go test-node test-install \
         test-linearizability header check-header lint install bench bench-quick soak clean \
         packages python-dist npm deb docs
 
@@ -52,6 +52,10 @@ test: setup lint check-header test-rust test-c test-install test-python test-go 
 
 test-rust: setup lib
 	$(CARGO) test --release --locked -- --test-threads=2
+
+## The contract suites on a 3-node JetStream cluster (slow on two cores; not in make test).
+test-nats-cluster: setup lib
+	$(CARGO) test --release --locked --test contract --test events --test metrics nats_cluster -- --ignored --test-threads=1
 
 test-c: setup lib
 	tests/c/run.sh

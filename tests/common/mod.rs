@@ -287,6 +287,7 @@ macro_rules! contract_tests {
         }
         mod nats_cluster {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               #[ignore = "3-node cluster: make test-nats-cluster"]
                async fn $name() { super::$name($crate::common::Backend::NatsCluster).await } )*
         }
     };
