@@ -8,6 +8,10 @@
 set -eu
 cd "$(dirname "$0")"
 target=${CARGO_TARGET_DIR:-$(cd ../.. && pwd)/target}
+release=${FLOWMESH_LIB_DIR:-$target/release}
+# The Go binding links $repo/target/release by default; point cgo at the
+# library cargo really built (CARGO_TARGET_DIR may place it elsewhere).
+export CGO_LDFLAGS="-L$release -Wl,-rpath,$release ${CGO_LDFLAGS:-}"
 bin="${TMPDIR:-/tmp}/fm-linearizability-$$"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir" "$bin"' EXIT
