@@ -262,25 +262,12 @@ macro_rules! contract_tests_without_nats {
     };
 }
 
+/// The whole contract: the engines above plus a nats-server (and a 3-node
+/// cluster, ignored by default).
 #[macro_export]
 macro_rules! contract_tests {
     ($($name:ident),* $(,)?) => {
-        mod mem {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name($crate::common::Backend::Mem).await } )*
-        }
-        mod file {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name($crate::common::Backend::File).await } )*
-        }
-        mod remote_mem {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name($crate::common::Backend::RemoteMem).await } )*
-        }
-        mod remote_file {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name($crate::common::Backend::RemoteFile).await } )*
-        }
+        $crate::contract_tests_without_nats!($($name),*);
         mod nats {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                async fn $name() { super::$name($crate::common::Backend::Nats).await } )*
