@@ -733,6 +733,16 @@ fm_status fm_event_pause(struct fm_event_subscription *sub, const char *reason);
 // Resumes delivery after fm_event_pause: everything held is delivered.
 fm_status fm_event_resume(struct fm_event_subscription *sub);
 
+// Ends the handling of event `id` on a subscription opened with option
+// "async_handler" = true, for bindings whose handlers run after the
+// callback returned (on an event loop): with auto_ack, `status` FM_OK
+// acknowledges the event unless the handler settled it itself, and any
+// other status leaves it unacknowledged, so it comes back after
+// ack_wait_ms. Then the next event is delivered: one event is handled at a
+// time. FM_ERR_NOT_FOUND if `id` is not the event being handled;
+// FM_ERR_INVALID_ARGUMENT for a subscription without async_handler.
+fm_status fm_event_done(struct fm_event_subscription *sub, uint64_t id, fm_status status);
+
 // FM_OK while healthy. Otherwise the error that ended delivery (e.g.
 // FM_ERR_UNAUTHORIZED: an event is sealed for this app but the client has
 // no app_secret_key; the event stays queued), or else FM_ERR_UNAUTHORIZED

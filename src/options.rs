@@ -50,6 +50,7 @@ const KEYS: &[(&str, Kind, Context)] = &[
     ("app_secret_key", Kind::Text, Context::Connect),
     ("auto_ack", Kind::Bool, Context::Event),
     ("ack_wait_ms", Kind::Unsigned, Context::Event),
+    ("async_handler", Kind::Bool, Context::Event),
     ("tls_ca_file", Kind::Text, Context::Connect),
     ("tls_server_name", Kind::Text, Context::Connect),
     // nats:// (src/engine/nats): replication, credentials, TLS client cert, domain

@@ -23,7 +23,7 @@ async fn app(f: &Fixture, id: &str, secret: Option<&str>) -> Events {
 }
 
 fn manual(ack_wait_ms: u64) -> SubscribeOptions {
-    SubscribeOptions { auto_ack: false, ack_wait_ms }
+    SubscribeOptions { auto_ack: false, ack_wait_ms, ..SubscribeOptions::default() }
 }
 
 async fn next(sub: &EventSubscription) -> flowmesh::events::Event {

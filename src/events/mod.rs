@@ -138,18 +138,23 @@ pub struct Event {
     pub reply_to: Option<u64>,
 }
 
-/// Subscription settings (options `auto_ack`, `ack_wait_ms`).
+/// Subscription settings (options `auto_ack`, `ack_wait_ms`, `async_handler`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubscribeOptions {
-    /// Acknowledge each event when its callback returns (callback mode).
+    /// Acknowledge each event once its handler finished without error (see
+    /// [`EventSubscription::handled`]).
     pub auto_ack: bool,
     /// An event not acked (or deferred/discarded) within this is redelivered.
     pub ack_wait_ms: u64,
+    /// Callback mode: the handler of an event finishes when the binding says
+    /// so (fm_event_done), not when the callback returns. For bindings whose
+    /// handlers run later on another thread (an event loop).
+    pub async_handler: bool,
 }
 
 impl Default for SubscribeOptions {
     fn default() -> Self {
-        SubscribeOptions { auto_ack: true, ack_wait_ms: DEFAULT_ACK_WAIT_MS }
+        SubscribeOptions { auto_ack: true, ack_wait_ms: DEFAULT_ACK_WAIT_MS, async_handler: false }
     }
 }
 
@@ -160,7 +165,11 @@ impl SubscribeOptions {
         if ack_wait_ms == 0 {
             return Err(Error::invalid("option ack_wait_ms: must be at least 1"));
         }
-        Ok(SubscribeOptions { auto_ack: opts.bool("auto_ack")?.unwrap_or(true), ack_wait_ms })
+        Ok(SubscribeOptions {
+            auto_ack: opts.bool("auto_ack")?.unwrap_or(true),
+            ack_wait_ms,
+            async_handler: opts.bool("async_handler")?.unwrap_or(false),
+        })
     }
 }
 
@@ -554,8 +563,19 @@ impl EventSubscription {
         self.events.client.ack(&self.queue, job).await
     }
 
-    /// Acks `id` unless the application already settled it (auto-ack).
-    pub async fn settle(&self, id: u64) -> Result<()> {
+    /// The auto-ack rule, one for every binding: once the handler of a
+    /// delivered event finished, with auto_ack an event handled without
+    /// error (`ok`) is acknowledged unless the handler settled it itself
+    /// (ack, defer, discard); a failed handler leaves it unacknowledged, so
+    /// it comes back after ack_wait_ms. Without auto_ack nothing happens.
+    pub async fn handled(&self, id: u64, ok: bool) -> Result<()> {
+        if !self.opts.auto_ack {
+            return Ok(());
+        }
+        if !ok {
+            tracing::debug!(event = id, "event handler failed; redelivered after ack_wait");
+            return Ok(());
+        }
         match self.ack(id).await {
             Err(Error::NotFound(_)) => Ok(()),
             r => r,

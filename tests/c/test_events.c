@@ -422,3 +422,59 @@ CORE_TEST(events_unsubscribe_in_callback_and_close_with_live_subscription)
     waiter_destroy(&s.w);
     waiter_destroy(&s2.w);
 }
+
+/* async_handler: the handler of an event ends at fm_event_done, not when the
+ * callback returns; one event is handled at a time; with auto_ack FM_OK acks
+ * it and a failure status leaves it to come back after ack_wait. */
+CORE_TEST(events_async_handler_ends_at_fm_event_done)
+{
+    fm_client *alice = app_client("ev7", "alice", NULL);
+    fm_client *bob = app_client("ev7", "bob", NULL);
+    REQUIRE(alice && bob);
+    struct seen at_bob;
+    seen_init(&at_bob);
+    fm_event_subscription *sb = NULL;
+    fm_options *o = sub_opts(NULL, "300");
+    CHECK_OK(fm_options_set(o, "async_handler", "true"));
+    CHECK_ST(fm_options_set(o, "async_handler", "maybe"), FM_ERR_INVALID_ARGUMENT);
+    CHECK_OK(fm_event_subscribe(bob, "jobs/async", o, on_event, &at_bob, &sb));
+    fm_options_free(o);
+    REQUIRE(sb);
+    uint64_t first = publish_text(alice, "jobs/async", "bob", "one", NULL);
+    uint64_t second = publish_text(alice, "jobs/async", "bob", "two", NULL);
+    CHECK(waiter_wait(&at_bob.w, 1, 10000 * slow()) == 1);
+    sleep_ms(200); /* the second waits for the first's handler to end */
+    CHECK(waiter_get(&at_bob.w) == 1);
+    CHECK_ST(fm_event_done(sb, second, FM_OK), FM_ERR_NOT_FOUND); /* not the one being handled */
+    CHECK_OK(fm_event_done(sb, first, FM_ERR_INTERNAL));           /* failed: not acked */
+    CHECK_ST(fm_event_done(sb, first, FM_OK), FM_ERR_NOT_FOUND);   /* its handling is over */
+    /* The first comes back after ack_wait (300 ms), the second may come first. */
+    CHECK(waiter_wait(&at_bob.w, 2, 10000 * slow()) == 2);
+    for (int round = 0; round < 2; round++) {
+        pthread_mutex_lock(&at_bob.w.mu);
+        long n = at_bob.w.count;
+        uint64_t id = at_bob.ids[n - 1];
+        pthread_mutex_unlock(&at_bob.w.mu);
+        CHECK_OK(fm_event_done(sb, id, FM_OK)); /* acked */
+        if (round == 0)
+            CHECK(waiter_wait(&at_bob.w, 3, 10000 * slow()) == 3);
+    }
+    sleep_ms(900); /* acked events do not come back */
+    CHECK(waiter_get(&at_bob.w) == 3);
+    pthread_mutex_lock(&at_bob.w.mu);
+    CHECK(at_bob.ids[0] == first);
+    CHECK((at_bob.ids[1] == first && at_bob.counts[1] == 2) || (at_bob.ids[2] == first && at_bob.counts[2] == 2));
+    CHECK(at_bob.ids[1] == second || at_bob.ids[2] == second);
+    pthread_mutex_unlock(&at_bob.w.mu);
+    CHECK_ST(fm_event_done(NULL, first, FM_OK), FM_ERR_INVALID_ARGUMENT);
+    CHECK_OK(fm_event_unsubscribe(sb));
+    CHECK_ST(fm_event_done(sb, first, FM_OK), FM_ERR_CLOSED);
+    /* Without async_handler the callback's return ends the handler. */
+    fm_event_subscription *sync_sub = NULL;
+    CHECK_OK(fm_event_subscribe(bob, "jobs/sync", NULL, on_event, &at_bob, &sync_sub));
+    CHECK_ST(fm_event_done(sync_sub, 1, FM_OK), FM_ERR_INVALID_ARGUMENT);
+    CHECK_OK(fm_event_unsubscribe(sync_sub));
+    fm_client_close(alice);
+    fm_client_close(bob);
+    waiter_destroy(&at_bob.w);
+}

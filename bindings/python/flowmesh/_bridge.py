@@ -162,9 +162,13 @@ class SubState(Generic[T]):
             self._handle = handle
             return True
 
+    def unsubscribe_native(self, handle: int) -> None:
+        """The native unsubscribe of this kind of subscription (blocking)."""
+        lib().fm_unsubscribe(handle)
+
     def discard(self, handle: int) -> None:
         """Unsubscribe a handle that came back after release (blocking)."""
-        lib().fm_unsubscribe(handle)
+        self.unsubscribe_native(handle)
         self.pin.release_joined()
 
     def stop_local(self) -> None:
@@ -207,7 +211,7 @@ class SubState(Generic[T]):
         # fm_unsubscribe (which waits for running callbacks) can.
         self.channel.close()
         if handle:
-            lib().fm_unsubscribe(handle)  # joins the callback thread...
+            self.unsubscribe_native(handle)  # joins the callback thread...
             self.pin.release_joined()  # ...so its kept thread state can go
         # self.callback is deliberately kept: release() may run inside this
         # very callback (a GC finalizer on the dispatcher thread), and the

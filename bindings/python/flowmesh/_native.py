@@ -110,6 +110,8 @@ KV_WATCH_CB = CFUNCTYPE(None, c_void_p, c_int, c_char_p, c_void_p, c_size_t, c_u
 
 # (user_data, fm_conn_state, cause status, detail or NULL)
 STATE_CB = CFUNCTYPE(None, c_void_p, c_int, c_int32, c_char_p)
+# (user_data, borrowed fm_event)
+EVENT_CB = CFUNCTYPE(None, c_void_p, c_void_p)
 
 _P = c_void_p  # opaque handles are passed around as plain addresses
 _S = c_int32  # fm_status
@@ -182,6 +184,32 @@ _SIGNATURES: dict[str, tuple[Any, List[Any]]] = {
     "fm_strings_get": (c_char_p, [_P, c_size_t]),
     "fm_strings_free": (None, [_P]),
     "fm_kv_watch": (_S, [_P, c_char_p, c_char_p, KV_WATCH_CB, _P, POINTER(_P)]),
+    # events
+    "fm_event_keygen": (_S, [POINTER(_P), POINTER(_P)]),
+    "fm_event_publish": (
+        _S,
+        [_P, c_char_p, POINTER(c_char_p), c_size_t, c_char_p, c_size_t, c_char_p, POINTER(c_uint64)],
+    ),
+    "fm_event_subscribe": (_S, [_P, c_char_p, _P, EVENT_CB, _P, POINTER(_P)]),
+    "fm_event_ack": (_S, [_P, c_uint64]),
+    "fm_event_defer": (_S, [_P, c_uint64, c_uint64, c_char_p]),
+    "fm_event_discard": (_S, [_P, c_uint64, c_char_p]),
+    "fm_event_replay": (_S, [_P, c_uint64, POINTER(_P)]),
+    "fm_event_pause": (_S, [_P, c_char_p]),
+    "fm_event_resume": (_S, [_P]),
+    "fm_event_done": (_S, [_P, c_uint64, _S]),
+    "fm_event_subscription_status": (_S, [_P, POINTER(c_uint64)]),
+    "fm_event_unsubscribe": (_S, [_P]),
+    "fm_event_free": (None, [_P]),
+    "fm_event_id": (c_uint64, [_P]),
+    "fm_event_name": (c_char_p, [_P]),
+    "fm_event_sender": (c_char_p, [_P]),
+    "fm_event_timestamp_ms": (c_int64, [_P]),
+    "fm_event_payload": (c_void_p, [_P, POINTER(c_size_t)]),
+    "fm_event_metadata": (c_char_p, [_P]),
+    "fm_event_delivery_count": (c_uint32, [_P]),
+    "fm_event_encrypted": (c_bool, [_P]),
+    "fm_event_reply_to": (c_uint64, [_P, POINTER(c_bool)]),
 }
 
 

@@ -19,6 +19,7 @@ from ._errors import (
     check,
 )
 from ._state import StateCallback, StateListener
+from .events import EventsClient
 from .kv import KVClient
 from .queue import QueueClient
 from .stream import StreamClient
@@ -74,6 +75,7 @@ class FlowMesh:
         self.stream = StreamClient(self)
         self.queue = QueueClient(self)
         self.kv = KVClient(self)
+        self.events = EventsClient(self)
 
     # ---- lifetime -------------------------------------------------------------
     async def connect(self) -> None:
