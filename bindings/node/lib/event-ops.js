@@ -73,6 +73,7 @@ function eventOps(fn, check, out) {
     },
     eventPause(_c, sub, reason) { check(fn.fm_event_pause(sub, reason)); },
     eventResume(_c, sub) { check(fn.fm_event_resume(sub)); },
+    eventDone(_c, sub, id, status) { check(fn.fm_event_done(sub, id, status)); },
     eventStatus(_c, sub) {
       const n = [0];
       const st = fn.fm_event_subscription_status(sub, n);

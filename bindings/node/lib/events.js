@@ -4,9 +4,11 @@
 // generateEventKey. Connect with { appId } (and { appSecretKey } for
 // end-to-end sealing).
 //
-// Handlers run on the main thread. The native subscription never auto-acks:
-// with autoAck (the default) the binding acks once the handler's promise
-// settles without error, so async handlers finish before their event is acked.
+// Handlers run on the main thread. The subscription is native with
+// async_handler: once every handler's promise settled the binding reports the
+// outcome with fm_event_done, and the core's auto-ack rule (autoAck, the
+// default) acks an event whose handlers all succeeded; one whose handler
+// failed comes back after ackWaitMs. One event is handled at a time.
 
 const { koffi, load } = require('./native');
 const errors = require('./errors');
@@ -48,10 +50,9 @@ async function generateEventKey() {
 }
 
 class EventSubscription {
-  constructor(client, name, autoAck) {
+  constructor(client, name) {
     this._client = client;
     this.eventName = name;
-    this._autoAck = autoAck;
     this._ptr = null;
     this._cb = null;
     this._handlers = [];
@@ -66,16 +67,17 @@ class EventSubscription {
       this._early.push(ev);
       return;
     }
-    for (const h of this._handlers) {
-      Promise.resolve()
-        .then(() => h(ev))
-        .then(() => (this._autoAck ? this.ack(ev.id) : undefined))
-        .catch((err) => {
-          // Already settled by the handler, or unsubscribed: nothing to ack.
-          if (err instanceof errors.NotFoundError || err instanceof errors.ClosedError) return;
-          process.emitWarning(`flowmesh: event handler for ${this.eventName} failed: ${err && err.message}`);
-        });
-    }
+    Promise.all(this._handlers.map((h) => Promise.resolve().then(() => h(ev))))
+      .then(() => 0, (err) => {
+        process.emitWarning(`flowmesh: event handler for ${this.eventName} failed: ${err && err.message}`);
+        return errors.byName('FM_ERR_INTERNAL', 'handler failed').status;
+      })
+      .then((status) => this._op('eventDone', [eventId(ev.id), status]))
+      .catch((err) => {
+        // Unsubscribed meanwhile: the event went back to the inbox.
+        if (err instanceof errors.ClosedError) return;
+        process.emitWarning(`flowmesh: ending the handling of event ${ev.id} failed: ${err && err.message}`);
+      });
   }
 
   /** Calls handler(event) for every event (sync or async). */
@@ -159,8 +161,8 @@ Client.prototype.subscribeEvents = async function subscribeEvents(eventName, opt
   if (handler !== undefined && typeof handler !== 'function') throw new TypeError('handler must be a function');
   if (this._state !== 'open') throw errors.byName('FM_ERR_CLOSED', 'client is closed');
   const { types } = load();
-  const sub = new EventSubscription(this, eventName, opts.autoAck !== false);
-  const pairs = [['auto_ack', 'false']];
+  const sub = new EventSubscription(this, eventName);
+  const pairs = [['auto_ack', opts.autoAck === false ? 'false' : 'true'], ['async_handler', 'true']];
   if (opts.ackWaitMs != null) pairs.push(['ack_wait_ms', String(eventId(opts.ackWaitMs))]);
   sub._cb = koffi.register((_ud, ev) => {
     sub._deliver(toEvent(decodeEvent(ev)));

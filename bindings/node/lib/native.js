@@ -158,6 +158,7 @@ const PROTOTYPES = [
   'int32_t fm_event_replay(fm_event_subscription *sub, uint64_t id, _Out_ fm_event **out)',
   'int32_t fm_event_pause(fm_event_subscription *sub, const char *reason)',
   'int32_t fm_event_resume(fm_event_subscription *sub)',
+  'int32_t fm_event_done(fm_event_subscription *sub, uint64_t id, int32_t status)',
   'int32_t fm_event_subscription_status(const fm_event_subscription *sub, _Out_ uint64_t *rejected_out)',
   'int32_t fm_event_unsubscribe(fm_event_subscription *sub)',
   'void fm_event_free(fm_event *ev)',
