@@ -47,13 +47,22 @@ int port_open(int port)
 }
 
 /* One attempt on b->port: 0 once the port accepts, -1 if the broker
- * exited (port taken?) or did not open the port in time. */
-static int spawn_on_port(struct broker *b, const char *data, const char *log)
+ * exited (port taken?) or did not open the port in time. `extra`: more
+ * arguments for `serve` (NULL-terminated) or NULL. */
+static int spawn_on_port(struct broker *b, const char *data, const char *log, const char *const *extra)
 {
     const char *bin = getenv("FM_TEST_FLOWMESH");
     if (!bin || !*bin || b->port <= 0)
         return -1;
     char listen[32];
+    const char *argv[24] = {"flowmesh", "serve", "--listen", listen, "--data", data};
+    size_t argc = 6;
+    for (; extra && *extra; extra++) {
+        if (argc + 1 >= sizeof argv / sizeof argv[0])
+            return -1;
+        argv[argc++] = *extra;
+    }
+    argv[argc] = NULL;
     snprintf(listen, sizeof listen, "127.0.0.1:%d", b->port);
     snprintf(b->url, sizeof b->url, "grpc://127.0.0.1:%d", b->port);
     int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -72,7 +81,7 @@ static int spawn_on_port(struct broker *b, const char *data, const char *log)
             dup2(logfd, 1);
             dup2(logfd, 2);
         }
-        execl(bin, "flowmesh", "serve", "--listen", listen, "--data", data, (char *)NULL);
+        execv(bin, (char *const *)argv);
         _exit(127);
     }
     if (logfd >= 0)
@@ -95,22 +104,27 @@ static int spawn_on_port(struct broker *b, const char *data, const char *log)
     return -1;
 }
 
-int broker_start(struct broker *b, const char *data, const char *log)
+int broker_start_args(struct broker *b, const char *data, const char *log, const char *const *extra)
 {
     for (int attempt = 0; attempt < 3; attempt++) {
         b->port = free_port();
         if (b->port <= 0)
             return -1;
-        if (spawn_on_port(b, data, log) == 0)
+        if (spawn_on_port(b, data, log, extra) == 0)
             return 0;
     }
     return -1;
 }
 
+int broker_start(struct broker *b, const char *data, const char *log)
+{
+    return broker_start_args(b, data, log, NULL);
+}
+
 int broker_restart(struct broker *b, const char *data, const char *log)
 {
     for (int attempt = 0; attempt < 20; attempt++) {
-        if (spawn_on_port(b, data, log) == 0)
+        if (spawn_on_port(b, data, log, NULL) == 0)
             return 0;
         sleep_ms(100);
     }

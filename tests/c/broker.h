@@ -18,6 +18,9 @@ struct broker {
  * (PR_SET_PDEATHSIG). Waits (bounded, 10 s x FM_TEST_SLOW) for the port.
  * Returns 0 on success. */
 int broker_start(struct broker *b, const char *data, const char *log);
+/* broker_start with more `serve` arguments (NULL-terminated), e.g.
+ * {"--access-file", path, NULL}. */
+int broker_start_args(struct broker *b, const char *data, const char *log, const char *const *extra);
 /* Starts it again on the same port (b->port) after broker_stop; retries
  * (bounded) while the port cannot be bound yet. Returns 0 on success. */
 int broker_restart(struct broker *b, const char *data, const char *log);

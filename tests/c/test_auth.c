@@ -8,10 +8,7 @@
 #include "harness.h"
 #include "broker.h"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #define NS "matrix"
@@ -33,53 +30,8 @@ static int token_hash(const char *bin, const char *token, char out[65])
 /* Starts `flowmesh serve --access-file FILE` on a free port (bounded wait). */
 static int start_auth_broker(struct broker *b, const char *access, const char *log)
 {
-    const char *bin = getenv("FM_TEST_FLOWMESH");
-    for (int attempt = 0; attempt < 3; attempt++) {
-        /* The kernel's pick for port 0, released just before the broker binds it. */
-        struct broker probe = {0};
-        if (broker_start(&probe, "mem://", log) != 0)
-            return -1;
-        int port = probe.port;
-        broker_stop(&probe, SIGKILL);
-        char listen[32];
-        snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-        snprintf(b->url, sizeof b->url, "grpc://127.0.0.1:%d", port);
-        b->port = port;
-        int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        pid_t parent = getpid();
-        pid_t pid = fork();
-        if (pid < 0)
-            return -1;
-        if (pid == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            if (getppid() != parent)
-                _exit(127);
-            if (logfd >= 0) {
-                dup2(logfd, 1);
-                dup2(logfd, 2);
-            }
-            execl(bin, "flowmesh", "serve", "--listen", listen, "--data", "mem://", "--access-file",
-                  access, (char *)NULL);
-            _exit(127);
-        }
-        if (logfd >= 0)
-            close(logfd);
-        b->pid = pid;
-        int64_t deadline = now_ms() + 10000 * slow();
-        while (now_ms() < deadline) {
-            if (port_open(port))
-                return 0;
-            if (waitpid(pid, NULL, WNOHANG) == pid)
-                break;
-            sleep_ms(5);
-        }
-        if (waitpid(pid, NULL, WNOHANG) == 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
-        }
-        b->pid = 0;
-    }
-    return -1;
+    const char *extra[] = {"--access-file", access, NULL};
+    return broker_start_args(b, "mem://", log, extra);
 }
 
 static fm_client *connect_as(const char *url, const char *tenant, const char *token)
