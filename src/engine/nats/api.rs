@@ -185,6 +185,54 @@ impl Js {
         }
     }
 
+    /// The configs of every stream with a subject matching `subject`
+    /// (STREAM.LIST, paged).
+    pub async fn list_configs(&self, subject: &str) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        loop {
+            let v = self.call("STREAM.LIST", &json!({"subject": subject, "offset": out.len()}), "list streams").await?;
+            let page = v["streams"].as_array().cloned().unwrap_or_default();
+            let n = page.len();
+            out.extend(page.into_iter().map(|s| s["config"].clone()));
+            if n == 0 || out.len() as u64 >= v["total"].as_u64().unwrap_or(0) {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Deletes a stream; false when there was none.
+    pub async fn delete_stream(&self, name: &str) -> Result<bool> {
+        match self.call(&format!("STREAM.DELETE.{name}"), &json!({}), &format!("delete stream {name}")).await {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Purges a stream (`body` may hold a subject `filter`); returns how
+    /// many messages went. Sequences go on from where they were.
+    pub async fn purge(&self, name: &str, body: &Value) -> Result<u64> {
+        let v = self.call(&format!("STREAM.PURGE.{name}"), body, &format!("purge stream {name}")).await?;
+        Ok(v["purged"].as_u64().unwrap_or(0))
+    }
+
+    /// A subscription to the server's advisory that stream `name` was
+    /// deleted, so feeds on it can end instead of waiting forever.
+    pub async fn deleted_advisory(&self, name: &str) -> Result<async_nats::Subscriber> {
+        self.client
+            .subscribe(format!("$JS.EVENT.ADVISORY.STREAM.DELETED.{name}"))
+            .await
+            .map_err(|e| link_error(&format!("watch stream {name}"), e))
+    }
+
+    /// Changes an existing stream's config (replicas as they are).
+    pub async fn update_stream(&self, mut config: Value) -> Result<Value> {
+        let name = config["name"].as_str().expect("stream name").to_owned();
+        let info = self.stream_info(&name).await?;
+        config["num_replicas"] = info["config"]["num_replicas"].clone();
+        self.call(&format!("STREAM.UPDATE.{name}"), &config, &format!("update stream {name}")).await
+    }
+
     pub async fn stream_info(&self, name: &str) -> Result<Value> {
         self.call(&format!("STREAM.INFO.{name}"), &json!({}), &format!("stream {name}")).await
     }
@@ -310,6 +358,24 @@ fn publish_error(what: &str, e: jetstream::context::PublishError) -> Error {
             }
         }
     }
+}
+
+/// `feed` until one of `deleted` (stream-deleted advisories) fires: then one
+/// `NotFound(why)` and the end, as feeds end on a deleted resource elsewhere.
+pub fn ends_on_delete<T: Send + 'static>(
+    feed: futures::stream::BoxStream<'static, Result<T>>,
+    deleted: Vec<async_nats::Subscriber>,
+    why: String,
+) -> futures::stream::BoxStream<'static, Result<T>> {
+    use futures::StreamExt;
+    let gone = futures::stream::select_all(deleted).map(move |_| (true, Err(Error::NotFound(why.clone()))));
+    futures::stream::select(feed.map(|m| (false, m)), gone)
+        .scan(false, |ended, (last, m)| {
+            let out = if *ended { None } else { Some(m) };
+            *ended |= last;
+            futures::future::ready(out)
+        })
+        .boxed()
 }
 
 /// Milliseconds as the nanoseconds JetStream durations are given in.

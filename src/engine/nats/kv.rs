@@ -6,6 +6,8 @@
 //! millisecond meaning: each entry carries its deadline (`Fm-Deadline`) and
 //! counts as absent once past it, watchers get the expiry on time, and the
 //! server's per-message TTL (whole seconds, rounded up) cleans up later.
+//! Deleting a bucket deletes its stream; watches end on the server's
+//! stream-deleted advisory.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -98,6 +100,31 @@ impl Kv {
         let epoch = crc32fast::hash(created.as_bytes()) as u64 | 1;
         self.ready.lock().unwrap().insert(bucket.to_owned(), epoch);
         Ok((n, epoch))
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut out: Vec<String> = self
+            .js
+            .list_configs("$KV.>")
+            .await?
+            .iter()
+            .filter_map(|c| c["metadata"]["flowmesh.bucket"].as_str().map(str::to_owned))
+            .filter(|b| b.starts_with(prefix))
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    pub async fn delete_bucket(&self, bucket: &str) -> Result<()> {
+        self.ready.lock().unwrap().remove(bucket);
+        let deleted = self.js.delete_stream(&Names::of(bucket).stream).await?;
+        self.ready.lock().unwrap().remove(bucket);
+        if deleted {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("bucket {bucket} does not exist")))
+        }
     }
 
     async fn last(&self, n: &Names, key: &str) -> Result<Option<RawMsg>> {
@@ -238,6 +265,7 @@ impl Kv {
         after: Option<WatchCursor>,
     ) -> Result<(WatchCursor, KvEventStream)> {
         let (n, epoch) = self.ensure(bucket).await?;
+        let deleted = self.js.deleted_advisory(&n.stream).await?;
         let (msgs, last) = self.scan(&n).await?;
         let from = match after {
             None => last,
@@ -328,6 +356,7 @@ impl Kv {
                 }
             }
         });
-        Ok((cursor, Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let feed = futures::StreamExt::boxed(tokio_stream::wrappers::ReceiverStream::new(rx));
+        Ok((cursor, api::ends_on_delete(feed, vec![deleted], format!("bucket {bucket} was deleted"))))
     }
 }
