@@ -153,6 +153,8 @@ pub struct Js {
     pub js: jetstream::Context,
     /// Replicas of every stream created.
     pub replicas: usize,
+    /// `$JS.API` or `$JS.<domain>.API`, for requests made without the context.
+    pub api_prefix: String,
     pub timeout: Duration,
 }
 
@@ -223,6 +225,85 @@ impl Js {
             .subscribe(format!("$JS.EVENT.ADVISORY.STREAM.DELETED.{name}"))
             .await
             .map_err(|e| link_error(&format!("watch stream {name}"), e))
+    }
+
+    /// The last message of every subject matching `subjects` (exact or
+    /// wildcards) in one read the server isolates from writes (`DIRECT.GET`
+    /// with `multi_last`), and the stream sequence it is as of. At most 1024
+    /// messages. On a replicated stream a follower may answer: an answer
+    /// older than the leader's last sequence before the read is asked again,
+    /// so the read sees every write acknowledged before it.
+    /// When nothing matches, the answer is as of the leader's sequence
+    /// before the read (a lagging follower's "nothing" is believed: a commit
+    /// based on it still fails its checks, a read-only one may be stale).
+    pub async fn multi_last(&self, stream: &str, subjects: &[String]) -> Result<(Vec<RawMsg>, u64)> {
+        let what = format!("read stream {stream}");
+        // The stream's last sequence before the read: what an answer with
+        // no message at all is as of (nothing matched then either).
+        let floor = self.stream_info(stream).await?["state"]["last_seq"].as_u64().unwrap_or(0);
+        for _ in 0..50 {
+            let (msgs, upto) = match self.multi_last_once(stream, subjects, &what).await {
+                Err(Error::NotFound(_)) => (Vec::new(), floor),
+                r => r?,
+            };
+            if upto >= floor {
+                return Ok((msgs, upto));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(Error::Unavailable(format!("{what}: no replica caught up with the stream's leader")))
+    }
+
+    async fn multi_last_once(&self, stream: &str, subjects: &[String], what: &str) -> Result<(Vec<RawMsg>, u64)> {
+        use futures::StreamExt;
+        let inbox = self.client.new_inbox();
+        let mut sub = self.client.subscribe(inbox.clone()).await.map_err(|e| link_error(what, e))?;
+        let body = serde_json::to_vec(&json!({"multi_last": subjects})).expect("request serializes");
+        self.client
+            .publish_with_reply(format!("{}.DIRECT.GET.{stream}", self.api_prefix), inbox, body.into())
+            .await
+            .map_err(|e| link_error(what, e))?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut out = Vec::new();
+        loop {
+            let m = tokio::time::timeout_at(deadline, sub.next())
+                .await
+                .map_err(|_| Error::Timeout(format!("{what}: no answer within {} ms", self.timeout.as_millis())))?
+                .ok_or_else(|| Error::Unavailable(format!("{what}: the connection closed")))?;
+            let headers = m.headers.as_ref().map(header_pairs).unwrap_or_default();
+            let get =
+                |name: &str| headers.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+            match m.status.map(|s| s.as_u16()) {
+                Some(204) => {
+                    let upto = get("Nats-UpTo-Sequence").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    return Ok((out, upto));
+                }
+                Some(413) => {
+                    return Err(Error::TooLarge(format!(
+                        "{what}: a transaction on nats:// reads at most 1024 keys (listed ones included)"
+                    )))
+                }
+                Some(404) => return Err(Error::NotFound(format!("{what}: none of the subjects holds a message"))),
+                Some(503) => return Err(Error::Unavailable(format!("{what}: JetStream did not answer"))),
+                Some(code) => {
+                    return Err(Error::Internal(format!("{what}: JetStream answered {code} {:?}", m.description)))
+                }
+                None => {
+                    let time_ms = get("Nats-Time-Stamp")
+                        .and_then(|t| {
+                            time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
+                        })
+                        .map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
+                    out.push(RawMsg {
+                        subject: get("Nats-Subject").unwrap_or_default(),
+                        seq: get("Nats-Sequence").and_then(|v| v.parse().ok()).unwrap_or(0),
+                        headers: headers.clone(),
+                        payload: m.payload,
+                        time_ms,
+                    });
+                }
+            }
+        }
     }
 
     /// Changes an existing stream's config (replicas as they are).

@@ -45,6 +45,11 @@ impl Meta {
             .map(|_| ())
     }
 
+    /// The subject of the record at `parts`.
+    pub fn subject_of(parts: &[String]) -> String {
+        Self::subject(&parts.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
     /// `parts` are already-encoded subject tokens.
     fn subject(parts: &[&str]) -> String {
         let mut s = PREFIX.to_owned();
@@ -83,6 +88,7 @@ impl Meta {
 
     /// Replaces a record if it is still at `seq` (Conflict otherwise).
     pub async fn put_subject_if(&self, subject: &str, value: Bytes, seq: u64) -> Result<u64> {
+        self.ensure().await?;
         let mut h = HeaderMap::new();
         h.insert("Nats-Expected-Last-Subject-Sequence", seq.to_string().as_str());
         Ok(self.js.publish(subject.to_owned(), h, value).await?.0)

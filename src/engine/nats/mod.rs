@@ -9,6 +9,7 @@ mod meta;
 mod names;
 mod queues;
 mod streams;
+mod txn;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,7 +144,11 @@ impl NatsEngine {
         };
         let info = client.server_info();
         let replicas = n.replicas.unwrap_or(if info.cluster.is_some() && info.connect_urls.len() >= 3 { 3 } else { 1 });
-        let js = api::Js { client, js, replicas, timeout: request_timeout };
+        let api_prefix = match &n.js_domain {
+            Some(d) => format!("$JS.{d}.API"),
+            None => "$JS.API".to_owned(),
+        };
+        let js = api::Js { client, js, replicas, api_prefix, timeout: request_timeout };
         // JetStream must answer for this account, within the connect deadline.
         match tokio::time::timeout(connect_timeout, js.call("INFO", &serde_json::json!({}), "JetStream account info"))
             .await
@@ -161,8 +166,8 @@ impl NatsEngine {
         Ok(Arc::new(NatsEngine {
             streams: streams::Streams::new(js.clone()),
             queues: queues::Queues::new(js.clone(), meta.clone()),
+            kv: kv::Kv::new(js.clone(), meta.clone(), cfg.max_payload_bytes),
             meta,
-            kv: kv::Kv::new(js.clone()),
             js,
             state,
         }))
@@ -336,6 +341,11 @@ impl Engine for NatsEngine {
     ) -> Result<(WatchCursor, KvEventStream)> {
         self.check_link()?;
         self.kv.watch(bucket, prefix, after).await
+    }
+
+    async fn kv_txn(&self, ops: Vec<TxnOp>) -> Result<Vec<TxnResult>> {
+        self.check_link()?;
+        txn::run(&self.kv, ops).await
     }
 
     async fn list_streams(&self, prefix: &str) -> Result<Vec<String>> {
