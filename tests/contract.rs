@@ -778,11 +778,10 @@ contract_tests!(
     two_clients_share_one_engine,
 );
 
-/// Resource lifecycle is not mapped onto nats:// yet (docs/NATS.md).
 mod lifecycle {
     use super::*;
 
-    contract_tests_without_nats!(
+    contract_tests!(
         lists_are_scoped_filtered_and_qualified,
         delete_stream_ends_feeds_frees_files_and_survives_restart,
         delete_while_another_client_publishes,

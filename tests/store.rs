@@ -298,7 +298,7 @@ async fn requests_as_json(b: Backend) {
     assert_eq!(stats["buckets"], 0);
 }
 
-contract_tests_without_nats!(
+contract_tests!(
     records_crud_and_metadata,
     filters_order_pagination_and_aggregates,
     schemas_validate_and_indexes_answer_where,

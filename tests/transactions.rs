@@ -212,7 +212,7 @@ async fn committed_transactions_survive_a_restart(b: Backend) {
     assert_eq!(again[0], TxnResult::Put(rev + 1));
 }
 
-contract_tests_without_nats!(
+contract_tests!(
     reads_writes_and_checks_in_one_call,
     a_failed_check_writes_nothing,
     bad_transactions_are_refused_whole,

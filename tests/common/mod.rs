@@ -236,12 +236,11 @@ fn unique() -> u64 {
     N.fetch_add(1, Ordering::Relaxed) + std::process::id() as u64 * 1_000_000
 }
 
-/// Runs each listed async contract test against every back end.
-/// The contract tests of capabilities the `nats://` engine does not map yet
-/// (resource lifecycle, KV transactions and the store): the embedded engines
-/// and the broker only.
+/// Runs each listed async contract test against every back end: the
+/// embedded engines, the broker in front of each, a nats-server (and a
+/// 3-node cluster, ignored by default: `make test-nats-cluster`).
 #[macro_export]
-macro_rules! contract_tests_without_nats {
+macro_rules! contract_tests {
     ($($name:ident),* $(,)?) => {
         mod mem {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,15 +258,6 @@ macro_rules! contract_tests_without_nats {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                async fn $name() { super::$name($crate::common::Backend::RemoteFile).await } )*
         }
-    };
-}
-
-/// The whole contract: the engines above plus a nats-server (and a 3-node
-/// cluster, ignored by default).
-#[macro_export]
-macro_rules! contract_tests {
-    ($($name:ident),* $(,)?) => {
-        $crate::contract_tests_without_nats!($($name),*);
         mod nats {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                async fn $name() { super::$name($crate::common::Backend::Nats).await } )*

@@ -153,6 +153,8 @@ pub struct Js {
     pub js: jetstream::Context,
     /// Replicas of every stream created.
     pub replicas: usize,
+    /// `$JS.API` or `$JS.<domain>.API`, for requests made without the context.
+    pub api_prefix: String,
     pub timeout: Duration,
 }
 
@@ -183,6 +185,133 @@ impl Js {
                 r => return r,
             }
         }
+    }
+
+    /// The configs of every stream with a subject matching `subject`
+    /// (STREAM.LIST, paged).
+    pub async fn list_configs(&self, subject: &str) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        loop {
+            let v = self.call("STREAM.LIST", &json!({"subject": subject, "offset": out.len()}), "list streams").await?;
+            let page = v["streams"].as_array().cloned().unwrap_or_default();
+            let n = page.len();
+            out.extend(page.into_iter().map(|s| s["config"].clone()));
+            if n == 0 || out.len() as u64 >= v["total"].as_u64().unwrap_or(0) {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Deletes a stream; false when there was none.
+    pub async fn delete_stream(&self, name: &str) -> Result<bool> {
+        match self.call(&format!("STREAM.DELETE.{name}"), &json!({}), &format!("delete stream {name}")).await {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Purges a stream (`body` may hold a subject `filter`); returns how
+    /// many messages went. Sequences go on from where they were.
+    pub async fn purge(&self, name: &str, body: &Value) -> Result<u64> {
+        let v = self.call(&format!("STREAM.PURGE.{name}"), body, &format!("purge stream {name}")).await?;
+        Ok(v["purged"].as_u64().unwrap_or(0))
+    }
+
+    /// A subscription to the server's advisory that stream `name` was
+    /// deleted, so feeds on it can end instead of waiting forever.
+    pub async fn deleted_advisory(&self, name: &str) -> Result<async_nats::Subscriber> {
+        self.client
+            .subscribe(format!("$JS.EVENT.ADVISORY.STREAM.DELETED.{name}"))
+            .await
+            .map_err(|e| link_error(&format!("watch stream {name}"), e))
+    }
+
+    /// The last message of every subject matching `subjects` (exact or
+    /// wildcards) in one read the server isolates from writes (`DIRECT.GET`
+    /// with `multi_last`), and the stream sequence it is as of. At most 1024
+    /// messages. On a replicated stream a follower may answer: an answer
+    /// older than the leader's last sequence before the read is asked again,
+    /// so the read sees every write acknowledged before it.
+    /// When nothing matches, the answer is as of the leader's sequence
+    /// before the read (a lagging follower's "nothing" is believed: a commit
+    /// based on it still fails its checks, a read-only one may be stale).
+    pub async fn multi_last(&self, stream: &str, subjects: &[String]) -> Result<(Vec<RawMsg>, u64)> {
+        let what = format!("read stream {stream}");
+        // The stream's last sequence before the read: what an answer with
+        // no message at all is as of (nothing matched then either).
+        let floor = self.stream_info(stream).await?["state"]["last_seq"].as_u64().unwrap_or(0);
+        for _ in 0..50 {
+            let (msgs, upto) = match self.multi_last_once(stream, subjects, &what).await {
+                Err(Error::NotFound(_)) => (Vec::new(), floor),
+                r => r?,
+            };
+            if upto >= floor {
+                return Ok((msgs, upto));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(Error::Unavailable(format!("{what}: no replica caught up with the stream's leader")))
+    }
+
+    async fn multi_last_once(&self, stream: &str, subjects: &[String], what: &str) -> Result<(Vec<RawMsg>, u64)> {
+        use futures::StreamExt;
+        let inbox = self.client.new_inbox();
+        let mut sub = self.client.subscribe(inbox.clone()).await.map_err(|e| link_error(what, e))?;
+        let body = serde_json::to_vec(&json!({"multi_last": subjects})).expect("request serializes");
+        self.client
+            .publish_with_reply(format!("{}.DIRECT.GET.{stream}", self.api_prefix), inbox, body.into())
+            .await
+            .map_err(|e| link_error(what, e))?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut out = Vec::new();
+        loop {
+            let m = tokio::time::timeout_at(deadline, sub.next())
+                .await
+                .map_err(|_| Error::Timeout(format!("{what}: no answer within {} ms", self.timeout.as_millis())))?
+                .ok_or_else(|| Error::Unavailable(format!("{what}: the connection closed")))?;
+            let headers = m.headers.as_ref().map(header_pairs).unwrap_or_default();
+            let get =
+                |name: &str| headers.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+            match m.status.map(|s| s.as_u16()) {
+                Some(204) => {
+                    let upto = get("Nats-UpTo-Sequence").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    return Ok((out, upto));
+                }
+                Some(413) => {
+                    return Err(Error::TooLarge(format!(
+                        "{what}: a transaction on nats:// reads at most 1024 keys (listed ones included)"
+                    )))
+                }
+                Some(404) => return Err(Error::NotFound(format!("{what}: none of the subjects holds a message"))),
+                Some(503) => return Err(Error::Unavailable(format!("{what}: JetStream did not answer"))),
+                Some(code) => {
+                    return Err(Error::Internal(format!("{what}: JetStream answered {code} {:?}", m.description)))
+                }
+                None => {
+                    let time_ms = get("Nats-Time-Stamp")
+                        .and_then(|t| {
+                            time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
+                        })
+                        .map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
+                    out.push(RawMsg {
+                        subject: get("Nats-Subject").unwrap_or_default(),
+                        seq: get("Nats-Sequence").and_then(|v| v.parse().ok()).unwrap_or(0),
+                        headers: headers.clone(),
+                        payload: m.payload,
+                        time_ms,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Changes an existing stream's config (replicas as they are).
+    pub async fn update_stream(&self, mut config: Value) -> Result<Value> {
+        let name = config["name"].as_str().expect("stream name").to_owned();
+        let info = self.stream_info(&name).await?;
+        config["num_replicas"] = info["config"]["num_replicas"].clone();
+        self.call(&format!("STREAM.UPDATE.{name}"), &config, &format!("update stream {name}")).await
     }
 
     pub async fn stream_info(&self, name: &str) -> Result<Value> {
@@ -310,6 +439,24 @@ fn publish_error(what: &str, e: jetstream::context::PublishError) -> Error {
             }
         }
     }
+}
+
+/// `feed` until one of `deleted` (stream-deleted advisories) fires: then one
+/// `NotFound(why)` and the end, as feeds end on a deleted resource elsewhere.
+pub fn ends_on_delete<T: Send + 'static>(
+    feed: futures::stream::BoxStream<'static, Result<T>>,
+    deleted: Vec<async_nats::Subscriber>,
+    why: String,
+) -> futures::stream::BoxStream<'static, Result<T>> {
+    use futures::StreamExt;
+    let gone = futures::stream::select_all(deleted).map(move |_| (true, Err(Error::NotFound(why.clone()))));
+    futures::stream::select(feed.map(|m| (false, m)), gone)
+        .scan(false, |ended, (last, m)| {
+            let out = if *ended { None } else { Some(m) };
+            *ended |= last;
+            futures::future::ready(out)
+        })
+        .boxed()
 }
 
 /// Milliseconds as the nanoseconds JetStream durations are given in.

@@ -9,6 +9,7 @@ mod meta;
 mod names;
 mod queues;
 mod streams;
+mod txn;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,7 +144,11 @@ impl NatsEngine {
         };
         let info = client.server_info();
         let replicas = n.replicas.unwrap_or(if info.cluster.is_some() && info.connect_urls.len() >= 3 { 3 } else { 1 });
-        let js = api::Js { client, js, replicas, timeout: request_timeout };
+        let api_prefix = match &n.js_domain {
+            Some(d) => format!("$JS.{d}.API"),
+            None => "$JS.API".to_owned(),
+        };
+        let js = api::Js { client, js, replicas, api_prefix, timeout: request_timeout };
         // JetStream must answer for this account, within the connect deadline.
         match tokio::time::timeout(connect_timeout, js.call("INFO", &serde_json::json!({}), "JetStream account info"))
             .await
@@ -161,8 +166,8 @@ impl NatsEngine {
         Ok(Arc::new(NatsEngine {
             streams: streams::Streams::new(js.clone()),
             queues: queues::Queues::new(js.clone(), meta.clone()),
+            kv: kv::Kv::new(js.clone(), meta.clone(), cfg.max_payload_bytes),
             meta,
-            kv: kv::Kv::new(js.clone()),
             js,
             state,
         }))
@@ -338,54 +343,66 @@ impl Engine for NatsEngine {
         self.kv.watch(bucket, prefix, after).await
     }
 
-    // Resource lifecycle is not mapped onto JetStream yet: each call says so
-    // (Unavailable) instead of doing part of the work.
-    async fn list_streams(&self, _prefix: &str) -> Result<Vec<String>> {
-        Err(lifecycle_unsupported("listing streams"))
+    async fn kv_txn(&self, ops: Vec<TxnOp>) -> Result<Vec<TxnResult>> {
+        self.check_link()?;
+        txn::run(&self.kv, ops).await
     }
 
-    async fn list_queues(&self, _prefix: &str) -> Result<Vec<String>> {
-        Err(lifecycle_unsupported("listing queues"))
+    async fn list_streams(&self, prefix: &str) -> Result<Vec<String>> {
+        self.check_link()?;
+        self.streams.list(prefix).await
     }
 
-    async fn list_buckets(&self, _prefix: &str) -> Result<Vec<String>> {
-        Err(lifecycle_unsupported("listing buckets"))
+    async fn list_queues(&self, prefix: &str) -> Result<Vec<String>> {
+        self.check_link()?;
+        self.queues.list(prefix).await
     }
 
-    async fn delete_stream(&self, _stream: &str) -> Result<()> {
-        Err(lifecycle_unsupported("deleting a stream"))
+    async fn list_buckets(&self, prefix: &str) -> Result<Vec<String>> {
+        self.check_link()?;
+        self.kv.list(prefix).await
     }
 
-    async fn delete_queue(&self, _queue: &str) -> Result<()> {
-        Err(lifecycle_unsupported("deleting a queue"))
+    async fn delete_stream(&self, stream: &str) -> Result<()> {
+        self.check_link()?;
+        self.streams.delete(&self.meta, stream).await
     }
 
-    async fn delete_bucket(&self, _bucket: &str) -> Result<()> {
-        Err(lifecycle_unsupported("deleting a bucket"))
+    async fn delete_queue(&self, queue: &str) -> Result<()> {
+        self.check_link()?;
+        self.queues.delete(queue).await
     }
 
-    async fn purge_stream(&self, _stream: &str) -> Result<u64> {
-        Err(lifecycle_unsupported("purging a stream"))
+    async fn delete_bucket(&self, bucket: &str) -> Result<()> {
+        self.check_link()?;
+        self.kv.delete_bucket(bucket).await
     }
 
-    async fn purge_queue(&self, _queue: &str) -> Result<u64> {
-        Err(lifecycle_unsupported("purging a queue"))
+    async fn purge_stream(&self, stream: &str) -> Result<u64> {
+        self.check_link()?;
+        self.streams.purge(&self.meta, stream).await
     }
 
-    async fn extend(&self, _queue: &str, _job_id: u64, _visibility_ms: u64) -> Result<()> {
-        Err(lifecycle_unsupported("extending a job's visibility"))
+    async fn purge_queue(&self, queue: &str) -> Result<u64> {
+        self.check_link()?;
+        self.queues.purge(queue).await
     }
 
-    async fn update_stream(&self, _stream: &str, _update: StreamUpdate) -> Result<StreamConfig> {
-        Err(lifecycle_unsupported("updating a stream"))
+    async fn extend(&self, queue: &str, job_id: u64, visibility_ms: u64) -> Result<()> {
+        self.check_link()?;
+        if visibility_ms == 0 {
+            return Err(Error::invalid("visibility_ms must be at least 1"));
+        }
+        self.queues.extend(queue, job_id, visibility_ms).await
+    }
+
+    async fn update_stream(&self, stream: &str, update: StreamUpdate) -> Result<StreamConfig> {
+        self.check_link()?;
+        self.streams.update(stream, update).await
     }
 
     async fn sync(&self) -> Result<()> {
         // An acknowledged write is already held by a quorum of the cluster.
         Ok(())
     }
-}
-
-fn lifecycle_unsupported(what: &str) -> Error {
-    Error::Unavailable(format!("{what} is not supported on nats:// yet (docs/NATS.md)"))
 }

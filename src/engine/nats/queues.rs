@@ -14,6 +14,12 @@
 //! Acks and nacks need the reply subject of the delivery, which only the
 //! reserving client knows: elsewhere a job is redelivered after its
 //! visibility timeout.
+//!
+//! Lifecycle: `extend` NAKs the delivery again with the new delay (the
+//! server moves its redelivery timer); a purge deletes the delayed messages
+//! and the ready ones no consumer delivered yet; a delete removes both
+//! streams and the retry policy, and ends long polls on the server's
+//! stream-deleted advisory.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -39,6 +45,12 @@ const H_ATTEMPTS: &str = "Fm-Attempts";
 const POLICY_CACHE: Duration = Duration::from_secs(1);
 /// Polling step of a long poll (wakes early when a job is published).
 const POLL: Duration = Duration::from_millis(200);
+/// How long a reservation whose visibility ran out is remembered, so that
+/// `extend` can tell "no longer reserved" (Conflict) from "never reserved".
+const KEEP_EXPIRED: Duration = Duration::from_secs(600);
+/// An extend must reach the server before the job's redelivery timer fires:
+/// with less than this left it is refused as if the time had run out.
+const EXTEND_MARGIN: Duration = Duration::from_millis(50);
 
 struct Names {
     stream: String,
@@ -73,6 +85,10 @@ pub struct Queues {
     consumers: Mutex<HashMap<(String, i32), PullConsumer>>,
     reserved: Mutex<HashMap<(String, u64), Reservation>>,
     policies: Mutex<HashMap<String, (Instant, RetryPolicy)>>,
+}
+
+fn gone(queue: &str) -> Error {
+    Error::NotFound(format!("queue {queue} was deleted"))
 }
 
 fn now_ms() -> i64 {
@@ -229,30 +245,147 @@ impl Queues {
         let visibility = Duration::from_millis(if visibility_ms == 0 { DEFAULT_VISIBILITY_MS } else { visibility_ms });
         let deadline = Instant::now() + Duration::from_millis(wait_ms);
         let mut wake = if wait_ms > 0 {
-            Some(
-                self.js
-                    .client
-                    .subscribe(format!("{}.r.>", n.prefix))
-                    .await
-                    .map_err(|e| api::link_error(&format!("queue {queue}"), e))?,
-            )
+            let sub = self
+                .js
+                .client
+                .subscribe(format!("{}.r.>", n.prefix))
+                .await
+                .map_err(|e| api::link_error(&format!("queue {queue}"), e))?;
+            Some((sub, self.js.deleted_advisory(&n.stream).await?))
         } else {
             None
         };
+        let mut first = true;
         loop {
-            let jobs = self.try_reserve(queue, &n, max, visibility).await?;
+            let jobs = match self.try_reserve(queue, &n, max, visibility).await {
+                // Deleted by another client since this one used it: a first
+                // use re-creates it, as everywhere.
+                Err(Error::NotFound(_)) if first => {
+                    self.forget(queue);
+                    self.ensure(queue).await?;
+                    self.try_reserve(queue, &n, max, visibility).await?
+                }
+                Err(Error::NotFound(_)) => return Err(gone(queue)),
+                r => r?,
+            };
+            first = false;
             let now = Instant::now();
             if !jobs.is_empty() || now >= deadline {
                 return Ok(jobs);
             }
             let step = (deadline - now).min(POLL);
             match wake.as_mut() {
-                Some(sub) => {
-                    let _ = tokio::time::timeout(step, sub.next()).await;
+                Some((sub, deleted)) => {
+                    tokio::select! {
+                        _ = tokio::time::timeout(step, sub.next()) => {}
+                        Some(_) = deleted.next() => return Err(gone(queue)),
+                    }
                 }
                 None => tokio::time::sleep(step).await,
             }
         }
+    }
+
+    /// Drops what this client remembers of a queue.
+    fn forget(&self, queue: &str) {
+        self.ready.lock().unwrap().remove(queue);
+        self.consumers.lock().unwrap().retain(|(q, _), _| q != queue);
+        self.policies.lock().unwrap().remove(queue);
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut out: Vec<String> = self
+            .js
+            .list_configs("fm.q.>")
+            .await?
+            .iter()
+            .filter_map(|c| c["metadata"]["flowmesh.queue"].as_str().map(str::to_owned))
+            .filter(|q| q.starts_with(prefix))
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    pub async fn delete(&self, queue: &str) -> Result<()> {
+        let n = Names::of(queue);
+        self.forget(queue);
+        self.reserved.lock().unwrap().retain(|(q, _), _| q != queue);
+        match self.js.stream_info(&n.stream).await {
+            Err(Error::NotFound(_)) => return Err(Error::NotFound(format!("queue {queue} does not exist"))),
+            r => r?,
+        };
+        // The work-queue stream is the queue's record: it goes last, so a
+        // delete cut short leaves a queue that can be deleted again.
+        self.js.delete_stream(&n.dlq).await?;
+        self.meta.remove(&["retry", &token(queue)]).await?;
+        self.js.delete_stream(&n.stream).await?;
+        self.forget(queue);
+        Ok(())
+    }
+
+    /// Deletes delayed jobs and ready jobs no consumer delivered yet; jobs in
+    /// flight (delivered, not acked) stay, and so do dead ones.
+    pub async fn purge(&self, queue: &str) -> Result<u64> {
+        let n = Names::of(queue);
+        match self.js.stream_info(&n.stream).await {
+            Err(Error::NotFound(_)) => return Err(Error::NotFound(format!("queue {queue} does not exist"))),
+            r => r?,
+        };
+        let mut removed = self.js.purge(&n.stream, &json!({"filter": format!("{}.d.>", n.prefix)})).await?;
+        for (priority, _) in self.bands(&n).await? {
+            let band = n.band(priority);
+            let name = format!("band_{}", priority_token(priority));
+            let (delivered, in_flight) =
+                match self.js.call(&format!("CONSUMER.INFO.{}.{name}", n.stream), &json!({}), "purge queue").await {
+                    Ok(v) => {
+                        (v["delivered"]["stream_seq"].as_u64().unwrap_or(0), v["num_ack_pending"].as_u64().unwrap_or(0))
+                    }
+                    Err(Error::NotFound(_)) => (0, 0),
+                    Err(e) => return Err(e),
+                };
+            if in_flight == 0 {
+                removed += self.js.purge(&n.stream, &json!({"filter": band})).await?;
+                continue;
+            }
+            // Jobs after the last delivered one are pending; those up to it
+            // that are still stored are in flight.
+            let mut seq = delivered + 1;
+            while let Some(m) = self.js.get_msg(&n.stream, json!({"seq": seq, "next_by_subj": band})).await? {
+                seq = m.seq + 1;
+                if self.js.delete_msg(&n.stream, m.seq).await? {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// More visibility from now for a job this client holds.
+    pub async fn extend(&self, queue: &str, id: u64, visibility_ms: u64) -> Result<()> {
+        let reply = {
+            let mut reserved = self.reserved.lock().unwrap();
+            let key = (queue.to_owned(), id);
+            match reserved.get(&key) {
+                None => {
+                    return Err(Error::NotFound(format!("job {id} of queue {queue} is not reserved by this client")))
+                }
+                Some(r) if r.until <= Instant::now() + EXTEND_MARGIN => {
+                    reserved.remove(&key);
+                    return Err(Error::Conflict(format!(
+                        "job {id} of queue {queue} is no longer reserved: its visibility timeout ran out"
+                    )));
+                }
+                Some(r) => r.reply.clone(),
+            }
+        };
+        let visibility = Duration::from_millis(visibility_ms);
+        let before = Instant::now();
+        self.ack_reply(&reply, AckKind::Nak(Some(visibility))).await?;
+        if let Some(r) = self.reserved.lock().unwrap().get_mut(&(queue.to_owned(), id)) {
+            r.until = before + visibility;
+        }
+        Ok(())
     }
 
     async fn try_reserve(&self, queue: &str, n: &Names, max: usize, visibility: Duration) -> Result<Vec<Job>> {
@@ -301,14 +434,17 @@ impl Queues {
                     self.dead_letter(n, &raw, &reply, attempt - 1).await?;
                     continue;
                 }
+                // The server's redelivery timer starts after `before`, so
+                // `until` never outlasts it.
+                let before = Instant::now();
                 m.ack_with(AckKind::Nak(Some(visibility))).await.map_err(|e| api::link_error(&what, e))?;
                 let job = job_of(&raw, attempt)?;
                 let mut reserved = self.reserved.lock().unwrap();
                 let now = Instant::now();
-                reserved.retain(|_, r| r.until > now);
+                reserved.retain(|_, r| r.until + KEEP_EXPIRED > now);
                 reserved.insert(
                     (queue.to_owned(), job.id),
-                    Reservation { reply, until: now + visibility, attempt, msg: raw },
+                    Reservation { reply, until: before + visibility, attempt, msg: raw },
                 );
                 jobs.push(job);
             }
@@ -321,16 +457,12 @@ impl Queues {
         (r.until > Instant::now()).then_some(r)
     }
 
+    /// Acks, NAKs or extends a delivery and waits for the server's
+    /// confirmation, so the change holds on return.
     async fn ack_reply(&self, reply: &str, kind: AckKind) -> Result<()> {
         let what = "acknowledge job";
-        if matches!(kind, AckKind::Ack) {
-            // Wait for the server's confirmation, so the job is gone on return.
-            let req = async_nats::Request::new().payload(Bytes::from(kind)).timeout(Some(self.js.timeout));
-            self.js.client.send_request(reply.to_owned(), req).await.map_err(|e| api::link_error(what, e))?;
-        } else {
-            self.js.client.publish(reply.to_owned(), Bytes::from(kind)).await.map_err(|e| api::link_error(what, e))?;
-            self.js.client.flush().await.map_err(|e| api::link_error(what, e))?;
-        }
+        let req = async_nats::Request::new().payload(Bytes::from(kind)).timeout(Some(self.js.timeout));
+        self.js.client.send_request(reply.to_owned(), req).await.map_err(|e| api::link_error(what, e))?;
         Ok(())
     }
 

@@ -2,10 +2,16 @@
 //! dense (offset = sequence - 1). Record key and headers travel in flowmesh
 //! headers, `msg_id` as `Nats-Msg-Id` (the stream's de-duplication window).
 //! Partition 0's stream carries the partition count in its metadata.
+//! Lifecycle: a delete removes every partition's stream (partition 0 last,
+//! so a delete cut short leaves a stream the next create completes) and the
+//! groups' offsets; feeds end on the server's stream-deleted advisory; a purge
+//! is JetStream's (sequences go on); an update grows partitions before
+//! partition 0 records the new count.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::HeaderMap;
@@ -21,6 +27,9 @@ use crate::error::{Error, Result};
 /// How long a `msg_id` is remembered.
 const DEDUP_WINDOW_MS: u64 = 120_000;
 const META_PARTITIONS: &str = "flowmesh.partitions";
+/// How long a stream's config is trusted before it is read again (another
+/// client may have grown, updated or deleted the stream meanwhile).
+const CONFIG_CACHE: Duration = Duration::from_secs(1);
 
 pub fn stream_name(name: &str, partition: u32) -> String {
     format!("FMS_{}_{partition}", token(name))
@@ -32,8 +41,8 @@ fn subject(name: &str, partition: u32) -> String {
 
 pub struct Streams {
     js: Js,
-    /// Partition counts seen (a stream's count never changes).
-    parts: Mutex<HashMap<String, StreamConfig>>,
+    /// Configs recently read.
+    parts: Mutex<HashMap<String, (Instant, StreamConfig)>>,
     rr: AtomicU64,
 }
 
@@ -133,22 +142,37 @@ impl Streams {
         for r in futures::future::join_all(rest).await {
             r?;
         }
-        self.parts.lock().unwrap().insert(name.to_owned(), existing);
+        self.remember(name, existing);
         Ok(())
     }
 
     /// The stream's config; NotFound when it does not exist.
     pub async fn config(&self, name: &str) -> Result<StreamConfig> {
-        if let Some(c) = self.parts.lock().unwrap().get(name) {
-            return Ok(*c);
+        if let Some((at, c)) = self.parts.lock().unwrap().get(name) {
+            if at.elapsed() < CONFIG_CACHE {
+                return Ok(*c);
+            }
         }
+        self.fresh_config(name).await
+    }
+
+    fn remember(&self, name: &str, cfg: StreamConfig) {
+        self.parts.lock().unwrap().insert(name.to_owned(), (Instant::now(), cfg));
+    }
+
+    fn forget(&self, name: &str) {
+        self.parts.lock().unwrap().remove(name);
+    }
+
+    /// The config as JetStream has it now; NotFound when the stream does not exist.
+    async fn fresh_config(&self, name: &str) -> Result<StreamConfig> {
         let info = self.js.stream_info(&stream_name(name, 0)).await.map_err(|e| match e {
             Error::NotFound(_) => Error::NotFound(format!("stream {name} does not exist")),
             e => e,
         })?;
         let cfg = config_from_info(&info)
             .ok_or_else(|| Error::Internal(format!("stream {name}: JetStream stream without flowmesh metadata")))?;
-        self.parts.lock().unwrap().insert(name.to_owned(), cfg);
+        self.remember(name, cfg);
         Ok(cfg)
     }
 
@@ -180,9 +204,9 @@ impl Streams {
         let mut retry = Vec::with_capacity(records.len());
         for r in records {
             let p = match (&r.key, &r.msg_id) {
-                (Some(k), _) => crc32fast::hash(k) % n,
+                (Some(k), _) => fnv1a(k) % n,
                 // A retried publish must land where its first copy did.
-                (None, Some(id)) => crc32fast::hash(id.as_bytes()) % n,
+                (None, Some(id)) => fnv1a(id.as_bytes()) % n,
                 (None, None) => (self.rr.fetch_add(1, Ordering::Relaxed) % n as u64) as u32,
             };
             let mut h = HeaderMap::new();
@@ -196,24 +220,30 @@ impl Streams {
         let mut out = Vec::with_capacity(pending.len());
         for (i, (p, ack)) in pending.into_iter().enumerate() {
             let seq = match ack.await {
-                Ok((seq, _)) => seq,
-                // A new stream without a leader yet, or the same id twice in
-                // one batch on a cluster: sent again (ids keep it once).
+                Ok((seq, _)) => (p, seq),
+                // A new stream without a leader yet, the same id twice in one
+                // batch on a cluster, or a stream another client deleted:
+                // sent again (ids keep it once), re-creating it if needed.
                 Err(Error::Unavailable(_)) | Err(Error::NotFound(_)) => self.republish(name, p, &retry[i]).await?,
                 Err(e) => {
-                    self.parts.lock().unwrap().remove(name);
+                    self.forget(name);
                     return Err(e);
                 }
             };
-            out.push(Position { partition: p, offset: seq - 1 });
+            out.push(Position { partition: seq.0, offset: seq.1 - 1 });
         }
         Ok(out)
     }
 
-    async fn republish(&self, name: &str, p: u32, (h, payload): &(HeaderMap, bytes::Bytes)) -> Result<u64> {
-        self.js.publish(subject(name, p), h.clone(), payload.clone()).await.map(|(seq, _)| seq).inspect_err(|_| {
-            self.parts.lock().unwrap().remove(name);
-        })
+    /// Publishes one record again after a failed acknowledgement; returns
+    /// (partition, sequence). A stream re-created meanwhile may have fewer
+    /// partitions: the record then goes to one it has.
+    async fn republish(&self, name: &str, p: u32, (h, payload): &(HeaderMap, bytes::Bytes)) -> Result<(u32, u64)> {
+        self.forget(name);
+        let n = self.config_or_create(name).await?.partitions;
+        let p = if p < n { p } else { p % n };
+        let r = self.js.publish(subject(name, p), h.clone(), payload.clone()).await;
+        r.map(|(seq, _)| (p, seq)).inspect_err(|_| self.forget(name))
     }
 
     pub async fn partition(&self, name: &str, p: u32) -> Result<PartitionInfo> {
@@ -256,7 +286,9 @@ impl Streams {
             None => (0..n).collect(),
         };
         let mut feeds = Vec::new();
+        let mut deleted = Vec::new();
         for p in parts {
+            deleted.push(self.js.deleted_advisory(&stream_name(name, p)).await?);
             let deliver = match spec.start {
                 StartFrom::Earliest => DeliverPolicy::All,
                 StartFrom::Latest => {
@@ -297,7 +329,103 @@ impl Streams {
                     .boxed(),
             );
         }
-        Ok(Box::pin(futures::stream::select_all(feeds)))
+        let feed = futures::stream::select_all(feeds).boxed();
+        Ok(api::ends_on_delete(feed, deleted, format!("stream {name} was deleted")))
+    }
+
+    /// Every stream name starting with `prefix`, sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut out: Vec<String> = self
+            .js
+            .list_configs("fm.s.>")
+            .await?
+            .iter()
+            .filter_map(|c| {
+                let name = c["metadata"]["flowmesh.name"].as_str()?;
+                // Partition 0 stands for the stream.
+                (c["name"].as_str() == Some(&stream_name(name, 0))).then(|| name.to_owned())
+            })
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The JetStream streams of every partition of `name`, partition 0 last.
+    async fn partition_streams(&self, name: &str) -> Result<Vec<String>> {
+        let t = token(name);
+        let mut found: Vec<(u32, String)> = self
+            .js
+            .list_configs(&format!("fm.s.{t}.*"))
+            .await?
+            .iter()
+            .filter_map(|c| {
+                let sname = c["name"].as_str()?;
+                let p: u32 = sname.strip_prefix(&format!("FMS_{t}_"))?.parse().ok()?;
+                Some((p, sname.to_owned()))
+            })
+            .collect();
+        found.sort_by_key(|(p, _)| std::cmp::Reverse(*p));
+        Ok(found.into_iter().map(|(_, s)| s).collect())
+    }
+
+    pub async fn delete(&self, meta: &Meta, name: &str) -> Result<()> {
+        self.forget(name);
+        self.fresh_config(name).await?;
+        for sname in self.partition_streams(name).await? {
+            self.js.delete_stream(&sname).await?;
+        }
+        meta.purge(&["off", &token(name)]).await?;
+        self.forget(name);
+        Ok(())
+    }
+
+    /// Removes every message, keeping sequences; groups' committed offsets
+    /// inside the removed range move to its end.
+    pub async fn purge(&self, meta: &Meta, name: &str) -> Result<u64> {
+        let cfg = self.fresh_config(name).await?;
+        let mut removed = 0;
+        let mut ends = Vec::new();
+        for p in 0..cfg.partitions {
+            removed += self.js.purge(&stream_name(name, p), &json!({})).await?;
+            ends.push(self.partition(name, p).await?.latest);
+        }
+        for (subject, parts) in meta.list(&["off", &token(name)]).await? {
+            let Some(end) = parts.last().and_then(|p| p.parse::<usize>().ok()).and_then(|p| ends.get(p).copied())
+            else {
+                continue;
+            };
+            // A commit racing the purge wins (compare-and-set on the record).
+            if let Some((seq, v)) = meta.get_subject(&subject).await? {
+                let committed: Option<u64> = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok());
+                if committed.is_some_and(|c| c + 1 < end) {
+                    match meta.put_subject_if(&subject, (end - 1).to_string().into(), seq).await {
+                        Ok(_) | Err(Error::Conflict(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Applies `upd`: new partitions are created first, then the existing
+    /// ones take the new config (partition 0, which records the count, last).
+    pub async fn update(&self, name: &str, upd: StreamUpdate) -> Result<StreamConfig> {
+        let cur = self.fresh_config(name).await?;
+        let next = upd.apply(name, cur)?;
+        for p in cur.partitions..next.partitions {
+            match self.js.create_stream(config_json(name, p, &next)).await {
+                Ok(_) | Err(Error::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for p in (0..cur.partitions).rev() {
+            self.js.update_stream(config_json(name, p, &next)).await?;
+        }
+        self.remember(name, next);
+        Ok(next)
     }
 
     pub async fn commit(&self, meta: &Meta, name: &str, group: &str, p: u32, offset: u64) -> Result<()> {
@@ -329,6 +457,17 @@ impl Streams {
         }
         Ok(GroupState { group: group.to_owned(), partitions })
     }
+}
+
+/// FNV-1a, the hash the embedded engines route keys by: a key lands in the
+/// same partition on every engine.
+fn fnv1a(data: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c9dc5;
+    for b in data {
+        h ^= *b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    h
 }
 
 async fn read_offset(meta: &Meta, name: &str, group: &str, p: u32) -> Result<Option<u64>> {
