@@ -22,7 +22,7 @@ export FLOWMESH_LIB := $(LIB_SO)
 export FLOWMESH_BIN := $(RELEASE)/flowmesh
 export FLOWMESH_LIB_DIR := $(RELEASE)
 
-.PHONY: all setup setup-run lib run demo test test-rust test-nats-cluster test-c test-python test-go test-node test-install \
+.PHONY: all setup setup-run lib run demo test test-rust test-nats-faults test-nats-cluster test-c test-python test-go test-node test-install \
         test-linearizability header check-header lint install bench bench-quick soak clean \
         packages python-dist npm deb docs
 
@@ -47,11 +47,16 @@ run: setup-run lib
 	examples/c/build/demo "file://$(TARGET_DIR)/demo-data"
 
 ## Every test. Each part prints its own summary line.
-test: setup lint check-header test-rust test-c test-install test-python test-go test-node test-linearizability
+test: setup lint check-header test-rust test-nats-faults test-c test-install test-python test-go test-node test-linearizability
 	@echo "make test: all suites passed"
 
 test-rust: setup lib
 	$(CARGO) test --release --locked -- --test-threads=2
+
+## Gateways, failover and cluster faults on 3-node JetStream clusters, one
+## test at a time (each starts its own cluster; about 5 minutes).
+test-nats-faults: setup lib
+	$(CARGO) test --release --locked --test nats_faults -- --ignored --test-threads=1
 
 ## The contract suites on a 3-node JetStream cluster (slow on two cores; not in make test).
 test-nats-cluster: setup lib

@@ -57,7 +57,7 @@ write_config() { # node
   local n=$1 count routes="" i
   count=$(node_count)
   for i in $(seq 1 "$count"); do
-    routes="$routes    nats-route://127.0.0.1:$(route_target "$i")\n"
+    routes="$routes    nats-route://127.0.0.1:$(route_target "$i" "$n")\n"
   done
   {
     echo "server_name: n$n"
@@ -76,6 +76,10 @@ write_config() { # node
       echo "cluster {"
       echo "  name: flowmesh"
       echo "  listen: 127.0.0.1:$(port "$n" route)"
+      # Behind route proxies, gossip must not hand out the real route ports
+      # (peers would dial them directly, around the proxies): advertise a
+      # port nothing listens on, so only the configured routes connect.
+      if compgen -G "$DIR/route-proxy*" >/dev/null; then echo "  advertise: 127.0.0.1:1"; fi
       echo "  routes: ["
       printf "%b" "$routes"
       echo "  ]"
@@ -96,11 +100,14 @@ CONF
   } >"$DIR/n$n.conf"
 }
 
-# The port node i's peers dial for routes: its route port, or the port of a
-# proxy in front of it when the caller set one up (route-proxy file, one
-# port per line, written by fault tests before start).
+# The port node $2 dials for its route to node $1: node $1's route port, or
+# the port of a proxy in front of it when the caller set one up, written by
+# fault tests before start: route-proxy.n<from> (one proxy per pair, so one
+# node can be cut off alone) or route-proxy (one per target), a port per line.
 route_target() {
-  if [ -f "$DIR/route-proxy" ]; then sed -n "${1}p" "$DIR/route-proxy"; else port "$1" route; fi
+  if [ -f "$DIR/route-proxy.n$2" ]; then sed -n "${1}p" "$DIR/route-proxy.n$2"
+  elif [ -f "$DIR/route-proxy" ]; then sed -n "${1}p" "$DIR/route-proxy"
+  else port "$1" route; fi
 }
 
 start_node() { # node

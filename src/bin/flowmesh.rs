@@ -45,9 +45,14 @@ enum Command {
         /// Address to listen on
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
-        /// Storage behind the broker: file:///dir (durable) or mem://
+        /// Storage behind the broker: file:///dir (durable), mem://, or
+        /// nats://h1:4222,h2:4222 (a stateless gateway to JetStream)
         #[arg(long, default_value = "file:///var/lib/flowmesh")]
         data: String,
+        /// Connect options of the --data engine as key=value (e.g.
+        /// replicas=3, user=app, password=..., creds_file=...), repeatable
+        #[arg(long = "data-option", value_name = "KEY=VALUE")]
+        data_options: Vec<String>,
         /// fsync policy of durable storage: batch, interval or none
         #[arg(long, default_value = "batch")]
         fsync: String,
@@ -382,16 +387,31 @@ fn print_line(line: String) -> Result<()> {
 
 async fn run(cmd: Command) -> Result<()> {
     match cmd {
-        Command::Serve { listen, data, fsync, max_payload_bytes, segment_bytes, log_json, metrics, security } => {
+        Command::Serve {
+            listen,
+            data,
+            data_options,
+            fsync,
+            max_payload_bytes,
+            segment_bytes,
+            log_json,
+            metrics,
+            security,
+        } => {
             init_logging(log_json);
-            let opts = Options::new()
+            let mut opts = Options::new()
                 .with("fsync", &fsync)?
                 .with("max_payload_bytes", &max_payload_bytes.to_string())?
                 .with("segment_bytes", &segment_bytes.to_string())?;
+            for o in &data_options {
+                let (k, v) = pair(o, "data option")?;
+                opts.set(&k, &v)?;
+            }
             let cfg = EngineConfig::from_options(&opts)?;
             let endpoint = Endpoint::parse(&data)?;
+            // A broker in front of another broker would only add a hop.
             if matches!(endpoint, Endpoint::Remote { .. }) {
-                return Err(Error::InvalidArgument("--data must be mem:// or file:///dir".into()));
+                return Err(Error::InvalidArgument("--data must be mem://, file:///dir or nats://host:port".into()));
             }
             let engine = endpoint.open(&cfg).await?;
             tracing::info!(%listen, %data, %fsync, "flowmesh broker listening");

@@ -3,6 +3,8 @@
 //! bidirectional stream (many in flight, answers matched by id); queue
 //! reserve long-polls on the broker; subscriptions and watches are
 //! server-streamed with HTTP/2 flow control; every call has a deadline.
+//! A URL may list several brokers in front of the same data: the client
+//! fails over between them (see [`brokers`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +19,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Endpoint;
 use tonic::{Request, Streaming};
 
+mod brokers;
 mod tls;
+
+use brokers::{Brokers, Clients};
 
 use crate::backoff::Backoff;
 use crate::engine::connection::{
@@ -28,13 +33,8 @@ use crate::engine::*;
 use crate::error::{Error, Result};
 use crate::wire::{self, pb};
 
-/// Largest gRPC message the client accepts (a read or subscribe batch).
-const MAX_MESSAGE: usize = 256 << 20;
 /// Publish requests queued for the stream before callers wait.
 const PUBLISH_QUEUE: usize = 1024;
-
-/// Every call carries the client's token (when it has one).
-type Channel = InterceptedService<tonic::transport::Channel, wire::TokenInterceptor>;
 
 type Reply = oneshot::Sender<Result<Vec<Position>>>;
 
@@ -43,14 +43,15 @@ struct PublishLink {
     tx: mpsc::Sender<pb::PublishRequest>,
     pending: Arc<Mutex<HashMap<u64, Reply>>>,
     alive: Arc<AtomicBool>,
+    /// The broker it goes to.
+    at: usize,
 }
 
+/// The sending end of a publish link, with the broker it goes to.
+type LinkEnd = (mpsc::Sender<pb::PublishRequest>, Arc<Mutex<HashMap<u64, Reply>>>, usize);
+
 pub struct RemoteEngine {
-    streams: pb::streams_client::StreamsClient<Channel>,
-    queues: pb::queues_client::QueuesClient<Channel>,
-    kv: pb::kv_client::KvClient<Channel>,
-    resources: pb::resources_client::ResourcesClient<Channel>,
-    health: pb::health_client::HealthClient<Channel>,
+    brokers: Arc<Brokers>,
     timeout: Duration,
     backoff: Backoff,
     link: tokio::sync::Mutex<Option<PublishLink>>,
@@ -86,9 +87,14 @@ macro_rules! rpc {
         $self
             .policy
             .run($retry, Duration::ZERO, |left| {
-                let mut client = $self.$client.clone();
+                let (at, clients) = $self.brokers.pick();
+                let mut client = clients.$client.clone();
                 let req = timed(req.clone(), left);
-                async move { status(client.$method(req).await) }
+                async move {
+                    let r = status(client.$method(req).await);
+                    $self.brokers.observe(at, &r);
+                    r
+                }
             })
             .await
     }};
@@ -97,39 +103,55 @@ macro_rules! rpc {
 impl RemoteEngine {
     pub async fn connect(url: &str, tls: bool, cfg: &EngineConfig) -> Result<Arc<dyn Engine>> {
         let scheme = if tls { "grpcs://" } else { "grpc://" };
-        let host = url.trim_start_matches(scheme).trim_end_matches('/');
-        let http = format!("{}://{host}", if tls { "https" } else { "http" });
+        let hosts = brokers::parse_hosts(url, scheme)?;
         let connect_timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1));
-        let mut endpoint = Endpoint::from_shared(http)
-            .map_err(|e| Error::invalid(format!("invalid broker URL {url:?}: {e}")))?
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
-        if tls {
-            endpoint = tls::configure(endpoint, url, cfg, connect_timeout)?;
-        }
         let auth = wire::TokenInterceptor::new(cfg.token.as_deref())?;
+        let mut endpoints = Vec::with_capacity(hosts.len());
+        for host in &hosts {
+            let http = format!("{}://{host}", if tls { "https" } else { "http" });
+            let mut endpoint = Endpoint::from_shared(http)
+                .map_err(|e| Error::invalid(format!("invalid broker URL {url:?}: {e}")))?
+                .connect_timeout(connect_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .keep_alive_while_idle(true);
+            if tls {
+                endpoint = tls::configure(endpoint, url, cfg, connect_timeout)?;
+            }
+            endpoints.push(endpoint);
+        }
+        // The first broker that answers becomes current; the others connect
+        // when the client first moves to them. The connect budget is shared.
+        let deadline = tokio::time::Instant::now() + connect_timeout;
+        let mut clients = Vec::with_capacity(hosts.len());
+        let mut current = None;
+        let mut last_error = None;
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            if current.is_some() {
+                clients.push(Clients::new(InterceptedService::new(endpoint.connect_lazy(), auth.clone())));
+                continue;
+            }
+            let shown = if hosts.len() == 1 { url.to_owned() } else { format!("{scheme}{}", hosts[i]) };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now()) / (hosts.len() - i) as u32;
+            match Self::first_contact(endpoint, &auth, &shown, tls, left).await {
+                Ok(c) => {
+                    current = Some(i);
+                    clients.push(c);
+                }
+                Err(e) => {
+                    tracing::debug!(broker = %shown, error = %e, "broker did not answer at connect");
+                    last_error = Some(e);
+                    clients.push(Clients::new(InterceptedService::new(endpoint.connect_lazy(), auth.clone())));
+                }
+            }
+        }
+        let Some(current) = current else {
+            return Err(last_error.unwrap_or_else(|| Error::invalid(format!("broker URL {url:?} names no broker"))));
+        };
         let state = Arc::new(ConnectionState::new(ConnState::Connecting));
-        let channel = tokio::time::timeout(connect_timeout, endpoint.connect())
-            .await
-            .map_err(|_| Error::Timeout(format!("connecting to {url} took longer than {connect_timeout:?}")))?
-            .map_err(|e| tls::connect_error(url, tls, &e))?;
-        let channel = InterceptedService::new(channel, auth);
         let engine = RemoteEngine {
-            streams: pb::streams_client::StreamsClient::new(channel.clone())
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-            queues: pb::queues_client::QueuesClient::new(channel.clone())
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-            kv: pb::kv_client::KvClient::new(channel.clone())
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-            resources: pb::resources_client::ResourcesClient::new(channel.clone())
-                .max_decoding_message_size(MAX_MESSAGE),
-            health: pb::health_client::HealthClient::new(channel),
+            brokers: Arc::new(Brokers::new(hosts, clients, current)),
             timeout: Duration::from_millis(cfg.request_timeout_ms.max(1)),
             backoff: cfg.reconnect,
             link: tokio::sync::Mutex::new(None),
@@ -147,10 +169,8 @@ impl RemoteEngine {
             sequence: AtomicU64::new(0),
             supervisor: Mutex::new(None),
         };
-        // A TLS/plaintext mismatch often surfaces only on the first call.
-        engine.health().await.map_err(|e| tls::first_call_error(url, tls, e))?;
         state.set(ConnState::Connected, None);
-        let health = engine.health.clone();
+        let brokers = engine.brokers.clone();
         let heartbeat = (cfg.heartbeat_ms > 0).then(|| Duration::from_millis(cfg.heartbeat_ms));
         // A probe answers within two heartbeats (a dead peer holds no socket
         // error, it just stops answering; a busy broker or machine may miss
@@ -159,9 +179,19 @@ impl RemoteEngine {
         let backoff = cfg.reconnect;
         let breaker = engine.policy.breaker.clone();
         let task = tokio::spawn(async move {
+            // A probe that fails moves the client to the next broker, so
+            // the reconnect loop tries each listed broker in turn.
             let probe = || {
-                let mut health = health.clone();
-                async move { status(health.check(timed(pb::CheckRequest {}, probe_timeout)).await).map(|_| ()) }
+                let (at, clients) = brokers.pick();
+                let mut health = clients.health.clone();
+                let brokers = brokers.clone();
+                async move {
+                    let r = status(health.check(timed(pb::CheckRequest {}, probe_timeout)).await).map(|_| ());
+                    if r.is_err() {
+                        brokers.failed(at);
+                    }
+                    r
+                }
             };
             // The restored link closes a breaker the outage opened.
             let restored = || {
@@ -174,21 +204,42 @@ impl RemoteEngine {
         Ok(Arc::new(engine))
     }
 
-    /// The live publish stream, opened (again) if needed.
-    async fn publish_link(
-        &self,
+    /// Connects to one broker and asks it for its health, within `left`.
+    async fn first_contact(
+        endpoint: &Endpoint,
+        auth: &wire::TokenInterceptor,
+        url: &str,
+        tls: bool,
         left: Duration,
-    ) -> Result<(mpsc::Sender<pb::PublishRequest>, Arc<Mutex<HashMap<u64, Reply>>>)> {
+    ) -> Result<Clients> {
+        let started = tokio::time::Instant::now();
+        let channel = tokio::time::timeout(left, endpoint.connect())
+            .await
+            .map_err(|_| Error::Timeout(format!("connecting to {url} took longer than {left:?}")))?
+            .map_err(|e| tls::connect_error(url, tls, &e))?;
+        let clients = Clients::new(InterceptedService::new(channel, auth.clone()));
+        let left = left.saturating_sub(started.elapsed());
+        // A TLS/plaintext mismatch often surfaces only on the first call.
+        let mut health = clients.health.clone();
+        status(health.check(timed(pb::CheckRequest {}, left)).await).map_err(|e| tls::first_call_error(url, tls, e))?;
+        Ok(clients)
+    }
+
+    /// The live publish stream to the current broker, opened (again) if needed.
+    async fn publish_link(&self, left: Duration) -> Result<LinkEnd> {
         let mut link = self.link.lock().await;
-        if let Some(l) = link.as_ref().filter(|l| l.alive.load(Ordering::Acquire)) {
-            return Ok((l.tx.clone(), l.pending.clone()));
+        let (at, clients) = self.brokers.pick();
+        if let Some(l) = link.as_ref().filter(|l| l.alive.load(Ordering::Acquire) && l.at == at) {
+            return Ok((l.tx.clone(), l.pending.clone(), l.at));
         }
         let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
-        let mut client = self.streams.clone();
+        let mut client = clients.streams.clone();
         let opened = tokio::time::timeout(left, client.publish(ReceiverStream::new(rx)))
             .await
             .map_err(|_| Error::Timeout("opening the publish stream timed out".into()))?
-            .map_err(|s| wire::from_status(&s))?;
+            .map_err(|s| wire::from_status(&s));
+        self.brokers.observe(at, &opened);
+        let opened = opened?;
         let mut inbound = opened.into_inner();
         let pending: Arc<Mutex<HashMap<u64, Reply>>> = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
@@ -220,15 +271,28 @@ impl RemoteEngine {
                 let _ = reply.send(Err(end.clone()));
             }
         });
-        *link = Some(PublishLink { tx: tx.clone(), pending: pending.clone(), alive });
-        Ok((tx, pending))
+        *link = Some(PublishLink { tx: tx.clone(), pending: pending.clone(), alive, at });
+        Ok((tx, pending, at))
     }
 }
 
 impl RemoteEngine {
     /// One attempt at a publish over the pipelined stream.
     async fn publish_once(&self, stream: &str, records: Vec<pb::Record>, left: Duration) -> Result<Vec<Position>> {
-        let (tx, pending) = self.publish_link(left).await?;
+        let (tx, pending, at) = self.publish_link(left).await?;
+        let r = self.publish_on(stream, records, left, tx, pending).await;
+        self.brokers.observe(at, &r);
+        r
+    }
+
+    async fn publish_on(
+        &self,
+        stream: &str,
+        records: Vec<pb::Record>,
+        left: Duration,
+        tx: mpsc::Sender<pb::PublishRequest>,
+        pending: Arc<Mutex<HashMap<u64, Reply>>>,
+    ) -> Result<Vec<Position>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         pending.lock().unwrap().insert(id, reply);
@@ -415,7 +479,8 @@ impl Engine for RemoteEngine {
                 }
             };
             let mut feed = PartitionFeed {
-                client: self.streams.clone(),
+                brokers: self.brokers.clone(),
+                at: 0,
                 stream: stream.to_owned(),
                 partition: p.partition,
                 next,
@@ -478,9 +543,14 @@ impl Engine for RemoteEngine {
         let resp = self
             .policy
             .run(Retry::Never, Duration::from_millis(wait_ms), |left| {
-                let mut queues = self.queues.clone();
+                let (at, clients) = self.brokers.pick();
+                let mut queues = clients.queues.clone();
                 let req = timed(req.clone(), left);
-                async move { status(queues.reserve(req).await) }
+                async move {
+                    let r = status(queues.reserve(req).await);
+                    self.brokers.observe(at, &r);
+                    r
+                }
             })
             .await?;
         Ok(resp.jobs.into_iter().map(Into::into).collect())
@@ -581,7 +651,8 @@ impl Engine for RemoteEngine {
 
     async fn kv_watch(&self, bucket: &str, prefix: &str) -> Result<KvEventStream> {
         let mut feed = WatchFeed {
-            client: self.kv.clone(),
+            brokers: self.brokers.clone(),
+            at: 0,
             bucket: bucket.to_owned(),
             prefix: prefix.to_owned(),
             after: None,
@@ -604,7 +675,9 @@ impl Engine for RemoteEngine {
 /// what happened meanwhile. If the broker can not (it restarted, or more
 /// changed than it keeps), the watch ends with that Conflict error.
 struct WatchFeed {
-    client: pb::kv_client::KvClient<Channel>,
+    brokers: Arc<Brokers>,
+    /// The broker the watch is open on.
+    at: usize,
     bucket: String,
     prefix: String,
     after: Option<pb::WatchCursor>,
@@ -619,6 +692,10 @@ impl Reopen for WatchFeed {
         self.backoff
     }
 
+    fn broker(&self) -> (&Brokers, usize) {
+        (&self.brokers, self.at)
+    }
+
     fn describe(&self) -> String {
         format!("watch on {}", self.bucket)
     }
@@ -626,9 +703,14 @@ impl Reopen for WatchFeed {
     async fn open(&mut self) -> std::result::Result<(), tonic::Status> {
         let req =
             pb::KvWatchRequest { bucket: self.bucket.clone(), prefix: self.prefix.clone(), resume_after: self.after };
-        let opened = tokio::time::timeout(self.open_timeout, self.client.watch(Request::new(req)))
+        let (at, clients) = self.brokers.pick();
+        self.at = at;
+        let mut client = clients.kv.clone();
+        let opened = tokio::time::timeout(self.open_timeout, client.watch(Request::new(req)))
             .await
-            .map_err(|_| tonic::Status::deadline_exceeded("opening the watch timed out"))??;
+            .map_err(|_| tonic::Status::deadline_exceeded("opening the watch timed out"))
+            .and_then(|r| r)
+            .inspect_err(|s| self.link_failed(s))?;
         self.inbound = Some(opened.into_inner());
         Ok(())
     }
@@ -660,6 +742,7 @@ impl WatchFeed {
                 Ok(None) => self.inbound = None, // broker ended the stream (shutting down)
                 Err(s) if transient(&s) && self.after.is_some() => {
                     tracing::warn!(bucket = %self.bucket, error = %s, "watch lost; resuming");
+                    self.link_failed(&s);
                     self.inbound = None;
                 }
                 Err(s) => {
@@ -675,7 +758,9 @@ impl WatchFeed {
 /// remembers the next offset and, after a transport failure, re-subscribes
 /// from there with backoff, so nothing is lost or delivered twice.
 struct PartitionFeed {
-    client: pb::streams_client::StreamsClient<Channel>,
+    brokers: Arc<Brokers>,
+    /// The broker the subscription is open on.
+    at: usize,
     stream: String,
     partition: u32,
     next: u64,
@@ -690,6 +775,16 @@ struct PartitionFeed {
 /// stopped: `open` carries the feed's resume point.
 trait Reopen {
     fn backoff(&self) -> Backoff;
+    /// The brokers and the one the feed is (or was last) open on.
+    fn broker(&self) -> (&Brokers, usize);
+
+    /// A link failure on the feed's broker: the next open goes elsewhere.
+    fn link_failed(&self, s: &tonic::Status) {
+        if transient(s) || s.code() == tonic::Code::DeadlineExceeded {
+            let (brokers, at) = self.broker();
+            brokers.failed(at);
+        }
+    }
     /// What the feed is, for messages.
     fn describe(&self) -> String;
     async fn open(&mut self) -> std::result::Result<(), tonic::Status>;
@@ -732,6 +827,10 @@ impl Reopen for PartitionFeed {
         self.backoff
     }
 
+    fn broker(&self) -> (&Brokers, usize) {
+        (&self.brokers, self.at)
+    }
+
     fn describe(&self) -> String {
         format!("subscription to {}/{}", self.stream, self.partition)
     }
@@ -744,9 +843,14 @@ impl Reopen for PartitionFeed {
             offset: self.next,
             group: None,
         };
-        let opened = tokio::time::timeout(self.open_timeout, self.client.subscribe(Request::new(req)))
+        let (at, clients) = self.brokers.pick();
+        self.at = at;
+        let mut client = clients.streams.clone();
+        let opened = tokio::time::timeout(self.open_timeout, client.subscribe(Request::new(req)))
             .await
-            .map_err(|_| tonic::Status::deadline_exceeded("opening the subscription timed out"))??;
+            .map_err(|_| tonic::Status::deadline_exceeded("opening the subscription timed out"))
+            .and_then(|r| r)
+            .inspect_err(|s| self.link_failed(s))?;
         self.inbound = Some(opened.into_inner());
         Ok(())
     }
@@ -777,6 +881,7 @@ impl PartitionFeed {
                 Ok(None) => self.inbound = None, // broker ended the stream (shutting down)
                 Err(s) if transient(&s) => {
                     tracing::warn!(stream = %self.stream, partition = self.partition, error = %s, "subscription lost; reconnecting");
+                    self.link_failed(&s);
                     self.inbound = None;
                 }
                 Err(s) => {
