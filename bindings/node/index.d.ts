@@ -275,6 +275,29 @@ export declare class Client {
   watch(bucket: string, prefix?: string, handler?: Handler<KvEvent>): Promise<Subscription<KvEvent>>;
   watch(bucket: string, handler: Handler<KvEvent>): Promise<Subscription<KvEvent>>;
 
+  // ---- resource lifecycle
+  /**
+   * Streams whose name starts with `prefix` in the client's tenant and
+   * namespace, fully qualified ("tenant/namespace/name") and sorted. A prefix
+   * containing '/' is the start of a qualified name ("acme/" = every
+   * namespace of tenant acme).
+   */
+  listStreams(prefix?: string): Promise<string[]>;
+  listQueues(prefix?: string): Promise<string[]>;
+  listBuckets(prefix?: string): Promise<string[]>;
+  /** Removes it with everything in it; NotFoundError if it does not exist. Subscriptions on it end. */
+  deleteStream(stream: string): Promise<void>;
+  deleteQueue(queue: string): Promise<void>;
+  deleteBucket(bucket: string): Promise<void>;
+  /** Removes every message, keeps the stream (offsets continue); resolves with how many went. */
+  purgeStream(stream: string): Promise<number>;
+  /** Removes pending and delayed jobs (in-flight ones are left to their workers); resolves with how many went. */
+  purgeQueue(queue: string): Promise<number>;
+  /** More time for a reserved job, from now. ConflictError if it is no longer reserved by anyone. */
+  extend(queue: string, jobId: UInt, visibilityMs: UInt): Promise<void>;
+  /** Changes retention (0 = unlimited) or grows the partition count; unset keys keep their value. */
+  updateStream(stream: string, options: Omit<StreamOptions, 'tier'>): Promise<void>;
+
   /**
    * Closes the subscriptions (committing what was processed), waits for calls
    * in flight, closes the native client. Idempotent; safe inside a handler.
@@ -295,6 +318,7 @@ export declare class FlowMeshError extends Error {
   readonly code: string;
   /** The native status number. */
   readonly status: number | undefined;
+
   constructor(message?: string, code?: string, status?: number);
 }
 export declare class InvalidArgumentError extends FlowMeshError {}
@@ -372,3 +396,4 @@ export interface Client {
 
 /** A new X25519 key pair (base64) for the connect option appSecretKey. */
 export declare function generateEventKey(): Promise<{ secretKey: string; publicKey: string }>;
+

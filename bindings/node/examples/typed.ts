@@ -24,6 +24,12 @@ async function main(): Promise<void> {
   const value: Buffer | null = await fm.get('b', 'k');
   const w = await fm.watch('b', 'k', (e: KvEvent) => console.log(e.op, e.value?.length));
   await w.close();
+  const streams: string[] = await fm.listStreams('ev');
+  const purged: number = await fm.purgeStream('events');
+  await fm.updateStream('events', { max_messages: 1000 });
+  if (job) await fm.extend('jobs', job.id, 5000).catch((e: FlowMeshError) => console.log(e.code));
+  await fm.deleteQueue('jobs');
+  console.log(streams.length, purged);
   try {
     await fm.read('missing');
   } catch (err) {

@@ -182,6 +182,17 @@ _SIGNATURES: dict[str, tuple[Any, List[Any]]] = {
     "fm_strings_get": (c_char_p, [_P, c_size_t]),
     "fm_strings_free": (None, [_P]),
     "fm_kv_watch": (_S, [_P, c_char_p, c_char_p, KV_WATCH_CB, _P, POINTER(_P)]),
+    # resource lifecycle
+    "fm_streams_list": (_S, [_P, c_char_p, POINTER(_P)]),
+    "fm_queues_list": (_S, [_P, c_char_p, POINTER(_P)]),
+    "fm_kv_buckets_list": (_S, [_P, c_char_p, POINTER(_P)]),
+    "fm_stream_delete": (_S, [_P, c_char_p]),
+    "fm_queue_delete": (_S, [_P, c_char_p]),
+    "fm_kv_bucket_delete": (_S, [_P, c_char_p]),
+    "fm_stream_purge": (_S, [_P, c_char_p, POINTER(c_uint64)]),
+    "fm_queue_purge": (_S, [_P, c_char_p, POINTER(c_uint64)]),
+    "fm_queue_extend": (_S, [_P, c_char_p, c_uint64, c_uint64]),
+    "fm_stream_update": (_S, [_P, c_char_p, _P]),
 }
 
 
