@@ -7,6 +7,7 @@ const { koffi, load, copyBytes } = require('./native');
 const errors = require('./errors');
 const { pool } = require('./pool');
 const { Subscription } = require('./subscription');
+const { Store } = require('./store');
 
 // ---- library state on the main thread (status names, version) -----------
 
@@ -412,6 +413,14 @@ class Client {
 
   async listKeys(bucket, prefix = '') {
     return await this._call('kvListKeys', [bucket, prefix]);
+  }
+
+  // ---- document store
+
+  /** The document store of this client's tenant and namespace. */
+  get store() {
+    if (!this._store) this._store = new Store(this);
+    return this._store;
   }
 
   // ---- resource lifecycle

@@ -67,6 +67,15 @@ function takeStrings(list) {
   }
 }
 
+// An owned C string -> JS string, freeing it.
+function takeString(ptr) {
+  try {
+    return koffi.decode(ptr, 'char', -1);
+  } finally {
+    fn.fm_string_free(ptr);
+  }
+}
+
 function listNames(f, c, prefix) {
   const s = [null];
   check(f(c, prefix, s));
@@ -332,6 +341,25 @@ const ops = {
   updateStream(c, stream, pairs) {
     withOptions(pairs, (opts) => check(fn.fm_stream_update(c, stream, opts)));
   },
+
+  // ---- document store: JSON text in and out
+  storeCall(c, request) {
+    const out = [null];
+    check(fn.fm_store_call(c, request, out));
+    return takeString(out[0]);
+  },
+  storeSubscribe(c, query, params) {
+    const sub = [null];
+    check(fn.fm_store_subscribe(c, query, params, sub));
+    return sub[0];
+  },
+  // The next result (JSON text), or null when none came within timeoutMs.
+  storeNext(_c, sub, timeoutMs) {
+    const out = [null];
+    check(fn.fm_store_subscription_next(sub, timeoutMs, out));
+    return out[0] ? takeString(out[0]) : null;
+  },
+  storeUnsubscribe(_c, sub) { check(fn.fm_store_unsubscribe(sub)); },
 
   kvWatch(c, bucket, prefix, cb) {
     const sub = [null];
