@@ -472,6 +472,10 @@ def main():
         out.append("Run `bench/profile.sh` to (re)generate the profile data.\n")
     bindings = [(lang, f"results/bindings-{lang}.md") for lang in ("python", "go", "node")]
     here = os.path.dirname(os.path.abspath(a.report))
+    # The store benchmark (examples/store_bench.rs) is recorded by hand in results/store.md.
+    store = os.path.join(here, "results", "store.md")
+    if os.path.exists(store):
+        out.append(open(store).read().rstrip() + "\n")
     present = [(l, p) for l, p in bindings if os.path.exists(os.path.join(here, p))]
     if present:
         out.append("## Bindings\n")

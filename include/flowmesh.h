@@ -59,6 +59,10 @@ typedef struct fm_messages fm_messages;
 // Not thread-safe: use one set from one thread at a time.
 typedef struct fm_options fm_options;
 
+// A live query subscription (pull mode). End it with fm_store_unsubscribe.
+// The handle is an id, never dereferenced and never reused.
+typedef struct fm_store_subscription fm_store_subscription;
+
 // A list of strings returned by the library. Free with fm_strings_free.
 typedef struct fm_strings fm_strings;
 
@@ -881,6 +885,58 @@ fm_status fm_queue_extend(struct fm_client *client,
 fm_status fm_stream_update(struct fm_client *client,
                            const char *stream,
                            const struct fm_options *opts);
+
+// ---- Document store: JSON requests, live-query subscriptions --------------
+
+// Runs one store request, a JSON object such as
+// `{"type": "store.insert", "bucket": "users", "data": {"name": "Ann"}}`
+// (every type and its fields: docs/STORE.md), on the client's tenant and
+// namespace. On FM_OK `*response_out` is the result as JSON (`null` for
+// requests without one), owned by the caller (fm_string_free). On error it
+// is NULL and fm_last_error() is a JSON object `{"code", "message",
+// "details"?}` with the store's code: FM_ERR_INVALID_ARGUMENT for NULL,
+// invalid UTF-8, invalid JSON, an unknown type or missing fields
+// (INVALID_ARGUMENT) and for a record breaking the bucket's schema
+// (VALIDATION_ERROR, with one `{field, message}` per failed field in
+// details); FM_ERR_NOT_FOUND (NOT_FOUND, BUCKET_NOT_DEFINED,
+// QUERY_NOT_DEFINED); FM_ERR_CONFLICT (a version check failed);
+// FM_ERR_ALREADY_EXISTS; FM_ERR_CLOSED after fm_client_close; broker
+// errors as elsewhere.
+fm_status fm_store_call(struct fm_client *client, const char *request_json, char **response_out);
+
+// Frees a string returned by the store functions. NULL is a no-op.
+void fm_string_free(char *s);
+
+// Subscribes to the named query `query` (defined with a "defineQuery"
+// request) with `params_json` (a JSON object, NULL = none). The first
+// result is the query's current result; then one result after every change
+// that alters it, in order (results equal to the previous one are not
+// delivered; a reader that falls behind gets every result, none skipped).
+// Take them with fm_store_subscription_next. On FM_OK `*out` is owned by
+// the caller (fm_store_unsubscribe). Errors as fm_store_call, e.g.
+// FM_ERR_NOT_FOUND (QUERY_NOT_DEFINED), FM_ERR_INVALID_ARGUMENT
+// (VALIDATION_ERROR for a missing parameter).
+fm_status fm_store_subscribe(struct fm_client *client,
+                             const char *query,
+                             const char *params_json,
+                             struct fm_store_subscription **out);
+
+// The next result of a live query, waiting up to `timeout_ms` for it. On
+// FM_OK `*result_out` is the result as JSON (fm_string_free), or NULL when
+// none came within the timeout. When an evaluation failed (e.g. the broker
+// was unreachable) its status is returned with fm_last_error() as JSON;
+// the subscription goes on and delivers fresh results once it can.
+// FM_ERR_CLOSED after fm_store_unsubscribe (also when it ends a waiting
+// call from another thread) or fm_client_close. Call it from one thread at
+// a time per subscription.
+fm_status fm_store_subscription_next(struct fm_store_subscription *sub,
+                                     uint64_t timeout_ms,
+                                     char **result_out);
+
+// Ends a live query subscription and frees it; a call waiting in
+// fm_store_subscription_next on another thread returns FM_ERR_CLOSED first.
+// NULL is a no-op; FM_ERR_CLOSED if it was ended already.
+fm_status fm_store_unsubscribe(struct fm_store_subscription *sub);
 
 #ifdef __cplusplus
 }  // extern "C"

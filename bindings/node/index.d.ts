@@ -275,6 +275,33 @@ export declare class Client {
   watch(bucket: string, prefix?: string, handler?: Handler<KvEvent>): Promise<Subscription<KvEvent>>;
   watch(bucket: string, handler: Handler<KvEvent>): Promise<Subscription<KvEvent>>;
 
+  // ---- document store
+  /** The document store of this client's tenant and namespace (docs/STORE.md). */
+  readonly store: Store;
+
+  // ---- resource lifecycle
+  /**
+   * Streams whose name starts with `prefix` in the client's tenant and
+   * namespace, fully qualified ("tenant/namespace/name") and sorted. A prefix
+   * containing '/' is the start of a qualified name ("acme/" = every
+   * namespace of tenant acme).
+   */
+  listStreams(prefix?: string): Promise<string[]>;
+  listQueues(prefix?: string): Promise<string[]>;
+  listBuckets(prefix?: string): Promise<string[]>;
+  /** Removes it with everything in it; NotFoundError if it does not exist. Subscriptions on it end. */
+  deleteStream(stream: string): Promise<void>;
+  deleteQueue(queue: string): Promise<void>;
+  deleteBucket(bucket: string): Promise<void>;
+  /** Removes every message, keeps the stream (offsets continue); resolves with how many went. */
+  purgeStream(stream: string): Promise<number>;
+  /** Removes pending and delayed jobs (in-flight ones are left to their workers); resolves with how many went. */
+  purgeQueue(queue: string): Promise<number>;
+  /** More time for a reserved job, from now. ConflictError if it is no longer reserved by anyone. */
+  extend(queue: string, jobId: UInt, visibilityMs: UInt): Promise<void>;
+  /** Changes retention (0 = unlimited) or grows the partition count; unset keys keep their value. */
+  updateStream(stream: string, options: Omit<StreamOptions, 'tier'>): Promise<void>;
+
   /**
    * Closes the subscriptions (committing what was processed), waits for calls
    * in flight, closes the native client. Idempotent; safe inside a handler.
@@ -295,6 +322,10 @@ export declare class FlowMeshError extends Error {
   readonly code: string;
   /** The native status number. */
   readonly status: number | undefined;
+  /** For store calls: the store's code, e.g. "VALIDATION_ERROR", "BUCKET_NOT_DEFINED". */
+  readonly storeCode?: string;
+  /** For a store VALIDATION_ERROR: one entry per failed field. */
+  readonly details?: Array<{ field: string; message: string }> | null;
   constructor(message?: string, code?: string, status?: number);
 }
 export declare class InvalidArgumentError extends FlowMeshError {}
@@ -372,3 +403,67 @@ export interface Client {
 
 /** A new X25519 key pair (base64) for the connect option appSecretKey. */
 export declare function generateEventKey(): Promise<{ secretKey: string; publicKey: string }>;
+
+// ---- document store (docs/STORE.md)
+
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+/** A stored record: its fields plus id, _version, _createdAt, _updatedAt. */
+export type StoreRecord = { id: string; _version: number; _createdAt: number; _updatedAt: number; [field: string]: Json };
+/** {role: 'admin'}, {age: {$gt: 18}}, {$or: [...]}, ... */
+export type Filter = { [key: string]: Json };
+export interface Page { records: StoreRecord[]; hasMore: boolean; nextCursor: string | null }
+export interface TransactionOp { op: 'get' | 'insert' | 'update' | 'delete' | 'where' | 'findOne' | 'count'; bucket: string; [key: string]: Json }
+
+export declare class Store {
+  /** One request {type: 'store.<op>', ...}; resolves with its result. */
+  call(request: { type: string; [key: string]: Json }): Promise<Json>;
+  bucket(name: string): Bucket;
+  /** AlreadyExistsError when defined. */
+  defineBucket(name: string, config?: { key?: string; schema?: { [field: string]: Json }; indexes?: string[] }): Promise<void>;
+  updateBucket(name: string, updates: { schema?: { [field: string]: Json }; indexes?: string[] }): Promise<void>;
+  /** NotFoundError (storeCode BUCKET_NOT_DEFINED) when not defined. */
+  getBucketSchema(name: string): Promise<{ [key: string]: Json }>;
+  dropBucket(name: string): Promise<void>;
+  buckets(): Promise<string[]>;
+  stats(): Promise<{ [key: string]: Json }>;
+  defineQuery(name: string, definition: { type: string; bucket: string; [key: string]: Json }): Promise<void>;
+  undefineQuery(name: string): Promise<void>;
+  listQueries(): Promise<Array<{ name: string; definition: { [key: string]: Json } }>>;
+  runQuery(query: string, params?: { [key: string]: Json }): Promise<Json>;
+  /** All operations land atomically or none does; one result per operation. */
+  transaction(operations: TransactionOp[]): Promise<Json[]>;
+  /** The current result first, then one after every change that alters it. */
+  subscribe(query: string, params?: { [key: string]: Json }, handler?: (result: Json) => void | Promise<void>): Promise<LiveQuery>;
+  subscribe(query: string, handler: (result: Json) => void | Promise<void>): Promise<LiveQuery>;
+}
+
+export declare class Bucket {
+  readonly name: string;
+  insert(data: { [field: string]: Json }): Promise<StoreRecord>;
+  /** null when there is no such record. */
+  get(key: string): Promise<StoreRecord | null>;
+  /** ConflictError when expectedVersion is given and differs. */
+  update(key: string, data: { [field: string]: Json }, options?: { expectedVersion?: number }): Promise<StoreRecord>;
+  delete(key: string): Promise<void>;
+  all(): Promise<StoreRecord[]>;
+  where(filter: Filter): Promise<StoreRecord[]>;
+  findOne(filter: Filter): Promise<StoreRecord | null>;
+  count(filter?: Filter): Promise<number>;
+  first(n: number): Promise<StoreRecord[]>;
+  last(n: number): Promise<StoreRecord[]>;
+  paginate(options?: { limit?: number; after?: string }): Promise<Page>;
+  sum(field: string, filter?: Filter): Promise<number>;
+  avg(field: string, filter?: Filter): Promise<number>;
+  min(field: string, filter?: Filter): Promise<number | null>;
+  max(field: string, filter?: Filter): Promise<number | null>;
+  /** Resolves with how many records went. */
+  clear(): Promise<number>;
+}
+
+/** A live query. Emits 'error' for an evaluation that failed (delivery goes on). */
+export declare class LiveQuery extends EventEmitter implements AsyncIterable<Json> {
+  readonly closed: boolean;
+  close(): Promise<void>;
+  [Symbol.asyncIterator](): AsyncIterator<Json>;
+  [Symbol.asyncDispose](): Promise<void>;
+}

@@ -4,6 +4,7 @@
 
 const { connect, Client, ConnState, version } = require('./lib/client');
 const { Subscription } = require('./lib/subscription');
+const { Store, Bucket, LiveQuery } = require('./lib/store');
 const errors = require('./lib/errors');
 const { EventSubscription, generateEventKey } = require('./lib/events'); // adds Client#publishEvent, #subscribeEvents
 
@@ -13,6 +14,9 @@ module.exports = {
   Client,
   ConnState,
   Subscription,
+  Store,
+  Bucket,
+  LiveQuery,
   EventSubscription,
   generateEventKey,
   FlowMeshError: errors.FlowMeshError,

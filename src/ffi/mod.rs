@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod options;
 pub mod queue;
 pub mod resources;
+pub mod store;
 pub mod stream;
 
 use std::cell::{Cell, RefCell};

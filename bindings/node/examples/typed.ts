@@ -1,5 +1,5 @@
 // The API from TypeScript (checked by `tsc --noEmit` in the test suite).
-import { connect, ConnState, Message, KvEvent, NotFoundError, FlowMeshError } from 'flowmesh';
+import { connect, ConnState, Message, KvEvent, NotFoundError, FlowMeshError, Bucket, StoreRecord, Page, LiveQuery, Json } from 'flowmesh';
 
 async function main(): Promise<void> {
   const fm = await connect('mem://', { tenant: 'acme', namespace: 'dev', heartbeat_ms: 1000, nonblocking: true });
@@ -24,6 +24,26 @@ async function main(): Promise<void> {
   const value: Buffer | null = await fm.get('b', 'k');
   const w = await fm.watch('b', 'k', (e: KvEvent) => console.log(e.op, e.value?.length));
   await w.close();
+  const streams: string[] = await fm.listStreams('ev');
+  const purged: number = await fm.purgeStream('events');
+  await fm.updateStream('events', { max_messages: 1000 });
+  if (job) await fm.extend('jobs', job.id, 5000).catch((e: FlowMeshError) => console.log(e.code));
+  await fm.deleteQueue('jobs');
+  console.log(streams.length, purged);
+  const users: Bucket = fm.store.bucket('users');
+  const rec: StoreRecord = await users.insert({ name: 'Ann', age: 31 });
+  const page: Page = await users.paginate({ limit: 10, after: rec.id });
+  const admins: StoreRecord[] = await users.where({ role: 'admin', age: { $gte: 18 } });
+  await fm.store.defineQuery('all-users', { type: 'all', bucket: 'users' });
+  const live: LiveQuery = await fm.store.subscribe('all-users', (result: Json) => console.log(result));
+  await live.close();
+  const results: Json[] = await fm.store.transaction([{ op: 'get', bucket: 'users', key: rec.id }]);
+  console.log(page.hasMore, admins.length, results.length);
+  try {
+    await users.insert({ age: -1 });
+  } catch (err) {
+    if (err instanceof FlowMeshError && err.storeCode === 'VALIDATION_ERROR') console.log(err.details);
+  }
   try {
     await fm.read('missing');
   } catch (err) {

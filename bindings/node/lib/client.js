@@ -7,6 +7,7 @@ const { koffi, load, copyBytes } = require('./native');
 const errors = require('./errors');
 const { pool } = require('./pool');
 const { Subscription } = require('./subscription');
+const { Store } = require('./store');
 
 // ---- library state on the main thread (status names, version) -----------
 
@@ -412,6 +413,44 @@ class Client {
 
   async listKeys(bucket, prefix = '') {
     return await this._call('kvListKeys', [bucket, prefix]);
+  }
+
+  // ---- document store
+
+  /** The document store of this client's tenant and namespace. */
+  get store() {
+    if (!this._store) this._store = new Store(this);
+    return this._store;
+  }
+
+  // ---- resource lifecycle
+
+  async listStreams(prefix = '') { return await this._call('listStreams', [prefix]); }
+
+  async listQueues(prefix = '') { return await this._call('listQueues', [prefix]); }
+
+  async listBuckets(prefix = '') { return await this._call('listBuckets', [prefix]); }
+
+  async deleteStream(stream) { await this._call('deleteStream', [stream]); }
+
+  async deleteQueue(queue) { await this._call('deleteQueue', [queue]); }
+
+  async deleteBucket(bucket) { await this._call('deleteBucket', [bucket]); }
+
+  async purgeStream(stream) { return await this._call('purgeStream', [stream]); }
+
+  async purgeQueue(queue) { return await this._call('purgeQueue', [queue]); }
+
+  async extend(queue, jobId, visibilityMs) {
+    const ms = uint(visibilityMs, 'visibilityMs');
+    if (Number(ms) < 1) throw new RangeError('visibilityMs must be at least 1');
+    await this._call('extend', [queue, uint(jobId, 'jobId'), ms]);
+  }
+
+  async updateStream(stream, options) {
+    const pairs = optionPairs(options);
+    if (pairs.length === 0) throw new TypeError('updateStream needs at least one setting to change');
+    await this._call('updateStream', [stream, pairs]);
   }
 
   async watch(bucket, prefix, handler) {

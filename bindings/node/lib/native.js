@@ -39,7 +39,7 @@ let types = null;
 function declareTypes() {
   if (types) return types;
   for (const name of ['fm_options', 'fm_client', 'fm_subscription', 'fm_messages',
-    'fm_job', 'fm_jobs', 'fm_buf', 'fm_strings']) {
+    'fm_job', 'fm_jobs', 'fm_buf', 'fm_strings', 'fm_store_subscription']) {
     koffi.opaque(name);
   }
   const header = koffi.struct('fm_header', { key: 'const char *', value: 'const char *' });
@@ -146,6 +146,25 @@ const PROTOTYPES = [
   'size_t fm_strings_len(const fm_strings *s)',
   'const char *fm_strings_get(const fm_strings *s, size_t i)',
   'void fm_strings_free(fm_strings *s)',
+
+  // resource lifecycle
+  'int32_t fm_streams_list(fm_client *c, const char *prefix, _Out_ fm_strings **out)',
+  'int32_t fm_queues_list(fm_client *c, const char *prefix, _Out_ fm_strings **out)',
+  'int32_t fm_kv_buckets_list(fm_client *c, const char *prefix, _Out_ fm_strings **out)',
+  'int32_t fm_stream_delete(fm_client *c, const char *stream)',
+  'int32_t fm_queue_delete(fm_client *c, const char *queue)',
+  'int32_t fm_kv_bucket_delete(fm_client *c, const char *bucket)',
+  'int32_t fm_stream_purge(fm_client *c, const char *stream, _Out_ uint64_t *removed_out)',
+  'int32_t fm_queue_purge(fm_client *c, const char *queue, _Out_ uint64_t *removed_out)',
+  'int32_t fm_queue_extend(fm_client *c, const char *queue, uint64_t job_id, uint64_t visibility_ms)',
+  'int32_t fm_stream_update(fm_client *c, const char *stream, const fm_options *opts)',
+
+  // document store: JSON strings out are owned (void *: decoded, then fm_string_free)
+  'int32_t fm_store_call(fm_client *c, const char *request_json, _Out_ void **response_out)',
+  'void fm_string_free(void *s)',
+  'int32_t fm_store_subscribe(fm_client *c, const char *query, const char *params_json, _Out_ fm_store_subscription **out)',
+  'int32_t fm_store_subscription_next(fm_store_subscription *sub, uint64_t timeout_ms, _Out_ void **result_out)',
+  'int32_t fm_store_unsubscribe(fm_store_subscription *sub)',
   'int32_t fm_kv_watch(fm_client *c, const char *bucket, const char *prefix, fm_kv_watch_cb *cb, void *user_data, _Out_ fm_subscription **out)',
 
   // ---- events (lib/events.js, docs/EVENTS.md) ----

@@ -55,6 +55,39 @@ function cMsg(m) {
   };
 }
 
+// fm_strings* -> string[], freeing it.
+function takeStrings(list) {
+  try {
+    const n = Number(fn.fm_strings_len(list));
+    const items = [];
+    for (let i = 0; i < n; i++) items.push(fn.fm_strings_get(list, i));
+    return items;
+  } finally {
+    fn.fm_strings_free(list);
+  }
+}
+
+// An owned C string -> JS string, freeing it.
+function takeString(ptr) {
+  try {
+    return koffi.decode(ptr, 'char', -1);
+  } finally {
+    fn.fm_string_free(ptr);
+  }
+}
+
+function listNames(f, c, prefix) {
+  const s = [null];
+  check(f(c, prefix, s));
+  return takeStrings(s[0]);
+}
+
+function purged(f, c, name) {
+  const n = [0];
+  check(f(c, name, n));
+  return Number(n[0]);
+}
+
 function decodeJob(job) {
   const len = [0];
   const data = fn.fm_job_payload(job, len);
@@ -293,15 +326,41 @@ const ops = {
   kvListKeys(c, bucket, prefix) {
     const s = [null];
     check(fn.fm_kv_list_keys(c, bucket, prefix, s));
-    try {
-      const n = Number(fn.fm_strings_len(s[0]));
-      const keys = [];
-      for (let i = 0; i < n; i++) keys.push(fn.fm_strings_get(s[0], i));
-      return keys;
-    } finally {
-      fn.fm_strings_free(s[0]);
-    }
+    return takeStrings(s[0]);
   },
+  // ---- resource lifecycle
+  listStreams(c, prefix) { return listNames(fn.fm_streams_list, c, prefix); },
+  listQueues(c, prefix) { return listNames(fn.fm_queues_list, c, prefix); },
+  listBuckets(c, prefix) { return listNames(fn.fm_kv_buckets_list, c, prefix); },
+  deleteStream(c, stream) { check(fn.fm_stream_delete(c, stream)); },
+  deleteQueue(c, queue) { check(fn.fm_queue_delete(c, queue)); },
+  deleteBucket(c, bucket) { check(fn.fm_kv_bucket_delete(c, bucket)); },
+  purgeStream(c, stream) { return purged(fn.fm_stream_purge, c, stream); },
+  purgeQueue(c, queue) { return purged(fn.fm_queue_purge, c, queue); },
+  extend(c, queue, id, visibilityMs) { check(fn.fm_queue_extend(c, queue, id, visibilityMs)); },
+  updateStream(c, stream, pairs) {
+    withOptions(pairs, (opts) => check(fn.fm_stream_update(c, stream, opts)));
+  },
+
+  // ---- document store: JSON text in and out
+  storeCall(c, request) {
+    const out = [null];
+    check(fn.fm_store_call(c, request, out));
+    return takeString(out[0]);
+  },
+  storeSubscribe(c, query, params) {
+    const sub = [null];
+    check(fn.fm_store_subscribe(c, query, params, sub));
+    return sub[0];
+  },
+  // The next result (JSON text), or null when none came within timeoutMs.
+  storeNext(_c, sub, timeoutMs) {
+    const out = [null];
+    check(fn.fm_store_subscription_next(sub, timeoutMs, out));
+    return out[0] ? takeString(out[0]) : null;
+  },
+  storeUnsubscribe(_c, sub) { check(fn.fm_store_unsubscribe(sub)); },
+
   kvWatch(c, bucket, prefix, cb) {
     const sub = [null];
     check(fn.fm_kv_watch(c, bucket, prefix, cb, null, sub));

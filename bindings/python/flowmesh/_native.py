@@ -210,6 +210,23 @@ _SIGNATURES: dict[str, tuple[Any, List[Any]]] = {
     "fm_event_delivery_count": (c_uint32, [_P]),
     "fm_event_encrypted": (c_bool, [_P]),
     "fm_event_reply_to": (c_uint64, [_P, POINTER(c_bool)]),
+    # resource lifecycle
+    "fm_streams_list": (_S, [_P, c_char_p, POINTER(_P)]),
+    "fm_queues_list": (_S, [_P, c_char_p, POINTER(_P)]),
+    "fm_kv_buckets_list": (_S, [_P, c_char_p, POINTER(_P)]),
+    "fm_stream_delete": (_S, [_P, c_char_p]),
+    "fm_queue_delete": (_S, [_P, c_char_p]),
+    "fm_kv_bucket_delete": (_S, [_P, c_char_p]),
+    "fm_stream_purge": (_S, [_P, c_char_p, POINTER(c_uint64)]),
+    "fm_queue_purge": (_S, [_P, c_char_p, POINTER(c_uint64)]),
+    "fm_queue_extend": (_S, [_P, c_char_p, c_uint64, c_uint64]),
+    "fm_stream_update": (_S, [_P, c_char_p, _P]),
+    # document store: owned strings come back as addresses (fm_string_free)
+    "fm_store_call": (_S, [_P, c_char_p, POINTER(_P)]),
+    "fm_string_free": (None, [_P]),
+    "fm_store_subscribe": (_S, [_P, c_char_p, c_char_p, POINTER(_P)]),
+    "fm_store_subscription_next": (_S, [_P, c_uint64, POINTER(_P)]),
+    "fm_store_unsubscribe": (_S, [_P]),
 }
 
 
@@ -318,6 +335,16 @@ def status_code(name: str) -> int:
 def last_error() -> str:
     raw = lib().fm_last_error()
     return raw.decode("utf-8", "replace") if raw else ""
+
+
+def take_string(address: Optional[int]) -> str:
+    """Copy an owned NUL-terminated string returned by the library and free it."""
+    if not address:
+        return ""
+    try:
+        return ctypes.string_at(address).decode("utf-8")
+    finally:
+        lib().fm_string_free(address)
 
 
 def string_at(address: Optional[int], length: int) -> bytes:

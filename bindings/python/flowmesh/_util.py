@@ -10,16 +10,24 @@ from ._errors import FlowMeshInvalidArgumentError
 Duration = Union[timedelta, float, int]
 
 
+def _segment(label: str, part: str) -> str:
+    if not isinstance(part, str) or not part or "/" in part or "\0" in part:
+        raise FlowMeshInvalidArgumentError(f"{label} must be a non-empty string without '/' or NUL, got {part!r}")
+    return part
+
+
 def resource(tenant: str, namespace: str, name: str) -> bytes:
     """The native resource name "tenant/namespace/name" (the core checks the
     characters; here only that each part is one non-empty segment)."""
     parts = (tenant, namespace, name)
-    for label, part in zip(("tenant", "namespace", "name"), parts):
-        if not isinstance(part, str) or not part or "/" in part or "\0" in part:
-            raise FlowMeshInvalidArgumentError(
-                f"{label} must be a non-empty string without '/' or NUL, got {part!r}"
-            )
-    return "/".join(parts).encode()
+    return "/".join(_segment(label, part) for label, part in zip(("tenant", "namespace", "name"), parts)).encode()
+
+
+def scope(tenant: str, namespace: str, prefix: str) -> bytes:
+    """The qualified listing prefix "tenant/namespace/prefix" ("" = all)."""
+    if not isinstance(prefix, str) or "/" in prefix or "\0" in prefix:
+        raise FlowMeshInvalidArgumentError(f"prefix must be a string without '/' or NUL, got {prefix!r}")
+    return f"{_segment('tenant', tenant)}/{_segment('namespace', namespace)}/{prefix}".encode()
 
 
 def text(value: str, label: str) -> bytes:

@@ -6,6 +6,7 @@ import ctypes
 import logging
 from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
+from . import _lifecycle
 from . import _native as n
 from ._bridge import Channel, Subscription, SubState, copy_bytes
 from ._core import Call, Core
@@ -144,6 +145,18 @@ class KVClient:
                 lib().fm_strings_free(out.value)
 
         return await self._client._core().run(work)
+
+    async def list_buckets(self, tenant: str, namespace: str, prefix: str = "") -> List[str]:
+        """Names of the namespace's buckets starting with ``prefix``, sorted."""
+        work = _lifecycle.list_names("fm_kv_buckets_list", "kv.list_buckets", tenant, namespace, prefix)
+        result: List[str] = await self._client._core().run(work)
+        return result
+
+    async def delete_bucket(self, tenant: str, namespace: str, store: str) -> None:
+        """Delete a bucket with every key; its watches end with
+        FlowMeshNotFoundError. FlowMeshNotFoundError if there is none."""
+        work = _lifecycle.delete("fm_kv_bucket_delete", "kv.delete_bucket", tenant, namespace, store)
+        await self._client._core().run(work)
 
     def watch(
         self,

@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
+from . import _lifecycle
 from . import _native as n
 from ._core import Call
 from ._errors import FlowMeshClosedError, FlowMeshInvalidArgumentError, check
@@ -212,6 +213,42 @@ class QueueClient:
             check(lib().fm_queue_nack(h, name, jid, delay_ms), "queue.nack")
 
         await self._client._core().run(work)
+
+    async def extend(
+        self, tenant: str, namespace: str, queue: str, job_id: JobId, visibility: Duration
+    ) -> None:
+        """Give a reserved job ``visibility`` more time from now before it is
+        redelivered (at least 1 ms). FlowMeshConflictError if the job is no
+        longer reserved (its visibility ran out, it was nacked);
+        FlowMeshNotFoundError if the queue has no such job."""
+        name = resource(tenant, namespace, queue)
+        jid = _job_id(job_id)
+        ms = millis(visibility, label="visibility")
+        if ms < 1:
+            raise FlowMeshInvalidArgumentError("visibility must be at least 1 ms")
+
+        def work(h: int, _: Call) -> None:
+            check(lib().fm_queue_extend(h, name, jid, ms), "queue.extend")
+
+        await self._client._core().run(work)
+
+    async def list(self, tenant: str, namespace: str, prefix: str = "") -> List[str]:
+        """Names of the namespace's queues starting with ``prefix``, sorted."""
+        work = _lifecycle.list_names("fm_queues_list", "queue.list", tenant, namespace, prefix)
+        result: List[str] = await self._client._core().run(work)
+        return result
+
+    async def delete(self, tenant: str, namespace: str, queue: str) -> None:
+        """Delete a queue with every job (pending, delayed, in flight, dead);
+        FlowMeshNotFoundError if there is none."""
+        await self._client._core().run(_lifecycle.delete("fm_queue_delete", "queue.delete", tenant, namespace, queue))
+
+    async def purge(self, tenant: str, namespace: str, queue: str) -> int:
+        """Remove the pending and delayed jobs; returns how many went. Jobs in
+        flight are left to their workers, dead jobs stay in the DLQ."""
+        work = _lifecycle.purge("fm_queue_purge", "queue.purge", tenant, namespace, queue)
+        removed: int = await self._client._core().run(work)
+        return removed
 
     async def get_stats(self, tenant: str, namespace: str, queue: str) -> QueueStats:
         name = resource(tenant, namespace, queue)

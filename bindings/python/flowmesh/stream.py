@@ -6,6 +6,7 @@ import ctypes
 import logging
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
+from . import _lifecycle
 from . import _native as n
 from ._bridge import PullState, Subscription, copy_bytes
 from ._core import Call, Core, Options
@@ -76,6 +77,60 @@ class StreamClient:
         def work(h: int, _: Call) -> None:
             with Options(opts) as o:
                 check(lib().fm_stream_create(h, name, o), "stream.create")
+
+        await self._client._core().run(work)
+
+    async def list(self, tenant: str, namespace: str, prefix: str = "") -> List[str]:
+        """Names of the namespace's streams starting with ``prefix``, sorted
+        (as passed to the other methods, without "tenant/namespace/")."""
+        work = _lifecycle.list_names("fm_streams_list", "stream.list", tenant, namespace, prefix)
+        result: List[str] = await self._client._core().run(work)
+        return result
+
+    async def delete(self, tenant: str, namespace: str, stream: str) -> None:
+        """Delete a stream with its messages and consumer-group offsets
+        (FlowMeshNotFoundError if there is none). Subscriptions on it end
+        with FlowMeshNotFoundError; a later write creates it again, empty."""
+        await self._client._core().run(_lifecycle.delete("fm_stream_delete", "stream.delete", tenant, namespace, stream))
+
+    async def purge(self, tenant: str, namespace: str, stream: str) -> int:
+        """Remove every message and keep the stream; returns how many went.
+        Offsets continue from where they were."""
+        work = _lifecycle.purge("fm_stream_purge", "stream.purge", tenant, namespace, stream)
+        removed: int = await self._client._core().run(work)
+        return removed
+
+    async def update(
+        self,
+        tenant: str,
+        namespace: str,
+        stream: str,
+        *,
+        partitions: Optional[int] = None,
+        max_age: Optional[Duration] = None,
+        max_bytes: Optional[int] = None,
+        max_messages: Optional[int] = None,
+    ) -> None:
+        """Change retention (0 = unlimited) or grow the partition count of an
+        existing stream; what is not given keeps its value.
+        FlowMeshInvalidArgumentError for nothing to change or fewer partitions,
+        FlowMeshNotFoundError if the stream does not exist."""
+        name = resource(tenant, namespace, stream)
+        opts: Dict[str, str] = {}
+        if partitions is not None:
+            opts["partitions"] = str(non_negative(partitions, "partitions"))
+        if max_age is not None:
+            opts["max_age_ms"] = str(millis(max_age, label="max_age"))
+        if max_bytes is not None:
+            opts["max_bytes"] = str(non_negative(max_bytes, "max_bytes"))
+        if max_messages is not None:
+            opts["max_messages"] = str(non_negative(max_messages, "max_messages"))
+        if not opts:
+            raise FlowMeshInvalidArgumentError("stream.update needs at least one setting to change")
+
+        def work(h: int, _: Call) -> None:
+            with Options(opts) as o:
+                check(lib().fm_stream_update(h, name, o), "stream.update")
 
         await self._client._core().run(work)
 
