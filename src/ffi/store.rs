@@ -37,7 +37,13 @@ fn stores() -> &'static Mutex<HashMap<usize, Store>> {
 }
 
 fn store_of(handle: *mut fm_client, client: &BlockingClient) -> Store {
-    stores().lock().unwrap().entry(handle as usize).or_insert_with(|| Store::new(client.client().clone())).clone()
+    let mut stores = stores().lock().unwrap();
+    let store = stores.entry(handle as usize).or_insert_with(|| Store::new(client.client().clone())).clone();
+    // A call racing fm_client_close must not leave a store behind it.
+    if client_arg(handle).is_err() {
+        stores.remove(&(handle as usize));
+    }
+    store
 }
 
 /// Drops the store of a client being closed (it holds the engine open).
