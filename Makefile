@@ -6,7 +6,7 @@
 #
 # Other targets: lib, header, check-header, lint, install PREFIX=..., bench,
 # packages (python-dist, npm, deb: into <target>/python, npm, debian), docs,
-# soak (30 min, SOAK_MINUTES).
+# soak (30 min, SOAK_MINUTES), fuzz (libFuzzer, FUZZ_RUNS per target).
 
 CARGO    ?= cargo
 PREFIX   ?= /usr/local
@@ -23,7 +23,7 @@ export FLOWMESH_BIN := $(RELEASE)/flowmesh
 export FLOWMESH_LIB_DIR := $(RELEASE)
 
 .PHONY: all setup setup-run lib run demo test test-rust test-nats-faults test-nats-cluster test-c test-python test-go test-node test-install \
-        test-linearizability header check-header lint install bench bench-quick soak clean \
+        test-linearizability header check-header lint install bench bench-quick soak fuzz clean \
         packages python-dist npm deb docs
 
 all: lib
@@ -89,6 +89,12 @@ check-header: header
 	git diff --exit-code -- include/flowmesh.h || \
 	  (echo "include/flowmesh.h is out of date: commit the regenerated header" && exit 1)
 	scripts/check-abi
+
+## libFuzzer targets of fuzz/ (nightly toolchain), FUZZ_RUNS executions each
+## (default 10^6), corpus kept in fuzz/corpus (docs/FUZZING.md).
+FUZZ_RUNS ?= 1000000
+fuzz:
+	FUZZ_RUNS=$(FUZZ_RUNS) scripts/fuzz.sh
 
 ## Formatting, clippy and the module layering (docs/ARCHITECTURE.md).
 lint: setup

@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Broker;
@@ -13,26 +12,9 @@ use flowmesh::{Client, Error, Options, Record};
 /// Runs the CLI against `url`, reads the acknowledgements it prints (one
 /// per line) until `want` arrived, then kills it with SIGKILL.
 fn ack_lines_then_kill(url: &str, args: &[&str], want: usize) -> Vec<String> {
-    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_flowmesh"))
-        .args(args)
-        .args(["--url", url])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn flowmesh");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for line in BufReader::new(stdout).lines() {
-        lines.push(line.expect("read child output"));
-        if lines.len() >= want || Instant::now() > deadline {
-            break;
-        }
-    }
-    child.kill().expect("kill -9");
-    child.wait().unwrap();
-    assert!(lines.len() >= want, "child acknowledged only {} writes", lines.len());
-    lines
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowmesh"));
+    cmd.args(args).args(["--url", url]);
+    common::crash::acks_then_kill(&mut cmd, want, Duration::from_secs(60), |_| true)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,3 +120,32 @@ proptest! {
         }
     }
 }
+
+/// Found by the `storage` fuzz target (fuzz/): a queue log record naming job
+/// id u64::MAX overflowed the next job id (a panic where overflow checks are
+/// on). Ids come from the counter, so such a record is damage.
+#[test]
+fn a_queue_record_with_the_largest_job_id_is_damage_not_a_panic() {
+    use flowmesh::engine::embedded::fuzzing::queue_log;
+    let remove = |id: u64| [&[3u8][..], &id.to_le_bytes()].concat();
+    assert_eq!(queue_log(&remove(7)), 1, "an ordinary remove record is accepted");
+    assert_eq!(queue_log(&remove(u64::MAX)), 0, "the largest id is refused as damage");
+}
+
+/// Found by the `storage` fuzz target: a checksummed segment record whose
+/// offset lies far beyond its segment's base made opening the partition
+/// index every offset in between (an allocation no file pays for: out of
+/// memory). Positions are u32, so a segment spans at most 2^32 bytes of
+/// records; a record claiming more is damage, and an intact one after it
+/// is still read.
+#[test]
+fn a_segment_record_with_an_impossible_offset_is_damage_not_an_allocation() {
+    use flowmesh::engine::embedded::fuzzing::segment;
+    let far = frame(1 << 50, 1, None, &[], b"far");
+    let near = frame(0, 1, None, &[], b"near");
+    // Alone, as newest and as older segment: no record.
+    assert_eq!(segment(&far), 0);
+    // Followed by an intact record: that one is indexed (twice: newest and older).
+    assert_eq!(segment(&[far.clone(), near.clone()].concat()), 2);
+    assert_eq!(segment(&[near, far].concat()), 2);
+}

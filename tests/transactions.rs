@@ -4,8 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -295,28 +294,14 @@ async fn transactions_survive_kill_9_of_an_embedded_writer() {
     for (round, fsync) in ["batch", "none"].into_iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("file://{}", dir.path().display());
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child_writer", "--ignored", "--nocapture", "--test-threads=1"])
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", "crash_child_writer", "--ignored", "--nocapture", "--test-threads=1"])
             .env("FLOWMESH_TXN_CHILD_URL", &url)
-            .env("FLOWMESH_TXN_CHILD_FSYNC", fsync)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let want = 150 + 100 * round as u64;
-        let mut acked = 0;
-        let deadline = Instant::now() + Duration::from_secs(90);
-        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-            if line.unwrap().starts_with("ack ") {
-                acked += 1;
-            }
-            if acked >= want || Instant::now() > deadline {
-                break;
-            }
-        }
-        child.kill().unwrap(); // SIGKILL, mid-transaction more often than not
-        child.wait().unwrap();
-        assert!(acked >= want, "the child acknowledged only {acked} transactions");
+            .env("FLOWMESH_TXN_CHILD_FSYNC", fsync);
+        let want = 150 + 100 * round;
+        // SIGKILL, mid-transaction more often than not.
+        let acked = common::crash::acks_then_kill(&mut cmd, want, Duration::from_secs(90), |l| l.starts_with("ack "))
+            .len() as u64;
         let c = Client::connect(&url, &Options::new()).await.expect("reopen after kill -9");
         assert_whole_prefix(&c, acked).await;
     }

@@ -2,6 +2,7 @@
 //! unchanged against every engine.
 #![allow(dead_code)]
 
+pub mod crash;
 pub mod proxy;
 
 use std::net::TcpListener;

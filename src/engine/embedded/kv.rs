@@ -56,6 +56,23 @@ struct BucketState {
     deleted: bool,
 }
 
+/// Replays `data` into an empty bucket as recovery does: as one record
+/// body, then as a whole log file (the fuzz targets). Returns how many
+/// records were accepted.
+pub(super) fn fuzz_replay(data: &[u8], now: i64) -> usize {
+    let mut st = BucketState::default();
+    let mut accepted = usize::from(st.replay(data, now).is_ok());
+    for piece in codec::scan(data, true, |_| true).pieces {
+        if let codec::Piece::Frame { body, .. } = piece {
+            if st.replay(body, now).is_err() {
+                break;
+            }
+            accepted += 1;
+        }
+    }
+    accepted
+}
+
 fn entry_cost(key: &str, value: &[u8]) -> u64 {
     32 + (key.len() + value.len()) as u64
 }

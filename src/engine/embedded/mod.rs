@@ -9,6 +9,8 @@ mod dedup;
 mod fault;
 #[cfg(test)]
 pub(crate) mod fault_tests;
+#[doc(hidden)]
+pub mod fuzzing;
 mod kv;
 mod log;
 mod partition;

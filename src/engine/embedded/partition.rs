@@ -291,6 +291,12 @@ fn decode(body: &[u8]) -> std::result::Result<Stored, codec::Corrupt> {
     Ok(Stored { offset, timestamp_ms, key, payload, headers, msg_id })
 }
 
+/// Indexes `data` as a segment starting at offset 0 (the fuzz targets);
+/// the number of intact records.
+pub(super) fn fuzz_load(data: &[u8], last: bool) -> usize {
+    load(0, data, last, None).records as usize
+}
+
 /// Decodes a segment record body; used by the recovery fuzz test.
 pub fn decode_record(body: &[u8]) -> Option<(u64, i64, usize)> {
     decode(body).ok().map(|s| (s.offset, s.timestamp_ms, s.payload.len()))
@@ -340,11 +346,24 @@ struct Loaded {
     tail: usize,
 }
 
+/// The fewest bytes a record takes in a segment: the frame header and a
+/// body of offset, timestamp, key, header count and payload length.
+const MIN_RECORD_BYTES: u64 = codec::FRAME_HEADER as u64 + 28;
+/// The most offsets one segment can span (see `load`).
+const MAX_SEGMENT_OFFSETS: u64 = u32::MAX as u64 / MIN_RECORD_BYTES;
+
 /// Indexes a segment's bytes. `last`: the newest segment (the only one a
 /// torn tail can end); `next_base`: the following segment's first offset,
 /// which bounds damage at the end of this one.
 fn load(base: u64, data: &[u8], last: bool, next_base: Option<u64>) -> Loaded {
-    let scan = codec::scan(data, last, |b| decode(b).is_ok_and(|s| s.offset >= base));
+    // Positions are u32 byte positions, so a segment spans at most this
+    // many offsets; a record claiming more (its own offset or a gap) is
+    // implausible, and would otherwise make the index below allocate for
+    // offsets no file can hold.
+    let fits = |end: u64| end.checked_sub(base).is_some_and(|n| n <= MAX_SEGMENT_OFFSETS);
+    let plausible =
+        |s: &Stored| fits(s.offset) && gap_count(s).is_none_or(|n| s.offset.checked_add(n).is_some_and(fits));
+    let scan = codec::scan(data, last, |b| decode(b).is_ok_and(|s| plausible(&s)));
     let mut l = Loaded {
         positions: Vec::new(),
         gaps: Vec::new(),
@@ -358,7 +377,8 @@ fn load(base: u64, data: &[u8], last: bool, next_base: Option<u64>) -> Loaded {
     // Damaged bytes not yet matched to the offsets they held.
     let mut pending: Option<(usize, usize)> = None;
     let close = |l: &mut Loaded, expected: &mut u64, upto: u64, bytes: (usize, usize), repaired: bool| {
-        let upto = upto.max(*expected);
+        // Also bounds damage up to the next segment's base (a file name).
+        let upto = upto.max(*expected).min(base.saturating_add(MAX_SEGMENT_OFFSETS));
         l.positions.extend(std::iter::repeat_n(bytes.0 as u32, (upto - *expected) as usize));
         l.gaps.push(Gap { first: *expected, end: upto, bytes: (bytes.0 as u64, bytes.1 as u64), repaired });
         *expected = upto;

@@ -77,6 +77,24 @@ struct QueueState {
     deleted: bool,
 }
 
+/// Replays `data` into an empty queue as recovery does: as one record
+/// body, then as a whole log file (the fuzz targets). Returns how many
+/// records were accepted.
+pub(super) fn fuzz_replay(data: &[u8], now: i64) -> usize {
+    let mut st = QueueState { next_id: 1, ..Default::default() };
+    let mut accepted = usize::from(st.replay(data).is_ok());
+    for piece in codec::scan(data, true, |_| true).pieces {
+        if let codec::Piece::Frame { body, .. } = piece {
+            if st.replay(body).is_err() {
+                break;
+            }
+            accepted += 1;
+        }
+    }
+    st.promote(now);
+    accepted
+}
+
 fn job_cost(j: &JobRec) -> u64 {
     64 + j.payload.len() as u64
 }
@@ -496,9 +514,12 @@ impl QueueState {
                     state: State::Dead,
                 };
                 let state = decode_state(&mut r)?;
+                // Ids come from next_id, so the largest can never have been
+                // written: a record holding it is damage, not a job.
+                let next = id.checked_add(1).ok_or(codec::Corrupt)?;
                 self.remove(id);
                 self.insert(job, state);
-                self.next_id = self.next_id.max(id + 1);
+                self.next_id = self.next_id.max(next);
             }
             W_STATE => {
                 let id = r.u64()?;
@@ -512,8 +533,9 @@ impl QueueState {
             }
             W_REMOVE => {
                 let id = r.u64()?;
+                let next = id.checked_add(1).ok_or(codec::Corrupt)?;
                 self.remove(id);
-                self.next_id = self.next_id.max(id + 1);
+                self.next_id = self.next_id.max(next);
             }
             W_POLICY => {
                 self.policy = RetryPolicy {

@@ -245,6 +245,18 @@ fn encode(b: &mut Vec<u8>, staged: &Staged) {
     }
 }
 
+/// Decodes `data` as one transaction record, then as a whole log file
+/// (the fuzz targets); the number of transactions decoded.
+pub(super) fn fuzz_decode(data: &[u8]) -> usize {
+    let mut n = usize::from(decode(data).is_ok());
+    for piece in codec::scan(data, true, |_| true).pieces {
+        if let Piece::Frame { body, .. } = piece {
+            n += usize::from(decode(body).is_ok());
+        }
+    }
+    n
+}
+
 fn decode(body: &[u8]) -> std::result::Result<Staged, codec::Corrupt> {
     let mut r = Reader::new(body);
     if r.u8()? != TXN_RECORD {
