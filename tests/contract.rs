@@ -778,6 +778,64 @@ contract_tests!(
     two_clients_share_one_engine,
 );
 
+/// Names with every character a name may hold, and a name too long for a
+/// NATS stream name raw, through each lifecycle call; keys NATS subjects
+/// could not carry raw, through a transaction.
+async fn unusual_names_and_keys_through_lifecycle_calls(b: Backend) {
+    let f = fixture(b).await;
+    let c = &f.client;
+    let long = format!("t{}/n{}/s{}", "x".repeat(127), "y".repeat(127), "z".repeat(127));
+    let names = ["a.b_c-d", "_x.", "Z-9.9", long.as_str()];
+    for n in names {
+        c.create_stream(n, StreamConfig { partitions: 2, ..Default::default() }).await.unwrap();
+        c.publish(n, Record::new("m").with_key("k")).await.unwrap();
+        c.enqueue(n, Record::new("j"), 0, 0).await.unwrap();
+        c.kv_set(n, "k", Bytes::from("v"), 0).await.unwrap();
+    }
+    let q = |n: &str| if n.contains('/') { n.to_owned() } else { format!("default/default/{n}") };
+    let mut short: Vec<String> = names[..3].iter().map(|n| q(n)).collect();
+    short.sort();
+    assert_eq!(c.list_streams("").await.unwrap(), short);
+    assert_eq!(c.list_queues("").await.unwrap(), short);
+    assert_eq!(c.list_buckets("").await.unwrap(), short);
+    assert_eq!(c.list_streams("a.").await.unwrap(), [q("a.b_c-d")]);
+    let tenant = &long[..129]; // "t…/": the long name's tenant, qualified
+    for list in [c.list_streams(&long[..130]).await, c.list_queues(tenant).await, c.list_buckets(&long).await] {
+        assert_eq!(list.unwrap(), std::slice::from_ref(&long));
+    }
+    let upd = flowmesh::StreamUpdate { partitions: Some(3), ..Default::default() };
+    assert_eq!(c.update_stream(&long, upd).await.unwrap().partitions, 3);
+    assert_eq!(c.purge_stream(&long).await.unwrap(), 1);
+    assert_eq!(c.purge_queue(&long).await.unwrap(), 1);
+    let keys = ["a.b", "*", ">", "sp ace", "ü/ß", "_2E", "x\u{1F600}"];
+    let ops = keys.iter().map(|k| flowmesh::TxnOp::Put {
+        bucket: long.clone(),
+        key: (*k).into(),
+        value: Bytes::from(*k),
+        ttl_ms: 0,
+    });
+    c.kv_txn(ops.collect()).await.unwrap();
+    let listed = c.kv_txn(vec![flowmesh::TxnOp::List { bucket: long.clone(), prefix: String::new() }]).await.unwrap();
+    let flowmesh::TxnResult::List(entries) = &listed[0] else { panic!("{listed:?}") };
+    let mut want: Vec<&str> = keys.iter().copied().chain(["k"]).collect();
+    want.sort();
+    assert_eq!(entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), want);
+    assert!(entries.iter().filter(|e| e.key != "k").all(|e| e.value == e.key.as_bytes()));
+    for n in names {
+        c.delete_stream(n).await.unwrap();
+        c.delete_queue(n).await.unwrap();
+        c.delete_bucket(n).await.unwrap();
+        assert!(matches!(c.delete_stream(n).await, Err(Error::NotFound(_))));
+    }
+    assert!(c.list_streams("").await.unwrap().is_empty());
+    assert!(c.list_buckets(tenant).await.unwrap().is_empty());
+    for bad in ["a b", "a*", "a>", "", "a/b"] {
+        assert!(matches!(c.delete_stream(bad).await, Err(Error::InvalidArgument(_))), "{bad:?}");
+        assert!(matches!(c.purge_queue(bad).await, Err(Error::InvalidArgument(_))), "{bad:?}");
+        assert!(matches!(c.delete_bucket(bad).await, Err(Error::InvalidArgument(_))), "{bad:?}");
+    }
+}
+
 mod lifecycle {
     use super::*;
 
@@ -790,5 +848,6 @@ mod lifecycle {
         purge_queue_leaves_in_flight_jobs,
         extend_gives_more_time_and_races_the_timeout,
         update_stream_changes_retention_and_grows_partitions,
+        unusual_names_and_keys_through_lifecycle_calls,
     );
 }

@@ -362,7 +362,14 @@ impl Kv {
     pub async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
         let (n, _) = self.ensure(bucket).await?;
         let now = now_ms();
-        let (msgs, _) = self.last_per_subject(&n.stream, &format!("{}>", n.prefix)).await?;
+        // One isolated read that sees every acknowledged write (a consumer
+        // on a lagging replica might not); a bucket too large for it is
+        // scanned by a consumer instead.
+        let msgs = match self.js.multi_last(&n.stream, &[format!("{}*", n.prefix)]).await {
+            Ok((msgs, _)) => msgs,
+            Err(Error::TooLarge(_)) => self.last_per_subject(&n.stream, &format!("{}>", n.prefix)).await?.0,
+            Err(e) => return Err(e),
+        };
         let mut keys: Vec<String> = msgs
             .iter()
             .filter(|m| live(m, now))

@@ -225,6 +225,15 @@ impl Streams {
                 // batch on a cluster, or a stream another client deleted:
                 // sent again (ids keep it once), re-creating it if needed.
                 Err(Error::Unavailable(_)) | Err(Error::NotFound(_)) => self.republish(name, p, &retry[i]).await?,
+                // A cluster deleting the stream may drop the ack: sent again
+                // only when the stream is gone (so nothing is stored twice).
+                Err(Error::Timeout(t)) => match self.js.stream_info(&stream_name(name, p)).await {
+                    Err(Error::NotFound(_)) => self.republish(name, p, &retry[i]).await?,
+                    _ => {
+                        self.forget(name);
+                        return Err(Error::Timeout(t));
+                    }
+                },
                 Err(e) => {
                     self.forget(name);
                     return Err(e);
