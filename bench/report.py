@@ -11,6 +11,14 @@ import os
 import statistics
 from collections import OrderedDict
 
+# The section on the nats:// engine; its figures come from bench/results/nats.md.
+NATS_INTRO = ("`bench/nats.sh` (examples/nats_bench.rs): the `nats://` engine against the same workload written "
+              "directly with async-nats on the same 3-node nats-server v2.15.3 cluster (the mapping's overhead; "
+              "target <= 1.3x), the engine with replicas=1 against replicas=3, and three producers spread over 1, 2 "
+              "and 3 gateways (`flowmesh serve --data nats://...`). Cluster, gateways and client share the machine, "
+              "so adding gateways on it adds no cores: the cluster is the limit here. The sync_interval each "
+              "figure used is in the first line below (docs/SCALING.md explains what it means).\n")
+
 WORKLOADS = OrderedDict([
     ("publish_latency", ("1. Stream publish, single in-flight latency (and 6. payload sizes)",
                          "Each publish waits for its acknowledgement before the next is sent. "
@@ -482,6 +490,11 @@ def main():
         out.append("Each binding is measured against the official NATS JetStream (and Redis) client of its language, "
                    "in the same run, by its own script in `bench/bindings/`: "
                    + ", ".join(f"[{l}]({p})" for l, p in present) + ".\n")
+    nats = os.path.join(here, "results", "nats.md")
+    if os.path.exists(nats):
+        # Written by bench/nats.sh (its own cluster and gateways), kept across full runs.
+        out.append("## nats:// on a 3-node cluster\n")
+        out.append(NATS_INTRO + "\n" + open(nats).read().rstrip() + "\n")
     out.append("## How to reproduce\n")
     out.append("`make bench` (full, writes this file) or `make bench-quick` (about 2 minutes, writes bench/results/quick/). "
                "Raw per-round numbers: `raw.jsonl` next to the plots. Peers are installed from Debian if missing and "

@@ -52,6 +52,22 @@ static int kind_selected(int kind)
     return kind == TK_CORE || (kind == TK_BROKER && broker_mode());
 }
 
+/* FM_TEST_SKIP: comma-separated test names not run (a pass lists the cases
+ * its engine does not map yet, so the rest of the pass still gates). */
+static int skipped(const char *name)
+{
+    const char *list = getenv("FM_TEST_SKIP");
+    size_t n = strlen(name);
+    for (const char *p = list; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && strncmp(p, name, n) == 0)
+            return 1;
+        p = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
 static const char *kind_name(int kind)
 {
     return kind == TK_CORE ? "core" : kind == TK_BROKER ? "broker" : kind == TK_KILL ? "kill" : "embedded";
@@ -89,6 +105,10 @@ int main(int argc, char **argv)
             continue;
         if (filter && *filter && !strstr(tests[i].name, filter))
             continue;
+        if (skipped(tests[i].name)) {
+            printf("skip %-50s (FM_TEST_SKIP)\n", tests[i].name);
+            continue;
+        }
         current = tests[i].name;
         current_index = i;
         harness_failures = 0;
