@@ -29,7 +29,7 @@ use crate::engine::{KvEntry, TxnOp, TxnResult};
 use crate::error::{Error, Result};
 
 /// JetStream's largest atomic batch (the servers' default `max_batch_size`).
-pub const MAX_BATCH: usize = 1000;
+pub(crate) const MAX_BATCH: usize = 1000;
 
 /// A revision known now, or that of the `n`th message of the batch.
 #[derive(Clone, Copy)]
