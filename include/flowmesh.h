@@ -22,33 +22,51 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// JetStream's largest atomic batch (the servers' default `max_batch_size`).
-#define MAX_BATCH 1000
+#ifdef __cplusplus
+extern "C" {
+#endif
 
-// The state of a client's link to its engine. Embedded engines are
-// CONNECTED until closed.
-typedef enum fm_conn_state {
-  // Opening the first connection (fm_client_connect has not returned yet).
-  FM_STATE_CONNECTING = 1,
-  // The broker answers.
-  FM_STATE_CONNECTED = 2,
-  // The link was lost (a call failed, or a heartbeat went unanswered);
-  // reconnecting with backoff. Calls in flight failed with
-  // FM_ERR_DISCONNECTED; idempotent ones were retried once it came back.
-  FM_STATE_RECONNECTING = 3,
-  // Gave up after `max_reconnect_attempts`: every call now fails with
-  // FM_ERR_DISCONNECTED; close the client and connect again.
-  FM_STATE_DISCONNECTED = 4,
-  // fm_client_close was called: the last state a listener sees.
-  FM_STATE_CLOSED = 5,
-} fm_conn_state;
+// ---- Handles: opaque types, used only through pointers --------------------
 
-// Kind of a KV change.
-typedef enum fm_kv_op {
-  FM_KV_PUT = 1,
-  FM_KV_DELETE = 2,
-  FM_KV_EXPIRE = 3,
-} fm_kv_op;
+// An owned byte buffer returned by the library. Free with fm_buf_free.
+typedef struct fm_buf fm_buf;
+
+// A connection to one engine (embedded or a broker). Thread-safe: every
+// function taking a client may be called from any thread at once. The
+// handle is an id, never dereferenced and never reused.
+typedef struct fm_client fm_client;
+
+// An event: passed (borrowed) to an fm_event_cb, or returned (owned) by
+// fm_event_replay. Read it with the fm_event_* accessors.
+typedef struct fm_event fm_event;
+
+// A running event subscription. End it with fm_event_unsubscribe. The
+// handle is an id, never dereferenced and never reused.
+typedef struct fm_event_subscription fm_event_subscription;
+
+// A reserved (or dead-lettered) job. Owned by the caller when returned by
+// fm_queue_reserve (free with fm_job_free); borrowed when taken from an
+// fm_jobs list.
+typedef struct fm_job fm_job;
+
+// A list of jobs. Free with fm_jobs_free (which frees the jobs in it).
+typedef struct fm_jobs fm_jobs;
+
+// Messages returned by fm_read. Free with fm_messages_free.
+typedef struct fm_messages fm_messages;
+
+// An options set. Create with fm_options_new, free with fm_options_free.
+// Not thread-safe: use one set from one thread at a time.
+typedef struct fm_options fm_options;
+
+// A list of strings returned by the library. Free with fm_strings_free.
+typedef struct fm_strings fm_strings;
+
+// A running subscription (stream or KV watch). End it with fm_unsubscribe.
+// The handle is an id, never dereferenced and never reused.
+typedef struct fm_subscription fm_subscription;
+
+// ---- Status codes, errors, version ----------------------------------------
 
 // The status codes: every fallible function returns one as an `fm_status`;
 // `fm_status_str` names it. Values are fixed once released.
@@ -90,75 +108,23 @@ typedef int32_t fm_status_code;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
-// An owned byte buffer returned by the library. Free with fm_buf_free.
-typedef struct fm_buf fm_buf;
-
-// A connection to one engine (embedded or a broker). Thread-safe: every
-// function taking a client may be called from any thread at once. The
-// handle is an id, never dereferenced and never reused.
-typedef struct fm_client fm_client;
-
-// An event: passed (borrowed) to an fm_event_cb, or returned (owned) by
-// fm_event_replay. Read it with the fm_event_* accessors.
-typedef struct fm_event fm_event;
-
-// A running event subscription. End it with fm_event_unsubscribe. The
-// handle is an id, never dereferenced and never reused.
-typedef struct fm_event_subscription fm_event_subscription;
-
-// A reserved (or dead-lettered) job. Owned by the caller when returned by
-// fm_queue_reserve (free with fm_job_free); borrowed when taken from an
-// fm_jobs list.
-typedef struct fm_job fm_job;
-
-// A list of jobs. Free with fm_jobs_free (which frees the jobs in it).
-typedef struct fm_jobs fm_jobs;
-
-// Messages returned by fm_read. Free with fm_messages_free.
-typedef struct fm_messages fm_messages;
-
-// An options set. Create with fm_options_new, free with fm_options_free.
-// Not thread-safe: use one set from one thread at a time.
-typedef struct fm_options fm_options;
-
-// A list of strings returned by the library. Free with fm_strings_free.
-typedef struct fm_strings fm_strings;
-
-// A running subscription (stream or KV watch). End it with fm_unsubscribe.
-// The handle is an id, never dereferenced and never reused.
-typedef struct fm_subscription fm_subscription;
-
 // Result code of every fallible call: `FM_OK` (0) or one of `FM_ERR_*`
 // (the constants of `fm_status_code`).
 typedef int32_t fm_status;
 
-// Called on a library thread (one per listener) with each state change, in
-// order. `cause` is the status of the error that caused the change (FM_OK
-// if none) and `detail` its message or NULL; it is valid only during the
-// call. The callback may call any function of this client, including
-// fm_client_close (the listener then ends after this call).
-typedef void (*fm_state_cb)(void *user_data,
-                            enum fm_conn_state state,
-                            fm_status cause,
-                            const char *detail);
+// The library version, "MAJOR.MINOR.PATCH". Static storage: never free it.
+const char *fm_version(void);
 
-// Called for each event delivered to a subscription, one at a time, on a
-// library thread. `ev` is valid only during the call. With auto_ack the
-// event is acknowledged when the callback returns (unless it was already
-// acked, deferred or discarded in the callback).
-typedef void (*fm_event_cb)(void *user_data, const struct fm_event *ev);
+// The name of a status code ("FM_ERR_NOT_FOUND"), or "FM_ERR_UNKNOWN".
+// Static storage: never free it. Thread-safe.
+const char *fm_status_str(fm_status status);
 
-// Called for each change under a watched prefix, in the order the changes
-// happened, on a library thread. `revision` is the new revision for PUT and
-// DELETE, and the revision of the value that expired for EXPIRE. `key` and
-// `value` are valid only during the call; value is empty (len 0) for
-// deletes and expiries.
-typedef void (*fm_kv_watch_cb)(void *user_data,
-                               enum fm_kv_op op,
-                               const char *key,
-                               const uint8_t *value,
-                               size_t len,
-                               uint64_t revision);
+// This thread's last error detail, "" if the last call succeeded. Owned by
+// the library; valid until this thread's next fm_ call. Inside a publish
+// callback with a failed status it describes that failure.
+const char *fm_last_error(void);
+
+// ---- Shared types: headers, outgoing messages, byte buffers ---------------
 
 // A header: two borrowed, NUL-terminated UTF-8 strings.
 typedef struct fm_header {
@@ -178,79 +144,55 @@ typedef struct fm_msg {
   size_t headers_len;
 } fm_msg;
 
-// Queue counters.
-typedef struct fm_queue_stats {
-  // Ready to be reserved now.
-  uint64_t pending;
-  // Reserved and not yet acked, nacked or expired.
-  uint64_t in_flight;
-  // Waiting for a delay or a retry backoff.
-  uint64_t delayed;
-  // In the dead-letter queue.
-  uint64_t dead;
-} fm_queue_stats;
-
-// What happens to failed jobs (nack or visibility timeout).
-typedef struct fm_retry_policy {
-  // Deliveries before a job is dead-lettered; 0 = unlimited.
-  uint32_t max_attempts;
-  uint64_t initial_backoff_ms;
-  uint64_t max_backoff_ms;
-  double multiplier;
-} fm_retry_policy;
-
-// Where a message was stored.
-typedef struct fm_position {
-  uint32_t partition;
-  uint64_t offset;
-} fm_position;
-
-// Called once per fm_publish_async, on a library thread, with the outcome.
-typedef void (*fm_publish_cb)(void *user_data, fm_status status, struct fm_position pos);
-
-// An incoming message. All pointers are borrowed: from the fm_messages
-// that holds it, or for the duration of the callback that receives it.
-typedef struct fm_message {
-  // Fully qualified stream name ("tenant/namespace/name").
-  const char *stream;
-  uint32_t partition;
-  uint64_t offset;
-  // Milliseconds since the Unix epoch, set by the engine on append.
-  int64_t timestamp_ms;
-  // NULL when the message has no key.
-  const uint8_t *key;
-  size_t key_len;
-  const uint8_t *payload;
-  size_t payload_len;
-  const struct fm_header *headers;
-  size_t headers_len;
-} fm_message;
-
-// Called for each message of a subscription, in order, one at a time, on a
-// library thread. `msg` is valid only during the call.
-typedef void (*fm_message_cb)(void *user_data, const struct fm_message *msg);
-
-#ifdef __cplusplus
-extern "C" {
-#endif // __cplusplus
-
-// The library version, "MAJOR.MINOR.PATCH". Static storage: never free it.
-const char *fm_version(void);
-
-// The name of a status code ("FM_ERR_NOT_FOUND"), or "FM_ERR_UNKNOWN".
-// Static storage: never free it. Thread-safe.
-const char *fm_status_str(fm_status status);
-
-// This thread's last error detail, "" if the last call succeeded. Owned by
-// the library; valid until this thread's next fm_ call. Inside a publish
-// callback with a failed status it describes that failure.
-const char *fm_last_error(void);
-
 // The bytes of `buf`, borrowed from it; length to `*len_out` (may be NULL).
 const uint8_t *fm_buf_data(const struct fm_buf *buf, size_t *len_out);
 
 // Frees a buffer. NULL is a no-op.
 void fm_buf_free(struct fm_buf *buf);
+
+// ---- Options: string key/value settings of connect, subscribe and stream create ----
+
+// A new, empty options set. The caller owns it and frees it with
+// fm_options_free. Returns NULL only if memory is exhausted.
+struct fm_options *fm_options_new(void);
+
+// Sets `key` to `value` (both borrowed, copied). Keys: see docs/ABI.md
+// and the README. Returns FM_OK, or FM_ERR_INVALID_ARGUMENT for a NULL
+// argument, invalid UTF-8, an unknown key or a value that does not parse.
+fm_status fm_options_set(struct fm_options *opts, const char *key, const char *value);
+
+// Frees an options set. NULL is a no-op.
+void fm_options_free(struct fm_options *opts);
+
+// ---- Client: connect, health, connection state, close ---------------------
+
+// The state of a client's link to its engine. Embedded engines are
+// CONNECTED until closed.
+typedef enum fm_conn_state {
+  // Opening the first connection (fm_client_connect has not returned yet).
+  FM_STATE_CONNECTING = 1,
+  // The broker answers.
+  FM_STATE_CONNECTED = 2,
+  // The link was lost (a call failed, or a heartbeat went unanswered);
+  // reconnecting with backoff. Calls in flight failed with
+  // FM_ERR_DISCONNECTED; idempotent ones were retried once it came back.
+  FM_STATE_RECONNECTING = 3,
+  // Gave up after `max_reconnect_attempts`: every call now fails with
+  // FM_ERR_DISCONNECTED; close the client and connect again.
+  FM_STATE_DISCONNECTED = 4,
+  // fm_client_close was called: the last state a listener sees.
+  FM_STATE_CLOSED = 5,
+} fm_conn_state;
+
+// Called on a library thread (one per listener) with each state change, in
+// order. `cause` is the status of the error that caused the change (FM_OK
+// if none) and `detail` its message or NULL; it is valid only during the
+// call. The callback may call any function of this client, including
+// fm_client_close (the listener then ends after this call).
+typedef void (*fm_state_cb)(void *user_data,
+                            enum fm_conn_state state,
+                            fm_status cause,
+                            const char *detail);
 
 // Connects to `url`: "mem://", "mem://name" (shared in this process),
 // "file:///abs/dir" (durable), "grpc://host:port", "grpcs://host:port".
@@ -288,426 +230,38 @@ fm_status fm_client_on_state(struct fm_client *client, fm_state_cb cb, void *use
 // FM_ERR_INVALID_ARGUMENT (NULL), FM_ERR_CLOSED.
 fm_status fm_client_state(struct fm_client *client, enum fm_conn_state *out);
 
-// Makes a new X25519 key pair for the connect option `app_secret_key`. On
-// FM_OK `*secret_out` and `*public_out` are owned by the caller
-// (fm_buf_free): 44 bytes of standard base64 each (no NUL). Keep the secret
-// private; the public key is registered by the library when a client with
-// the secret first uses events. Thread-safe.
-fm_status fm_event_keygen(struct fm_buf **secret_out, struct fm_buf **public_out);
-
-// Publishes event `event_name` (1-96 bytes of UTF-8, e.g.
-// "orders/status/updated") from this client's app (connect option app_id)
-// to `n` >= 1 recipient app ids. `payload` (may be NULL when `len` is 0)
-// and `metadata_json` (NULL or a JSON object; stored and delivered as is,
-// never encrypted) are copied. If every recipient has a registered public
-// key the payload is sealed for each and stored only as ciphertext; if
-// none has, it is stored in clear; a mix is FM_ERR_INVALID_ARGUMENT. The
-// event id goes to `*event_id_out` (may be NULL). Errors:
-// INVALID_ARGUMENT (NULL, no app_id, bad name/recipient/metadata),
-// TOO_LARGE, CLOSED, broker errors. If it fails after the event was
-// logged, some recipients may have it: a retry can duplicate for them.
-fm_status fm_event_publish(struct fm_client *client,
-                           const char *event_name,
-                           const char *const *recipients,
-                           size_t n,
-                           const uint8_t *payload,
-                           size_t len,
-                           const char *metadata_json,
-                           uint64_t *event_id_out);
-
-// Publishes a reply to the sender of `ev` (an event received in a
-// callback or returned by fm_event_replay), under the same event name,
-// sealed when the sender has a public key. Otherwise as fm_event_publish.
-fm_status fm_event_reply(struct fm_client *client,
-                         const struct fm_event *ev,
-                         const uint8_t *payload,
-                         size_t len,
-                         const char *metadata_json,
-                         uint64_t *event_id_out);
-
-// Subscribes this client's app to `event_name`: `cb` receives each event
-// sent to the app under that name, one at a time, on a library thread; it
-// may call any fm_ function, including fm_event_unsubscribe of this
-// subscription. Each app has one durable inbox per event name, shared by
-// all its subscriptions (competing consumers). `opts` (may be NULL,
-// copied): "auto_ack" (default true: acked when the callback returns) and
-// "ack_wait_ms" (default 30000: an event not acked, deferred or discarded
-// within it is delivered again, with a higher delivery count). Registers
-// the app's public key when the client has app_secret_key. On FM_OK `*out`
-// is owned by the caller (fm_event_unsubscribe). Errors: INVALID_ARGUMENT
-// (NULL, no app_id, bad name, bad option), CLOSED, broker errors.
-fm_status fm_event_subscribe(struct fm_client *client,
-                             const char *event_name,
-                             const struct fm_options *opts,
-                             fm_event_cb cb,
-                             void *user_data,
-                             struct fm_event_subscription **out);
-
-// Acknowledges event `id` delivered to this subscription: it is never
-// delivered again. FM_ERR_NOT_FOUND if it is not awaiting
-// acknowledgement here (already settled, or never delivered).
-fm_status fm_event_ack(struct fm_event_subscription *sub, uint64_t id);
-
-// Delivers event `id` again after `delay_ms` (not before), with a higher
-// delivery count. `reason` (may be NULL) is logged. NOT_FOUND as fm_event_ack.
-fm_status fm_event_defer(struct fm_event_subscription *sub,
-                         uint64_t id,
-                         uint64_t delay_ms,
-                         const char *reason);
-
-// Drops event `id` for good (never delivered again) and records it, with
-// `reason` (may be NULL), in the discard log. NOT_FOUND as fm_event_ack.
-fm_status fm_event_discard(struct fm_event_subscription *sub, uint64_t id, const char *reason);
-
-// Delivers past event `id` (of this subscription's name, sent to this
-// app) to this app once more, whatever happened to it before. If `out` is
-// not NULL, on FM_OK `*out` is the event, owned by the caller
-// (fm_event_free). FM_ERR_NOT_FOUND if no such event was sent to this app
-// under this name; FM_ERR_UNAUTHORIZED if it cannot be decrypted.
-fm_status fm_event_replay(struct fm_event_subscription *sub, uint64_t id, struct fm_event **out);
-
-// Stops delivery to this subscription until fm_event_resume; events keep
-// arriving in the app's inbox and nothing is lost. A callback already
-// running finishes. `reason` (may be NULL) is logged. Idempotent.
-fm_status fm_event_pause(struct fm_event_subscription *sub, const char *reason);
-
-// Resumes delivery after fm_event_pause: everything held is delivered.
-fm_status fm_event_resume(struct fm_event_subscription *sub);
-
-// FM_OK while healthy. Otherwise the error that ended delivery (e.g.
-// FM_ERR_UNAUTHORIZED: an event is sealed for this app but the client has
-// no app_secret_key; the event stays queued), or else FM_ERR_UNAUTHORIZED
-// for the last rejected delivery (a tampered ciphertext: never passed to
-// the callback, recorded in the discard log), with fm_last_error() saying
-// which. `rejected_out` (may be NULL) gets the number of rejected deliveries.
-fm_status fm_event_subscription_status(const struct fm_event_subscription *sub,
-                                       uint64_t *rejected_out);
-
-// Stops the subscription and frees it. Waits for a running callback unless
-// called from inside it. Delivered events not yet settled (manual ack)
-// go back to the inbox at once for redelivery. NULL is a no-op; a handle
-// already unsubscribed gives FM_ERR_CLOSED.
-fm_status fm_event_unsubscribe(struct fm_event_subscription *sub);
-
-// Frees an event returned by fm_event_replay. NULL is a no-op. Never free
-// the event passed to a callback.
-void fm_event_free(struct fm_event *ev);
-
-// The event id (unique within the tenant/namespace); 0 for NULL.
-uint64_t fm_event_id(const struct fm_event *ev);
-
-// The event name, borrowed from `ev`; NULL for NULL.
-const char *fm_event_name(const struct fm_event *ev);
-
-// The sender's app id, borrowed from `ev`; NULL for NULL.
-const char *fm_event_sender(const struct fm_event *ev);
-
-// Publish time, milliseconds since the Unix epoch (sender's clock); 0 for NULL.
-int64_t fm_event_timestamp_ms(const struct fm_event *ev);
-
-// The plaintext payload (decrypted if it was sealed), borrowed from `ev`;
-// its length to `*len_out` (may be NULL). NULL with length 0 for NULL.
-const uint8_t *fm_event_payload(const struct fm_event *ev, size_t *len_out);
-
-// The metadata JSON object, borrowed from `ev`; NULL if the event has none.
-const char *fm_event_metadata(const struct fm_event *ev);
-
-// Deliveries of this event to the app so far, including this one (1 on
-// first delivery; 0 for an event returned by fm_event_replay or NULL).
-uint32_t fm_event_delivery_count(const struct fm_event *ev);
-
-// Whether the payload was sealed end to end (false for NULL).
-bool fm_event_encrypted(const struct fm_event *ev);
-
-// The id of the event this one replies to, or 0 (with `*has_out` false)
-// when it is not a reply. `has_out` may be NULL.
-uint64_t fm_event_reply_to(const struct fm_event *ev, bool *has_out);
-
-// Sets `key` (1-1024 bytes of UTF-8) in `bucket` (created on first use) to
-// `len` bytes at `value` (copied; NULL allowed when len is 0). `ttl_ms` 0 =
-// never expires. The new revision goes to `*revision_out` (may be NULL).
-// Errors: INVALID_ARGUMENT, TOO_LARGE, CLOSED, broker errors.
-fm_status fm_kv_set(struct fm_client *client,
-                    const char *bucket,
-                    const char *key,
-                    const uint8_t *value,
-                    size_t len,
-                    uint64_t ttl_ms,
-                    uint64_t *revision_out);
-
-// Compare-and-set: writes only if the key's revision is
-// `expected_revision` (0 = the key must not exist), else FM_ERR_CONFLICT.
-fm_status fm_kv_cas(struct fm_client *client,
-                    const char *bucket,
-                    const char *key,
-                    const uint8_t *value,
-                    size_t len,
-                    uint64_t expected_revision,
-                    uint64_t *revision_out);
-
-// Gets a value. On FM_OK `*out` is owned by the caller (fm_buf_free).
-// FM_ERR_NOT_FOUND if absent or expired.
-fm_status fm_kv_get(struct fm_client *client,
-                    const char *bucket,
-                    const char *key,
-                    struct fm_buf **out);
-
-// Like fm_kv_get, and also returns the key's revision (`revision_out` may
-// be NULL).
-fm_status fm_kv_get_entry(struct fm_client *client,
-                          const char *bucket,
-                          const char *key,
-                          struct fm_buf **value_out,
-                          uint64_t *revision_out);
-
-// Deletes a key. FM_OK also when it was absent.
-fm_status fm_kv_delete(struct fm_client *client, const char *bucket, const char *key);
-
-// Whether a live (unexpired) key exists, into `*out`.
-fm_status fm_kv_exists(struct fm_client *client, const char *bucket, const char *key, bool *out);
-
-// Live keys starting with `prefix` ("" or NULL = all), sorted. On FM_OK
-// `*out` is owned by the caller (fm_strings_free).
-fm_status fm_kv_list_keys(struct fm_client *client,
-                          const char *bucket,
-                          const char *prefix,
-                          struct fm_strings **out);
-
-// Number of strings (0 for NULL).
-size_t fm_strings_len(const struct fm_strings *s);
-
-// String `i`, borrowed from `s`; NULL if out of range.
-const char *fm_strings_get(const struct fm_strings *s, size_t i);
-
-// Frees a string list. NULL is a no-op.
-void fm_strings_free(struct fm_strings *s);
-
-// Watches changes to keys starting with `prefix` ("" or NULL = all) from
-// now on. `cb` runs on a library thread, in revision order, one call at a
-// time. A watcher more than 16384 changes behind is stopped (logged). On
-// FM_OK `*out` is owned by the caller: end it with fm_unsubscribe.
-fm_status fm_kv_watch(struct fm_client *client,
-                      const char *bucket,
-                      const char *prefix,
-                      fm_kv_watch_cb cb,
-                      void *user_data,
-                      struct fm_subscription **out);
-
-// The client's metrics in the Prometheus text exposition format (version
-// 0.0.4, UTF-8, not NUL-terminated: use fm_buf_data for pointer and length):
-// operations by kind and outcome (`flowmesh_client_operations_total{op,status}`),
-// latency histograms per kind, in-flight calls, messages and bytes
-// published and delivered, jobs, reconnects and connection/breaker state.
-// See docs/ABI.md for every series. On FM_OK `*out` is a new buffer
-// owned by the caller (free with fm_buf_free); on error `*out` is NULL.
-// Thread-safe; cheap enough to call on every scrape. Returns
-// FM_ERR_INVALID_ARGUMENT (NULL client or out) or FM_ERR_CLOSED (closed client).
-fm_status fm_client_metrics(struct fm_client *client, struct fm_buf **out);
-
-// A new, empty options set. The caller owns it and frees it with
-// fm_options_free. Returns NULL only if memory is exhausted.
-struct fm_options *fm_options_new(void);
-
-// Sets `key` to `value` (both borrowed, copied). Keys: see docs/ABI.md
-// and the README. Returns FM_OK, or FM_ERR_INVALID_ARGUMENT for a NULL
-// argument, invalid UTF-8, an unknown key or a value that does not parse.
-fm_status fm_options_set(struct fm_options *opts, const char *key, const char *value);
-
-// Frees an options set. NULL is a no-op.
-void fm_options_free(struct fm_options *opts);
-
-// Enqueues a job (queue created on first use). `delay_ms` 0 = ready now;
-// higher `priority` is reserved first, FIFO within a priority. The key of
-// `msg` is ignored. `job_id_out` may be NULL. Errors: INVALID_ARGUMENT,
-// TOO_LARGE, CLOSED, broker errors.
-fm_status fm_queue_enqueue(struct fm_client *client,
-                           const char *queue,
-                           const struct fm_msg *msg,
-                           uint64_t delay_ms,
-                           int32_t priority,
-                           uint64_t *job_id_out);
-
-// Reserves one job for `visibility_ms` (0 = 30000): unless acked in time it
-// is delivered again with attempt+1. Waits up to `wait_ms` for a job (no
-// busy polling). FM_OK with `*out == NULL` when none arrived; otherwise
-// `*out` is owned by the caller (fm_job_free).
-fm_status fm_queue_reserve(struct fm_client *client,
-                           const char *queue,
-                           uint64_t visibility_ms,
-                           uint64_t wait_ms,
-                           struct fm_job **out);
-
-// Batch reserve: up to `max_jobs` (>= 1), waiting up to `wait_ms` for the
-// first. On FM_OK `*out` is owned by the caller (fm_jobs_free) and may hold
-// 0 jobs.
-fm_status fm_queue_receive(struct fm_client *client,
-                           const char *queue,
-                           size_t max_jobs,
-                           uint64_t visibility_ms,
-                           uint64_t wait_ms,
-                           struct fm_jobs **out);
-
-// The job id (0 for NULL).
-uint64_t fm_job_id(const struct fm_job *job);
-
-// Deliveries so far including this one: 1 on first delivery (0 for NULL).
-uint32_t fm_job_attempt(const struct fm_job *job);
-
-// The job priority (0 for NULL).
-int32_t fm_job_priority(const struct fm_job *job);
-
-// The payload, borrowed from `job`; its length goes to `*len_out` (may be
-// NULL). Returns NULL (length 0) for a NULL job.
-const uint8_t *fm_job_payload(const struct fm_job *job, size_t *len_out);
-
-// The value of header `key`, borrowed from `job`; NULL if absent.
-const char *fm_job_header(const struct fm_job *job, const char *key);
-
-// Number of headers of `job` (0 for NULL).
-size_t fm_job_headers_len(const struct fm_job *job);
-
-// The headers of `job` (fm_job_headers_len entries), borrowed from `job`.
-const struct fm_header *fm_job_headers(const struct fm_job *job);
-
-// Frees a job returned by fm_queue_reserve. NULL is a no-op. Never pass a
-// job borrowed from an fm_jobs list.
-void fm_job_free(struct fm_job *job);
-
-// Acknowledges a job: it is done and removed. FM_ERR_NOT_FOUND if the job
-// is unknown, already acked or dead-lettered.
-fm_status fm_queue_ack(struct fm_client *client, const char *queue, uint64_t job_id);
-
-// Gives a reserved job back: redelivered after `delay_ms` (0 = the retry
-// policy's backoff), or dead-lettered once max_attempts is reached.
-// FM_ERR_NOT_FOUND for an unknown job; FM_ERR_CONFLICT if it is not reserved.
-fm_status fm_queue_nack(struct fm_client *client,
-                        const char *queue,
-                        uint64_t job_id,
-                        uint64_t delay_ms);
-
-// Fills `*out` with the queue's counters.
-fm_status fm_queue_get_stats(struct fm_client *client,
-                             const char *queue,
-                             struct fm_queue_stats *out);
-
-// Sets the retry policy: backoff after failed delivery n is
-// min(initial * multiplier^(n-1), max). `multiplier` must be >= 1.
-// `max_attempts` 0 = retry forever.
-fm_status fm_queue_set_retry_policy(struct fm_client *client,
-                                    const char *queue,
-                                    uint32_t max_attempts,
-                                    uint64_t initial_backoff_ms,
-                                    uint64_t max_backoff_ms,
-                                    double multiplier);
-
-// Reads the retry policy into `*out`.
-fm_status fm_queue_get_retry_policy(struct fm_client *client,
-                                    const char *queue,
-                                    struct fm_retry_policy *out);
-
-// Up to `max` dead-lettered jobs (0 = all), oldest first. On FM_OK `*out`
-// is owned by the caller (fm_jobs_free).
-fm_status fm_queue_dlq_list(struct fm_client *client,
-                            const char *queue,
-                            size_t max,
-                            struct fm_jobs **out);
-
-// Number of jobs in `jobs` (0 for NULL).
-size_t fm_jobs_len(const struct fm_jobs *jobs);
-
-// Job `i`, borrowed from `jobs` (never fm_job_free it); NULL if out of range.
-const struct fm_job *fm_jobs_get(const struct fm_jobs *jobs, size_t i);
-
-// Frees a job list and its jobs. NULL is a no-op.
-void fm_jobs_free(struct fm_jobs *jobs);
-
-// Moves a dead-lettered job back to the queue (attempts reset).
-// FM_ERR_NOT_FOUND if it is not in the dead-letter queue.
-fm_status fm_queue_dlq_replay(struct fm_client *client, const char *queue, uint64_t job_id);
-
-// Replays every dead-lettered job, or only those whose header `header_key`
-// equals `header_value` when `header_key` is not NULL. The count goes to
-// `*replayed_out` (may be NULL).
-fm_status fm_queue_dlq_replay_all(struct fm_client *client,
-                                  const char *queue,
-                                  const char *header_key,
-                                  const char *header_value,
-                                  uint64_t *replayed_out);
-
-// Streams whose name starts with `prefix` ("" or NULL = all) in the
-// client's tenant and namespace; a prefix containing '/' is the start of a
-// qualified name instead (e.g. "acme/" = every namespace of tenant acme).
-// Names are fully qualified ("tenant/namespace/name") and sorted; memory
-// tier streams are included. On a broker with an access file only streams
-// the token may use are listed, and a prefix naming another tenant is
-// FM_ERR_UNAUTHORIZED. On FM_OK `*out` is owned by the caller
-// (fm_strings_free); on error it is NULL. FM_ERR_INVALID_ARGUMENT for a
-// NULL `client`/`out`, invalid UTF-8 or a prefix with characters outside
-// [A-Za-z0-9._-/]; FM_ERR_CLOSED after fm_client_close.
-fm_status fm_streams_list(struct fm_client *client, const char *prefix, struct fm_strings **out);
-
-// Queues, as fm_streams_list lists streams.
-fm_status fm_queues_list(struct fm_client *client, const char *prefix, struct fm_strings **out);
-
-// KV buckets, as fm_streams_list lists streams.
-fm_status fm_kv_buckets_list(struct fm_client *client, const char *prefix, struct fm_strings **out);
-
-// Deletes a stream with its messages and consumer-group offsets; on
-// file:// the files are gone when it returns (a crash during the delete
-// leaves the stream whole or gone). Subscriptions on it end with
-// FM_ERR_NOT_FOUND; a publish racing the delete lands in the stream the
-// next use creates (offsets from 0). FM_ERR_NOT_FOUND if it does not
-// exist; FM_ERR_UNAUTHORIZED on a broker without an admin grant.
-fm_status fm_stream_delete(struct fm_client *client, const char *stream);
-
-// Deletes a queue with every job: pending, delayed, in flight and dead.
-// A waiting fm_queue_reserve returns FM_ERR_NOT_FOUND; acks of jobs
-// reserved before answer FM_ERR_NOT_FOUND. Errors as fm_stream_delete.
-fm_status fm_queue_delete(struct fm_client *client, const char *queue);
-
-// Deletes a KV bucket with every key; its watches end with
-// FM_ERR_NOT_FOUND (fm_subscription_status). Errors as fm_stream_delete.
-fm_status fm_kv_bucket_delete(struct fm_client *client, const char *bucket);
-
-// Removes every retained message of a stream and keeps the stream: offsets
-// continue from where they were (earliest = latest afterwards), and a
-// consumer group whose committed offset lies in the removed range has it
-// moved to the last removed offset, so it resumes at the next new message.
-// `*removed_out` (may be NULL) gets the number of messages removed.
-// FM_ERR_NOT_FOUND if the stream does not exist; FM_ERR_UNAUTHORIZED on a
-// broker without an admin grant.
-fm_status fm_stream_purge(struct fm_client *client, const char *stream, uint64_t *removed_out);
-
-// Removes the pending and delayed jobs of a queue. Jobs in flight are left
-// to their workers (ack, nack and the visibility timeout still apply, so a
-// job whose visibility runs out comes back); dead jobs stay in the
-// dead-letter queue. `*removed_out` (may be NULL) gets how many were
-// removed. Errors as fm_stream_purge.
-fm_status fm_queue_purge(struct fm_client *client, const char *queue, uint64_t *removed_out);
-
-// Gives a reserved job `visibility_ms` (at least 1) from now before it is
-// redelivered, e.g. for a long-running job that is still being worked on.
-// FM_ERR_CONFLICT if the job is no longer reserved by anyone (its
-// visibility already ran out, it was nacked or dead-lettered);
-// FM_ERR_NOT_FOUND if the queue has no such job (e.g. already acked);
-// FM_ERR_INVALID_ARGUMENT for visibility_ms 0.
-fm_status fm_queue_extend(struct fm_client *client,
-                          const char *queue,
-                          uint64_t job_id,
-                          uint64_t visibility_ms);
-
-// Changes a stream's configuration with the option keys of
-// fm_stream_create: "max_age_ms", "max_bytes", "max_messages" (0 =
-// unlimited) and "partitions" (may only grow: FM_ERR_INVALID_ARGUMENT
-// otherwise; keys then map to other partitions). Keys not set keep their
-// value; "tier" can not change. Retention applies to the messages already
-// stored from the next enforcement on (within about a second).
-// FM_ERR_INVALID_ARGUMENT if `opts` is NULL or sets none of these keys;
-// FM_ERR_NOT_FOUND if the stream does not exist; FM_ERR_UNAUTHORIZED on a
-// broker without an admin grant.
-fm_status fm_stream_update(struct fm_client *client,
-                           const char *stream,
-                           const struct fm_options *opts);
+// ---- Streams: publish, read, subscribe, consumer-group offsets ------------
+
+// Where a message was stored.
+typedef struct fm_position {
+  uint32_t partition;
+  uint64_t offset;
+} fm_position;
+
+// Called once per fm_publish_async, on a library thread, with the outcome.
+typedef void (*fm_publish_cb)(void *user_data, fm_status status, struct fm_position pos);
+
+// An incoming message. All pointers are borrowed: from the fm_messages
+// that holds it, or for the duration of the callback that receives it.
+typedef struct fm_message {
+  // Fully qualified stream name ("tenant/namespace/name").
+  const char *stream;
+  uint32_t partition;
+  uint64_t offset;
+  // Milliseconds since the Unix epoch, set by the engine on append.
+  int64_t timestamp_ms;
+  // NULL when the message has no key.
+  const uint8_t *key;
+  size_t key_len;
+  const uint8_t *payload;
+  size_t payload_len;
+  const struct fm_header *headers;
+  size_t headers_len;
+} fm_message;
+
+// Called for each message of a subscription, in order, one at a time, on a
+// library thread. `msg` is valid only during the call.
+typedef void (*fm_message_cb)(void *user_data, const struct fm_message *msg);
 
 // Appends one message (creating the stream on first use) and waits for the
 // engine's acknowledgement (durable per the fsync policy). `out` may be
@@ -853,8 +407,473 @@ fm_status fm_stream_create(struct fm_client *client,
 // The partition count of a stream. FM_ERR_NOT_FOUND if it does not exist.
 fm_status fm_stream_partitions(struct fm_client *client, const char *stream, uint32_t *out);
 
+// ---- Queues: enqueue, reserve, ack/nack, retry policy, dead-letter queue ----
+
+// Queue counters.
+typedef struct fm_queue_stats {
+  // Ready to be reserved now.
+  uint64_t pending;
+  // Reserved and not yet acked, nacked or expired.
+  uint64_t in_flight;
+  // Waiting for a delay or a retry backoff.
+  uint64_t delayed;
+  // In the dead-letter queue.
+  uint64_t dead;
+} fm_queue_stats;
+
+// What happens to failed jobs (nack or visibility timeout).
+typedef struct fm_retry_policy {
+  // Deliveries before a job is dead-lettered; 0 = unlimited.
+  uint32_t max_attempts;
+  uint64_t initial_backoff_ms;
+  uint64_t max_backoff_ms;
+  double multiplier;
+} fm_retry_policy;
+
+// Enqueues a job (queue created on first use). `delay_ms` 0 = ready now;
+// higher `priority` is reserved first, FIFO within a priority. The key of
+// `msg` is ignored. `job_id_out` may be NULL. Errors: INVALID_ARGUMENT,
+// TOO_LARGE, CLOSED, broker errors.
+fm_status fm_queue_enqueue(struct fm_client *client,
+                           const char *queue,
+                           const struct fm_msg *msg,
+                           uint64_t delay_ms,
+                           int32_t priority,
+                           uint64_t *job_id_out);
+
+// Reserves one job for `visibility_ms` (0 = 30000): unless acked in time it
+// is delivered again with attempt+1. Waits up to `wait_ms` for a job (no
+// busy polling). FM_OK with `*out == NULL` when none arrived; otherwise
+// `*out` is owned by the caller (fm_job_free).
+fm_status fm_queue_reserve(struct fm_client *client,
+                           const char *queue,
+                           uint64_t visibility_ms,
+                           uint64_t wait_ms,
+                           struct fm_job **out);
+
+// Batch reserve: up to `max_jobs` (>= 1), waiting up to `wait_ms` for the
+// first. On FM_OK `*out` is owned by the caller (fm_jobs_free) and may hold
+// 0 jobs.
+fm_status fm_queue_receive(struct fm_client *client,
+                           const char *queue,
+                           size_t max_jobs,
+                           uint64_t visibility_ms,
+                           uint64_t wait_ms,
+                           struct fm_jobs **out);
+
+// The job id (0 for NULL).
+uint64_t fm_job_id(const struct fm_job *job);
+
+// Deliveries so far including this one: 1 on first delivery (0 for NULL).
+uint32_t fm_job_attempt(const struct fm_job *job);
+
+// The job priority (0 for NULL).
+int32_t fm_job_priority(const struct fm_job *job);
+
+// The payload, borrowed from `job`; its length goes to `*len_out` (may be
+// NULL). Returns NULL (length 0) for a NULL job.
+const uint8_t *fm_job_payload(const struct fm_job *job, size_t *len_out);
+
+// The value of header `key`, borrowed from `job`; NULL if absent.
+const char *fm_job_header(const struct fm_job *job, const char *key);
+
+// Number of headers of `job` (0 for NULL).
+size_t fm_job_headers_len(const struct fm_job *job);
+
+// The headers of `job` (fm_job_headers_len entries), borrowed from `job`.
+const struct fm_header *fm_job_headers(const struct fm_job *job);
+
+// Frees a job returned by fm_queue_reserve. NULL is a no-op. Never pass a
+// job borrowed from an fm_jobs list.
+void fm_job_free(struct fm_job *job);
+
+// Acknowledges a job: it is done and removed. FM_ERR_NOT_FOUND if the job
+// is unknown, already acked or dead-lettered.
+fm_status fm_queue_ack(struct fm_client *client, const char *queue, uint64_t job_id);
+
+// Gives a reserved job back: redelivered after `delay_ms` (0 = the retry
+// policy's backoff), or dead-lettered once max_attempts is reached.
+// FM_ERR_NOT_FOUND for an unknown job; FM_ERR_CONFLICT if it is not reserved.
+fm_status fm_queue_nack(struct fm_client *client,
+                        const char *queue,
+                        uint64_t job_id,
+                        uint64_t delay_ms);
+
+// Fills `*out` with the queue's counters.
+fm_status fm_queue_get_stats(struct fm_client *client,
+                             const char *queue,
+                             struct fm_queue_stats *out);
+
+// Sets the retry policy: backoff after failed delivery n is
+// min(initial * multiplier^(n-1), max). `multiplier` must be >= 1.
+// `max_attempts` 0 = retry forever.
+fm_status fm_queue_set_retry_policy(struct fm_client *client,
+                                    const char *queue,
+                                    uint32_t max_attempts,
+                                    uint64_t initial_backoff_ms,
+                                    uint64_t max_backoff_ms,
+                                    double multiplier);
+
+// Reads the retry policy into `*out`.
+fm_status fm_queue_get_retry_policy(struct fm_client *client,
+                                    const char *queue,
+                                    struct fm_retry_policy *out);
+
+// Up to `max` dead-lettered jobs (0 = all), oldest first. On FM_OK `*out`
+// is owned by the caller (fm_jobs_free).
+fm_status fm_queue_dlq_list(struct fm_client *client,
+                            const char *queue,
+                            size_t max,
+                            struct fm_jobs **out);
+
+// Number of jobs in `jobs` (0 for NULL).
+size_t fm_jobs_len(const struct fm_jobs *jobs);
+
+// Job `i`, borrowed from `jobs` (never fm_job_free it); NULL if out of range.
+const struct fm_job *fm_jobs_get(const struct fm_jobs *jobs, size_t i);
+
+// Frees a job list and its jobs. NULL is a no-op.
+void fm_jobs_free(struct fm_jobs *jobs);
+
+// Moves a dead-lettered job back to the queue (attempts reset).
+// FM_ERR_NOT_FOUND if it is not in the dead-letter queue.
+fm_status fm_queue_dlq_replay(struct fm_client *client, const char *queue, uint64_t job_id);
+
+// Replays every dead-lettered job, or only those whose header `header_key`
+// equals `header_value` when `header_key` is not NULL. The count goes to
+// `*replayed_out` (may be NULL).
+fm_status fm_queue_dlq_replay_all(struct fm_client *client,
+                                  const char *queue,
+                                  const char *header_key,
+                                  const char *header_value,
+                                  uint64_t *replayed_out);
+
+// ---- Key-value: set/get/delete/exists, list keys, compare-and-set, watch ----
+
+// Kind of a KV change.
+typedef enum fm_kv_op {
+  FM_KV_PUT = 1,
+  FM_KV_DELETE = 2,
+  FM_KV_EXPIRE = 3,
+} fm_kv_op;
+
+// Called for each change under a watched prefix, in the order the changes
+// happened, on a library thread. `revision` is the new revision for PUT and
+// DELETE, and the revision of the value that expired for EXPIRE. `key` and
+// `value` are valid only during the call; value is empty (len 0) for
+// deletes and expiries.
+typedef void (*fm_kv_watch_cb)(void *user_data,
+                               enum fm_kv_op op,
+                               const char *key,
+                               const uint8_t *value,
+                               size_t len,
+                               uint64_t revision);
+
+// Sets `key` (1-1024 bytes of UTF-8) in `bucket` (created on first use) to
+// `len` bytes at `value` (copied; NULL allowed when len is 0). `ttl_ms` 0 =
+// never expires. The new revision goes to `*revision_out` (may be NULL).
+// Errors: INVALID_ARGUMENT, TOO_LARGE, CLOSED, broker errors.
+fm_status fm_kv_set(struct fm_client *client,
+                    const char *bucket,
+                    const char *key,
+                    const uint8_t *value,
+                    size_t len,
+                    uint64_t ttl_ms,
+                    uint64_t *revision_out);
+
+// Compare-and-set: writes only if the key's revision is
+// `expected_revision` (0 = the key must not exist), else FM_ERR_CONFLICT.
+fm_status fm_kv_cas(struct fm_client *client,
+                    const char *bucket,
+                    const char *key,
+                    const uint8_t *value,
+                    size_t len,
+                    uint64_t expected_revision,
+                    uint64_t *revision_out);
+
+// Gets a value. On FM_OK `*out` is owned by the caller (fm_buf_free).
+// FM_ERR_NOT_FOUND if absent or expired.
+fm_status fm_kv_get(struct fm_client *client,
+                    const char *bucket,
+                    const char *key,
+                    struct fm_buf **out);
+
+// Like fm_kv_get, and also returns the key's revision (`revision_out` may
+// be NULL).
+fm_status fm_kv_get_entry(struct fm_client *client,
+                          const char *bucket,
+                          const char *key,
+                          struct fm_buf **value_out,
+                          uint64_t *revision_out);
+
+// Deletes a key. FM_OK also when it was absent.
+fm_status fm_kv_delete(struct fm_client *client, const char *bucket, const char *key);
+
+// Whether a live (unexpired) key exists, into `*out`.
+fm_status fm_kv_exists(struct fm_client *client, const char *bucket, const char *key, bool *out);
+
+// Live keys starting with `prefix` ("" or NULL = all), sorted. On FM_OK
+// `*out` is owned by the caller (fm_strings_free).
+fm_status fm_kv_list_keys(struct fm_client *client,
+                          const char *bucket,
+                          const char *prefix,
+                          struct fm_strings **out);
+
+// Number of strings (0 for NULL).
+size_t fm_strings_len(const struct fm_strings *s);
+
+// String `i`, borrowed from `s`; NULL if out of range.
+const char *fm_strings_get(const struct fm_strings *s, size_t i);
+
+// Frees a string list. NULL is a no-op.
+void fm_strings_free(struct fm_strings *s);
+
+// Watches changes to keys starting with `prefix` ("" or NULL = all) from
+// now on. `cb` runs on a library thread, in revision order, one call at a
+// time. A watcher more than 16384 changes behind is stopped (logged). On
+// FM_OK `*out` is owned by the caller: end it with fm_unsubscribe.
+fm_status fm_kv_watch(struct fm_client *client,
+                      const char *bucket,
+                      const char *prefix,
+                      fm_kv_watch_cb cb,
+                      void *user_data,
+                      struct fm_subscription **out);
+
+// ---- Events to named recipients -------------------------------------------
+
+// Called for each event delivered to a subscription, one at a time, on a
+// library thread. `ev` is valid only during the call. With auto_ack the
+// event is acknowledged when the callback returns (unless it was already
+// acked, deferred or discarded in the callback).
+typedef void (*fm_event_cb)(void *user_data, const struct fm_event *ev);
+
+// Makes a new X25519 key pair for the connect option `app_secret_key`. On
+// FM_OK `*secret_out` and `*public_out` are owned by the caller
+// (fm_buf_free): 44 bytes of standard base64 each (no NUL). Keep the secret
+// private; the public key is registered by the library when a client with
+// the secret first uses events. Thread-safe.
+fm_status fm_event_keygen(struct fm_buf **secret_out, struct fm_buf **public_out);
+
+// Publishes event `event_name` (1-96 bytes of UTF-8, e.g.
+// "orders/status/updated") from this client's app (connect option app_id)
+// to `n` >= 1 recipient app ids. `payload` (may be NULL when `len` is 0)
+// and `metadata_json` (NULL or a JSON object; stored and delivered as is,
+// never encrypted) are copied. If every recipient has a registered public
+// key the payload is sealed for each and stored only as ciphertext; if
+// none has, it is stored in clear; a mix is FM_ERR_INVALID_ARGUMENT. The
+// event id goes to `*event_id_out` (may be NULL). Errors:
+// INVALID_ARGUMENT (NULL, no app_id, bad name/recipient/metadata),
+// TOO_LARGE, CLOSED, broker errors. If it fails after the event was
+// logged, some recipients may have it: a retry can duplicate for them.
+fm_status fm_event_publish(struct fm_client *client,
+                           const char *event_name,
+                           const char *const *recipients,
+                           size_t n,
+                           const uint8_t *payload,
+                           size_t len,
+                           const char *metadata_json,
+                           uint64_t *event_id_out);
+
+// Publishes a reply to the sender of `ev` (an event received in a
+// callback or returned by fm_event_replay), under the same event name,
+// sealed when the sender has a public key. Otherwise as fm_event_publish.
+fm_status fm_event_reply(struct fm_client *client,
+                         const struct fm_event *ev,
+                         const uint8_t *payload,
+                         size_t len,
+                         const char *metadata_json,
+                         uint64_t *event_id_out);
+
+// Subscribes this client's app to `event_name`: `cb` receives each event
+// sent to the app under that name, one at a time, on a library thread; it
+// may call any fm_ function, including fm_event_unsubscribe of this
+// subscription. Each app has one durable inbox per event name, shared by
+// all its subscriptions (competing consumers). `opts` (may be NULL,
+// copied): "auto_ack" (default true: acked when the callback returns) and
+// "ack_wait_ms" (default 30000: an event not acked, deferred or discarded
+// within it is delivered again, with a higher delivery count). Registers
+// the app's public key when the client has app_secret_key. On FM_OK `*out`
+// is owned by the caller (fm_event_unsubscribe). Errors: INVALID_ARGUMENT
+// (NULL, no app_id, bad name, bad option), CLOSED, broker errors.
+fm_status fm_event_subscribe(struct fm_client *client,
+                             const char *event_name,
+                             const struct fm_options *opts,
+                             fm_event_cb cb,
+                             void *user_data,
+                             struct fm_event_subscription **out);
+
+// Acknowledges event `id` delivered to this subscription: it is never
+// delivered again. FM_ERR_NOT_FOUND if it is not awaiting
+// acknowledgement here (already settled, or never delivered).
+fm_status fm_event_ack(struct fm_event_subscription *sub, uint64_t id);
+
+// Delivers event `id` again after `delay_ms` (not before), with a higher
+// delivery count. `reason` (may be NULL) is logged. NOT_FOUND as fm_event_ack.
+fm_status fm_event_defer(struct fm_event_subscription *sub,
+                         uint64_t id,
+                         uint64_t delay_ms,
+                         const char *reason);
+
+// Drops event `id` for good (never delivered again) and records it, with
+// `reason` (may be NULL), in the discard log. NOT_FOUND as fm_event_ack.
+fm_status fm_event_discard(struct fm_event_subscription *sub, uint64_t id, const char *reason);
+
+// Delivers past event `id` (of this subscription's name, sent to this
+// app) to this app once more, whatever happened to it before. If `out` is
+// not NULL, on FM_OK `*out` is the event, owned by the caller
+// (fm_event_free). FM_ERR_NOT_FOUND if no such event was sent to this app
+// under this name; FM_ERR_UNAUTHORIZED if it cannot be decrypted.
+fm_status fm_event_replay(struct fm_event_subscription *sub, uint64_t id, struct fm_event **out);
+
+// Stops delivery to this subscription until fm_event_resume; events keep
+// arriving in the app's inbox and nothing is lost. A callback already
+// running finishes. `reason` (may be NULL) is logged. Idempotent.
+fm_status fm_event_pause(struct fm_event_subscription *sub, const char *reason);
+
+// Resumes delivery after fm_event_pause: everything held is delivered.
+fm_status fm_event_resume(struct fm_event_subscription *sub);
+
+// FM_OK while healthy. Otherwise the error that ended delivery (e.g.
+// FM_ERR_UNAUTHORIZED: an event is sealed for this app but the client has
+// no app_secret_key; the event stays queued), or else FM_ERR_UNAUTHORIZED
+// for the last rejected delivery (a tampered ciphertext: never passed to
+// the callback, recorded in the discard log), with fm_last_error() saying
+// which. `rejected_out` (may be NULL) gets the number of rejected deliveries.
+fm_status fm_event_subscription_status(const struct fm_event_subscription *sub,
+                                       uint64_t *rejected_out);
+
+// Stops the subscription and frees it. Waits for a running callback unless
+// called from inside it. Delivered events not yet settled (manual ack)
+// go back to the inbox at once for redelivery. NULL is a no-op; a handle
+// already unsubscribed gives FM_ERR_CLOSED.
+fm_status fm_event_unsubscribe(struct fm_event_subscription *sub);
+
+// Frees an event returned by fm_event_replay. NULL is a no-op. Never free
+// the event passed to a callback.
+void fm_event_free(struct fm_event *ev);
+
+// The event id (unique within the tenant/namespace); 0 for NULL.
+uint64_t fm_event_id(const struct fm_event *ev);
+
+// The event name, borrowed from `ev`; NULL for NULL.
+const char *fm_event_name(const struct fm_event *ev);
+
+// The sender's app id, borrowed from `ev`; NULL for NULL.
+const char *fm_event_sender(const struct fm_event *ev);
+
+// Publish time, milliseconds since the Unix epoch (sender's clock); 0 for NULL.
+int64_t fm_event_timestamp_ms(const struct fm_event *ev);
+
+// The plaintext payload (decrypted if it was sealed), borrowed from `ev`;
+// its length to `*len_out` (may be NULL). NULL with length 0 for NULL.
+const uint8_t *fm_event_payload(const struct fm_event *ev, size_t *len_out);
+
+// The metadata JSON object, borrowed from `ev`; NULL if the event has none.
+const char *fm_event_metadata(const struct fm_event *ev);
+
+// Deliveries of this event to the app so far, including this one (1 on
+// first delivery; 0 for an event returned by fm_event_replay or NULL).
+uint32_t fm_event_delivery_count(const struct fm_event *ev);
+
+// Whether the payload was sealed end to end (false for NULL).
+bool fm_event_encrypted(const struct fm_event *ev);
+
+// The id of the event this one replies to, or 0 (with `*has_out` false)
+// when it is not a reply. `has_out` may be NULL.
+uint64_t fm_event_reply_to(const struct fm_event *ev, bool *has_out);
+
+// ---- Metrics --------------------------------------------------------------
+
+// The client's metrics in the Prometheus text exposition format (version
+// 0.0.4, UTF-8, not NUL-terminated: use fm_buf_data for pointer and length):
+// operations by kind and outcome (`flowmesh_client_operations_total{op,status}`),
+// latency histograms per kind, in-flight calls, messages and bytes
+// published and delivered, jobs, reconnects and connection/breaker state.
+// See docs/ABI.md for every series. On FM_OK `*out` is a new buffer
+// owned by the caller (free with fm_buf_free); on error `*out` is NULL.
+// Thread-safe; cheap enough to call on every scrape. Returns
+// FM_ERR_INVALID_ARGUMENT (NULL client or out) or FM_ERR_CLOSED (closed client).
+fm_status fm_client_metrics(struct fm_client *client, struct fm_buf **out);
+
+// ---- Resource lifecycle: list, delete and purge streams, queues and buckets; ----
+
+// Streams whose name starts with `prefix` ("" or NULL = all) in the
+// client's tenant and namespace; a prefix containing '/' is the start of a
+// qualified name instead (e.g. "acme/" = every namespace of tenant acme).
+// Names are fully qualified ("tenant/namespace/name") and sorted; memory
+// tier streams are included. On a broker with an access file only streams
+// the token may use are listed, and a prefix naming another tenant is
+// FM_ERR_UNAUTHORIZED. On FM_OK `*out` is owned by the caller
+// (fm_strings_free); on error it is NULL. FM_ERR_INVALID_ARGUMENT for a
+// NULL `client`/`out`, invalid UTF-8 or a prefix with characters outside
+// [A-Za-z0-9._-/]; FM_ERR_CLOSED after fm_client_close.
+fm_status fm_streams_list(struct fm_client *client, const char *prefix, struct fm_strings **out);
+
+// Queues, as fm_streams_list lists streams.
+fm_status fm_queues_list(struct fm_client *client, const char *prefix, struct fm_strings **out);
+
+// KV buckets, as fm_streams_list lists streams.
+fm_status fm_kv_buckets_list(struct fm_client *client, const char *prefix, struct fm_strings **out);
+
+// Deletes a stream with its messages and consumer-group offsets; on
+// file:// the files are gone when it returns (a crash during the delete
+// leaves the stream whole or gone). Subscriptions on it end with
+// FM_ERR_NOT_FOUND; a publish racing the delete lands in the stream the
+// next use creates (offsets from 0). FM_ERR_NOT_FOUND if it does not
+// exist; FM_ERR_UNAUTHORIZED on a broker without an admin grant.
+fm_status fm_stream_delete(struct fm_client *client, const char *stream);
+
+// Deletes a queue with every job: pending, delayed, in flight and dead.
+// A waiting fm_queue_reserve returns FM_ERR_NOT_FOUND; acks of jobs
+// reserved before answer FM_ERR_NOT_FOUND. Errors as fm_stream_delete.
+fm_status fm_queue_delete(struct fm_client *client, const char *queue);
+
+// Deletes a KV bucket with every key; its watches end with
+// FM_ERR_NOT_FOUND (fm_subscription_status). Errors as fm_stream_delete.
+fm_status fm_kv_bucket_delete(struct fm_client *client, const char *bucket);
+
+// Removes every retained message of a stream and keeps the stream: offsets
+// continue from where they were (earliest = latest afterwards), and a
+// consumer group whose committed offset lies in the removed range has it
+// moved to the last removed offset, so it resumes at the next new message.
+// `*removed_out` (may be NULL) gets the number of messages removed.
+// FM_ERR_NOT_FOUND if the stream does not exist; FM_ERR_UNAUTHORIZED on a
+// broker without an admin grant.
+fm_status fm_stream_purge(struct fm_client *client, const char *stream, uint64_t *removed_out);
+
+// Removes the pending and delayed jobs of a queue. Jobs in flight are left
+// to their workers (ack, nack and the visibility timeout still apply, so a
+// job whose visibility runs out comes back); dead jobs stay in the
+// dead-letter queue. `*removed_out` (may be NULL) gets how many were
+// removed. Errors as fm_stream_purge.
+fm_status fm_queue_purge(struct fm_client *client, const char *queue, uint64_t *removed_out);
+
+// Gives a reserved job `visibility_ms` (at least 1) from now before it is
+// redelivered, e.g. for a long-running job that is still being worked on.
+// FM_ERR_CONFLICT if the job is no longer reserved by anyone (its
+// visibility already ran out, it was nacked or dead-lettered);
+// FM_ERR_NOT_FOUND if the queue has no such job (e.g. already acked);
+// FM_ERR_INVALID_ARGUMENT for visibility_ms 0.
+fm_status fm_queue_extend(struct fm_client *client,
+                          const char *queue,
+                          uint64_t job_id,
+                          uint64_t visibility_ms);
+
+// Changes a stream's configuration with the option keys of
+// fm_stream_create: "max_age_ms", "max_bytes", "max_messages" (0 =
+// unlimited) and "partitions" (may only grow: FM_ERR_INVALID_ARGUMENT
+// otherwise; keys then map to other partitions). Keys not set keep their
+// value; "tier" can not change. Retention applies to the messages already
+// stored from the next enforcement on (within about a second).
+// FM_ERR_INVALID_ARGUMENT if `opts` is NULL or sets none of these keys;
+// FM_ERR_NOT_FOUND if the stream does not exist; FM_ERR_UNAUTHORIZED on a
+// broker without an admin grant.
+fm_status fm_stream_update(struct fm_client *client,
+                           const char *stream,
+                           const struct fm_options *opts);
+
 #ifdef __cplusplus
 }  // extern "C"
-#endif  // __cplusplus
+#endif
 
 #endif  /* FLOWMESH_H */
