@@ -65,6 +65,10 @@ enum Command {
         /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9464)
         #[arg(long, value_name = "ADDR")]
         metrics: Option<SocketAddr>,
+        /// Also serve WebSocket clients on ADDR: ws://ADDR (wss:// with
+        /// --tls-cert), endpoints /ws (JSON) and /grpc (docs/WEBSOCKET.md)
+        #[arg(long, value_name = "ADDR")]
+        ws: Option<SocketAddr>,
     },
     /// Print a broker's metrics (from `serve --metrics`) as tables
     Stats {
@@ -382,7 +386,7 @@ fn print_line(line: String) -> Result<()> {
 
 async fn run(cmd: Command) -> Result<()> {
     match cmd {
-        Command::Serve { listen, data, fsync, max_payload_bytes, segment_bytes, log_json, metrics, security } => {
+        Command::Serve { listen, data, fsync, max_payload_bytes, segment_bytes, log_json, metrics, security, ws } => {
             init_logging(log_json);
             let opts = Options::new()
                 .with("fsync", &fsync)?
@@ -390,7 +394,7 @@ async fn run(cmd: Command) -> Result<()> {
                 .with("segment_bytes", &segment_bytes.to_string())?;
             let cfg = EngineConfig::from_options(&opts)?;
             let endpoint = Endpoint::parse(&data)?;
-            if matches!(endpoint, Endpoint::Remote { .. }) {
+            if matches!(endpoint, Endpoint::Remote { .. } | Endpoint::WebSocket(_)) {
                 return Err(Error::InvalidArgument("--data must be mem:// or file:///dir".into()));
             }
             let engine = endpoint.open(&cfg).await?;
@@ -398,6 +402,7 @@ async fn run(cmd: Command) -> Result<()> {
             let mut server_cfg = ServerConfig {
                 max_payload_bytes: max_payload_bytes as usize,
                 metrics_addr: metrics,
+                ws_addr: ws,
                 ..Default::default()
             };
             security::configure(&mut server_cfg, &security.tls_cert, &security.tls_key, &security.access_file)?;

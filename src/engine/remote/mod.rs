@@ -94,28 +94,45 @@ macro_rules! rpc {
     }};
 }
 
+/// The channel settings every remote transport shares: keepalive pings so
+/// a dead peer is noticed, no Nagle delay.
+pub(crate) fn endpoint(http: &str, url: &str, connect_timeout: Duration) -> Result<Endpoint> {
+    Ok(Endpoint::from_shared(http.to_owned())
+        .map_err(|e| Error::invalid(format!("invalid broker URL {url:?}: {e}")))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true))
+}
+
 impl RemoteEngine {
     pub async fn connect(url: &str, tls: bool, cfg: &EngineConfig) -> Result<Arc<dyn Engine>> {
         let scheme = if tls { "grpcs://" } else { "grpc://" };
         let host = url.trim_start_matches(scheme).trim_end_matches('/');
         let http = format!("{}://{host}", if tls { "https" } else { "http" });
         let connect_timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1));
-        let mut endpoint = Endpoint::from_shared(http)
-            .map_err(|e| Error::invalid(format!("invalid broker URL {url:?}: {e}")))?
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
+        let mut endpoint = endpoint(&http, url, connect_timeout)?;
         if tls {
             endpoint = tls::configure(endpoint, url, cfg, connect_timeout)?;
         }
-        let auth = wire::TokenInterceptor::new(cfg.token.as_deref())?;
-        let state = Arc::new(ConnectionState::new(ConnState::Connecting));
         let channel = tokio::time::timeout(connect_timeout, endpoint.connect())
             .await
             .map_err(|_| Error::Timeout(format!("connecting to {url} took longer than {connect_timeout:?}")))?
             .map_err(|e| tls::connect_error(url, tls, &e))?;
+        Self::over(url, channel, cfg).await
+    }
+
+    /// The engine on a connected channel, whatever transport carries it
+    /// (TCP here, a WebSocket tunnel in `engine::ws`).
+    pub(crate) async fn over(
+        url: &str,
+        channel: tonic::transport::Channel,
+        cfg: &EngineConfig,
+    ) -> Result<Arc<dyn Engine>> {
+        let tls = url.starts_with("grpcs://") || url.starts_with("wss://");
+        let auth = wire::TokenInterceptor::new(cfg.token.as_deref())?;
+        let state = Arc::new(ConnectionState::new(ConnState::Connecting));
         let channel = InterceptedService::new(channel, auth);
         let engine = RemoteEngine {
             streams: pb::streams_client::StreamsClient::new(channel.clone())
