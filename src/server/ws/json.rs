@@ -688,6 +688,12 @@ impl Session {
         };
         let req = pb::KvWatchRequest { bucket: a.str("bucket")?, prefix: a.str_or("prefix", "")?, resume_after };
         let mut events = self.kv.clone().watch(self.request(req)?).await.map_err(status)?.into_inner();
+        // The broker's first event marks where the watch starts: its cursor
+        // goes in the reply, so a client cut off before any change resumes exactly.
+        let start = match events.message().await.map_err(status)? {
+            Some(m) if m.op == pb::KvOp::Unspecified as i32 => m.cursor,
+            _ => return Err(Error::Internal("the watch did not start with its cursor".into())),
+        };
         let credit = Arc::new(Semaphore::new(window as usize));
         let (me, gate) = (self.clone(), credit.clone());
         let max_push = self.max_message;
@@ -705,7 +711,8 @@ impl Session {
             };
             me.end(id, end).await;
         })?;
-        Ok(json!({"sub": id, "window": window}))
+        let cursor = start.map(|c| json!({"epoch": c.epoch, "seq": c.seq}));
+        Ok(json!({"sub": id, "window": window, "cursor": cursor}))
     }
 
     /// Pushes `items` in pieces the subscription's credit allows, waiting
