@@ -3,6 +3,7 @@
 use std::ffi::{c_char, c_void};
 
 use super::args::{client_arg, out_arg, register_client, str_arg, unregister_client, UserData};
+use super::call::{new_out, with_client};
 use super::options::{fm_options, options_or_default};
 use super::{fm_status, guard, guard_value};
 use crate::blocking::BlockingClient;
@@ -29,8 +30,7 @@ pub unsafe extern "C" fn fm_client_connect(
     out: *mut *mut fm_client,
 ) -> fm_status {
     guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
+        let out = new_out(out, "out")?;
         let url = str_arg(url, "url")?;
         let client = BlockingClient::connect(url, &options_or_default(opts))?;
         *out = register_client(client);
@@ -42,13 +42,13 @@ pub unsafe extern "C" fn fm_client_connect(
 /// not; FM_ERR_CLOSED after close.
 #[no_mangle]
 pub unsafe extern "C" fn fm_client_health(client: *mut fm_client) -> fm_status {
-    guard(|| client_arg(client)?.health())
+    with_client(client, |c| c.health())
 }
 
 /// FM_OK if the engine is ready to serve (a broker finished recovery).
 #[no_mangle]
 pub unsafe extern "C" fn fm_client_readiness(client: *mut fm_client) -> fm_status {
-    guard(|| client_arg(client)?.ready())
+    with_client(client, |c| c.ready())
 }
 
 /// Stops delivery, waits for running callbacks, finishes queued async
@@ -118,8 +118,7 @@ pub unsafe extern "C" fn fm_client_on_state(
     cb: fm_state_cb,
     user_data: *mut c_void,
 ) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
+    with_client(client, |c| {
         let Some(cb) = cb else {
             return Err(crate::Error::invalid("cb must not be NULL"));
         };

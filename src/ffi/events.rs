@@ -7,6 +7,7 @@ use std::ffi::{c_char, c_void, CString};
 use bytes::Bytes;
 
 use super::args::*;
+use super::call::{call_opt, open_handle};
 use super::client::fm_client;
 use super::handles::Handles;
 use super::options::{fm_options, options_or_default};
@@ -89,16 +90,12 @@ pub unsafe extern "C" fn fm_event_publish(
     metadata_json: *const c_char,
     event_id_out: *mut u64,
 ) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
+    call_opt(client, event_id_out, async |c| {
         let name = str_arg(event_name, "event_name")?;
         let recipients = recipients_arg(recipients, n)?;
         let payload = copy_bytes(payload, len, "payload")?;
         let metadata = opt_str_arg(metadata_json, "metadata_json")?;
-        let events = c.events()?;
-        let id = c.block_on(events.publish(name, &recipients, payload, metadata))?;
-        write_opt(event_id_out, id);
-        Ok(())
+        c.events()?.publish(name, &recipients, payload, metadata).await
     })
 }
 
@@ -114,14 +111,11 @@ pub unsafe extern "C" fn fm_event_reply(
     metadata_json: *const c_char,
     event_id_out: *mut u64,
 ) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
+    call_opt(client, event_id_out, async |c| {
         let ev = ref_arg(ev, "ev")?;
         let payload = copy_bytes(payload, len, "payload")?;
         let metadata = opt_str_arg(metadata_json, "metadata_json")?;
-        let id = c.block_on(c.events()?.reply(&ev.event, payload, metadata))?;
-        write_opt(event_id_out, id);
-        Ok(())
+        c.events()?.reply(&ev.event, payload, metadata).await
     })
 }
 
@@ -145,22 +139,17 @@ pub unsafe extern "C" fn fm_event_subscribe(
     user_data: *mut c_void,
     out: *mut *mut fm_event_subscription,
 ) -> fm_status {
-    guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let c = client_arg(client)?;
+    open_handle(client, out, &EVENT_SUBSCRIPTIONS, |c| {
         let name = str_arg(event_name, "event_name")?;
         let cb = cb.ok_or_else(|| Error::invalid("callback is NULL"))?;
         let ud = UserData(user_data);
         let opts = options_or_default(opts);
         let events = c.events()?.clone();
-        let sub = CallbackSubscription::start(&c, &events, name, &opts, move |ev: &Event| {
+        CallbackSubscription::start(c, &events, name, &opts, move |ev: &Event| {
             let ud = ud;
             let view = fm_event::new(ev.clone());
             cb(ud.0, &view);
-        })?;
-        *out = EVENT_SUBSCRIPTIONS.insert(sub);
-        Ok(())
+        })
     })
 }
 

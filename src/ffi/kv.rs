@@ -3,6 +3,7 @@
 use std::ffi::{c_char, c_void, CString};
 
 use super::args::*;
+use super::call::{call, call_new, call_opt, call_out, new_out, open_handle, run};
 use super::client::fm_client;
 use super::stream::{fm_subscription, SUBSCRIPTIONS};
 use super::{fm_status, guard, guard_value};
@@ -59,13 +60,10 @@ pub unsafe extern "C" fn fm_kv_set(
     ttl_ms: u64,
     revision_out: *mut u64,
 ) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
+    call_opt(client, revision_out, async |c| {
         let (bucket, key) = (str_arg(bucket, "bucket")?, str_arg(key, "key")?);
         let value = copy_bytes(value, len, "value")?;
-        let rev = c.block_on(c.client().kv_set(bucket, key, value, ttl_ms))?;
-        write_opt(revision_out, rev);
-        Ok(())
+        c.client().kv_set(bucket, key, value, ttl_ms).await
     })
 }
 
@@ -81,13 +79,10 @@ pub unsafe extern "C" fn fm_kv_cas(
     expected_revision: u64,
     revision_out: *mut u64,
 ) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
+    call_opt(client, revision_out, async |c| {
         let (bucket, key) = (str_arg(bucket, "bucket")?, str_arg(key, "key")?);
         let value = copy_bytes(value, len, "value")?;
-        let rev = c.block_on(c.client().kv_cas(bucket, key, value, expected_revision))?;
-        write_opt(revision_out, rev);
-        Ok(())
+        c.client().kv_cas(bucket, key, value, expected_revision).await
     })
 }
 
@@ -114,11 +109,8 @@ pub unsafe extern "C" fn fm_kv_get_entry(
     revision_out: *mut u64,
 ) -> fm_status {
     guard(|| {
-        let out = out_arg(value_out, "value_out")?;
-        *out = std::ptr::null_mut();
-        let c = client_arg(client)?;
-        let (bucket, key) = (str_arg(bucket, "bucket")?, str_arg(key, "key")?);
-        let entry = c.block_on(c.client().kv_get(bucket, key))?;
+        let out = new_out(value_out, "value_out")?;
+        let entry = run(client, async |c| c.client().kv_get(str_arg(bucket, "bucket")?, str_arg(key, "key")?).await)?;
         write_opt(revision_out, entry.revision);
         *out = to_c(fm_buf { data: entry.value });
         Ok(())
@@ -128,11 +120,7 @@ pub unsafe extern "C" fn fm_kv_get_entry(
 /// Deletes a key. FM_OK also when it was absent.
 #[no_mangle]
 pub unsafe extern "C" fn fm_kv_delete(client: *mut fm_client, bucket: *const c_char, key: *const c_char) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
-        let (bucket, key) = (str_arg(bucket, "bucket")?, str_arg(key, "key")?);
-        c.block_on(c.client().kv_delete(bucket, key)).map(|_| ())
-    })
+    call(client, async |c| c.client().kv_delete(str_arg(bucket, "bucket")?, str_arg(key, "key")?).await.map(|_| ()))
 }
 
 /// Whether a live (unexpired) key exists, into `*out`.
@@ -143,13 +131,7 @@ pub unsafe extern "C" fn fm_kv_exists(
     key: *const c_char,
     out: *mut bool,
 ) -> fm_status {
-    guard(|| {
-        let out = out_arg(out, "out")?;
-        let c = client_arg(client)?;
-        let (bucket, key) = (str_arg(bucket, "bucket")?, str_arg(key, "key")?);
-        *out = c.block_on(c.client().kv_exists(bucket, key))?;
-        Ok(())
-    })
+    call_out(client, out, async |c| c.client().kv_exists(str_arg(bucket, "bucket")?, str_arg(key, "key")?).await)
 }
 
 /// Live keys starting with `prefix` ("" or NULL = all), sorted. On FM_OK
@@ -161,15 +143,10 @@ pub unsafe extern "C" fn fm_kv_list_keys(
     prefix: *const c_char,
     out: *mut *mut fm_strings,
 ) -> fm_status {
-    guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let c = client_arg(client)?;
+    call_new(client, out, async |c| {
         let bucket = str_arg(bucket, "bucket")?;
         let prefix = opt_str_arg(prefix, "prefix")?.unwrap_or("");
-        let keys = c.block_on(c.client().kv_keys(bucket, prefix))?;
-        *out = to_c(fm_strings { items: keys.iter().map(|k| c_string(k)).collect() });
-        Ok(())
+        Ok(fm_strings::new(&c.client().kv_keys(bucket, prefix).await?))
     })
 }
 
@@ -204,15 +181,12 @@ pub unsafe extern "C" fn fm_kv_watch(
     user_data: *mut c_void,
     out: *mut *mut fm_subscription,
 ) -> fm_status {
-    guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let c = client_arg(client)?;
+    open_handle(client, out, &SUBSCRIPTIONS, |c| {
         let bucket = str_arg(bucket, "bucket")?;
         let prefix = opt_str_arg(prefix, "prefix")?.unwrap_or("");
         let cb = cb.ok_or_else(|| Error::invalid("callback is NULL"))?;
         let ud = UserData(user_data);
-        let sub = c.kv_watch(bucket, prefix, move |ev: &KvEvent| {
+        c.kv_watch(bucket, prefix, move |ev: &KvEvent| {
             let ud = ud;
             let key = c_string(&ev.key);
             let op = match ev.op {
@@ -221,8 +195,6 @@ pub unsafe extern "C" fn fm_kv_watch(
                 crate::engine::KvOp::Expire => fm_kv_op::FM_KV_EXPIRE,
             };
             cb(ud.0, op, key.as_ptr(), ev.value.as_ptr(), ev.value.len(), ev.revision);
-        })?;
-        *out = SUBSCRIPTIONS.insert(sub);
-        Ok(())
+        })
     })
 }

@@ -1,7 +1,8 @@
 //! `fm_client_metrics`: the client's metrics as Prometheus text.
 
 use super::args::fm_buf;
-use super::args::{client_arg, out_arg, to_c};
+use super::args::{client_arg, to_c};
+use super::call::new_out;
 use super::client::fm_client;
 use super::{fm_status, guard};
 
@@ -17,8 +18,7 @@ use super::{fm_status, guard};
 #[no_mangle]
 pub unsafe extern "C" fn fm_client_metrics(client: *mut fm_client, out: *mut *mut fm_buf) -> fm_status {
     guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
+        let out = new_out(out, "out")?;
         let c = client_arg(client)?;
         *out = to_c(fm_buf { data: c.client().metrics().encode().into() });
         Ok(())

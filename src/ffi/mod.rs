@@ -8,6 +8,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 pub mod args;
+mod call;
 pub mod client;
 pub mod events;
 pub(crate) mod handles;

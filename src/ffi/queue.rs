@@ -4,6 +4,7 @@ use std::ffi::{c_char, CString};
 
 use super::args::*;
 use super::args::{c_string, fm_header, fm_msg, record_arg, OwnedHeaders};
+use super::call::{call, call_new, call_opt, call_out, new_out, run};
 use super::client::fm_client;
 use super::{fm_status, guard, guard_value};
 use crate::engine::{Job, RetryPolicy};
@@ -30,6 +31,12 @@ impl fm_job {
 /// A list of jobs. Free with fm_jobs_free (which frees the jobs in it).
 pub struct fm_jobs {
     items: Vec<fm_job>,
+}
+
+impl fm_jobs {
+    fn new(jobs: Vec<Job>) -> fm_jobs {
+        fm_jobs { items: jobs.into_iter().map(fm_job::new).collect() }
+    }
 }
 
 /// Queue counters.
@@ -70,13 +77,10 @@ pub unsafe extern "C" fn fm_queue_enqueue(
     priority: i32,
     job_id_out: *mut u64,
 ) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
+    call_opt(client, job_id_out, async |c| {
         let queue = str_arg(queue, "queue")?;
         let record = record_arg(msg)?;
-        let id = c.block_on(c.client().enqueue(queue, record, delay_ms, priority))?;
-        write_opt(job_id_out, id);
-        Ok(())
+        c.client().enqueue(queue, record, delay_ms, priority).await
     })
 }
 
@@ -93,11 +97,9 @@ pub unsafe extern "C" fn fm_queue_reserve(
     out: *mut *mut fm_job,
 ) -> fm_status {
     guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let c = client_arg(client)?;
-        let queue = str_arg(queue, "queue")?;
-        if let Some(job) = c.block_on(c.client().reserve(queue, visibility_ms, wait_ms))? {
+        let out = new_out(out, "out")?;
+        let job = run(client, async |c| c.client().reserve(str_arg(queue, "queue")?, visibility_ms, wait_ms).await)?;
+        if let Some(job) = job {
             *out = to_c(fm_job::new(job));
         }
         Ok(())
@@ -116,14 +118,9 @@ pub unsafe extern "C" fn fm_queue_receive(
     wait_ms: u64,
     out: *mut *mut fm_jobs,
 ) -> fm_status {
-    guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let c = client_arg(client)?;
-        let queue = str_arg(queue, "queue")?;
-        let jobs = c.block_on(c.client().receive(queue, max_jobs, visibility_ms, wait_ms))?;
-        *out = to_c(fm_jobs { items: jobs.into_iter().map(fm_job::new).collect() });
-        Ok(())
+    call_new(client, out, async |c| {
+        let jobs = c.client().receive(str_arg(queue, "queue")?, max_jobs, visibility_ms, wait_ms).await?;
+        Ok(fm_jobs::new(jobs))
     })
 }
 
@@ -195,10 +192,7 @@ pub unsafe extern "C" fn fm_job_free(job: *mut fm_job) {
 /// is unknown, already acked or dead-lettered.
 #[no_mangle]
 pub unsafe extern "C" fn fm_queue_ack(client: *mut fm_client, queue: *const c_char, job_id: u64) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
-        c.block_on(c.client().ack(str_arg(queue, "queue")?, job_id))
-    })
+    call(client, async |c| c.client().ack(str_arg(queue, "queue")?, job_id).await)
 }
 
 /// Gives a reserved job back: redelivered after `delay_ms` (0 = the retry
@@ -211,10 +205,7 @@ pub unsafe extern "C" fn fm_queue_nack(
     job_id: u64,
     delay_ms: u64,
 ) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
-        c.block_on(c.client().nack(str_arg(queue, "queue")?, job_id, delay_ms))
-    })
+    call(client, async |c| c.client().nack(str_arg(queue, "queue")?, job_id, delay_ms).await)
 }
 
 /// Fills `*out` with the queue's counters.
@@ -224,12 +215,9 @@ pub unsafe extern "C" fn fm_queue_get_stats(
     queue: *const c_char,
     out: *mut fm_queue_stats,
 ) -> fm_status {
-    guard(|| {
-        let out = out_arg(out, "out")?;
-        let c = client_arg(client)?;
-        let s = c.block_on(c.client().queue_stats(str_arg(queue, "queue")?))?;
-        *out = fm_queue_stats { pending: s.pending, in_flight: s.in_flight, delayed: s.delayed, dead: s.dead };
-        Ok(())
+    call_out(client, out, async |c| {
+        let s = c.client().queue_stats(str_arg(queue, "queue")?).await?;
+        Ok(fm_queue_stats { pending: s.pending, in_flight: s.in_flight, delayed: s.delayed, dead: s.dead })
     })
 }
 
@@ -245,10 +233,9 @@ pub unsafe extern "C" fn fm_queue_set_retry_policy(
     max_backoff_ms: u64,
     multiplier: f64,
 ) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
+    call(client, async |c| {
         let policy = RetryPolicy { max_attempts, initial_backoff_ms, max_backoff_ms, multiplier };
-        c.block_on(c.client().set_retry_policy(str_arg(queue, "queue")?, policy))
+        c.client().set_retry_policy(str_arg(queue, "queue")?, policy).await
     })
 }
 
@@ -259,17 +246,14 @@ pub unsafe extern "C" fn fm_queue_get_retry_policy(
     queue: *const c_char,
     out: *mut fm_retry_policy,
 ) -> fm_status {
-    guard(|| {
-        let out = out_arg(out, "out")?;
-        let c = client_arg(client)?;
-        let p = c.block_on(c.client().get_retry_policy(str_arg(queue, "queue")?))?;
-        *out = fm_retry_policy {
+    call_out(client, out, async |c| {
+        let p = c.client().get_retry_policy(str_arg(queue, "queue")?).await?;
+        Ok(fm_retry_policy {
             max_attempts: p.max_attempts,
             initial_backoff_ms: p.initial_backoff_ms,
             max_backoff_ms: p.max_backoff_ms,
             multiplier: p.multiplier,
-        };
-        Ok(())
+        })
     })
 }
 
@@ -282,14 +266,7 @@ pub unsafe extern "C" fn fm_queue_dlq_list(
     max: usize,
     out: *mut *mut fm_jobs,
 ) -> fm_status {
-    guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let c = client_arg(client)?;
-        let jobs = c.block_on(c.client().dlq_list(str_arg(queue, "queue")?, max))?;
-        *out = to_c(fm_jobs { items: jobs.into_iter().map(fm_job::new).collect() });
-        Ok(())
-    })
+    call_new(client, out, async |c| Ok(fm_jobs::new(c.client().dlq_list(str_arg(queue, "queue")?, max).await?)))
 }
 
 /// Number of jobs in `jobs` (0 for NULL).
@@ -316,10 +293,7 @@ pub unsafe extern "C" fn fm_jobs_free(jobs: *mut fm_jobs) {
 /// FM_ERR_NOT_FOUND if it is not in the dead-letter queue.
 #[no_mangle]
 pub unsafe extern "C" fn fm_queue_dlq_replay(client: *mut fm_client, queue: *const c_char, job_id: u64) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
-        c.block_on(c.client().dlq_replay(str_arg(queue, "queue")?, job_id))
-    })
+    call(client, async |c| c.client().dlq_replay(str_arg(queue, "queue")?, job_id).await)
 }
 
 /// Replays every dead-lettered job, or only those whose header `header_key`
@@ -333,8 +307,7 @@ pub unsafe extern "C" fn fm_queue_dlq_replay_all(
     header_value: *const c_char,
     replayed_out: *mut u64,
 ) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
+    call_opt(client, replayed_out, async |c| {
         let queue = str_arg(queue, "queue")?;
         let filter = match opt_str_arg(header_key, "header_key")? {
             Some(k) => {
@@ -344,8 +317,6 @@ pub unsafe extern "C" fn fm_queue_dlq_replay_all(
             }
             None => None,
         };
-        let n = c.block_on(c.client().dlq_replay_all(queue, filter))?;
-        write_opt(replayed_out, n);
-        Ok(())
+        c.client().dlq_replay_all(queue, filter).await
     })
 }

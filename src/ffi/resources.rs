@@ -10,11 +10,12 @@
 use std::ffi::c_char;
 
 use super::args::*;
+use super::call::{call, call_new, run};
 use super::client::fm_client;
 use super::kv::fm_strings;
 use super::options::{fm_options, options_or_default};
 use super::{fm_status, guard};
-use crate::blocking::BlockingClient;
+use crate::client::Client;
 use crate::error::Result;
 
 /// The shared body of the three listings.
@@ -22,16 +23,11 @@ unsafe fn list(
     client: *mut fm_client,
     prefix: *const c_char,
     out: *mut *mut fm_strings,
-    call: impl FnOnce(&BlockingClient, &str) -> Result<Vec<String>>,
+    names: impl AsyncFnOnce(&Client, &str) -> Result<Vec<String>>,
 ) -> fm_status {
-    guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let c = client_arg(client)?;
+    call_new(client, out, async |c| {
         let prefix = opt_str_arg(prefix, "prefix")?.unwrap_or("");
-        let names = call(&c, prefix)?;
-        *out = to_c(fm_strings::new(&names));
-        Ok(())
+        Ok(fm_strings::new(&names(c.client(), prefix).await?))
     })
 }
 
@@ -51,7 +47,7 @@ pub unsafe extern "C" fn fm_streams_list(
     prefix: *const c_char,
     out: *mut *mut fm_strings,
 ) -> fm_status {
-    list(client, prefix, out, |c, p| c.block_on(c.client().list_streams(p)))
+    list(client, prefix, out, async |c, p| c.list_streams(p).await)
 }
 
 /// Queues, as fm_streams_list lists streams.
@@ -61,7 +57,7 @@ pub unsafe extern "C" fn fm_queues_list(
     prefix: *const c_char,
     out: *mut *mut fm_strings,
 ) -> fm_status {
-    list(client, prefix, out, |c, p| c.block_on(c.client().list_queues(p)))
+    list(client, prefix, out, async |c, p| c.list_queues(p).await)
 }
 
 /// KV buckets, as fm_streams_list lists streams.
@@ -71,7 +67,7 @@ pub unsafe extern "C" fn fm_kv_buckets_list(
     prefix: *const c_char,
     out: *mut *mut fm_strings,
 ) -> fm_status {
-    list(client, prefix, out, |c, p| c.block_on(c.client().list_buckets(p)))
+    list(client, prefix, out, async |c, p| c.list_buckets(p).await)
 }
 
 /// Deletes a stream with its messages and consumer-group offsets; on
@@ -82,10 +78,7 @@ pub unsafe extern "C" fn fm_kv_buckets_list(
 /// exist; FM_ERR_UNAUTHORIZED on a broker without an admin grant.
 #[no_mangle]
 pub unsafe extern "C" fn fm_stream_delete(client: *mut fm_client, stream: *const c_char) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
-        c.block_on(c.client().delete_stream(str_arg(stream, "stream")?))
-    })
+    call(client, async |c| c.client().delete_stream(str_arg(stream, "stream")?).await)
 }
 
 /// Deletes a queue with every job: pending, delayed, in flight and dead.
@@ -93,20 +86,14 @@ pub unsafe extern "C" fn fm_stream_delete(client: *mut fm_client, stream: *const
 /// reserved before answer FM_ERR_NOT_FOUND. Errors as fm_stream_delete.
 #[no_mangle]
 pub unsafe extern "C" fn fm_queue_delete(client: *mut fm_client, queue: *const c_char) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
-        c.block_on(c.client().delete_queue(str_arg(queue, "queue")?))
-    })
+    call(client, async |c| c.client().delete_queue(str_arg(queue, "queue")?).await)
 }
 
 /// Deletes a KV bucket with every key; its watches end with
 /// FM_ERR_NOT_FOUND (fm_subscription_status). Errors as fm_stream_delete.
 #[no_mangle]
 pub unsafe extern "C" fn fm_kv_bucket_delete(client: *mut fm_client, bucket: *const c_char) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
-        c.block_on(c.client().delete_bucket(str_arg(bucket, "bucket")?))
-    })
+    call(client, async |c| c.client().delete_bucket(str_arg(bucket, "bucket")?).await)
 }
 
 /// Removes every retained message of a stream and keeps the stream: offsets
@@ -124,9 +111,7 @@ pub unsafe extern "C" fn fm_stream_purge(
 ) -> fm_status {
     guard(|| {
         write_opt(removed_out, 0);
-        let c = client_arg(client)?;
-        let n = c.block_on(c.client().purge_stream(str_arg(stream, "stream")?))?;
-        write_opt(removed_out, n);
+        write_opt(removed_out, run(client, async |c| c.client().purge_stream(str_arg(stream, "stream")?).await)?);
         Ok(())
     })
 }
@@ -144,9 +129,7 @@ pub unsafe extern "C" fn fm_queue_purge(
 ) -> fm_status {
     guard(|| {
         write_opt(removed_out, 0);
-        let c = client_arg(client)?;
-        let n = c.block_on(c.client().purge_queue(str_arg(queue, "queue")?))?;
-        write_opt(removed_out, n);
+        write_opt(removed_out, run(client, async |c| c.client().purge_queue(str_arg(queue, "queue")?).await)?);
         Ok(())
     })
 }
@@ -164,10 +147,7 @@ pub unsafe extern "C" fn fm_queue_extend(
     job_id: u64,
     visibility_ms: u64,
 ) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
-        c.block_on(c.client().extend(str_arg(queue, "queue")?, job_id, visibility_ms))
-    })
+    call(client, async |c| c.client().extend(str_arg(queue, "queue")?, job_id, visibility_ms).await)
 }
 
 /// Changes a stream's configuration with the option keys of
@@ -185,11 +165,10 @@ pub unsafe extern "C" fn fm_stream_update(
     stream: *const c_char,
     opts: *const fm_options,
 ) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
+    call(client, async |c| {
         let stream = str_arg(stream, "stream")?;
         ref_arg(opts, "opts")?;
         let update = options_or_default(opts).stream_update()?;
-        c.block_on(c.client().update_stream(stream, update)).map(|_| ())
+        c.client().update_stream(stream, update).await.map(|_| ())
     })
 }

@@ -4,6 +4,7 @@ use std::ffi::{c_char, c_void, CString};
 use std::time::Duration;
 
 use super::args::*;
+use super::call::{call, call_new, call_opt, call_out, new_out, open_handle, run, with_client};
 use super::client::fm_client;
 use super::handles::Handles;
 use super::options::{fm_options, options_or_default};
@@ -49,6 +50,12 @@ pub type fm_message_cb = Option<unsafe extern "C" fn(user_data: *mut c_void, msg
 /// Messages returned by fm_read. Free with fm_messages_free.
 pub struct fm_messages {
     items: Vec<OwnedMessage>,
+}
+
+impl fm_messages {
+    fn new(msgs: Vec<Message>) -> fm_messages {
+        fm_messages { items: msgs.into_iter().map(OwnedMessage::new).collect() }
+    }
 }
 
 /// A running subscription (stream or KV watch). End it with fm_unsubscribe.
@@ -104,13 +111,10 @@ pub unsafe extern "C" fn fm_publish(
     msg: *const fm_msg,
     out: *mut fm_position,
 ) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
+    call_opt(client, out, async |c| {
         let stream = str_arg(stream, "stream")?;
         let record = record_arg(msg)?;
-        let pos = c.block_on(c.client().publish(stream, record))?;
-        write_opt(out, c_position(pos));
-        Ok(())
+        c.client().publish(stream, record).await.map(c_position)
     })
 }
 
@@ -126,13 +130,14 @@ pub unsafe extern "C" fn fm_publish_batch(
     out: *mut fm_position,
 ) -> fm_status {
     guard(|| {
-        let c = client_arg(client)?;
-        let stream = str_arg(stream, "stream")?;
-        if n > 0 && msgs.is_null() {
-            return Err(Error::invalid("msgs is NULL but n is not 0"));
-        }
-        let records = (0..n).map(|i| record_arg(msgs.add(i))).collect::<Result<Vec<_>>>()?;
-        let positions = c.block_on(c.client().publish_batch(stream, records))?;
+        let positions = run(client, async |c| {
+            let stream = str_arg(stream, "stream")?;
+            if n > 0 && msgs.is_null() {
+                return Err(Error::invalid("msgs is NULL but n is not 0"));
+            }
+            let records = (0..n).map(|i| record_arg(msgs.add(i))).collect::<Result<Vec<_>>>()?;
+            c.client().publish_batch(stream, records).await
+        })?;
         if !out.is_null() {
             for (i, p) in positions.into_iter().enumerate() {
                 *out.add(i) = c_position(p);
@@ -155,8 +160,7 @@ pub unsafe extern "C" fn fm_publish_async(
     cb: fm_publish_cb,
     user_data: *mut c_void,
 ) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
+    with_client(client, |c| {
         let stream = str_arg(stream, "stream")?;
         let record = record_arg(msg)?;
         let ud = UserData(user_data);
@@ -183,7 +187,7 @@ pub unsafe extern "C" fn fm_publish_async(
 /// callback of the same client (it would wait for itself).
 #[no_mangle]
 pub unsafe extern "C" fn fm_flush(client: *mut fm_client, timeout_ms: u64) -> fm_status {
-    guard(|| client_arg(client)?.flush(Duration::from_millis(timeout_ms)))
+    with_client(client, |c| c.flush(Duration::from_millis(timeout_ms)))
 }
 
 /// Reads up to `max_messages` from `partition` starting at `offset` (an
@@ -200,14 +204,10 @@ pub unsafe extern "C" fn fm_read(
     max_messages: usize,
     out: *mut *mut fm_messages,
 ) -> fm_status {
-    guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let c = client_arg(client)?;
+    call_new(client, out, async |c| {
         let stream = str_arg(stream, "stream")?;
-        let msgs = c.block_on(c.client().read(stream, partition, offset, max_messages))?;
-        *out = to_c(fm_messages { items: msgs.into_iter().map(OwnedMessage::new).collect() });
-        Ok(())
+        let msgs = c.client().read(stream, partition, offset, max_messages).await?;
+        Ok(fm_messages::new(msgs))
     })
 }
 
@@ -249,20 +249,15 @@ pub unsafe extern "C" fn fm_subscribe(
     user_data: *mut c_void,
     out: *mut *mut fm_subscription,
 ) -> fm_status {
-    guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let c = client_arg(client)?;
+    open_handle(client, out, &SUBSCRIPTIONS, |c| {
         let stream = str_arg(stream, "stream")?;
         let cb = cb.ok_or_else(|| Error::invalid("callback is NULL"))?;
         let ud = UserData(user_data);
-        let sub = c.subscribe(stream, &options_or_default(opts), move |msg: &Message| {
+        c.subscribe(stream, &options_or_default(opts), move |msg: &Message| {
             let ud = ud;
             let owned = OwnedMessage::new(msg.clone());
             cb(ud.0, &owned.raw);
-        })?;
-        *out = SUBSCRIPTIONS.insert(sub);
-        Ok(())
+        })
     })
 }
 
@@ -279,14 +274,8 @@ pub unsafe extern "C" fn fm_subscribe_pull(
     opts: *const fm_options,
     out: *mut *mut fm_subscription,
 ) -> fm_status {
-    guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let c = client_arg(client)?;
-        let stream = str_arg(stream, "stream")?;
-        let sub = c.subscribe_pull(stream, &options_or_default(opts))?;
-        *out = SUBSCRIPTIONS.insert(sub);
-        Ok(())
+    open_handle(client, out, &SUBSCRIPTIONS, |c| {
+        c.subscribe_pull(str_arg(stream, "stream")?, &options_or_default(opts))
     })
 }
 
@@ -305,11 +294,9 @@ pub unsafe extern "C" fn fm_subscription_next(
     out: *mut *mut fm_messages,
 ) -> fm_status {
     guard(|| {
-        let out = out_arg(out, "out")?;
-        *out = std::ptr::null_mut();
-        let sub = SUBSCRIPTIONS.get(sub)?;
-        let msgs = sub.next(max_messages, Duration::from_millis(timeout_ms))?;
-        *out = to_c(fm_messages { items: msgs.into_iter().map(OwnedMessage::new).collect() });
+        let out = new_out(out, "out")?;
+        let msgs = SUBSCRIPTIONS.get(sub)?.next(max_messages, Duration::from_millis(timeout_ms))?;
+        *out = to_c(fm_messages::new(msgs));
         Ok(())
     })
 }
@@ -352,10 +339,9 @@ pub unsafe extern "C" fn fm_commit_offset(
     partition: u32,
     offset: u64,
 ) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
+    call(client, async |c| {
         let (stream, group) = (str_arg(stream, "stream")?, str_arg(group, "group")?);
-        c.block_on(c.client().commit_offset(stream, group, partition, offset))
+        c.client().commit_offset(stream, group, partition, offset).await
     })
 }
 
@@ -369,12 +355,9 @@ pub unsafe extern "C" fn fm_get_offset(
     partition: u32,
     out: *mut u64,
 ) -> fm_status {
-    guard(|| {
-        let out = out_arg(out, "out")?;
-        let c = client_arg(client)?;
+    call_out(client, out, async |c| {
         let (stream, group) = (str_arg(stream, "stream")?, str_arg(group, "group")?);
-        *out = c.block_on(c.client().get_offset(stream, group, partition))?;
-        Ok(())
+        c.client().get_offset(stream, group, partition).await
     })
 }
 
@@ -387,13 +370,7 @@ pub unsafe extern "C" fn fm_get_latest_offset(
     partition: u32,
     out: *mut u64,
 ) -> fm_status {
-    guard(|| {
-        let out = out_arg(out, "out")?;
-        let c = client_arg(client)?;
-        let stream = str_arg(stream, "stream")?;
-        *out = c.block_on(c.client().latest_offset(stream, partition))?;
-        Ok(())
-    })
+    call_out(client, out, async |c| c.client().latest_offset(str_arg(stream, "stream")?, partition).await)
 }
 
 /// Creates a stream. `opts` (may be NULL): "partitions" (default 1),
@@ -406,11 +383,10 @@ pub unsafe extern "C" fn fm_stream_create(
     stream: *const c_char,
     opts: *const fm_options,
 ) -> fm_status {
-    guard(|| {
-        let c = client_arg(client)?;
+    call(client, async |c| {
         let stream = str_arg(stream, "stream")?;
         let config = options_or_default(opts).stream_config()?;
-        c.block_on(c.client().create_stream(stream, config))
+        c.client().create_stream(stream, config).await
     })
 }
 
@@ -421,11 +397,5 @@ pub unsafe extern "C" fn fm_stream_partitions(
     stream: *const c_char,
     out: *mut u32,
 ) -> fm_status {
-    guard(|| {
-        let out = out_arg(out, "out")?;
-        let c = client_arg(client)?;
-        let stream = str_arg(stream, "stream")?;
-        *out = c.block_on(c.client().stream_info(stream))?.config.partitions;
-        Ok(())
-    })
+    call_out(client, out, async |c| Ok(c.client().stream_info(str_arg(stream, "stream")?).await?.config.partitions))
 }
