@@ -70,6 +70,10 @@ enum Command {
         /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9464)
         #[arg(long, value_name = "ADDR")]
         metrics: Option<SocketAddr>,
+        /// Also serve WebSocket clients on ADDR: ws://ADDR (wss:// with
+        /// --tls-cert), endpoints /ws (JSON) and /grpc (docs/WEBSOCKET.md)
+        #[arg(long, value_name = "ADDR")]
+        ws: Option<SocketAddr>,
     },
     /// Print a broker's metrics (from `serve --metrics`) as tables
     Stats {
@@ -397,6 +401,7 @@ async fn run(cmd: Command) -> Result<()> {
             log_json,
             metrics,
             security,
+            ws,
         } => {
             init_logging(log_json);
             let mut opts = Options::new()
@@ -410,7 +415,7 @@ async fn run(cmd: Command) -> Result<()> {
             let cfg = EngineConfig::from_options(&opts)?;
             let endpoint = Endpoint::parse(&data)?;
             // A broker in front of another broker would only add a hop.
-            if matches!(endpoint, Endpoint::Remote { .. }) {
+            if matches!(endpoint, Endpoint::Remote { .. } | Endpoint::WebSocket(_)) {
                 return Err(Error::InvalidArgument("--data must be mem://, file:///dir or nats://host:port".into()));
             }
             let engine = endpoint.open(&cfg).await?;
@@ -418,6 +423,7 @@ async fn run(cmd: Command) -> Result<()> {
             let mut server_cfg = ServerConfig {
                 max_payload_bytes: max_payload_bytes as usize,
                 metrics_addr: metrics,
+                ws_addr: ws,
                 ..Default::default()
             };
             security::configure(&mut server_cfg, &security.tls_cert, &security.tls_key, &security.access_file)?;

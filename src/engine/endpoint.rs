@@ -1,5 +1,6 @@
 //! Connection URLs and opening the engine one names: `mem://`, `file://`
-//! (embedded), `grpc://`/`grpcs://` (a broker) and `nats://` (JetStream).
+//! (embedded), `grpc://`/`grpcs://` (a broker), `ws://`/`wss://` (a broker
+//! through a WebSocket tunnel) and `nats://` (JetStream).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ pub enum Endpoint {
     File(PathBuf),
     /// `grpc://host:port` or `grpcs://host:port`
     Remote { url: String, tls: bool },
+    /// `ws://host:port[/path]` or `wss://…`: a broker's `--ws` listener
+    WebSocket(String),
     /// `nats://h1:4222,h2:4222` (hosts may be written `tls://h:p`): NATS JetStream
     Nats(Vec<String>),
 }
@@ -41,11 +44,16 @@ impl Endpoint {
                 return Ok(Endpoint::Remote { url: url.to_owned(), tls });
             }
         }
+        if url.starts_with("ws://") || url.starts_with("wss://") {
+            super::ws::split_url(url)?;
+            return Ok(Endpoint::WebSocket(url.to_owned()));
+        }
         if let Some(rest) = url.strip_prefix("nats://") {
             return super::nats::parse_hosts(url, rest).map(Endpoint::Nats);
         }
         Err(Error::invalid(format!(
-            "unsupported URL {url:?}: use mem://, file:///dir, grpc://host:port, grpcs://host:port or nats://host:port"
+            "unsupported URL {url:?}: use mem://, file:///dir, grpc://host:port, grpcs://host:port, ws://host:port, wss://host:port or \
+             nats://host:port"
         )))
     }
 
@@ -76,6 +84,7 @@ impl Endpoint {
                 Ok(Arc::new(EmbeddedEngine::open(embedded(Some(dir)), Some(key))?))
             }
             Endpoint::Remote { url, tls } => super::remote::RemoteEngine::connect(url, *tls, cfg).await,
+            Endpoint::WebSocket(url) => super::ws::connect(url, cfg).await,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod embedded;
 mod endpoint;
 pub mod nats;
 pub mod remote;
+pub mod ws;
 
 pub use self::config::EngineConfig;
 pub use self::endpoint::{open, Endpoint};

@@ -274,6 +274,24 @@ impl Drop for InFlight {
     }
 }
 
+/// One open connection of a listener other than the gRPC one (WebSocket),
+/// counted like a gRPC connection until dropped.
+pub(crate) struct OpenConn(Gauge);
+
+impl BrokerMetrics {
+    pub(crate) fn open_conn(&self) -> OpenConn {
+        self.connections.inc();
+        self.connections_total.inc();
+        OpenConn(self.connections.clone())
+    }
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// A client connection, counted while it is open.
 pub(crate) struct CountedConn {
     inner: tokio::net::TcpStream,

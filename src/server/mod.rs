@@ -13,6 +13,7 @@ mod resources;
 #[cfg(test)]
 mod storage_fault_tests;
 mod streams;
+mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,6 +39,9 @@ pub struct ServerConfig {
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
     /// Tokens, grants and limits; `None` = no authentication (open broker).
     pub access: Option<Arc<auth::AccessControl>>,
+    /// Also serve WebSocket clients on this address (`--ws`): `/grpc` and
+    /// `/ws` (docs/WEBSOCKET.md), with the same TLS as gRPC.
+    pub ws_addr: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +52,7 @@ impl Default for ServerConfig {
             metrics_addr: None,
             tls: None,
             access: None,
+            ws_addr: None,
         }
     }
 }
@@ -99,6 +104,14 @@ pub async fn serve_on(
         ),
         None => None,
     };
+    let ws_listener = match cfg.ws_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::Unavailable(format!("cannot listen for WebSocket on {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let metered = Arc::new(crate::metrics::MeteredEngine::new(engine.clone(), broker_metrics.engine.clone()));
     let cfg_access = cfg.access.clone();
@@ -131,25 +144,12 @@ pub async fn serve_on(
         Some(ac) => ac.attach_audit(audit::Audit::start(engine.clone())),
         None => tracing::warn!("no --access-file: the broker accepts every request without a token"),
     }
+    if let Some(l) = ws_listener {
+        start_ws(l, &shared, &broker_metrics, max)?;
+    }
     let server = builder
         .layer(metrics::MetricsLayer(broker_metrics))
-        .add_service(pb::health_server::HealthServer::new(health::HealthService(shared.clone())))
-        .add_service(
-            pb::streams_server::StreamsServer::new(streams::StreamsService(shared.clone()))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .add_service(
-            pb::queues_server::QueuesServer::new(queues::QueuesService(shared.clone()))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .add_service(pb::resources_server::ResourcesServer::new(resources::ResourcesService(shared.clone())))
-        .add_service(
-            pb::kv_server::KvServer::new(kv::KvService(shared))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
+        .add_routes(routes(&shared, max))
         .serve_with_incoming_shutdown(incoming, signal);
     tokio::select! {
         r = server => r.map_err(|e| Error::Internal(format!("gRPC server failed: {e}")))?,
@@ -162,6 +162,66 @@ pub async fn serve_on(
         ac.flush_audit().await;
     }
     engine.sync().await
+}
+
+/// The broker's gRPC services, the same for every listener.
+fn routes(shared: &Shared, max: usize) -> tonic::service::Routes {
+    tonic::service::Routes::new(pb::health_server::HealthServer::new(health::HealthService(shared.clone())))
+        .add_service(
+            pb::streams_server::StreamsServer::new(streams::StreamsService(shared.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            pb::queues_server::QueuesServer::new(queues::QueuesService(shared.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(pb::resources_server::ResourcesServer::new(resources::ResourcesService(shared.clone())))
+        .add_service(
+            pb::kv_server::KvServer::new(kv::KvService(shared.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+}
+
+/// Serves WebSocket clients on `listener`: TLS (if configured) ends there,
+/// and the connections it carries go to a second gRPC server of the same
+/// services, which stops with the broker.
+fn start_ws(
+    listener: tokio::net::TcpListener,
+    shared: &Shared,
+    broker_metrics: &Arc<metrics::BrokerMetrics>,
+    max: usize,
+) -> Result<()> {
+    let tls = match &shared.cfg.tls {
+        Some((cert, key)) => Some(ws::acceptor(cert, key)?),
+        None => None,
+    };
+    let addr = listener.local_addr().map_err(|e| Error::io("WebSocket address", e))?;
+    tracing::info!(%addr, tls = tls.is_some(), "serving WebSocket on /ws and /grpc");
+    let (tunnels, incoming) = tokio::sync::mpsc::channel::<ws::Tunnel>(64);
+    let incoming =
+        futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(incoming), Ok::<_, std::io::Error>);
+    let inner = Server::builder()
+        .tcp_nodelay(true)
+        .layer(metrics::MetricsLayer(broker_metrics.clone()))
+        .add_routes(routes(shared, max))
+        .serve_with_incoming_shutdown(incoming, shared.stopped());
+    tokio::spawn(async move {
+        if let Err(e) = inner.await {
+            tracing::error!("gRPC server of the WebSocket listener failed: {e}");
+        }
+    });
+    let ws_shared = ws::WsShared {
+        tunnels,
+        metrics: broker_metrics.clone(),
+        stopping: shared.stopping.clone(),
+        tls,
+        max_message: max,
+    };
+    tokio::spawn(ws::serve(listener, ws_shared));
+    Ok(())
 }
 
 impl Shared {

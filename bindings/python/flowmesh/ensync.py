@@ -119,7 +119,7 @@ class EnSyncEngine:
         self.url = _url(url)
         opts = dict(options or {})
         self._connect: Dict[str, str] = {}
-        if self.url.startswith(("grpc://", "grpcs://")):
+        if self.url.startswith(("grpc://", "grpcs://", "ws://", "wss://")):
             if "reconnect_interval" in opts:
                 self._connect["reconnect_initial_ms"] = str(int(opts["reconnect_interval"]))
             if "max_reconnect_attempts" in opts:

@@ -62,10 +62,11 @@ def _wait_listening(port: int, proc: "subprocess.Popen[bytes]", timeout: float) 
     raise RuntimeError(f"flowmesh serve did not listen on port {port} within {timeout}s")
 
 
-def start_broker(data: str = "mem://", port: int = 0) -> "tuple[subprocess.Popen[bytes], str]":
+def start_broker(data: str = "mem://", port: int = 0, ws: bool = False) -> "tuple[subprocess.Popen[bytes], str]":
     """Start `flowmesh serve` on a loopback port (a free one unless given)
     with ``data`` (in memory by default). Skips the test when there is no
-    binary with a working `serve`."""
+    binary with a working `serve`. With ``ws`` it also serves WebSocket
+    (`--ws`) and the URL returned is its ws:// one."""
     binary = _broker_binary()
     if not binary.is_file():
         pytest.skip(f"no broker: {binary} is not built")
@@ -73,21 +74,25 @@ def start_broker(data: str = "mem://", port: int = 0) -> "tuple[subprocess.Popen
     if probe.returncode != 0 or b"--listen" not in probe.stdout + probe.stderr:
         pytest.skip(f"no broker: {binary} has no `serve --listen` command yet")
     port = port or _free_port()
+    ws_port = _free_port() if ws else 0
+    extra = ["--ws", f"127.0.0.1:{ws_port}"] if ws else []
     log = open(os.environ.get("FLOWMESH_BROKER_LOG", os.devnull), "ab")
     proc = subprocess.Popen(
-        [str(binary), "serve", "--listen", f"127.0.0.1:{port}", "--data", data],
+        [str(binary), "serve", "--listen", f"127.0.0.1:{port}", "--data", data, *extra],
         stdout=log,
         stderr=log,
     )
     log.close()  # the child keeps its own descriptor
     try:
         _wait_listening(port, proc, timeout=20)
+        if ws:
+            _wait_listening(ws_port, proc, timeout=20)
     except RuntimeError:
         stop_broker(proc)
         if proc.returncode == 0:  # a stub that returns at once
             pytest.skip(f"no broker: `{binary} serve` exits without listening")
         raise
-    return proc, f"grpc://127.0.0.1:{port}"
+    return proc, f"ws://127.0.0.1:{ws_port}" if ws else f"grpc://127.0.0.1:{port}"
 
 
 def stop_broker(proc: "subprocess.Popen[bytes]") -> None:

@@ -132,9 +132,10 @@ async def subscribing_example():
 '''
 
 
-@pytest.fixture(params=["mem", "grpc"])
+@pytest.fixture(params=["mem", "grpc", "ws"])
 def ensync_url(request: Any) -> Iterator[str]:
-    """mem://<unique> (shared by the clients of one test) or a fresh broker."""
+    """mem://<unique> (shared by the clients of one test) or a fresh broker,
+    over gRPC or over its WebSocket listener."""
     if request.param == "mem":
         # A named mem:// engine lives while a client holds it: keep one open
         # so data outlives the examples' own clients, as on a broker.
@@ -145,7 +146,7 @@ def ensync_url(request: Any) -> Iterator[str]:
         finally:
             keeper.close()
         return
-    proc, url = start_broker()
+    proc, url = start_broker(ws=request.param == "ws")
     try:
         yield url
     finally:

@@ -100,6 +100,18 @@ macro_rules! rpc {
     }};
 }
 
+/// The channel settings every remote transport shares: keepalive pings so
+/// a dead peer is noticed, no Nagle delay.
+pub(crate) fn endpoint(http: &str, url: &str, connect_timeout: Duration) -> Result<Endpoint> {
+    Ok(Endpoint::from_shared(http.to_owned())
+        .map_err(|e| Error::invalid(format!("invalid broker URL {url:?}: {e}")))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true))
+}
+
 impl RemoteEngine {
     pub async fn connect(url: &str, tls: bool, cfg: &EngineConfig) -> Result<Arc<dyn Engine>> {
         let scheme = if tls { "grpcs://" } else { "grpc://" };
@@ -109,13 +121,7 @@ impl RemoteEngine {
         let mut endpoints = Vec::with_capacity(hosts.len());
         for host in &hosts {
             let http = format!("{}://{host}", if tls { "https" } else { "http" });
-            let mut endpoint = Endpoint::from_shared(http)
-                .map_err(|e| Error::invalid(format!("invalid broker URL {url:?}: {e}")))?
-                .connect_timeout(connect_timeout)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(10))
-                .keep_alive_while_idle(true);
+            let mut endpoint = endpoint(&http, url, connect_timeout)?;
             if tls {
                 endpoint = tls::configure(endpoint, url, cfg, connect_timeout)?;
             }
@@ -149,9 +155,32 @@ impl RemoteEngine {
         let Some(current) = current else {
             return Err(last_error.unwrap_or_else(|| Error::invalid(format!("broker URL {url:?} names no broker"))));
         };
+        Ok(Self::assemble(Brokers::new(hosts, clients, current), cfg))
+    }
+
+    /// The engine on one connected channel, whatever transport carries it
+    /// (a WebSocket tunnel in `engine::ws`).
+    pub(crate) async fn over(
+        url: &str,
+        channel: tonic::transport::Channel,
+        cfg: &EngineConfig,
+    ) -> Result<Arc<dyn Engine>> {
+        let tls = url.starts_with("wss://");
+        let auth = wire::TokenInterceptor::new(cfg.token.as_deref())?;
+        let clients = Clients::new(InterceptedService::new(channel, auth));
+        // A TLS/plaintext mismatch often surfaces only on the first call.
+        let left = Duration::from_millis(cfg.connect_timeout_ms.max(1));
+        let mut health = clients.health.clone();
+        status(health.check(timed(pb::CheckRequest {}, left)).await).map_err(|e| tls::first_call_error(url, tls, e))?;
+        Ok(Self::assemble(Brokers::new(vec![url.to_owned()], vec![clients], 0), cfg))
+    }
+
+    /// The engine over its brokers: call policy, breaker, and the
+    /// supervisor that probes the current broker and moves on when it fails.
+    fn assemble(brokers: Brokers, cfg: &EngineConfig) -> Arc<dyn Engine> {
         let state = Arc::new(ConnectionState::new(ConnState::Connecting));
         let engine = RemoteEngine {
-            brokers: Arc::new(Brokers::new(hosts, clients, current)),
+            brokers: Arc::new(brokers),
             timeout: Duration::from_millis(cfg.request_timeout_ms.max(1)),
             backoff: cfg.reconnect,
             link: tokio::sync::Mutex::new(None),
@@ -201,7 +230,7 @@ impl RemoteEngine {
             supervise(&state, heartbeat, backoff, probe, restored).await;
         });
         *engine.supervisor.lock().unwrap() = Some(task);
-        Ok(Arc::new(engine))
+        Arc::new(engine)
     }
 
     /// Connects to one broker and asks it for its health, within `left`.
