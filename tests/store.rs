@@ -344,3 +344,46 @@ async fn live_queries_resume_with_fresh_data_after_a_broker_restart() {
         }
     }
 }
+
+/// A store request in flight when the link is lost fails with DISCONNECTED
+/// at once and is not carried on after the reconnect: its write never lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_request_cut_by_a_lost_link_fails_and_writes_nothing() {
+    let broker = Broker::start("mem://");
+    let pid = broker.child.id() as libc::pid_t;
+    let opts = Options::new()
+        .with("heartbeat_ms", "200")
+        .unwrap()
+        .with("reconnect_initial_ms", "50")
+        .unwrap()
+        .with("reconnect_max_ms", "300")
+        .unwrap()
+        .with("request_timeout_ms", "60000")
+        .unwrap();
+    let s = Store::new(Client::connect(&broker.url(), &opts).await.unwrap());
+    s.insert("items", json!({"id": "before"})).await.unwrap();
+
+    // A stopped broker holds the request: only the heartbeat notices.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let request = {
+        let s = s.clone();
+        tokio::spawn(async move { s.call(&json!({"type": "insert", "bucket": "items", "data": {"id": "cut"}})).await })
+    };
+    let outcome = tokio::time::timeout(PATIENCE, request).await;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let err = outcome.expect("the request outlived the lost link").unwrap().expect_err("a cut request succeeded");
+    assert_eq!(err.code, "DISCONNECTED", "{err:?}");
+
+    // Once the broker answers again, the cut insert is not there, and new
+    // requests work.
+    let deadline = Instant::now() + PATIENCE;
+    let before = loop {
+        match s.call(&json!({"type": "get", "bucket": "items", "key": "before"})).await {
+            Ok(v) => break v,
+            Err(e) => assert!(Instant::now() < deadline, "the store never answered again: {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(before["id"], "before");
+    assert_eq!(s.get("items", "cut").await.unwrap(), None, "the cut request was carried on after the reconnect");
+}

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 use crate::client::Client;
 use crate::engine::{TxnOp, TxnResult};
+use crate::error::Error;
 
 pub use self::error::{StoreError, StoreResult};
 pub use self::filter::Filter;
@@ -412,7 +413,27 @@ impl Store {
 
     /// Runs one request `{"type": "store.<op>", ...}` (the `store.` prefix is
     /// optional); see docs/STORE.md for every type and its fields.
+    ///
+    /// A request does not outlive the link it started on: if the link to
+    /// the broker is lost while it runs, it fails with `DISCONNECTED` at
+    /// once and sends nothing more (the remote engine would otherwise retry
+    /// its reads after the reconnect and then commit, after the caller was
+    /// told it failed). Only a commit already on the wire may have landed.
     pub async fn call(&self, req: &Value) -> StoreResult<Value> {
+        let Some(link) = self.client.engine().connection() else {
+            return self.dispatch(req).await;
+        };
+        let lost = link.loss_after_now();
+        tokio::select! {
+            biased;
+            result = self.dispatch(req) => result,
+            () = lost => Err(StoreError::from(Error::Disconnected(
+                "the link was lost while the store request ran; it was not retried".into(),
+            ))),
+        }
+    }
+
+    async fn dispatch(&self, req: &Value) -> StoreResult<Value> {
         let ty = req.get("type").and_then(Value::as_str).ok_or_else(|| StoreError::invalid("a request has a type"))?;
         let ty = ty.strip_prefix("store.").unwrap_or(ty);
         let s = |k: &str| -> StoreResult<&str> {
