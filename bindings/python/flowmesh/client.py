@@ -26,7 +26,7 @@ from .stream import StreamClient
 from .types import ConnState
 
 DEFAULT_ENDPOINT = "localhost:50051"
-_SCHEMES = ("grpc://", "grpcs://", "mem://", "file://")
+_SCHEMES = ("grpc://", "grpcs://", "ws://", "wss://", "nats://", "mem://", "file://")
 
 
 def endpoint_url(endpoint: str) -> str:
@@ -36,7 +36,7 @@ def endpoint_url(endpoint: str) -> str:
     if "://" in endpoint:
         if not endpoint.startswith(_SCHEMES):
             raise FlowMeshInvalidArgumentError(
-                f"unsupported endpoint {endpoint!r}: use host:port, grpc://, grpcs://, mem:// or file:///dir"
+                f"unsupported endpoint {endpoint!r}: use host:port, grpc://, grpcs://, ws://, wss://, nats://, mem:// or file:///dir"
             )
         return endpoint
     return f"grpc://{endpoint}"
@@ -45,8 +45,11 @@ def endpoint_url(endpoint: str) -> str:
 class FlowMesh:
     """Async client for streams, queues and KV over the native core.
 
-    ``endpoint``: ``host:port`` (gRPC broker), ``grpc://host:port``,
-    ``grpcs://host:port``, ``mem://`` (embedded, in memory) or
+    ``endpoint``: ``host:port`` (gRPC broker), ``grpc://host:port`` (a
+    comma-separated list of brokers fails over between them),
+    ``grpcs://host:port``, ``ws://``/``wss://host:port`` (a broker's
+    WebSocket listener), ``nats://host:port`` (a NATS JetStream server or
+    cluster), ``mem://`` (embedded, in memory) or
     ``file:///dir`` (embedded, durable). ``options`` are native connect
     options (``tenant``, ``namespace``, ``max_payload_bytes``, ``fsync``,
     ``connect_timeout_ms``, ``request_timeout_ms``, ...). Blocking native
