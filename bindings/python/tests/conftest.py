@@ -114,18 +114,31 @@ def broker_url() -> Iterator[str]:
         stop_broker(proc)
 
 
+@pytest.fixture(scope="session")
+def ws_broker_url() -> Iterator[str]:
+    """ws:// URL of a broker's WebSocket listener shared by the session."""
+    proc, url = start_broker(ws=True)
+    try:
+        yield url
+    finally:
+        stop_broker(proc)
+
+
 # ---- engines ----------------------------------------------------------------------
-ENGINES = ["mem", "file", "grpc"]
+ENGINES = ["mem", "file", "grpc", "ws"]
 
 
 @pytest.fixture(params=ENGINES)
 def url(request: Any, tmp_path: Path) -> str:
     """Every core test runs on the embedded memory engine, the durable file
-    engine (fresh directory) and a real broker over gRPC."""
+    engine (fresh directory) and a real broker, over gRPC and over its
+    WebSocket listener."""
     if request.param == "mem":
         return "mem://"
     if request.param == "file":
         return f"file://{tmp_path / 'data'}"
+    if request.param == "ws":
+        return str(request.getfixturevalue("ws_broker_url"))
     return str(request.getfixturevalue("broker_url"))
 
 

@@ -13,7 +13,8 @@ async def main() -> None:
 
 asyncio.run(main())
 
-Works on every URL flowmesh takes: mem://, file:///dir, grpc://host:port.
+Works on every URL flowmesh takes: mem://, file:///dir, grpc://host:port,
+ws://host:port (a broker's WebSocket listener), nats://host:port.
 The store behaves as docs/STORE.md describes.
 """
 

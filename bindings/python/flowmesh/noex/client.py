@@ -1,6 +1,6 @@
 """NoexClient: the noex client API (connect, state, lifecycle events,
 ``client.store``) on a flowmesh client, for every URL flowmesh takes
-(mem://, file:///dir, grpc://host:port)."""
+(mem://, file:///dir, grpc://host:port, ws://host:port, nats://host:port)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class NoexClient:
         if auth is not None and auth.credentials is not None:
             raise NoexClientError("INVALID_ARGUMENT", "credential login is not available: use AuthOptions(token=...)")
         token = auth.token if auth is not None else None
-        remote = self.url.startswith(("grpc://", "grpcs://"))
+        remote = self.url.startswith(("grpc://", "grpcs://", "ws://", "wss://", "nats://"))
         fm = FlowMesh(self.url, token, options=native_options(self.options, remote))
         self._state = "connecting"
         try:
