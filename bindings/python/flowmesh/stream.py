@@ -24,6 +24,18 @@ START_LATEST = -2
 START_COMMITTED = -1
 
 
+def _retention(max_age: Optional[Duration], max_bytes: Optional[int], max_messages: Optional[int]) -> Dict[str, str]:
+    """The retention options create and update share, as native option strings."""
+    opts: Dict[str, str] = {}
+    if max_age is not None:
+        opts["max_age_ms"] = str(millis(max_age, label="max_age"))
+    if max_bytes is not None:
+        opts["max_bytes"] = str(non_negative(max_bytes, "max_bytes"))
+    if max_messages is not None:
+        opts["max_messages"] = str(non_negative(max_messages, "max_messages"))
+    return opts
+
+
 def _message(m: Any) -> Message:
     """Copy a borrowed fm_message (valid only during the call/callback)."""
     stream = m.stream.decode("utf-8", "replace") if m.stream else ""
@@ -65,12 +77,7 @@ class StreamClient:
         """
         name = resource(tenant, namespace, stream)
         opts: Dict[str, str] = {"partitions": str(non_negative(partitions, "partitions"))}
-        if max_age is not None:
-            opts["max_age_ms"] = str(millis(max_age, label="max_age"))
-        if max_bytes is not None:
-            opts["max_bytes"] = str(non_negative(max_bytes, "max_bytes"))
-        if max_messages is not None:
-            opts["max_messages"] = str(non_negative(max_messages, "max_messages"))
+        opts.update(_retention(max_age, max_bytes, max_messages))
         if tier is not None:
             opts["tier"] = str(tier)
 
@@ -119,12 +126,7 @@ class StreamClient:
         opts: Dict[str, str] = {}
         if partitions is not None:
             opts["partitions"] = str(non_negative(partitions, "partitions"))
-        if max_age is not None:
-            opts["max_age_ms"] = str(millis(max_age, label="max_age"))
-        if max_bytes is not None:
-            opts["max_bytes"] = str(non_negative(max_bytes, "max_bytes"))
-        if max_messages is not None:
-            opts["max_messages"] = str(non_negative(max_messages, "max_messages"))
+        opts.update(_retention(max_age, max_bytes, max_messages))
         if not opts:
             raise FlowMeshInvalidArgumentError("stream.update needs at least one setting to change")
 
