@@ -158,15 +158,6 @@ func (c *Client) UpdateStream(ctx context.Context, stream string, opts ...Stream
 	if len(cfg.kv) == 0 {
 		return goError(op, ErrInvalidArgument, "nothing to change")
 	}
-	kv := cfg.kv
-	return c.do(ctx, op, func(p *C.fm_client) error {
-		copts, err := newOptions(op, kv)
-		if err != nil {
-			return err
-		}
-		defer C.fm_options_free(copts)
-		cs := C.CString(stream)
-		defer C.free(unsafe.Pointer(cs))
-		return call(op, func() C.fm_status { return C.fm_stream_update(p, cs, copts) })
-	})
+	return c.streamCall(ctx, op, stream, cfg.kv,
+		func(p *C.fm_client, cs *C.char, o *C.fm_options) C.fm_status { return C.fm_stream_update(p, cs, o) })
 }

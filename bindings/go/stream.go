@@ -442,7 +442,14 @@ func (c *Client) CreateStream(ctx context.Context, stream string, opts ...Stream
 	for _, o := range opts {
 		o(&cfg)
 	}
-	kv := cfg.kv
+	return c.streamCall(ctx, op, stream, cfg.kv,
+		func(p *C.fm_client, cs *C.char, o *C.fm_options) C.fm_status { return C.fm_stream_create(p, cs, o) })
+}
+
+// streamCall runs fn with the stream's name and its options (key=value
+// pairs) as C values, freed afterwards: create and update share it.
+func (c *Client) streamCall(ctx context.Context, op, stream string, kv [][2]string,
+	fn func(p *C.fm_client, cs *C.char, o *C.fm_options) C.fm_status) error {
 	return c.do(ctx, op, func(p *C.fm_client) error {
 		copts, err := newOptions(op, kv)
 		if err != nil {
@@ -451,7 +458,7 @@ func (c *Client) CreateStream(ctx context.Context, stream string, opts ...Stream
 		defer C.fm_options_free(copts)
 		cs := C.CString(stream)
 		defer C.free(unsafe.Pointer(cs))
-		return call(op, func() C.fm_status { return C.fm_stream_create(p, cs, copts) })
+		return call(op, func() C.fm_status { return fn(p, cs, copts) })
 	})
 }
 
