@@ -6,8 +6,13 @@
 //! - visibility timeouts: a reserved job is at once NAKed with the timeout as
 //!   delay, so the server redelivers it then unless it is acked first;
 //!   attempts are the server's delivery count;
-//! - failed jobs are NAKed with the retry policy's backoff, or moved to the
-//!   queue's dead-letter stream `FMD_<queue>` once out of attempts.
+//! - failed jobs with a backoff are re-scheduled like delayed jobs (a copy
+//!   that carries the job id and its attempts so far; the delivery is
+//!   acked), so every client counts them as delayed; without one they are
+//!   NAKed for redelivery at once; out of attempts they move to the
+//!   queue's dead-letter stream `FMD_<queue>`. A job reserved for its last
+//!   attempt is dead-lettered by its reserving client when its visibility
+//!   runs out (by the next reserve if that client is gone).
 //!
 //! A job's id is the sequence of its first message and travels in `Fm-Job`
 //! when the job is re-published (delay, dead letter, replay).
@@ -22,7 +27,7 @@
 //! stream-deleted advisory.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
@@ -41,6 +46,9 @@ use crate::error::{Error, Result};
 const DEFAULT_VISIBILITY_MS: u64 = 30_000;
 /// Attempts a dead job had when it failed for the last time.
 const H_ATTEMPTS: &str = "Fm-Attempts";
+/// Attempts a job had before a nack re-scheduled it: the server's delivery
+/// count starts again on the new message.
+const H_PRIOR_ATTEMPTS: &str = "Fm-Prior-Attempts";
 /// How long another client's retry policy change may take to be seen.
 const POLICY_CACHE: Duration = Duration::from_secs(1);
 /// Polling step of a long poll (wakes early when a job is published).
@@ -78,12 +86,14 @@ struct Reservation {
     msg: RawMsg,
 }
 
+type Reservations = HashMap<(String, u64), Reservation>;
+
 pub struct Queues {
     js: Js,
     meta: std::sync::Arc<Meta>,
     ready: Mutex<HashSet<String>>,
     consumers: Mutex<HashMap<(String, i32), PullConsumer>>,
-    reserved: Mutex<HashMap<(String, u64), Reservation>>,
+    reserved: Arc<Mutex<Reservations>>,
     policies: Mutex<HashMap<String, (Instant, RetryPolicy)>>,
 }
 
@@ -111,7 +121,7 @@ fn job_of(m: &RawMsg, attempt: u32) -> Result<Job> {
 fn job_headers(m: &RawMsg, id: u64) -> HeaderMap {
     let mut h = HeaderMap::new();
     for (k, v) in &m.headers {
-        if k.starts_with("Fm-") && k != H_JOB && k != H_ATTEMPTS {
+        if k.starts_with("Fm-") && k != H_JOB && k != H_ATTEMPTS && k != H_PRIOR_ATTEMPTS {
             h.insert(k.as_str(), v.as_str());
         }
     }
@@ -126,7 +136,7 @@ impl Queues {
             meta,
             ready: Mutex::new(HashSet::new()),
             consumers: Mutex::new(HashMap::new()),
-            reserved: Mutex::new(HashMap::new()),
+            reserved: Arc::new(Mutex::new(HashMap::new())),
             policies: Mutex::new(HashMap::new()),
         }
     }
@@ -190,11 +200,7 @@ impl Queues {
             return Ok(id);
         }
         h.insert(H_JOB, id.to_string().as_str());
-        let at = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(delay_ms.min(i64::MAX as u64) as i64);
-        let at = at
-            .format(&time::format_description::well_known::Rfc3339)
-            .map_err(|e| Error::Internal(format!("format schedule time: {e}")))?;
-        h.insert("Nats-Schedule", format!("@at {at}").as_str());
+        h.insert("Nats-Schedule", schedule_at(delay_ms)?.as_str());
         h.insert("Nats-Schedule-Target", n.band(priority).as_str());
         self.js.publish(format!("{}.d.{id}", n.prefix), h, record.payload).await?;
         Ok(id)
@@ -426,12 +432,13 @@ impl Queues {
             }
             for m in fetched {
                 let info = m.info().map_err(|e| Error::Internal(format!("job without metadata: {e}")))?;
-                let attempt = info.delivered.max(1) as u32;
                 let raw = RawMsg::from_js(&m)?;
+                let prior = raw.header(H_PRIOR_ATTEMPTS).and_then(|a| a.parse::<u32>().ok()).unwrap_or(0);
+                let attempt = prior.saturating_add(info.delivered.max(1) as u32);
                 let reply = m.reply.as_ref().map(|r| r.to_string()).unwrap_or_default();
                 if policy.max_attempts > 0 && attempt > policy.max_attempts {
                     // Its last visibility timeout ran out: out of attempts.
-                    self.dead_letter(n, &raw, &reply, attempt - 1).await?;
+                    dead_letter(&self.js, n, &raw, &reply, attempt - 1).await?;
                     continue;
                 }
                 // The server's redelivery timer starts after `before`, so
@@ -439,13 +446,19 @@ impl Queues {
                 let before = Instant::now();
                 m.ack_with(AckKind::Nak(Some(visibility))).await.map_err(|e| api::link_error(&what, e))?;
                 let job = job_of(&raw, attempt)?;
+                let key = (queue.to_owned(), job.id);
+                if policy.max_attempts > 0 && attempt >= policy.max_attempts {
+                    tokio::spawn(dead_letter_on_expiry(
+                        self.js.clone(),
+                        self.reserved.clone(),
+                        key.clone(),
+                        reply.clone(),
+                    ));
+                }
                 let mut reserved = self.reserved.lock().unwrap();
                 let now = Instant::now();
                 reserved.retain(|_, r| r.until + KEEP_EXPIRED > now);
-                reserved.insert(
-                    (queue.to_owned(), job.id),
-                    Reservation { reply, until: before + visibility, attempt, msg: raw },
-                );
+                reserved.insert(key, Reservation { reply, until: before + visibility, attempt, msg: raw });
                 jobs.push(job);
             }
         }
@@ -457,13 +470,8 @@ impl Queues {
         (r.until > Instant::now()).then_some(r)
     }
 
-    /// Acks, NAKs or extends a delivery and waits for the server's
-    /// confirmation, so the change holds on return.
     async fn ack_reply(&self, reply: &str, kind: AckKind) -> Result<()> {
-        let what = "acknowledge job";
-        let req = async_nats::Request::new().payload(Bytes::from(kind)).timeout(Some(self.js.timeout));
-        self.js.client.send_request(reply.to_owned(), req).await.map_err(|e| api::link_error(what, e))?;
-        Ok(())
+        ack_reply(&self.js, reply, kind).await
     }
 
     pub async fn ack(&self, queue: &str, id: u64) -> Result<()> {
@@ -474,27 +482,50 @@ impl Queues {
     }
 
     pub async fn nack(&self, queue: &str, id: u64, delay_ms: u64) -> Result<()> {
-        let r = self
-            .take(queue, id)
-            .ok_or_else(|| Error::Conflict(format!("job {id} of queue {queue} is not reserved by this client")))?;
+        let Some(r) = self.take(queue, id) else {
+            return Err(if self.stored(queue, id).await? {
+                Error::Conflict(format!("job {id} of queue {queue} is not reserved by this client"))
+            } else {
+                Error::NotFound(format!("queue {queue} holds no job {id}"))
+            });
+        };
         let policy = self.policy(queue).await?;
         if policy.max_attempts > 0 && r.attempt >= policy.max_attempts {
             let n = self.ensure(queue).await?;
-            return self.dead_letter(&n, &r.msg, &r.reply, r.attempt).await;
+            return dead_letter(&self.js, &n, &r.msg, &r.reply, r.attempt).await;
         }
         let delay = if delay_ms > 0 { delay_ms } else { policy.backoff_ms(r.attempt) };
-        let kind = if delay == 0 { AckKind::Nak(None) } else { AckKind::Nak(Some(Duration::from_millis(delay))) };
-        self.ack_reply(&r.reply, kind).await
+        if delay == 0 {
+            return self.ack_reply(&r.reply, AckKind::Nak(None)).await;
+        }
+        // A delayed retry is a scheduled copy, as a delayed enqueue is, so
+        // every client counts it as delayed rather than in flight; the
+        // delivery it replaces is acked once the copy is stored (a crash in
+        // between redelivers the job twice, never loses it).
+        let n = self.ensure(queue).await?;
+        let mut h = job_headers(&r.msg, id);
+        h.insert(H_PRIOR_ATTEMPTS, r.attempt.to_string().as_str());
+        h.insert("Nats-Schedule", schedule_at(delay)?.as_str());
+        let priority = r.msg.header(H_PRIORITY).and_then(|p| p.parse().ok()).unwrap_or(0);
+        h.insert("Nats-Schedule-Target", n.band(priority).as_str());
+        self.js.publish(format!("{}.d.{id}", n.prefix), h, r.msg.payload.clone()).await?;
+        self.ack_reply(&r.reply, AckKind::Ack).await
     }
 
-    /// Copies a job into the dead-letter stream, then removes it.
-    async fn dead_letter(&self, n: &Names, m: &RawMsg, reply: &str, attempts: u32) -> Result<()> {
-        let id = m.header_u64(H_JOB).unwrap_or(m.seq);
-        let mut h = job_headers(m, id);
-        h.insert(H_ATTEMPTS, attempts.to_string().as_str());
-        h.insert("Nats-Msg-Id", format!("dead-{id}-{}", m.seq).as_str());
-        self.js.publish(n.dlq_subject(), h, m.payload.clone()).await?;
-        self.ack_reply(reply, AckKind::Ack).await
+    /// Whether the queue still holds job `id` (pending, delayed or reserved
+    /// by someone), as far as its stream tells without a scan: the job's
+    /// first message, or its scheduled copy while it is delayed.
+    async fn stored(&self, queue: &str, id: u64) -> Result<bool> {
+        let n = Names::of(queue);
+        let found = |r: Result<Option<RawMsg>>| match r {
+            Err(Error::NotFound(_)) => Ok(None),
+            r => r,
+        };
+        if found(self.js.get_msg(&n.stream, json!({"last_by_subj": format!("{}.d.{id}", n.prefix)})).await)?.is_some() {
+            return Ok(true);
+        }
+        let first = found(self.js.get_msg(&n.stream, json!({"seq": id})).await)?;
+        Ok(first.is_some_and(|m| m.subject.starts_with(&format!("{}.r.", n.prefix))))
     }
 
     pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
@@ -627,4 +658,64 @@ impl Queues {
         }
         Ok(count)
     }
+}
+
+/// Acks, NAKs or extends a delivery and waits for the server's
+/// confirmation, so the change holds on return.
+async fn ack_reply(js: &Js, reply: &str, kind: AckKind) -> Result<()> {
+    let what = "acknowledge job";
+    let req = async_nats::Request::new().payload(Bytes::from(kind)).timeout(Some(js.timeout));
+    js.client.send_request(reply.to_owned(), req).await.map_err(|e| api::link_error(what, e))?;
+    Ok(())
+}
+
+/// Copies a job into the dead-letter stream, then removes it. Its message id
+/// makes a second copy of the same delivery (the expiry timer racing a
+/// redelivery) a duplicate the server drops.
+async fn dead_letter(js: &Js, n: &Names, m: &RawMsg, reply: &str, attempts: u32) -> Result<()> {
+    let id = m.header_u64(H_JOB).unwrap_or(m.seq);
+    let mut h = job_headers(m, id);
+    h.insert(H_ATTEMPTS, attempts.to_string().as_str());
+    h.insert("Nats-Msg-Id", format!("dead-{id}-{}", m.seq).as_str());
+    js.publish(n.dlq_subject(), h, m.payload.clone()).await?;
+    ack_reply(js, reply, AckKind::Ack).await
+}
+
+/// A job reserved for its last attempt goes to the dead-letter stream when
+/// its visibility runs out (unless it is acked, nacked or extended first),
+/// as on the other engines, instead of waiting for the next reserve to see
+/// it redelivered. If this client dies first, the next reserve still does.
+async fn dead_letter_on_expiry(js: Js, reserved: Arc<Mutex<Reservations>>, key: (String, u64), reply: String) {
+    loop {
+        let due = {
+            let map = reserved.lock().unwrap();
+            match map.get(&key) {
+                Some(r) if r.reply == reply => r.until,
+                // Acked, nacked or reserved again: nothing to do.
+                _ => return,
+            }
+        };
+        if due > Instant::now() {
+            tokio::time::sleep_until(due.into()).await;
+            continue; // an extend may have moved it
+        }
+        let (msg, attempts) = match reserved.lock().unwrap().get(&key) {
+            Some(r) if r.reply == reply => (r.msg.clone(), r.attempt),
+            _ => return,
+        };
+        if let Err(e) = dead_letter(&js, &Names::of(&key.0), &msg, &reply, attempts).await {
+            // The server redelivers it; the next reserve dead-letters it.
+            tracing::debug!(error = %e, queue = %key.0, job = key.1, "dead-lettering an expired job failed");
+        }
+        return;
+    }
+}
+
+/// The `Nats-Schedule` value that fires `delay_ms` from now.
+fn schedule_at(delay_ms: u64) -> Result<String> {
+    let at = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(delay_ms.min(i64::MAX as u64) as i64);
+    let at = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| Error::Internal(format!("format schedule time: {e}")))?;
+    Ok(format!("@at {at}"))
 }
