@@ -441,15 +441,24 @@ fn publish_error(what: &str, e: jetstream::context::PublishError) -> Error {
     }
 }
 
-/// `feed` until one of `deleted` (stream-deleted advisories) fires: then one
+/// `feed` until one of `deleted` (stream-deleted advisories) fires or one of
+/// `missing` (the periodic existence check) turns true: then one
 /// `NotFound(why)` and the end, as feeds end on a deleted resource elsewhere.
 pub fn ends_on_delete<T: Send + 'static>(
     feed: futures::stream::BoxStream<'static, Result<T>>,
     deleted: Vec<async_nats::Subscriber>,
+    missing: Vec<tokio::sync::watch::Receiver<bool>>,
     why: String,
 ) -> futures::stream::BoxStream<'static, Result<T>> {
     use futures::StreamExt;
-    let gone = futures::stream::select_all(deleted).map(move |_| (true, Err(Error::NotFound(why.clone()))));
+    let advised = futures::stream::select_all(deleted).map(|_| ());
+    let checked = futures::stream::select_all(
+        missing
+            .into_iter()
+            .map(|rx| tokio_stream::wrappers::WatchStream::new(rx).filter(|m| futures::future::ready(*m))),
+    )
+    .map(|_| ());
+    let gone = futures::stream::select(advised, checked).map(move |_| (true, Err(Error::NotFound(why.clone()))));
     futures::stream::select(feed.map(|m| (false, m)), gone)
         .scan(false, |ended, (last, m)| {
             let out = if *ended { None } else { Some(m) };

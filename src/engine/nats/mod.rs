@@ -4,6 +4,7 @@
 //! process (docs/NATS.md has the mapping).
 
 mod api;
+mod existence;
 mod kv;
 mod meta;
 mod names;

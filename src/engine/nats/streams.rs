@@ -19,6 +19,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::api::{self, Js, RawMsg};
+use super::existence::Existence;
 use super::meta::Meta;
 use super::names::{encode, token};
 use crate::engine::*;
@@ -44,6 +45,8 @@ pub struct Streams {
     /// Configs recently read.
     parts: Mutex<HashMap<String, (Instant, StreamConfig)>>,
     rr: AtomicU64,
+    /// Ends feeds whose stream vanished without an advisory.
+    existence: Existence,
 }
 
 fn config_json(name: &str, p: u32, cfg: &StreamConfig) -> Value {
@@ -109,7 +112,7 @@ pub fn to_message(name: &str, partition: u32, m: RawMsg) -> Result<Message> {
 
 impl Streams {
     pub fn new(js: Js) -> Streams {
-        Streams { js, parts: Mutex::new(HashMap::new()), rr: AtomicU64::new(0) }
+        Streams { existence: Existence::new(js.clone()), js, parts: Mutex::new(HashMap::new()), rr: AtomicU64::new(0) }
     }
 
     pub async fn create(&self, name: &str, cfg: StreamConfig) -> Result<()> {
@@ -127,6 +130,9 @@ impl Streams {
                 "stream {name} exists with {} partitions, not {}",
                 existing.partitions, cfg.partitions
             )));
+        }
+        if existing.tier != cfg.tier {
+            return Err(Error::AlreadyExists(format!("stream {name} exists in the {} tier", existing.tier.name())));
         }
         // Partition 0 is the stream's record; the others may be missing after
         // a creator died half-way, so every create completes them.
@@ -296,8 +302,10 @@ impl Streams {
         };
         let mut feeds = Vec::new();
         let mut deleted = Vec::new();
+        let mut missing = Vec::new();
         for p in parts {
             deleted.push(self.js.deleted_advisory(&stream_name(name, p)).await?);
+            missing.push(self.existence.watch(&stream_name(name, p)));
             let deliver = match spec.start {
                 StartFrom::Earliest => DeliverPolicy::All,
                 StartFrom::Latest => {
@@ -339,7 +347,7 @@ impl Streams {
             );
         }
         let feed = futures::stream::select_all(feeds).boxed();
-        Ok(api::ends_on_delete(feed, deleted, format!("stream {name} was deleted")))
+        Ok(api::ends_on_delete(feed, deleted, missing, format!("stream {name} was deleted")))
     }
 
     /// Every stream name starting with `prefix`, sorted.
