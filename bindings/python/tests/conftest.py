@@ -124,21 +124,39 @@ def ws_broker_url() -> Iterator[str]:
         stop_broker(proc)
 
 
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: Any) -> Iterator[str]:
+    """nats:// URL of one nats-server with JetStream shared by the session
+    (scripts/nats-cluster.sh, loopback, free ports), wiped afterwards.
+    Skips when the server cannot be built or started here."""
+    script = REPO / "scripts" / "nats-cluster.sh"
+    env = dict(os.environ, NATS_CLUSTER_DIR=str(tmp_path_factory.mktemp("nats")), NATS_NODES="1")
+    started = subprocess.run([str(script), "start"], capture_output=True, text=True, env=env, timeout=300)
+    if started.returncode != 0:
+        pytest.skip(f"no nats-server: {started.stderr.strip()[-300:]}")
+    try:
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([str(script), "wipe"], capture_output=True, env=env, timeout=60)
+
+
 # ---- engines ----------------------------------------------------------------------
-ENGINES = ["mem", "file", "grpc", "ws"]
+ENGINES = ["mem", "file", "grpc", "ws", "nats"]
 
 
 @pytest.fixture(params=ENGINES)
 def url(request: Any, tmp_path: Path) -> str:
     """Every core test runs on the embedded memory engine, the durable file
     engine (fresh directory) and a real broker, over gRPC and over its
-    WebSocket listener."""
+    WebSocket listener, and on a nats-server (JetStream)."""
     if request.param == "mem":
         return "mem://"
     if request.param == "file":
         return f"file://{tmp_path / 'data'}"
     if request.param == "ws":
         return str(request.getfixturevalue("ws_broker_url"))
+    if request.param == "nats":
+        return str(request.getfixturevalue("nats_url"))
     return str(request.getfixturevalue("broker_url"))
 
 

@@ -369,21 +369,26 @@ impl Queues {
 
     /// More visibility from now for a job this client holds.
     pub async fn extend(&self, queue: &str, id: u64, visibility_ms: u64) -> Result<()> {
-        let reply = {
+        let held = {
             let mut reserved = self.reserved.lock().unwrap();
             let key = (queue.to_owned(), id);
             match reserved.get(&key) {
-                None => {
-                    return Err(Error::NotFound(format!("job {id} of queue {queue} is not reserved by this client")))
-                }
+                None => None,
                 Some(r) if r.until <= Instant::now() + EXTEND_MARGIN => {
                     reserved.remove(&key);
                     return Err(Error::Conflict(format!(
                         "job {id} of queue {queue} is no longer reserved: its visibility timeout ran out"
                     )));
                 }
-                Some(r) => r.reply.clone(),
+                Some(r) => Some(r.reply.clone()),
             }
+        };
+        let Some(reply) = held else {
+            return Err(if self.stored(queue, id).await? {
+                Error::Conflict(format!("job {id} of queue {queue} is not reserved by this client"))
+            } else {
+                Error::NotFound(format!("queue {queue} holds no job {id}"))
+            });
         };
         let visibility = Duration::from_millis(visibility_ms);
         let before = Instant::now();
