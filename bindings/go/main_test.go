@@ -22,11 +22,49 @@ var (
 	brokerSkip string
 )
 
+// natsURL is nats://127.0.0.1:PORT of the nats-server TestMain started, or
+// "" with natsSkip saying why there is none.
+var (
+	natsURL  string
+	natsSkip string
+)
+
 func TestMain(m *testing.M) {
 	stop := startBroker()
+	stopNats := startNats()
 	code := m.Run()
+	stopNats()
 	stop()
 	os.Exit(code)
+}
+
+// startNats runs one nats-server with JetStream (scripts/nats-cluster.sh,
+// loopback, free ports, in a temp dir wiped after) so the core tests also
+// run on the nats:// engine.
+func startNats() (stop func()) {
+	dir, err := os.MkdirTemp("", "flowmesh-go-nats-*")
+	if err != nil {
+		natsSkip = err.Error()
+		return func() {}
+	}
+	script := filepath.Join("..", "..", "scripts", "nats-cluster.sh")
+	env := append(os.Environ(), "NATS_CLUSTER_DIR="+filepath.Join(dir, "cluster"), "NATS_NODES=1")
+	cmd := exec.Command(script, "start")
+	cmd.Env = env
+	out, err := cmd.Output()
+	stop = func() {
+		wipe := exec.Command(script, "wipe")
+		wipe.Env = env
+		_ = wipe.Run()
+		os.RemoveAll(dir)
+	}
+	lines := strings.Fields(strings.TrimSpace(string(out)))
+	if err != nil || len(lines) == 0 || !strings.HasPrefix(lines[len(lines)-1], "nats://") {
+		natsSkip = fmt.Sprintf("no nats-server (scripts/nats-cluster.sh start: %v)", err)
+		return stop
+	}
+	natsURL = lines[len(lines)-1]
+	return stop
 }
 
 // startBroker runs `flowmesh serve` from the repository build on a free
@@ -111,6 +149,12 @@ func engines() []engine {
 				t.Skip("remote engine: " + brokerSkip)
 			}
 			return brokerURL
+		}},
+		{"nats", func(t *testing.T) string {
+			if natsURL == "" {
+				t.Skip("nats:// engine: " + natsSkip)
+			}
+			return natsURL
 		}},
 	}
 }
