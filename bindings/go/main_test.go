@@ -23,7 +23,7 @@ var (
 )
 
 // natsURL is nats://127.0.0.1:PORT of the nats-server TestMain started, or
-// "" with natsSkip saying why there is none.
+// "" with natsSkip saying why there is none (the nats tests then fail).
 var (
 	natsURL  string
 	natsSkip string
@@ -152,7 +152,7 @@ func engines() []engine {
 		}},
 		{"nats", func(t *testing.T) string {
 			if natsURL == "" {
-				t.Skip("nats:// engine: " + natsSkip)
+				t.Fatal("nats:// engine: " + natsSkip)
 			}
 			return natsURL
 		}},

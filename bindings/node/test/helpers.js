@@ -1,7 +1,8 @@
 'use strict';
 // Shared test setup: which engines to run against, unique names, a broker.
-// Every suite runs once per engine: mem://, file:// (temp dir) and, when the
-// `flowmesh` binary can `serve`, grpc:// to a broker started on a free port.
+// Every suite runs once per engine: mem://, file:// (temp dir), when the
+// `flowmesh` binary can `serve`, grpc:// to a broker started on a free port,
+// and nats:// to a nats-server started for the suite.
 
 const fs = require('node:fs');
 const os = require('node:os');
@@ -120,7 +121,36 @@ function engines() {
       return { url: b.url, teardown: b.stop };
     },
   });
+  list.push({
+    name: 'nats:// server',
+    skip: false,
+    setup: async () => {
+      const n = startNats();
+      return { url: n.url, teardown: n.stop };
+    },
+  });
   return list;
+}
+
+// Starts one nats-server with JetStream (scripts/nats-cluster.sh: loopback,
+// free ports, a temp dir wiped by stop()). Returns { url, stop }.
+function startNats() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'flowmesh-node-nats-'));
+  const env = { ...process.env, NATS_CLUSTER_DIR: path.join(dir, 'cluster'), NATS_NODES: '1' };
+  const script = path.join(ROOT, 'scripts', 'nats-cluster.sh');
+  const stop = async () => {
+    spawnSync(script, ['wipe'], { env, timeout: 60000 });
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  const r = spawnSync(script, ['start'], { env, encoding: 'utf8', timeout: 300000 });
+  const url = (r.stdout || '').trim().split('\n').pop();
+  if (r.status !== 0 || !url.startsWith('nats://')) {
+    spawnSync(script, ['wipe'], { env, timeout: 60000 });
+    throw new Error(`cannot start a nats-server (scripts/nats-cluster.sh start): ${r.stderr}`);
+  }
+  // Never leave a server behind, even if the test process dies early.
+  process.once('exit', () => spawnSync(script, ['wipe'], { env, timeout: 60000 }));
+  return { url, stop };
 }
 
 // describe() one block per engine; `body(env)` gets env.client (connected in
