@@ -23,6 +23,8 @@ export interface ConnectOptions {
   /** A request without an answer fails with TimeoutError after this (default 30000, plus a long poll's wait). */
   requestTimeoutMs?: number;
   connectTimeoutMs?: number;
+  /** A ping request on a link quiet this long; silent for twice this = lost, reconnect (default 15000; 0 = off). */
+  heartbeatMs?: number;
   /** A WebSocket constructor other than globalThis.WebSocket. */
   WebSocket?: unknown;
 }

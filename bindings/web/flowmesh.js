@@ -475,7 +475,7 @@ function wsUrl(url, token) {
 const DEFAULTS = {
   tenant: 'default', namespace: 'default', token: null,
   reconnectInitialMs: 100, reconnectMaxMs: 5000, reconnectMultiplier: 2, reconnectJitter: 0.5,
-  maxReconnectAttempts: 0, requestTimeoutMs: 30000, connectTimeoutMs: 10000,
+  maxReconnectAttempts: 0, requestTimeoutMs: 30000, connectTimeoutMs: 10000, heartbeatMs: 15000,
 };
 
 export class Client extends Emitter {
@@ -536,9 +536,10 @@ export class Client extends Emitter {
         opened = true;
         clearTimeout(timer);
         this._ws = ws;
+        this._heartbeat(ws);
         resolve();
       };
-      ws.onmessage = (ev) => this._onMessage(ev.data);
+      ws.onmessage = (ev) => { this._lastSeen = Date.now(); this._onMessage(ev.data); };
       ws.onerror = () => {};
       ws.onclose = (ev) => {
         clearTimeout(timer);
@@ -549,6 +550,27 @@ export class Client extends Emitter {
         if (this._ws === ws) this._onClose(ev);
       };
     });
+  }
+
+  // Browsers cannot send WebSocket pings: a ping request on a quiet link,
+  // and a link silent for two periods counts as lost (a half-open TCP
+  // connection would otherwise never close).
+  _heartbeat(ws) {
+    const ms = this._o.heartbeatMs;
+    if (!ms) return;
+    this._lastSeen = Date.now();
+    const timer = setInterval(() => {
+      if (this._ws !== ws) return clearInterval(timer);
+      const quiet = Date.now() - this._lastSeen;
+      if (quiet > 2 * ms) {
+        clearInterval(timer);
+        ws.onclose = null;
+        ws.close();
+        this._onClose({ code: 4000, reason: `nothing from the broker for ${quiet} ms` });
+      } else if (quiet >= ms) {
+        this._call({ op: 'ping' }).catch(() => {});
+      }
+    }, Math.max(50, ms / 2));
   }
 
   async _connect() {

@@ -4,7 +4,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, openSync, closeSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, openSync, closeSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { createServer, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -37,10 +38,10 @@ function portOpen(port) {
 }
 
 class Broker {
-  constructor(data, ports) { this.data = data; this.ports = ports; this.proc = null; }
+  constructor(data, ports, extra) { this.data = data; this.ports = ports; this.extra = extra; this.proc = null; }
 
-  static async start(data = 'mem://') {
-    const b = new Broker(data, { grpc: await freePort(), ws: await freePort() });
+  static async start(data = 'mem://', extra = []) {
+    const b = new Broker(data, { grpc: await freePort(), ws: await freePort() }, extra);
     await b.run();
     return b;
   }
@@ -48,7 +49,7 @@ class Broker {
   async run() {
     const log = process.env.FLOWMESH_BROKER_LOG ? openSync(process.env.FLOWMESH_BROKER_LOG, 'a') : 'ignore';
     this.proc = spawn(BIN, ['serve', '--data', this.data, '--listen', `127.0.0.1:${this.ports.grpc}`,
-      '--ws', `127.0.0.1:${this.ports.ws}`], { stdio: ['ignore', log, log] });
+      '--ws', `127.0.0.1:${this.ports.ws}`, ...this.extra], { stdio: ['ignore', log, log] });
     if (typeof log === 'number') closeSync(log);
     const exited = new Promise((resolve) => this.proc.once('exit', resolve));
     this.exited = exited;
@@ -342,14 +343,21 @@ test('console pages load without errors, DLQ replay through the UI, screenshots'
   await page.waitForFunction(() => document.getElementById('state').textContent === 'connected', null, { timeout: WAIT });
   // Two polls give a rate; wait for the cards to fill.
   await page.waitForFunction(() => document.getElementById('m-rate').textContent !== '-', null, { timeout: WAIT });
-  await page.waitForTimeout(2500);
-  await page.screenshot({ path: join(SHOTS, 'overview.png') });
 
   await page.click('#nav-streams');
   await page.waitForSelector('#streams-table tr[data-name="default/default/payments"]', { timeout: WAIT });
   const lag = await page.textContent('#streams-table tr[data-name="default/default/payments"]');
   assert.match(lag, /ledger: \d+/);
+  // Traffic while the picture is taken, for a message rate on it.
+  const traffic = setup.evaluate(async (url) => {
+    const c = await window.fm.connect(url);
+    const until = Date.now() + 3000;
+    for (let i = 0; Date.now() < until; i++) { await c.publish('payments', `live-${i}`); await new Promise((r) => setTimeout(r, 20)); }
+    await c.close();
+  }, broker.origin);
+  await page.waitForFunction(() => Number(document.querySelector('#streams-table tr[data-name="default/default/payments"] td.rate')?.textContent) > 0, null, { timeout: WAIT });
   await page.screenshot({ path: join(SHOTS, 'streams.png') });
+  await traffic;
 
   await page.click('#nav-queues');
   const row = '#queues-table tr[data-name="default/default/mail"]';
@@ -386,8 +394,48 @@ test('console pages load without errors, DLQ replay through the UI, screenshots'
   await page.waitForFunction(() => document.querySelector('#keys-table tr[data-key="limits.rps"]')?.textContent.includes('250'), null, { timeout: WAIT });
   await page.screenshot({ path: join(SHOTS, 'kv.png') });
 
+  await page.click('#nav-overview');
+  await page.waitForFunction(() => document.getElementById('m-rate').textContent !== '-', null, { timeout: WAIT });
+  await page.screenshot({ path: join(SHOTS, 'overview.png') });
+
   assert.deepEqual(errors, []);
   assert.deepEqual(setup.errors, []);
   await page.close();
   await setup.close();
+});
+
+test('the console asks for a token when the broker needs one', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flowmesh-web-access-'));
+  const token = 'console-admin-token';
+  const access = join(dir, 'access.json');
+  writeFileSync(access, JSON.stringify({ tokens: [{ id: 'admin', tenant: 'acme', grants: [{ namespace: '*', ops: ['*'] }],
+    sha256: createHash('sha256').update(token).digest('hex') }] }));
+  const b = await Broker.start('mem://', ['--access-file', access]);
+  try {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    await page.goto(`${b.origin}/#streams`);
+    await page.waitForSelector('#token-form:not([hidden])', { timeout: WAIT });
+    const refused = await page.evaluate(async (url) => {
+      const c = await (await import('/flowmesh.js')).connect(url);
+      try { await c.createStream('acme/app/secret'); return null; } catch (e) { return e.code; } finally { await c.close(); }
+    }, b.origin);
+    assert.equal(refused, 'FM_ERR_UNAUTHORIZED');
+    await page.fill('#token-input', token);
+    await page.click('#token-form button[type=submit]');
+    await page.waitForFunction(() => document.getElementById('token-form').hidden, null, { timeout: WAIT });
+    await page.evaluate(async ([url, t]) => {
+      const c = await (await import('/flowmesh.js')).connect(url, { token: t });
+      await c.createStream('acme/app/visible');
+      await c.close();
+    }, [b.origin, token]);
+    await page.waitForSelector('#streams-table tr[data-name="acme/app/visible"]', { timeout: WAIT });
+    assert.deepEqual(errors, []);
+    await page.close();
+  } finally {
+    await b.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
