@@ -152,7 +152,8 @@ export interface KvEntry {
   revision: number;
 }
 export interface WatchCursor {
-  epoch: number;
+  /** A 64-bit number, kept exactly as a decimal string. */
+  epoch: string;
   seq: number;
 }
 export interface KvEvent {

@@ -582,6 +582,9 @@ export class Client extends Emitter {
 
   _onMessage(data) {
     let msg;
+    // A watch cursor's epoch is a 64-bit number, beyond what a JS number
+    // holds exactly: it is kept as a string (and sent back as a number).
+    if (data.includes('"epoch":')) data = data.replace(/"epoch":(\d+)/g, '"epoch":"$1"');
     try { msg = JSON.parse(data); } catch { return; }
     if (msg.push !== undefined) {
       const sub = this._routes.get(msg.sub);
@@ -675,7 +678,9 @@ export class Client extends Emitter {
         reject(new TimeoutError(`no answer to ${req.op} within ${timeoutMs} ms`, 'FM_ERR_TIMEOUT'));
       }, timeoutMs);
       this._pending.set(req.id, { resolve, reject, timer });
-      ws.send(JSON.stringify(req));
+      let text = JSON.stringify(req);
+      if (req.resume_after) text = text.replace(/"epoch":"(\d+)"/g, '"epoch":$1');
+      ws.send(text);
     });
   }
 

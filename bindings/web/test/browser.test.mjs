@@ -439,3 +439,42 @@ test('the console asks for a token when the broker needs one', async () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a dropped link resumes a watch by its cursor and a subscription by offset', async () => {
+  const page = await clientPage();
+  const r = await page.evaluate(async (url) => {
+    const { connect, text } = window.fm;
+    const c = await connect(url, { reconnectInitialMs: 50, reconnectMaxMs: 200 });
+    const other = await connect(url);
+    const states = [];
+    c.on('state', (s) => states.push(s));
+    const events = [];
+    const messages = [];
+    await c.watch('drops', (e) => { events.push(`${e.op}:${e.key}:${text(e.value)}`); });
+    await c.subscribe('dropped', { start: 'earliest' }, (m) => { messages.push(text(m.payload)); });
+    await other.set('drops', 'a', '1');
+    await other.publish('dropped', 'm0');
+    const wait = async (cond) => {
+      const deadline = Date.now() + 15000;
+      while (!cond() && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+    };
+    await wait(() => events.length === 1 && messages.length === 1);
+    c._ws.close(); // the link drops; the broker keeps running
+    await other.set('drops', 'b', '2');
+    await other.publish('dropped', 'm1');
+    await wait(() => c.reconnects >= 1 && events.length >= 2 && messages.length >= 2);
+    await other.set('drops', 'c', '3');
+    await other.publish('dropped', 'm2');
+    await wait(() => events.length >= 3 && messages.length >= 3);
+    await new Promise((res) => setTimeout(res, 300));
+    await c.close();
+    await other.close();
+    return { events, messages, states, reconnects: c.reconnects };
+  }, broker.origin);
+  assert.deepEqual(r.events, ['put:a:1', 'put:b:2', 'put:c:3']);
+  assert.deepEqual(r.messages, ['m0', 'm1', 'm2']);
+  assert.equal(r.reconnects, 1);
+  assert.ok(r.states.includes('reconnecting'), r.states.join(','));
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
