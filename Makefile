@@ -22,7 +22,7 @@ export FLOWMESH_LIB := $(LIB_SO)
 export FLOWMESH_BIN := $(RELEASE)/flowmesh
 export FLOWMESH_LIB_DIR := $(RELEASE)
 
-.PHONY: all setup setup-run lib run demo test test-rust test-nats-faults test-nats-cluster test-c test-python test-go test-node test-websocket test-install \
+.PHONY: all setup setup-run lib run demo test test-rust test-nats-faults test-nats-cluster test-c test-python test-go test-node test-websocket test-web test-install \
         test-linearizability header check-header lint install bench bench-quick soak fuzz clean \
         packages python-dist npm deb docs
 
@@ -47,7 +47,7 @@ run: setup-run lib
 	examples/c/build/demo "file://$(TARGET_DIR)/demo-data"
 
 ## Every test. Each part prints its own summary line.
-test: setup lint check-header test-rust test-nats-faults test-c test-install test-python test-go test-node test-websocket test-linearizability
+test: setup lint check-header test-rust test-nats-faults test-c test-install test-python test-go test-node test-websocket test-web test-linearizability
 	@echo "make test: all suites passed"
 
 test-rust: setup lib
@@ -80,6 +80,10 @@ test-node: setup lib
 ## The JSON WebSocket protocol of `serve --ws`, from Python's websockets client.
 test-websocket: setup lib
 	tests/websocket/run.sh
+
+## The browser client and the web console in headless Chromium (playwright-core).
+test-web: setup lib
+	bindings/web/test.sh
 
 ## KV and queue histories under broker kills, pauses and cut links, checked with Porcupine.
 test-linearizability: setup lib

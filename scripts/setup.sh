@@ -26,7 +26,8 @@ cd "$(dirname "$0")/.."
 apt_tools=(cc:build-essential c++:build-essential make:make)
 if [ "$mode" = test ]; then
     apt_tools+=(valgrind:valgrind pkg-config:pkg-config cmake:cmake openssl:openssl
-                git:git readelf:binutils nm:binutils strip:binutils objdump:binutils)
+                git:git readelf:binutils nm:binutils strip:binutils objdump:binutils
+                chromium:chromium)
 fi
 missing_pkgs=()
 missing_cmds=()

@@ -30,7 +30,9 @@ HERE = Path(__file__).resolve().parent
 LIB = "libflowmesh.so"
 # What an sdist carries of the crate so that `pip install flowmesh-X.tar.gz`
 # can build the library with cargo.
-CRATE_FILES = ["Cargo.toml", "Cargo.lock", "build.rs", "cbindgen.toml", "flowmesh.map"]
+# (The broker's console embeds the browser client of bindings/web.)
+CRATE_FILES = ["Cargo.toml", "Cargo.lock", "build.rs", "cbindgen.toml", "flowmesh.map",
+               "bindings/web/flowmesh.js", "bindings/web/flowmesh.d.ts"]
 CRATE_DIRS = ["src", "proto", "include"]
 
 
@@ -115,7 +117,7 @@ class SdistWithCrate(sdist):
         dest = Path(base_dir) / "native"
         for name in CRATE_FILES:
             if (crate / name).is_file():
-                dest.mkdir(parents=True, exist_ok=True)
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(crate / name, dest / name)
         for name in CRATE_DIRS:
             shutil.copytree(crate / name, dest / name)

@@ -46,8 +46,9 @@ const METHODS: &[(&str, &[&str])] = &[
             "Extend",
         ],
     ),
-    ("Kv", &["Set", "Get", "Delete", "Exists", "Keys", "Watch", "Cas"]),
+    ("Kv", &["Set", "Get", "Delete", "Exists", "Keys", "Watch", "Cas", "Txn"]),
     ("Resources", &["List", "Delete", "Purge", "UpdateStream"]),
+    ("Overview", &["Inventory", "Metrics"]),
 ];
 
 /// `(service, method)` of a request path like `/flowmesh.v1.Streams/Publish`.
@@ -94,6 +95,10 @@ pub struct BrokerMetrics {
     in_flight: Gauge,
     connections: Gauge,
     connections_total: Counter,
+    /// Totals for the Overview service (the families above are per label).
+    requests_total: Counter,
+    request_errors: Counter,
+    started: Instant,
 }
 
 impl Default for BrokerMetrics {
@@ -112,6 +117,9 @@ impl BrokerMetrics {
             in_flight: Gauge::default(),
             connections: Gauge::default(),
             connections_total: Counter::default(),
+            requests_total: Counter::default(),
+            request_errors: Counter::default(),
+            started: Instant::now(),
         };
         let mut r = Registry::with_prefix("flowmesh_broker");
         r.register("requests", "gRPC requests by service, method and status", m.requests.clone());
@@ -125,6 +133,22 @@ impl BrokerMetrics {
     fn record(&self, svc: &'static str, method: &'static str, status: &'static str, seconds: f64) {
         self.requests.get_or_create(&[("service", svc), ("method", method), ("status", status)]).inc();
         self.durations.get_or_create(&[("service", svc), ("method", method)]).observe(seconds);
+        self.requests_total.inc();
+        if status != "ok" {
+            self.request_errors.inc();
+        }
+    }
+
+    /// The broker-wide counters of the Overview service.
+    pub(crate) fn snapshot(&self) -> crate::wire::pb::MetricsResponse {
+        crate::wire::pb::MetricsResponse {
+            connections: self.connections.get().max(0) as u64,
+            connections_accepted: self.connections_total.get(),
+            requests: self.requests_total.get(),
+            request_errors: self.request_errors.get(),
+            requests_in_flight: self.in_flight.get().max(0) as u64,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+        }
     }
 
     /// Request metrics plus the engine's resources, in the Prometheus text format.

@@ -8,6 +8,7 @@ mod gate;
 mod health;
 mod kv;
 pub mod metrics;
+mod overview;
 mod queues;
 mod resources;
 #[cfg(test)]
@@ -65,6 +66,8 @@ pub(crate) struct Shared {
     /// Becomes true when shutdown starts: endless streams (subscriptions,
     /// watches, publish streams) end so the graceful drain can finish.
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// The broker's request and connection counters (Overview service).
+    metrics: Arc<metrics::BrokerMetrics>,
 }
 
 /// A client must finish the TLS handshake within this time.
@@ -115,7 +118,7 @@ pub async fn serve_on(
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let metered = Arc::new(crate::metrics::MeteredEngine::new(engine.clone(), broker_metrics.engine.clone()));
     let cfg_access = cfg.access.clone();
-    let shared = Shared { engine: metered, cfg: Arc::new(cfg), stopping };
+    let shared = Shared { engine: metered, cfg: Arc::new(cfg), stopping, metrics: broker_metrics.clone() };
     let mut stopped = stop_tx.subscribe();
     let signal = async move {
         shutdown.await;
@@ -181,6 +184,10 @@ fn routes(shared: &Shared, max: usize) -> tonic::service::Routes {
         .add_service(
             pb::kv_server::KvServer::new(kv::KvService(shared.clone()))
                 .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            pb::overview_server::OverviewServer::new(overview::OverviewService(shared.clone()))
                 .max_encoding_message_size(max),
         )
 }

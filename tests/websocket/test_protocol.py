@@ -379,3 +379,88 @@ async def test_auth_refusals_and_tokens(secured: Broker) -> None:
     await reader.err("publish", "FM_ERR_UNAUTHORIZED", stream=s, records=[rec(b"y")])
     await reader.err("subscribe", "FM_ERR_UNAUTHORIZED", stream=f"other/ws/{s.split('/')[-1]}")
     await reader.close()
+
+
+# ---- what the console uses, transactions, stream updates -------------------------
+async def test_inventory_metrics_update_stream_and_kv_txn(broker: Broker) -> None:
+    c = await connect(broker.url())
+    s, q, b = name("inv-stream"), name("inv-queue"), name("inv-bucket")
+    await c.ok("create_stream", stream=s, partitions=2)
+    await c.ok("publish", stream=s, records=[rec(b"a", key=b64(b"k")), rec(b"b", key=b64(b"k"))])
+    part = (await c.ok("publish", stream=s, records=[rec(b"c", key=b64(b"k"))]))["positions"][0]["partition"]
+    await c.ok("commit", stream=s, group="g", partition=part, offset=0)
+    await c.ok("enqueue", queue=q, payload=b64(b"j"))
+    await c.ok("enqueue", queue=q, payload=b64(b"d"), delay_ms=600_000)
+    await c.ok("kv_set", bucket=b, key="x", value=b64(b"1"))
+    inv = await c.ok("inventory", prefix="acme/ws/inv-")
+    streams = {x["name"]: x for x in inv["streams"]}
+    assert s in streams and all(n.startswith("acme/ws/inv-") for n in streams)
+    st = streams[s]
+    assert st["messages"] == 3 and len(st["partitions"]) == 2 and st["tier"] == "durable"
+    assert sum(p["latest"] for p in st["partitions"]) == 3
+    lag = {g["group"]: {p["partition"]: p["lag"] for p in g["partitions"]} for g in st["groups"]}
+    assert lag["g"][part] == 2, lag
+    queues = {x["name"]: x for x in inv["queues"]}
+    assert (queues[q]["pending"], queues[q]["delayed"], queues[q]["in_flight"], queues[q]["dead"]) == (1, 1, 0, 0)
+    assert {x["name"]: x["keys"] for x in inv["buckets"]}[b] == 1
+    m1 = await c.ok("metrics")
+    m2 = await c.ok("metrics")
+    assert m1["connections"] >= 1 and m1["uptime_ms"] >= 0
+    assert m2["requests"] > m1["requests"] >= 10, (m1, m2)
+    # update_stream: retention changes, partitions only grow.
+    cfg = (await c.ok("update_stream", stream=s, partitions=3, max_messages=100))["config"]
+    assert (cfg["partitions"], cfg["max_messages"]) == (3, 100)
+    await c.err("update_stream", "FM_ERR_INVALID_ARGUMENT", stream=s, partitions=1)
+    # kv_txn: all or nothing.
+    r = await c.ok("kv_txn", ops=[
+        {"op": "check", "bucket": b, "key": "x", "revision": 1},
+        {"op": "put", "bucket": b, "key": "y", "value": b64(b"2")},
+        {"op": "get", "bucket": b, "key": "x"},
+        {"op": "get", "bucket": b, "key": "missing"},
+        {"op": "list", "bucket": b, "prefix": ""},
+        {"op": "delete", "bucket": b, "key": "x"},
+    ])
+    res = r["results"]
+    assert [x["op"] for x in res] == ["check", "put", "get", "get", "list", "delete"]
+    assert res[1]["revision"] > 0 and unb64(res[2]["entry"]["value"]) == b"1" and res[3]["entry"] is None
+    assert [e["key"] for e in res[4]["entries"]] == ["x", "y"] and res[5]["deleted"] is True
+    await c.err("kv_txn", "FM_ERR_CONFLICT", ops=[
+        {"op": "check", "bucket": b, "key": "y", "revision": 0},
+        {"op": "put", "bucket": b, "key": "z", "value": b64(b"3")}])
+    assert (await c.ok("kv_exists", bucket=b, key="z"))["exists"] is False
+    await c.err("kv_txn", "FM_ERR_INVALID_ARGUMENT", ops=[{"op": "bogus", "bucket": b}])
+    await c.err("kv_txn", "FM_ERR_INVALID_ARGUMENT", ops="not a list")
+    await c.close()
+
+
+async def test_console_files_are_served(broker: Broker) -> None:
+    import urllib.request
+
+    def get(path: str) -> Tuple[int, str, str]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{broker.ws_port}{path}", timeout=WAIT) as r:
+            return r.status, r.headers["content-type"], r.read().decode()
+
+    status, ctype, body = await asyncio.to_thread(get, "/")
+    assert status == 200 and ctype.startswith("text/html") and "/console.js" in body
+    status, ctype, body = await asyncio.to_thread(get, "/flowmesh.js")
+    assert ctype.startswith("text/javascript") and "export async function connect" in body
+
+
+async def test_inventory_and_metrics_need_a_token(secured: Broker) -> None:
+    s = name("inv-secure")
+    anon = await connect(secured.url())
+    await anon.err("inventory", "FM_ERR_UNAUTHORIZED")
+    await anon.err("metrics", "FM_ERR_UNAUTHORIZED")
+    await anon.close()
+    admin = await connect(secured.url(f"?token={TOKEN}"))
+    await admin.ok("create_stream", stream=s)
+    await admin.ok("create_stream", stream=f"acme/elsewhere/{s.split('/')[-1]}")
+    assert s in [x["name"] for x in (await admin.ok("inventory"))["streams"]]
+    await admin.err("inventory", "FM_ERR_UNAUTHORIZED", prefix="other/")
+    await admin.close()
+    # The reader's grants cover namespace ws only: the other stream is not shown.
+    reader = await connect(secured.url(f"?token={READER}"))
+    names = [x["name"] for x in (await reader.ok("inventory"))["streams"]]
+    assert s in names and all(n.startswith("acme/ws/") for n in names), names
+    assert (await reader.ok("metrics"))["connections"] >= 1
+    await reader.close()

@@ -61,6 +61,7 @@ struct Session {
     queues: pb::queues_client::QueuesClient<Channel>,
     kv: pb::kv_client::KvClient<Channel>,
     resources: pb::resources_client::ResourcesClient<Channel>,
+    overview: pb::overview_client::OverviewClient<Channel>,
     health: pb::health_client::HealthClient<Channel>,
     token: Mutex<Option<String>>,
     out: mpsc::Sender<Message>,
@@ -83,6 +84,7 @@ pub(super) async fn session(ws: Ws, peer: SocketAddr, token: Option<String>, sha
             .max_encoding_message_size(max),
         kv: pb::kv_client::KvClient::new(channel.clone()).max_decoding_message_size(max).max_encoding_message_size(max),
         resources: pb::resources_client::ResourcesClient::new(channel.clone()),
+        overview: pb::overview_client::OverviewClient::new(channel.clone()).max_decoding_message_size(max),
         health: pb::health_client::HealthClient::new(channel),
         token: Mutex::new(token),
         out,
@@ -274,6 +276,84 @@ fn kv_event_json(e: &pb::KvEvent) -> Value {
     })
 }
 
+fn config_json(c: &pb::StreamConfig) -> Value {
+    json!({"partitions": c.partitions, "max_age_ms": c.max_age_ms, "max_bytes": c.max_bytes,
+           "max_messages": c.max_messages, "tier": c.tier})
+}
+
+fn group_json(g: &pb::GroupStateResponse) -> Value {
+    let parts: Vec<Value> = g
+        .partitions
+        .iter()
+        .map(|p| json!({"partition": p.partition, "committed": p.committed, "latest": p.latest, "lag": p.lag}))
+        .collect();
+    json!({"group": g.group, "partitions": parts})
+}
+
+fn inventory_json(r: &pb::InventoryResponse) -> Value {
+    let streams: Vec<Value> = r
+        .streams
+        .iter()
+        .map(|s| {
+            let parts: Vec<Value> = s
+                .partitions
+                .iter()
+                .map(|p| json!({"partition": p.partition, "earliest": p.earliest, "latest": p.latest}))
+                .collect();
+            json!({"name": s.name, "tier": s.tier, "messages": s.messages, "bytes": s.bytes, "partitions": parts,
+                   "groups": s.groups.iter().map(group_json).collect::<Vec<_>>()})
+        })
+        .collect();
+    let queues: Vec<Value> = r
+        .queues
+        .iter()
+        .map(|q| json!({"name": q.name, "pending": q.pending, "in_flight": q.in_flight, "delayed": q.delayed, "dead": q.dead}))
+        .collect();
+    let buckets: Vec<Value> = r.buckets.iter().map(|b| json!({"name": b.name, "keys": b.keys})).collect();
+    json!({"streams": streams, "queues": queues, "buckets": buckets})
+}
+
+/// One op of a `kv_txn` request: `{"op": "get"|"list"|"put"|"delete"|"check", …}`.
+fn txn_op(v: &Value) -> Result<pb::KvTxnOp, Error> {
+    use pb::kv_txn_op::Op;
+    let obj = v.as_object().ok_or_else(|| Error::invalid("each transaction op must be an object"))?;
+    let a = Args(obj);
+    let bucket = a.str("bucket")?;
+    let op = match a.str("op")?.as_str() {
+        "get" => Op::Get(pb::KvTxnGet { bucket, key: a.str("key")? }),
+        "list" => Op::List(pb::KvTxnList { bucket, prefix: a.str_or("prefix", "")? }),
+        "put" => Op::Put(pb::KvTxnPut {
+            bucket,
+            key: a.str("key")?,
+            value: a.bytes("value")?,
+            ttl_ms: a.u64_or("ttl_ms", 0)?,
+        }),
+        "delete" => Op::Delete(pb::KvTxnDelete { bucket, key: a.str("key")? }),
+        "check" => Op::Check(pb::KvTxnCheck { bucket, key: a.str("key")?, revision: a.u64("revision")? }),
+        other => {
+            return Err(Error::invalid(format!("transaction op {other:?}: expected get, list, put, delete or check")))
+        }
+    };
+    Ok(pb::KvTxnOp { op: Some(op) })
+}
+
+fn txn_entry_json(e: &pb::KvTxnEntry) -> Value {
+    json!({"key": e.key, "value": b64().encode(&e.value), "revision": e.revision})
+}
+
+fn txn_result_json(r: &pb::KvTxnResult) -> Value {
+    use pb::kv_txn_result::Result as R;
+    match &r.result {
+        Some(R::Get(e)) => json!({"op": "get", "entry": txn_entry_json(e)}),
+        Some(R::GetMissing(_)) => json!({"op": "get", "entry": null}),
+        Some(R::List(l)) => json!({"op": "list", "entries": l.entries.iter().map(txn_entry_json).collect::<Vec<_>>()}),
+        Some(R::PutRevision(rev)) => json!({"op": "put", "revision": rev}),
+        Some(R::Deleted(d)) => json!({"op": "delete", "deleted": d}),
+        Some(R::Checked(_)) => json!({"op": "check"}),
+        None => json!({"op": null}),
+    }
+}
+
 fn record(v: &Value) -> Result<pb::Record, Error> {
     let obj = v.as_object().ok_or_else(|| Error::invalid("each record must be an object"))?;
     let a = Args(obj);
@@ -411,11 +491,7 @@ impl Session {
                     .iter()
                     .map(|p| json!({"partition": p.partition, "earliest": p.earliest, "latest": p.latest}))
                     .collect();
-                Ok(json!({
-                    "config": {"partitions": c.partitions, "max_age_ms": c.max_age_ms, "max_bytes": c.max_bytes,
-                               "max_messages": c.max_messages, "tier": c.tier},
-                    "partitions": parts,
-                }))
+                Ok(json!({"config": config_json(&c), "partitions": parts}))
             }
             "commit" => {
                 let req = pb::CommitOffsetRequest {
@@ -439,12 +515,7 @@ impl Session {
             "group_state" => {
                 let req = pb::GroupStateRequest { stream: a.str("stream")?, group: a.str("group")? };
                 let r = self.streams.clone().group_state(self.request(req)?).await.map_err(status)?.into_inner();
-                let parts: Vec<Value> = r
-                    .partitions
-                    .iter()
-                    .map(|p| json!({"partition": p.partition, "committed": p.committed, "latest": p.latest, "lag": p.lag}))
-                    .collect();
-                Ok(json!({"group": r.group, "partitions": parts}))
+                Ok(group_json(&r))
             }
             "subscribe" => self.subscribe(id, a).await,
             "watch" => self.watch(id, a).await,
@@ -607,6 +678,41 @@ impl Session {
                 let req = pb::PurgeResourceRequest { kind: kind(a)? as i32, name: a.str("name")? };
                 let r = self.resources.clone().purge(self.request(req)?).await.map_err(status)?.into_inner();
                 Ok(json!({"removed": r.removed}))
+            }
+            "update_stream" => {
+                let req = pb::UpdateStreamRequest {
+                    stream: a.str("stream")?,
+                    partitions: a.opt_u32("partitions")?,
+                    max_age_ms: a.opt_u64("max_age_ms")?,
+                    max_bytes: a.opt_u64("max_bytes")?,
+                    max_messages: a.opt_u64("max_messages")?,
+                };
+                let r = self.resources.clone().update_stream(self.request(req)?).await.map_err(status)?.into_inner();
+                Ok(json!({"config": config_json(&r.config.unwrap_or_default())}))
+            }
+            "kv_txn" => {
+                let ops = match a.0.get("ops") {
+                    Some(Value::Array(list)) => list.iter().map(txn_op).collect::<Result<Vec<_>, _>>()?,
+                    _ => return Err(Error::invalid("field \"ops\" must be a list")),
+                };
+                let req = pb::KvTxnRequest { ops };
+                let r = self.kv.clone().txn(self.request(req)?).await.map_err(status)?.into_inner();
+                Ok(json!({"results": r.results.iter().map(txn_result_json).collect::<Vec<_>>()}))
+            }
+            // Overview (the console)
+            "inventory" => {
+                let req = pb::InventoryRequest { prefix: a.str_or("prefix", "")? };
+                let r = self.overview.clone().inventory(self.request(req)?).await.map_err(status)?.into_inner();
+                Ok(inventory_json(&r))
+            }
+            "metrics" => {
+                let r = self.overview.clone().metrics(self.request(pb::MetricsRequest {})?).await.map_err(status)?;
+                let m = r.into_inner();
+                Ok(json!({
+                    "connections": m.connections, "connections_accepted": m.connections_accepted,
+                    "requests": m.requests, "request_errors": m.request_errors,
+                    "requests_in_flight": m.requests_in_flight, "uptime_ms": m.uptime_ms,
+                }))
             }
             other => Err(Error::invalid(format!("unknown op {other:?}"))),
         }

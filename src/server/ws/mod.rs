@@ -5,8 +5,10 @@
 //! - `/grpc`: a tunnel, binary messages carrying the gRPC byte stream (the
 //!   `ws://` remote engine of the core client);
 //! - `/ws`: the JSON protocol of docs/WEBSOCKET.md (browsers), translated
-//!   per request into a gRPC call on an in-process connection.
+//!   per request into a gRPC call on an in-process connection;
+//! - `/`: the web console (plain HTTP GET, files built into the binary).
 
+mod console;
 mod json;
 
 use std::future::Future;
@@ -202,6 +204,7 @@ fn route(
         return match (req.method(), path.as_str()) {
             (&hyper::Method::GET, "/ws" | "/grpc") => text(StatusCode::UPGRADE_REQUIRED, "a WebSocket endpoint\n"),
             (&hyper::Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&hyper::Method::GET, p) => console::asset(p).unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n")),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         };
     }
