@@ -13,7 +13,11 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const SHOTS = join(here, '..', '..', '..', 'docs', 'console');
+// Screenshots go to a temp dir, so a test run leaves the tree clean; with
+// FLOWMESH_UPDATE_SCREENSHOTS=1 they refresh the ones docs/console/ keeps.
+const SHOTS = process.env.FLOWMESH_UPDATE_SCREENSHOTS === '1'
+  ? join(here, '..', '..', '..', 'docs', 'console')
+  : join(tmpdir(), `flowmesh-console-shots-${process.pid}`);
 const BIN = process.env.FLOWMESH_BIN;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 // Every wait is bounded; generous because the suite runs beside CPU hogs.
