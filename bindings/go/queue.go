@@ -71,7 +71,7 @@ func (c *Client) Enqueue(ctx context.Context, queue string, payload []byte, opts
 	const op = "enqueue"
 	cfg := buildMsg(payload, opts)
 	if cfg.msg.Key != nil || len(cfg.publish) > 0 {
-		return 0, goError(op, ErrInvalidArgument, "WithKey, WithTier, WithRequireAck and WithPublishTimeout apply to Publish only")
+		return 0, goError(op, ErrInvalidArgument, "WithKey, WithDeliveryTier, WithRequireAck and WithPublishTimeout apply to Publish only")
 	}
 	if cfg.delay < 0 {
 		return 0, goError(op, ErrInvalidArgument, "negative delay")

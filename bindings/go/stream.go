@@ -110,7 +110,7 @@ func oneMsg(name string, m *Message) (*arena, *C.char, *C.fm_msg) {
 // Publish appends payload to a stream and returns where it was stored.
 // subject is a stream name or a dotted subject whose first token names the
 // stream ("orders.created" goes to stream "orders" and subscribers of
-// "orders.*" see it with Subject() "orders.created"). WithTier picks the
+// "orders.*" see it with Subject() "orders.created"). WithDeliveryTier picks the
 // delivery tier: TierMemory returns Position{0, OffsetNone} (nothing is
 // stored); TierReplicated fails with ErrUnavailable where there is one copy.
 func (c *Client) Publish(ctx context.Context, subject string, payload []byte, opts ...MsgOption) (Position, error) {
@@ -239,7 +239,7 @@ func (c *Client) PublishAsync(ctx context.Context, stream string, payload []byte
 		return nil, goError(op, ErrInvalidArgument, "WithDelay and WithPriority apply to Enqueue only")
 	}
 	if len(cfg.publish) > 0 {
-		return nil, goError(op, ErrInvalidArgument, "WithTier, WithRequireAck and WithPublishTimeout apply to Publish only")
+		return nil, goError(op, ErrInvalidArgument, "WithDeliveryTier, WithRequireAck and WithPublishTimeout apply to Publish only")
 	}
 	if err := firstErr(checkString(op, "stream", stream), checkMsg(op, &cfg.msg)); err != nil {
 		return nil, err

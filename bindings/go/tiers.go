@@ -44,8 +44,8 @@ const OffsetNone uint64 = C.FM_OFFSET_NONE
 // SubjectHeader carries a message's subject when it has more than one token.
 const SubjectHeader = "fm-subject"
 
-// WithTier sets the delivery tier of a Publish.
-func WithTier(t Tier) MsgOption {
+// WithDeliveryTier sets the delivery tier of a Publish.
+func WithDeliveryTier(t Tier) MsgOption {
 	return func(c *msgConfig) { c.publish = append(c.publish, [2]string{"tier", t.String()}) }
 }
 

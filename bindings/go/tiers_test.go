@@ -31,7 +31,7 @@ func TestTiersAndSubjects(t *testing.T) {
 		ok(t, err)
 		_, one, err := c.SubscribeChan(ctx, s+".*")
 		ok(t, err)
-		pos := must(c.Publish(ctx, s+".user.login", []byte("live"), WithTier(TierMemory), WithHeader("h", "v"))).get(t)
+		pos := must(c.Publish(ctx, s+".user.login", []byte("live"), WithDeliveryTier(TierMemory), WithHeader("h", "v"))).get(t)
 		if pos.Offset != OffsetNone {
 			t.Fatalf("memory-tier position %+v", pos)
 		}
@@ -40,7 +40,7 @@ func TestTiersAndSubjects(t *testing.T) {
 			t.Fatalf("live message %+v (subject %q)", m, m.Subject())
 		}
 		stored := must(c.Publish(ctx, s+".click", []byte("kept"))).get(t)
-		acked := must(c.Publish(ctx, s+".view", []byte("acked"), WithTier(TierMemory), WithRequireAck())).get(t)
+		acked := must(c.Publish(ctx, s+".view", []byte("acked"), WithDeliveryTier(TierMemory), WithRequireAck())).get(t)
 		if acked.Offset != OffsetNone {
 			t.Fatalf("acked memory-tier position %+v", acked)
 		}
@@ -66,13 +66,13 @@ func TestTiersAndSubjects(t *testing.T) {
 		if len(msgs) != 1 || msgs[0].Subject() != s+".click" {
 			t.Fatalf("read back %+v: only the stored message", msgs)
 		}
-		if _, err := c.Publish(ctx, s+".pay", []byte("p"), WithTier(TierReplicated)); !errors.Is(err, ErrUnavailable) {
+		if _, err := c.Publish(ctx, s+".pay", []byte("p"), WithDeliveryTier(TierReplicated)); !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("replicated on a single copy: %v", err)
 		}
 		if _, _, err := c.SubscribeChan(ctx, "*.x"); !errors.Is(err, ErrInvalidArgument) {
 			t.Fatalf("wildcard first token: %v", err)
 		}
-		if _, err := c.Enqueue(ctx, s, []byte("j"), WithTier(TierMemory)); !errors.Is(err, ErrInvalidArgument) {
+		if _, err := c.Enqueue(ctx, s, []byte("j"), WithDeliveryTier(TierMemory)); !errors.Is(err, ErrInvalidArgument) {
 			t.Fatalf("tier on enqueue: %v", err)
 		}
 	})
