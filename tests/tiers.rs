@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use common::{fixture, Backend};
 use flowmesh::subject::SUBJECT_HEADER;
-use flowmesh::{DeliveryTier, Error, Message, MessageStream, PublishOptions, Record, StartFrom, SubscribeSpec, NO_OFFSET};
+use flowmesh::{
+    DeliveryTier, Error, Message, MessageStream, PublishOptions, Record, StartFrom, SubscribeSpec, NO_OFFSET,
+};
 use futures::StreamExt;
 
 const PATIENCE: Duration = Duration::from_secs(20);
