@@ -938,6 +938,35 @@ fm_status fm_store_subscription_next(struct fm_store_subscription *sub,
 // NULL is a no-op; FM_ERR_CLOSED if it was ended already.
 fm_status fm_store_unsubscribe(struct fm_store_subscription *sub);
 
+// ---- Per-publish delivery tiers and subjects: fm_publish_with -------------
+
+// The offset of a message that has none: the position a memory-tier
+// publish returns, and the offset of a memory-tier message a subscriber
+// receives (such messages are never stored, never read by fm_read and
+// never committed).
+#define FM_OFFSET_NONE 18446744073709551615ull
+
+// Publishes one message to `subject` in the delivery tier `opts` chooses.
+// `subject` is a stream name or a dotted subject whose first token names
+// the stream (`orders.created` goes to stream `orders`; the whole subject
+// travels in the header "fm-subject", which subscribers read like any
+// header; without it a message's subject is its stream's name). `opts` (may be NULL, copied):
+// "tier" = memory | persistent (default) | replicated, "require_ack" =
+// true | false (default false), "timeout_ms" (deadline of the whole call;
+// FM_ERR_TIMEOUT beyond). memory: handed to the live subscribers of the
+// stream and stored nowhere (no stream is created); returns once sent,
+// with require_ack once the engine's server took it; `out` gets
+// {0, FM_OFFSET_NONE}. persistent: as fm_publish. replicated: stored on a
+// quorum of 3+ servers before it returns; FM_ERR_UNAVAILABLE, naming why,
+// on an engine that keeps one copy. `out` may be NULL. Errors:
+// INVALID_ARGUMENT (NULL, bad subject or wildcard, unknown option or
+// value), TOO_LARGE, UNAVAILABLE, TIMEOUT, CLOSED, DISCONNECTED, INTERNAL.
+fm_status fm_publish_with(struct fm_client *client,
+                          const char *subject,
+                          const struct fm_msg *msg,
+                          const struct fm_options *opts,
+                          struct fm_position *out);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif
