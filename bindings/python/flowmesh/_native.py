@@ -42,6 +42,11 @@ FM_STATE_RECONNECTING = 3
 FM_STATE_DISCONNECTED = 4
 FM_STATE_CLOSED = 5
 
+# fm_position/fm_message offset of a memory-tier message (never stored).
+FM_OFFSET_NONE = 0xFFFF_FFFF_FFFF_FFFF
+# The header carrying a dotted subject ("orders.created").
+FM_SUBJECT_HEADER = "fm-subject"
+
 FM_KV_PUT = 1
 FM_KV_DELETE = 2
 FM_KV_EXPIRE = 3
@@ -135,6 +140,7 @@ _SIGNATURES: dict[str, tuple[Any, List[Any]]] = {
     "fm_stream_partitions": (_S, [_P, c_char_p, POINTER(c_uint32)]),
     "fm_publish": (_S, [_P, c_char_p, POINTER(fm_msg), POINTER(fm_position)]),
     "fm_publish_batch": (_S, [_P, c_char_p, POINTER(fm_msg), c_size_t, POINTER(fm_position)]),
+    "fm_publish_with": (_S, [_P, c_char_p, POINTER(fm_msg), _P, POINTER(fm_position)]),
     "fm_read": (_S, [_P, c_char_p, c_uint32, c_uint64, c_size_t, POINTER(_P)]),
     "fm_messages_len": (c_size_t, [_P]),
     "fm_messages_get": (POINTER(fm_message), [_P, c_size_t]),
