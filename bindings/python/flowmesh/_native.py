@@ -113,6 +113,8 @@ MESSAGE_CB = CFUNCTYPE(None, c_void_p, POINTER(fm_message))
 # value is void* (may be NULL on delete/expire), key is a C string.
 KV_WATCH_CB = CFUNCTYPE(None, c_void_p, c_int, c_char_p, c_void_p, c_size_t, c_uint64)
 
+# (user_data, status, position)
+PUBLISH_CB = CFUNCTYPE(None, c_void_p, c_int32, fm_position)
 # (user_data, fm_conn_state, cause status, detail or NULL)
 STATE_CB = CFUNCTYPE(None, c_void_p, c_int, c_int32, c_char_p)
 # (user_data, borrowed fm_event)
@@ -141,6 +143,7 @@ _SIGNATURES: dict[str, tuple[Any, List[Any]]] = {
     "fm_publish": (_S, [_P, c_char_p, POINTER(fm_msg), POINTER(fm_position)]),
     "fm_publish_batch": (_S, [_P, c_char_p, POINTER(fm_msg), c_size_t, POINTER(fm_position)]),
     "fm_publish_with": (_S, [_P, c_char_p, POINTER(fm_msg), _P, POINTER(fm_position)]),
+    "fm_publish_with_async": (_S, [_P, c_char_p, POINTER(fm_msg), _P, PUBLISH_CB, _P]),
     "fm_read": (_S, [_P, c_char_p, c_uint32, c_uint64, c_size_t, POINTER(_P)]),
     "fm_messages_len": (c_size_t, [_P]),
     "fm_messages_get": (POINTER(fm_message), [_P, c_size_t]),

@@ -206,6 +206,10 @@ class StreamClient:
             finally:
                 core.leave()
 
+        pub = _publish.async_publisher(core)
+        if pub is not None:  # completes through a callback: no thread per publish
+            return await pub.publish(name, msg, tier_value, ack, timeout_ms, None, "stream.publish")
+
         def work(h: int, _: Call) -> Optional[int]:
             return _publish.publish_sync(h, name, msg, tier_value, ack, timeout_ms, None, "stream.publish")
 

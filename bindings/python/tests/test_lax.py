@@ -42,15 +42,24 @@ class Engine:
 
 
 @pytest.fixture(params=["mem", "grpc", "nats"])
-def engine(request: Any) -> Engine:
+def engine(request: Any) -> Iterator[Engine]:
     if request.param == "mem":
-        url = f"mem://lax-{uuid.uuid4().hex[:8]}"  # shared by this process's clients of that name
-        return Engine([url], None, url)
+        # Shared by this process's clients of that name while one is open:
+        # the keeper holds the data for the checks after the test's clients closed.
+        url = f"mem://lax-{uuid.uuid4().hex[:8]}"
+        keeper = FlowMesh(url)
+        asyncio.run(keeper.connect())
+        try:
+            yield Engine([url], None, url)
+        finally:
+            asyncio.run(keeper.close())
+        return
     if request.param == "grpc":
         url = str(request.getfixturevalue("broker_url"))
-        return Engine(None, url[len("grpc://") :], url)
+        yield Engine(None, url[len("grpc://") :], url)
+        return
     server: NatsServer = request.getfixturevalue("nats_server")
-    return Engine([server.url], None, server.url)
+    yield Engine([server.url], None, server.url)
 
 
 def unique(prefix: str) -> str:

@@ -24,7 +24,7 @@ from .._errors import (
     FlowMeshTimeoutError,
     FlowMeshUnavailableError,
 )
-from .._publish import inline, is_direct, publish_sync, tier_name
+from .._publish import async_publisher, inline, is_direct, publish_sync, tier_name
 from ..client import FlowMesh
 from .breaker import Breaker, State
 from .exceptions import CircuitBreakerOpen, ConnectionError, PublishError
@@ -270,6 +270,10 @@ class LaxClient:
             finally:
                 core.leave()
             return
+        pub = async_publisher(core)
+        if pub is not None:  # e.g. through a broker: sent without a thread hop
+            await pub.publish(subject, msg, tier, False, timeout_ms, None)
+            return
 
         def work(h: int, _: Call) -> None:
             publish_sync(h, subject, msg, tier, False, timeout_ms)
@@ -291,13 +295,18 @@ class LaxClient:
             raise ConnectionError("the client is closed")
         fm = pool[next(self._next) % len(pool)]
         msg_id = message_id.encode()
+        core = fm._core()
+        pub = async_publisher(core)
+        if pub is not None:  # no thread per publish; the engine enforces timeout_ms
+            await pub.publish(subject, msg, tier, require_ack, timeout_ms, msg_id)
+            return
 
         def work(h: int, _: Call) -> None:
             publish_sync(h, subject, msg, tier, require_ack, timeout_ms, msg_id)
 
         try:
             # The engine enforces timeout_ms; this bounds a call that hangs anyway.
-            await asyncio.wait_for(fm._core().run(work), timeout + 1.0)
+            await asyncio.wait_for(core.run(work), timeout + 1.0)
         except asyncio.TimeoutError:
             raise FlowMeshTimeoutError(f"no acknowledgement within {timeout}s") from None
 
