@@ -380,13 +380,14 @@ class OutMsg:
         key: Optional[bytes] = None,
         headers: Optional[dict[str, str]] = None,
     ) -> None:
-        items = list((headers or {}).items())
-        self.headers_len = len(items)
-        self.headers = (fm_header * max(len(items), 1))()
-        for i, (k, v) in enumerate(items):
-            self.headers[i].key = str(k).encode()
-            self.headers[i].value = str(v).encode()
-        self.payload = bytes(payload)
+        self.headers_len = len(headers) if headers else 0
+        self.headers: Any = None
+        if headers:
+            self.headers = (fm_header * len(headers))()
+            for i, (k, v) in enumerate(headers.items()):
+                self.headers[i].key = str(k).encode()
+                self.headers[i].value = str(v).encode()
+        self.payload = payload if type(payload) is bytes else bytes(payload)
         self.key = bytes(key) if key is not None else None
 
     def fill(self, msg: fm_msg) -> fm_msg:

@@ -51,6 +51,12 @@ def encode(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), default=str).encode()
 
 
+def _backoff(attempt: int) -> float:
+    """Seconds before retry ``attempt + 1``: exponential, with jitter."""
+    delay: float = min(_BACKOFF_MAX_S, _BACKOFF_INITIAL_S * 2.0**attempt)
+    return delay * (0.5 + random.random() / 2)
+
+
 def _refused_tier(e: BaseException) -> bool:
     """The engine cannot serve the replicated tier at all (it keeps one
     copy): retrying cannot help, and it is no failure of the service."""
@@ -190,15 +196,31 @@ class LaxClient:
             )
         direct = is_direct(tier, require_ack)
         method = DIRECT if direct else ACKED
+        subject_b = subject.encode()
+        started = time.perf_counter()
         try:
-            async with sem:
+            attempted = 0
+            if direct and self._inline and not sem.locked():
+                # Fast path: sent on this thread without yielding to the loop,
+                # so while it runs a permit is free and the bound holds.
+                attempted = 1
                 self._in_flight += 1
                 try:
-                    started = time.perf_counter()
-                    await self._send(subject.encode(), msg, tier, require_ack, direct, timeout, message_id)
-                    elapsed = time.perf_counter() - started
+                    self._send_inline(subject_b, msg, tier, self._timeout_ms(timeout))
+                except _TRANSIENT:
+                    if self.options.retry_attempts == 0 or self._closed:
+                        raise
+                    attempted = -1  # retried below, holding a permit
                 finally:
                     self._in_flight -= 1
+            if attempted != 1:
+                async with sem:
+                    self._in_flight += 1
+                    try:
+                        await self._send(subject_b, msg, tier, require_ack, direct, timeout, message_id, max(0, -attempted))
+                    finally:
+                        self._in_flight -= 1
+            elapsed = time.perf_counter() - started
         except FlowMeshClosedError as e:
             self._breaker.release()
             raise ConnectionError(f"publish to {subject!r}: the client is closed") from e
@@ -223,12 +245,14 @@ class LaxClient:
             raise
         self._breaker.success()
         if metrics is not None:
-            metrics.count(tier, "success")
-            metrics.observe(tier, method, elapsed)
-            metrics.path(method)
+            metrics.success(tier, method, elapsed)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("published %s on %s (%s, %s) in %.6fs", message_id, subject, tier, method, elapsed)
         return message_id
+
+    @staticmethod
+    def _timeout_ms(timeout: float) -> int:
+        return max(1, math.ceil(timeout * 1000))
 
     async def _send(
         self,
@@ -239,11 +263,15 @@ class LaxClient:
         direct: bool,
         timeout: float,
         message_id: str,
+        done: int = 0,
     ) -> None:
-        """One publish with its retries (exponential backoff with jitter)."""
-        timeout_ms = max(1, math.ceil(timeout * 1000))
+        """One publish with its retries (exponential backoff with jitter);
+        ``done`` attempts already failed."""
+        timeout_ms = self._timeout_ms(timeout)
         retries = self.options.retry_attempts
-        for attempt in itertools.count():
+        if done:
+            await asyncio.sleep(_backoff(done - 1))
+        for attempt in itertools.count(done):
             try:
                 if direct:
                     await self._send_direct(subject, msg, tier, timeout_ms)
@@ -253,23 +281,30 @@ class LaxClient:
             except _TRANSIENT as e:
                 if attempt >= retries or self._closed or _refused_tier(e):
                     raise
-                delay = min(_BACKOFF_MAX_S, _BACKOFF_INITIAL_S * (2**attempt))
-                delay *= 0.5 + random.random() / 2
+                delay = _backoff(attempt)
                 log.warning("publish to %s failed (%s), retry %d of %d in %.3fs", subject.decode(), e, attempt + 1, retries, delay)
                 await asyncio.sleep(delay)
 
-    async def _send_direct(self, subject: bytes, msg: "n.OutMsg", tier: str, timeout_ms: int) -> None:
+    def _send_inline(self, subject: bytes, msg: "n.OutMsg", tier: str, timeout_ms: int) -> None:
+        """Fire-and-forget on this thread (engines that never wait on the network)."""
         fm = self._direct
         if fm is None:
-            raise ConnectionError("the client is closed")
+            raise FlowMeshClosedError("the client is closed")
         core = fm._core()
+        handle = core.enter()
+        try:
+            publish_sync(handle, subject, msg, tier, False, timeout_ms)
+        finally:
+            core.leave()
+
+    async def _send_direct(self, subject: bytes, msg: "n.OutMsg", tier: str, timeout_ms: int) -> None:
         if self._inline:
-            handle = core.enter()
-            try:
-                publish_sync(handle, subject, msg, tier, False, timeout_ms)
-            finally:
-                core.leave()
+            self._send_inline(subject, msg, tier, timeout_ms)
             return
+        fm = self._direct
+        if fm is None:
+            raise FlowMeshClosedError("the client is closed")
+        core = fm._core()
         pub = async_publisher(core)
         if pub is not None:  # e.g. through a broker: sent without a thread hop
             await pub.publish(subject, msg, tier, False, timeout_ms, None)
@@ -292,7 +327,7 @@ class LaxClient:
     ) -> None:
         pool = self._pool
         if not pool:
-            raise ConnectionError("the client is closed")
+            raise FlowMeshClosedError("the client is closed")
         fm = pool[next(self._next) % len(pool)]
         msg_id = message_id.encode()
         core = fm._core()

@@ -10,21 +10,26 @@
   each path
 - ``<prefix>_circuit_breaker_state``: 0 closed, 1 open, 2 half-open
 
-Clients with the same prefix share the series (registered once per
-process). Without prometheus_client installed, metrics are off.
+Clients with the same prefix share the series (one collector per prefix,
+registered once per process). The counts are plain Python numbers updated
+on the event loop and read by the collector at scrape time: a
+prometheus_client Counter or Histogram takes a lock per update, which would
+cost more than a memory-tier publish. Without prometheus_client installed,
+metrics are off.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 DIRECT = "direct_nats"
 ACKED = "grpc"
 
-_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-_families: Dict[str, Tuple[Any, Any, Any, Any, Any]] = {}
+_collectors: Dict[str, "Metrics"] = {}
 _lock = threading.Lock()
 
 
@@ -36,63 +41,97 @@ def available() -> bool:
     return True
 
 
-def _family(prefix: str) -> Tuple[Any, Any, Any, Any, Any]:
-    with _lock:
-        found = _families.get(prefix)
-        if found is not None:
-            return found
-        from prometheus_client import Counter, Gauge, Histogram
+class _Histogram:
+    __slots__ = ("counts", "sum")
 
-        found = (
-            Counter(f"{prefix}_publish", "Publishes by tier and outcome", ["tier", "status"]),
-            Histogram(
-                f"{prefix}_publish_latency_seconds",
-                "Latency of successful publishes by tier and path",
-                ["tier", "method"],
-                buckets=_LATENCY_BUCKETS,
-            ),
-            Counter(f"{prefix}_direct_nats", "Publishes sent on the direct (fire-and-forget) path"),
-            Counter(f"{prefix}_grpc", "Publishes sent on the acknowledged path"),
-            Gauge(f"{prefix}_circuit_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open"),
-        )
-        _families[prefix] = found
-        return found
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)  # the last one is +Inf
+        self.sum = 0.0
 
 
 class Metrics:
-    """The series of one prefix with their label children bound up front
-    (a labelled lookup per publish costs more than the increment)."""
+    """The series of one prefix; a prometheus_client collector."""
 
     def __init__(self, prefix: str) -> None:
-        total, latency, direct, acked, breaker = _family(prefix)
-        self._total = total
-        self._latency = latency
-        self._children: Dict[Tuple[str, str], Any] = {}
-        self._observers: Dict[Tuple[str, str], Any] = {}
-        self.direct = direct
-        self.acked = acked
-        self.breaker = breaker
+        self.prefix = prefix
+        self.totals: Dict[Tuple[str, str], int] = {}
+        self.latency: Dict[Tuple[str, str], _Histogram] = {}
+        self.paths = {DIRECT: 0, ACKED: 0}
+        self.breaker = 0
 
+    # ---- updates (event loop thread) ---------------------------------------------
     def count(self, tier: str, status: str) -> None:
-        child = self._children.get((tier, status))
-        if child is None:
-            child = self._children[(tier, status)] = self._total.labels(tier=tier, status=status)
-        child.inc()
+        key = (tier, status)
+        self.totals[key] = self.totals.get(key, 0) + 1
 
-    def observe(self, tier: str, method: str, seconds: float) -> None:
-        child = self._observers.get((tier, method))
-        if child is None:
-            child = self._observers[(tier, method)] = self._latency.labels(tier=tier, method=method)
-        child.observe(seconds)
-
-    def path(self, method: str) -> None:
-        (self.direct if method == DIRECT else self.acked).inc()
+    def success(self, tier: str, method: str, seconds: float) -> None:
+        """A publish that went through: counted, timed, and its path counted."""
+        key = (tier, "success")
+        self.totals[key] = self.totals.get(key, 0) + 1
+        h = self.latency.get((tier, method))
+        if h is None:
+            h = self.latency[(tier, method)] = _Histogram()
+        h.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        h.sum += seconds
+        self.paths[method] += 1
 
     def breaker_state(self, value: int) -> None:
-        self.breaker.set(value)
+        self.breaker = value
+
+    # ---- scrape (any thread) ----------------------------------------------------------
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        p = self.prefix
+        total = CounterMetricFamily(f"{p}_publish", "Publishes by tier and outcome", labels=["tier", "status"])
+        for (tier, status), n in sorted(dict(self.totals).items()):
+            total.add_metric([tier, status], n)
+        yield total
+        latency = HistogramMetricFamily(
+            f"{p}_publish_latency_seconds", "Latency of successful publishes by tier and path", labels=["tier", "method"]
+        )
+        for (tier, method), h in sorted(dict(self.latency).items()):
+            counts = list(h.counts)
+            buckets: List[Tuple[str, float]] = []
+            running = 0
+            for bound, n in zip([*map(str, BUCKETS), "+Inf"], counts):
+                running += n
+                buckets.append((bound, running))
+            latency.add_metric([tier, method], buckets, h.sum)
+        yield latency
+        direct = CounterMetricFamily(f"{p}_direct_nats", "Publishes sent on the direct (fire-and-forget) path")
+        direct.add_metric([], self.paths[DIRECT])
+        yield direct
+        acked = CounterMetricFamily(f"{p}_grpc", "Publishes sent on the acknowledged path")
+        acked.add_metric([], self.paths[ACKED])
+        yield acked
+        state = GaugeMetricFamily(f"{p}_circuit_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open")
+        state.add_metric([], self.breaker)
+        yield state
+
+    def describe(self) -> Iterator[Any]:
+        # The names, for the registry's duplicate check, without reading values.
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        p = self.prefix
+        yield CounterMetricFamily(f"{p}_publish", "", labels=["tier", "status"])
+        yield HistogramMetricFamily(f"{p}_publish_latency_seconds", "", labels=["tier", "method"])
+        yield CounterMetricFamily(f"{p}_direct_nats", "")
+        yield CounterMetricFamily(f"{p}_grpc", "")
+        yield GaugeMetricFamily(f"{p}_circuit_breaker_state", "")
 
 
 def metrics_for(enabled: bool, prefix: str) -> Optional[Metrics]:
+    """The prefix's shared series, registered on first use; None when
+    metrics are off or prometheus_client is missing."""
     if not enabled or not available():
         return None
-    return Metrics(prefix)
+    with _lock:
+        found = _collectors.get(prefix)
+        if found is None:
+            from prometheus_client import REGISTRY
+
+            found = Metrics(prefix)
+            REGISTRY.register(found)
+            _collectors[prefix] = found
+        return found
