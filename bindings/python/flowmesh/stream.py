@@ -179,6 +179,7 @@ class StreamClient:
         tier: str = "persistent",
         require_ack: bool = False,
         timeout: Optional[Duration] = None,
+        msg_id: Optional[str] = None,
     ) -> Optional[int]:
         """Publish one message with a delivery tier; returns its offset, or
         None when nothing is stored.
@@ -190,28 +191,32 @@ class StreamClient:
         the engine's acknowledgement even on the memory tier. ``subject`` may
         have dots (``orders.created``): the first token names the stream.
         ``timeout``: the publish deadline (FlowMeshTimeoutError beyond).
+        ``msg_id``: the message's id: a stored publish with an id the stream
+        has seen is stored once and answers with the first copy's offset (so
+        a retry after a lost answer is harmless).
         """
         name = resource(tenant, namespace, subject)
         tier_value = _publish.tier_name(tier)
         ack = bool(require_ack)
         timeout_ms = millis(timeout, label="timeout")
         msg = n.OutMsg(payload_bytes(payload), key, headers)
+        mid = text(msg_id, "msg_id") if msg_id is not None else None
         core = self._client._core()
         if _publish.is_direct(tier_value, ack) and _publish.inline(self._client.url):
             # Fire-and-forget on an engine that does not wait for the network:
             # cheaper on the loop thread than a hop to the pool.
             handle = core.enter()
             try:
-                return _publish.publish_sync(handle, name, msg, tier_value, ack, timeout_ms, None, "stream.publish")
+                return _publish.publish_sync(handle, name, msg, tier_value, ack, timeout_ms, mid, "stream.publish")
             finally:
                 core.leave()
 
         pub = _publish.async_publisher(core)
         if pub is not None:  # completes through a callback: no thread per publish
-            return await pub.publish(name, msg, tier_value, ack, timeout_ms, None, "stream.publish")
+            return await pub.publish(name, msg, tier_value, ack, timeout_ms, mid, "stream.publish")
 
         def work(h: int, _: Call) -> Optional[int]:
-            return _publish.publish_sync(h, name, msg, tier_value, ack, timeout_ms, None, "stream.publish")
+            return _publish.publish_sync(h, name, msg, tier_value, ack, timeout_ms, mid, "stream.publish")
 
         return await core.run(work)
 

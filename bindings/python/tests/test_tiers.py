@@ -79,3 +79,12 @@ async def test_tiers_and_wildcards(url: str, name: str) -> None:
         bad = client.stream.subscribe("t", "ns", "*.created", None, None, -2)
         with pytest.raises(FlowMeshInvalidArgumentError):
             await bad.__anext__()
+
+
+async def test_msg_id_stores_a_retry_once(url: str, name: str) -> None:
+    async with FlowMesh(url) as client:
+        first = await client.stream.publish("t", "ns", f"{name}.paid", b"once", msg_id="pay-7")
+        again = await client.stream.publish("t", "ns", f"{name}.paid", b"once", msg_id="pay-7")
+        other = await client.stream.publish("t", "ns", f"{name}.paid", b"twice", msg_id="pay-8")
+        assert first == again and other is not None and other != first
+        assert [m.payload for m in await client.stream.read("t", "ns", name, 0, 0, 10)] == [b"once", b"twice"]
