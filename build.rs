@@ -103,7 +103,7 @@ fn group_by_area(text: &str, root: &Path, renamed: &HashMap<String, String>) -> 
         for line in src.lines() {
             let words: Vec<&str> = line.split(|c: char| !(c.is_alphanumeric() || c == '_')).collect();
             for pair in words.windows(2) {
-                if matches!(pair[0], "fn" | "struct" | "enum" | "type") && !pair[1].is_empty() {
+                if matches!(pair[0], "fn" | "struct" | "enum" | "type" | "const") && !pair[1].is_empty() {
                     home.entry(pair[1].to_string()).or_insert(i);
                 }
             }
@@ -153,6 +153,9 @@ fn group_by_area(text: &str, root: &Path, renamed: &HashMap<String, String>) -> 
 /// The name an item of the header declares.
 fn declared_name(decl: &str) -> Option<String> {
     let ident = |s: &str| -> String { s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect() };
+    if let Some(rest) = decl.strip_prefix("#define ") {
+        return Some(ident(rest));
+    }
     if let Some(rest) = decl.strip_prefix("typedef") {
         if let Some(i) = rest.find("(*") {
             return Some(ident(&rest[i + 2..]));

@@ -157,6 +157,38 @@ impl Client {
         self.engine.publish(&stream, records).await
     }
 
+    /// Publishes one message to `subject` (see [`crate::subject`]: the first
+    /// token names the stream) in the tier `opts` asks for. Returns the
+    /// position for a stored tier, `None` for the memory tier (nothing is
+    /// stored, so there is no offset).
+    pub async fn publish_with(&self, subject: &str, record: Record, opts: &PublishOptions) -> Result<Option<Position>> {
+        let fut = self.publish_tier(subject, record, opts);
+        match opts.timeout_ms {
+            None => fut.await,
+            Some(ms) => tokio::time::timeout(std::time::Duration::from_millis(ms), fut)
+                .await
+                .unwrap_or_else(|_| Err(Error::Timeout(format!("publish to {subject} took longer than {ms} ms")))),
+        }
+    }
+
+    async fn publish_tier(&self, subject: &str, mut record: Record, opts: &PublishOptions) -> Result<Option<Position>> {
+        let (stream, subject) = crate::subject::for_publish(subject)?;
+        let stream = self.qualify(&stream)?;
+        if let Some(s) = subject {
+            record.headers.retain(|(k, _)| k != crate::subject::SUBJECT_HEADER);
+            record.headers.push((crate::subject::SUBJECT_HEADER.to_owned(), s));
+        }
+        self.check_size(record.size())?;
+        let one = |mut p: Vec<Position>| p.pop().ok_or_else(|| Error::Internal("engine returned no position".into()));
+        match opts.tier {
+            DeliveryTier::Memory => self.engine.publish_live(&stream, record, opts.require_ack).await.map(|()| None),
+            DeliveryTier::Persistent => self.engine.publish(&stream, vec![record]).await.and_then(one).map(Some),
+            DeliveryTier::Replicated => {
+                self.engine.publish_replicated(&stream, vec![record]).await.and_then(one).map(Some)
+            }
+        }
+    }
+
     pub async fn read(&self, stream: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>> {
         self.engine.read(&self.qualify(stream)?, partition, offset, max).await
     }
@@ -174,8 +206,20 @@ impl Client {
             .ok_or_else(|| Error::NotFound(format!("stream {stream} has no partition {partition}")))
     }
 
+    /// Subscribes to a stream, or to the subjects of one that match a
+    /// pattern (`orders.created`, `events.*`, `events.>`; see
+    /// [`crate::subject`]). Memory-tier messages arrive too, with
+    /// [`NO_OFFSET`].
     pub async fn subscribe(&self, stream: &str, spec: SubscribeSpec) -> Result<MessageStream> {
-        self.engine.subscribe(&self.qualify(stream)?, spec).await
+        use futures::StreamExt;
+        let (stream, pattern) = crate::subject::for_subscribe(stream)?;
+        let feed = self.engine.subscribe(&self.qualify(&stream)?, spec).await?;
+        Ok(match pattern {
+            None => feed,
+            Some(p) => feed
+                .filter(move |m| std::future::ready(m.as_ref().map_or(true, |m| p.matches(crate::subject::of(m)))))
+                .boxed(),
+        })
     }
 
     pub async fn commit_offset(&self, stream: &str, group: &str, partition: u32, offset: u64) -> Result<()> {

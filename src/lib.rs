@@ -62,6 +62,7 @@ pub mod options;
 pub mod server;
 pub mod signals;
 pub mod store;
+pub mod subject;
 pub mod txn;
 pub mod wire;
 

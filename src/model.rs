@@ -119,6 +119,52 @@ impl Tier {
     }
 }
 
+/// Delivery tier of one publish (option `tier` of `fm_publish_with`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeliveryTier {
+    /// Fan-out to the live subscribers of the stream: nothing stored, no
+    /// offset; subscribers that are not connected never see it.
+    Memory,
+    /// Stored and acknowledged per the engine's durability.
+    #[default]
+    Persistent,
+    /// Stored on a quorum of servers before it is acknowledged; engines that
+    /// keep one copy refuse it (Unavailable), never store it with less.
+    Replicated,
+}
+
+impl DeliveryTier {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeliveryTier::Memory => "memory",
+            DeliveryTier::Persistent => "persistent",
+            DeliveryTier::Replicated => "replicated",
+        }
+    }
+}
+
+/// How one message is published (see [`DeliveryTier`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PublishOptions {
+    pub tier: DeliveryTier,
+    /// Waits for the engine to confirm: for the memory tier, that the fan-out
+    /// was taken by the engine (the server, the broker); stored tiers always wait.
+    pub require_ack: bool,
+    /// Deadline of the whole publish; `None` = the engine's own.
+    pub timeout_ms: Option<u64>,
+}
+
+/// The offset of a message that has none: a memory-tier message (never
+/// stored) as a subscriber receives it (C: FM_OFFSET_NONE).
+pub const NO_OFFSET: u64 = u64::MAX;
+
+impl Message {
+    /// A memory-tier message: delivered live, never stored.
+    pub fn is_live(&self) -> bool {
+        self.offset == NO_OFFSET
+    }
+}
+
 /// Offsets of one partition: `[earliest, latest)` are readable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionInfo {

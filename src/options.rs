@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
-use crate::model::{StartFrom, StreamConfig, SubscribeSpec, Tier};
+use crate::model::{DeliveryTier, PublishOptions, StartFrom, StreamConfig, SubscribeSpec, Tier};
 use crate::names;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -70,6 +70,10 @@ const KEYS: &[(&str, Kind, Context)] = &[
     ("max_bytes", Kind::Unsigned, Context::Stream),
     ("max_messages", Kind::Unsigned, Context::Stream),
     ("tier", Kind::Tier, Context::Stream),
+    // per publish (fm_publish_with): delivery tier, acknowledgement, deadline
+    ("tier", Kind::Tier, Context::Publish),
+    ("require_ack", Kind::Bool, Context::Publish),
+    ("timeout_ms", Kind::Unsigned, Context::Publish),
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -78,6 +82,7 @@ pub enum Context {
     Subscribe,
     Stream,
     Event,
+    Publish,
 }
 
 impl Context {
@@ -87,6 +92,7 @@ impl Context {
             Context::Subscribe => "subscribe",
             Context::Stream => "stream creation",
             Context::Event => "event subscription",
+            Context::Publish => "publish",
         }
     }
 }
@@ -119,7 +125,7 @@ fn parse_tier(v: &str) -> Result<Tier> {
     match v.trim() {
         "durable" => Ok(Tier::Durable),
         "memory" => Ok(Tier::Memory),
-        _ => Err(Error::invalid(format!("option tier: expected durable or memory, got {v:?}"))),
+        _ => Err(Error::invalid(format!("option tier: a stream's tier is durable or memory, got {v:?}"))),
     }
 }
 
@@ -168,8 +174,14 @@ impl Options {
             Kind::Float => {
                 parse_f64(key, value)?;
             }
+            // One key for a stream's tier and a publish's: each use
+            // checks its own values (stream_config, publish_options).
             Kind::Tier => {
-                parse_tier(value)?;
+                if !matches!(value.trim(), "durable" | "memory" | "persistent" | "replicated") {
+                    return Err(Error::invalid(format!(
+                        "option tier: expected memory, persistent or replicated (per publish) or durable or memory (per stream), got {value:?}"
+                    )));
+                }
             }
         }
         self.values.insert(key.to_owned(), value.to_owned());
@@ -228,6 +240,26 @@ impl Options {
                 Some(t) => parse_tier(t)?,
                 None => Tier::Durable,
             },
+        })
+    }
+
+    /// Per-publish settings (fm_publish_with).
+    pub fn publish_options(&self) -> Result<PublishOptions> {
+        self.check_context(Context::Publish)?;
+        let tier = match self.get("tier").map(str::trim) {
+            None | Some("persistent") => DeliveryTier::Persistent,
+            Some("memory") => DeliveryTier::Memory,
+            Some("replicated") => DeliveryTier::Replicated,
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "option tier: a publish's tier is memory, persistent or replicated, got {other:?}"
+                )))
+            }
+        };
+        Ok(PublishOptions {
+            tier,
+            require_ack: self.bool("require_ack")?.unwrap_or(false),
+            timeout_ms: self.u64("timeout_ms")?,
         })
     }
 

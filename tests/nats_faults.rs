@@ -689,3 +689,47 @@ async fn killed_client_processes_leave_offsets_and_jobs_to_others() {
     assert_eq!((job.id, job.attempt, &job.payload[..]), (id, 2, &b"w1"[..]));
     client.ack("work", job.id).await.unwrap();
 }
+
+// ------------------------------------------------------- replicated tier
+
+/// The replicated tier on a 3-node cluster: acknowledged publishes survive
+/// the stream leader being killed mid-run, each stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "3-node clusters: make test-nats-faults"]
+async fn replicated_publishes_survive_killing_the_leader() {
+    let cluster = NatsCluster::start(3);
+    let account = cluster.account();
+    let client =
+        Client::connect(&cluster.url, &merged(&account, &options(&[("request_timeout_ms", "10000")]))).await.unwrap();
+    let replicated = flowmesh::PublishOptions { tier: flowmesh::DeliveryTier::Replicated, ..Default::default() };
+    let n = per_producer(600);
+    let mut acked = HashMap::new();
+    let mut killed = None;
+    for i in 0..n {
+        if i == n / 3 {
+            let leader = leader_of_partition0(&cluster, &account_name(&account)).expect("a leader of partition 0");
+            eprintln!("killing node {leader} (leader of partition 0) after {i} replicated acks");
+            cluster.ctl(&["kill", &leader.to_string()]);
+            killed = Some(leader);
+        }
+        let deadline = Instant::now() + PHASE;
+        let id = format!("r-{i}");
+        let pos = loop {
+            let rec = Record::new(id.clone()).with_msg_id(id.clone());
+            match client.publish_with("pay.settled", rec, &replicated).await {
+                Ok(Some(pos)) => break pos,
+                Ok(None) => panic!("a replicated publish has a position"),
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "{id} not acknowledged within {PHASE:?}: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        acked.insert(id, pos);
+    }
+    let reader = Client::connect(&cluster.url, &account).await.unwrap();
+    let stored = read_all(&reader, "pay").await;
+    check_exactly_once(&acked, &stored);
+    cluster.ctl(&["restart", &killed.expect("a node was killed").to_string()]);
+    cluster.wipe();
+}

@@ -31,7 +31,7 @@ type Subscription struct {
 	kvs       chan KVEvent
 
 	// SubscribeChan with a group: commit after a successful hand-off.
-	commitStream, commitGroup string
+	commitGroup string
 
 	op string // "subscribe" or "kv_watch", for errors
 
@@ -173,10 +173,11 @@ func fmgoOnMessage(h C.uintptr_t, m *C.fm_message) {
 	}
 	select {
 	case s.msgs <- msg: // blocks while the channel is full: backpressure
-		if s.commitGroup != "" {
-			cs, cg := C.CString(s.commitStream), C.CString(s.commitGroup)
-			C.fm_commit_offset(s.cptr, cs, cg, m.partition, m.offset)
-			C.free(unsafe.Pointer(cs))
+		// The message names its stream (a subscription may name a subject
+		// pattern); memory-tier messages have no offset to commit.
+		if s.commitGroup != "" && uint64(m.offset) != OffsetNone {
+			cg := C.CString(s.commitGroup)
+			C.fm_commit_offset(s.cptr, m.stream, cg, m.partition, m.offset)
 			C.free(unsafe.Pointer(cg))
 		}
 	case <-s.stop:

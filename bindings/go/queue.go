@@ -70,8 +70,8 @@ func millis(d time.Duration) C.uint64_t {
 func (c *Client) Enqueue(ctx context.Context, queue string, payload []byte, opts ...MsgOption) (uint64, error) {
 	const op = "enqueue"
 	cfg := buildMsg(payload, opts)
-	if cfg.msg.Key != nil {
-		return 0, goError(op, ErrInvalidArgument, "WithKey applies to Publish only")
+	if cfg.msg.Key != nil || len(cfg.publish) > 0 {
+		return 0, goError(op, ErrInvalidArgument, "WithKey, WithTier, WithRequireAck and WithPublishTimeout apply to Publish only")
 	}
 	if cfg.delay < 0 {
 		return 0, goError(op, ErrInvalidArgument, "negative delay")

@@ -39,6 +39,7 @@ type msgConfig struct {
 	delay    time.Duration
 	priority int32
 	queueing bool // delay or priority given: only valid for Enqueue
+	publish  [][2]string // per-publish options (tiers.go): only valid for Publish
 }
 
 // WithKey sets the partition key of a published message.
@@ -106,21 +107,39 @@ func oneMsg(name string, m *Message) (*arena, *C.char, *C.fm_msg) {
 	return a, cname, cm
 }
 
-// Publish appends payload to stream and returns where it was stored.
-func (c *Client) Publish(ctx context.Context, stream string, payload []byte, opts ...MsgOption) (Position, error) {
+// Publish appends payload to a stream and returns where it was stored.
+// subject is a stream name or a dotted subject whose first token names the
+// stream ("orders.created" goes to stream "orders" and subscribers of
+// "orders.*" see it with Subject() "orders.created"). WithTier picks the
+// delivery tier: TierMemory returns Position{0, OffsetNone} (nothing is
+// stored); TierReplicated fails with ErrUnavailable where there is one copy.
+func (c *Client) Publish(ctx context.Context, subject string, payload []byte, opts ...MsgOption) (Position, error) {
 	const op = "publish"
 	cfg := buildMsg(payload, opts)
 	if cfg.queueing {
 		return Position{}, goError(op, ErrInvalidArgument, "WithDelay and WithPriority apply to Enqueue only")
 	}
-	if err := firstErr(checkString(op, "stream", stream), checkMsg(op, &cfg.msg)); err != nil {
+	if err := firstErr(checkString(op, "subject", subject), checkMsg(op, &cfg.msg)); err != nil {
 		return Position{}, err
 	}
+	var popts *C.fm_options
+	if len(cfg.publish) > 0 {
+		var err error
+		if popts, err = newOptions(op, cfg.publish); err != nil {
+			return Position{}, err
+		}
+	}
 	var pos Position
-	a, cname, cm := oneMsg(stream, &cfg.msg)
-	err := c.doOwned(ctx, op, a.free, func(p *C.fm_client) error {
+	a, cname, cm := oneMsg(subject, &cfg.msg)
+	release := func() {
+		a.free()
+		if popts != nil {
+			C.fm_options_free(popts)
+		}
+	}
+	err := c.doOwned(ctx, op, release, func(p *C.fm_client) error {
 		var out C.fm_position
-		err := call(op, func() C.fm_status { return C.fm_publish(p, cname, cm, &out) })
+		err := call(op, func() C.fm_status { return C.fm_publish_with(p, cname, cm, popts, &out) })
 		pos = Position{uint32(out.partition), uint64(out.offset)}
 		return err
 	})
@@ -218,6 +237,9 @@ func (c *Client) PublishAsync(ctx context.Context, stream string, payload []byte
 	cfg := buildMsg(payload, opts)
 	if cfg.queueing {
 		return nil, goError(op, ErrInvalidArgument, "WithDelay and WithPriority apply to Enqueue only")
+	}
+	if len(cfg.publish) > 0 {
+		return nil, goError(op, ErrInvalidArgument, "WithTier, WithRequireAck and WithPublishTimeout apply to Publish only")
 	}
 	if err := firstErr(checkString(op, "stream", stream), checkMsg(op, &cfg.msg)); err != nil {
 		return nil, err
@@ -585,7 +607,7 @@ func (c *Client) SubscribeChan(ctx context.Context, stream string, opts ...SubOp
 		// Commit from the Go side only after the hand-off succeeded.
 		off := false
 		sc.autoCommit = &off
-		s.commitStream, s.commitGroup = stream, sc.group
+		s.commitGroup = sc.group
 	}
 	if err := c.subscribe(ctx, stream, &sc, s); err != nil {
 		return nil, nil, err

@@ -76,7 +76,25 @@ export interface PublishOptions {
   /** Partition key; messages with the same key go to the same partition. */
   key?: Bytes;
   headers?: Headers;
+  /**
+   * Delivery tier of this publish (`publish` only). "memory": handed to live
+   * subscribers, stored nowhere, the position's offset is OFFSET_NONE;
+   * "persistent" (default): stored; "replicated": stored on a quorum of 3+
+   * servers, UnavailableError on an engine that keeps one copy.
+   */
+  tier?: TierName;
+  /** Memory tier: wait until the engine's server took the message (`publish` only). */
+  requireAck?: boolean;
+  /** Deadline of the whole publish, in the library (TimeoutError beyond; `publish` only). */
+  timeoutMs?: UInt;
 }
+
+export type TierName = 'memory' | 'persistent' | 'replicated';
+export declare const Tier: { readonly MEMORY: 'memory'; readonly PERSISTENT: 'persistent'; readonly REPLICATED: 'replicated' };
+/** The offset of a memory-tier message or publish: it has none (-1). */
+export declare const OFFSET_NONE: -1;
+/** The header holding a message's dotted subject. */
+export declare const SUBJECT_HEADER: 'fm-subject';
 
 export interface OutgoingMessage extends PublishOptions {
   payload: Bytes;
@@ -90,8 +108,13 @@ export interface Position {
 export interface Message {
   /** Fully qualified: "tenant/namespace/name". */
   stream: string;
+  /** The subject it was published to ("orders.created"), else the stream's short name. */
+  subject: string;
   partition: number;
+  /** OFFSET_NONE (-1) for a memory-tier message. */
   offset: number;
+  /** A memory-tier message: never stored, never committed. */
+  live: boolean;
   /** Milliseconds since the Unix epoch, set on append. */
   timestamp: number;
   key: Buffer | null;
@@ -227,11 +250,20 @@ export declare class Client {
   /** Resolves if created or it exists with the same partition count; AlreadyExistsError otherwise. */
   createStream(stream: string, options?: StreamOptions): Promise<void>;
   partitions(stream: string): Promise<number>;
-  publish(stream: string, payload: Bytes, options?: PublishOptions): Promise<Position>;
+  /**
+   * Publishes to a stream name or a dotted subject whose first token names
+   * the stream ("orders.created" goes to stream "orders"), in `options.tier`.
+   */
+  publish(subject: string, payload: Bytes, options?: PublishOptions): Promise<Position>;
   publishBatch(stream: string, items: Array<Bytes | OutgoingMessage>): Promise<Position[]>;
   /** NotFoundError if the stream never existed. */
   read(stream: string, options?: ReadOptions): Promise<Message[]>;
   /** Resolves once the subscription is live: later publishes are delivered. */
+  /**
+   * Subscribes to a stream, or to the subjects of one matching a NATS-style
+   * pattern ("orders.created", "events.*", "events.>"); memory-tier messages
+   * arrive too (`live`). A wildcard in the first token is InvalidArgumentError.
+   */
   subscribe(stream: string, options?: SubscribeOptions, handler?: Handler<Message>): Promise<Subscription<Message>>;
   subscribe(stream: string, handler: Handler<Message>): Promise<Subscription<Message>>;
   /** `offset` is the last message the group processed. */

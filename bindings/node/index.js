@@ -6,6 +6,10 @@ const { connect, Client, ConnState, version } = require('./lib/client');
 const { Subscription } = require('./lib/subscription');
 const { Store, Bucket, LiveQuery } = require('./lib/store');
 const errors = require('./lib/errors');
+const { OFFSET_NONE, SUBJECT_HEADER } = require('./lib/native');
+
+/** Delivery tiers of `publish` (option `tier`). */
+const Tier = Object.freeze({ MEMORY: 'memory', PERSISTENT: 'persistent', REPLICATED: 'replicated' });
 const { EventSubscription, generateEventKey } = require('./lib/events'); // adds Client#publishEvent, #subscribeEvents
 
 module.exports = {
@@ -13,6 +17,9 @@ module.exports = {
   version,
   Client,
   ConnState,
+  Tier,
+  OFFSET_NONE,
+  SUBJECT_HEADER,
   Subscription,
   Store,
   Bucket,

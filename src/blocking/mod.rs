@@ -160,7 +160,10 @@ impl Puller {
             Ok(out)
         });
         match &batch {
-            Ok(msgs) => *self.returned.lock().unwrap() = msgs.iter().map(|m| (m.partition, m.offset)).collect(),
+            Ok(msgs) => {
+                *self.returned.lock().unwrap() =
+                    msgs.iter().filter(|m| !m.is_live()).map(|m| (m.partition, m.offset)).collect()
+            }
             Err(e @ (Error::Closed(_) | Error::InvalidArgument(_))) => return Err(e.clone()),
             Err(e) => *self.failure.lock().unwrap() = Some(e.clone()),
         }
@@ -299,7 +302,7 @@ impl BlockingClient {
         let group = spec.group.clone();
         let feed = self.block_on(self.client.subscribe(stream, spec))?;
         let committer = match (auto_commit, group) {
-            (true, Some(group)) => Some(self.auto_commit(stream, &group)),
+            (true, Some(group)) => Some(self.auto_commit(&crate::subject::for_subscribe(stream)?.0, &group)),
             _ => None,
         };
         let delivery = MessageDelivery { callback, committer };
@@ -319,7 +322,7 @@ impl BlockingClient {
     pub fn subscribe_pull(self: &Arc<Self>, stream: &str, opts: &Options) -> Result<Subscription> {
         let (spec, auto_commit) = opts.subscription()?;
         let committer = match (auto_commit, &spec.group) {
-            (true, Some(group)) => Some(self.auto_commit(stream, group)),
+            (true, Some(group)) => Some(self.auto_commit(&crate::subject::for_subscribe(stream)?.0, group)),
             _ => None,
         };
         let feed = self.block_on(self.client.subscribe(stream, spec))?;
@@ -542,7 +545,8 @@ struct MessageDelivery<F> {
 impl<F: FnMut(&Message) + Send + 'static> Delivery<Message> for MessageDelivery<F> {
     fn deliver(&mut self, msg: Message) {
         (self.callback)(&msg);
-        if let Some(c) = &mut self.committer {
+        // Memory-tier messages have no offset to commit.
+        if let Some(c) = self.committer.as_mut().filter(|_| !msg.is_live()) {
             c.delivered(msg.partition, msg.offset);
         }
     }

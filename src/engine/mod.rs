@@ -10,6 +10,7 @@ pub mod config;
 pub mod connection;
 pub mod embedded;
 mod endpoint;
+pub mod live;
 pub mod nats;
 pub mod remote;
 pub mod ws;
@@ -42,6 +43,22 @@ pub trait Engine: Send + Sync + 'static {
     async fn create_stream(&self, stream: &str, config: StreamConfig) -> Result<()>;
     /// Appends records (creating the stream on first use); returns positions in order.
     async fn publish(&self, stream: &str, records: Vec<Record>) -> Result<Vec<Position>>;
+    /// The memory tier: hands `record` to the live subscribers of `stream`
+    /// (see [`live`]) and stores nothing, not even the stream; with `ack`,
+    /// returns once the engine's server has taken it (embedded engines fan
+    /// out before returning either way).
+    async fn publish_live(&self, stream: &str, record: Record, ack: bool) -> Result<()> {
+        let _ = (stream, record, ack);
+        Err(crate::Error::Unavailable("this engine has no memory-tier delivery".into()))
+    }
+    /// The replicated tier: like `publish`, acknowledged only once a quorum
+    /// of servers stored it; Unavailable (naming why) on an engine that can not.
+    async fn publish_replicated(&self, stream: &str, records: Vec<Record>) -> Result<Vec<Position>> {
+        let _ = (stream, records);
+        Err(crate::Error::Unavailable(
+            "this engine keeps one copy: the replicated tier needs nats:// on a cluster of 3+ servers".into(),
+        ))
+    }
     async fn read(&self, stream: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>>;
     async fn stream_info(&self, stream: &str) -> Result<StreamInfo>;
     /// An endless, ordered, gap-free feed of messages (per partition) from `spec.start`.

@@ -19,6 +19,7 @@ pub mod queue;
 pub mod resources;
 pub mod store;
 pub mod stream;
+pub mod tiers;
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, CStr, CString};

@@ -74,6 +74,26 @@ impl Engine for MeteredEngine {
         r
     }
 
+    async fn publish_live(&self, stream: &str, record: Record, ack: bool) -> Result<()> {
+        let bytes = record.size() as u64;
+        let r = self.call(Op::Publish, self.inner.publish_live(stream, record, ack)).await;
+        if r.is_ok() {
+            self.metrics.published.inc();
+            self.metrics.published_bytes.inc_by(bytes);
+        }
+        r
+    }
+
+    async fn publish_replicated(&self, stream: &str, records: Vec<Record>) -> Result<Vec<Position>> {
+        let (count, bytes) = (records.len() as u64, records.iter().map(|r| r.size() as u64).sum::<u64>());
+        let r = self.call(Op::Publish, self.inner.publish_replicated(stream, records)).await;
+        if r.is_ok() {
+            self.metrics.published.inc_by(count);
+            self.metrics.published_bytes.inc_by(bytes);
+        }
+        r
+    }
+
     async fn read(&self, stream: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>> {
         self.call(Op::Read, self.inner.read(stream, partition, offset, max)).await
     }

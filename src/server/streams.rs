@@ -42,13 +42,29 @@ impl StreamsService {
     ) -> bool {
         let sizes: Vec<usize> = run.iter().map(|r| r.records.len()).collect();
         let ids: Vec<u64> = run.iter().map(|r| r.id).collect();
+        let (tier, ack) = (run[0].tier.clone(), run[0].require_ack);
         let records: Vec<Record> = run.into_iter().flat_map(|r| r.records.into_iter().map(Record::from)).collect();
-        let result = match caller {
-            Ok(caller) => match records.iter().try_for_each(|r| self.0.check_payload_for(&caller, r.size())) {
-                Ok(()) => self.0.engine.publish(&stream, records).await,
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
+        let checked =
+            caller.and_then(|caller| records.iter().try_for_each(|r| self.0.check_payload_for(&caller, r.size())));
+        let result = match (checked, tier.as_str()) {
+            (Err(e), _) => Err(e),
+            (Ok(()), "" | "persistent") => self.0.engine.publish(&stream, records).await,
+            (Ok(()), "replicated") => self.0.engine.publish_replicated(&stream, records).await,
+            (Ok(()), "memory") => {
+                let mut r = Ok(Vec::new());
+                for rec in records {
+                    if let Err(e) = self.0.engine.publish_live(&stream, rec, ack).await {
+                        r = Err(e);
+                        break;
+                    }
+                }
+                // Fire-and-forget publishes wait for no answer.
+                if !ack {
+                    return true;
+                }
+                r
+            }
+            (Ok(()), _) => Err(crate::error::Error::invalid(format!("unknown publish tier {tier:?}"))),
         };
         match result {
             Ok(positions) => {
@@ -120,8 +136,12 @@ impl pb::streams_server::Streams for StreamsService {
                 let mut pending = pending.into_iter().peekable();
                 while let Some(first) = pending.next() {
                     let stream = first.stream.clone();
+                    // A run shares one stream and one tier (one engine call).
+                    let (tier, ack) = (first.tier.clone(), first.require_ack);
                     let mut run = vec![first];
-                    while let Some(r) = pending.next_if(|r| r.stream == stream) {
+                    while let Some(r) =
+                        pending.next_if(|r| r.stream == stream && r.tier == tier && r.require_ack == ack)
+                    {
                         run.push(r);
                     }
                     let caller = this.0.admit_with(&meta, peer, Op::Publish, &stream);

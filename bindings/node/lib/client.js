@@ -59,6 +59,17 @@ function outgoing(payload, opts = {}) {
   };
 }
 
+// Per-publish options of fm_publish_with: tier, requireAck, timeoutMs.
+function publishPairs(opts = {}) {
+  const pairs = [];
+  if (opts.tier != null) pairs.push(['tier', String(opts.tier)]);
+  const ack = opts.requireAck ?? opts.require_ack;
+  if (ack != null) pairs.push(['require_ack', ack ? 'true' : 'false']);
+  const timeout = opts.timeoutMs ?? opts.timeout_ms;
+  if (timeout != null) pairs.push(['timeout_ms', String(uint(timeout, 'timeoutMs'))]);
+  return pairs;
+}
+
 function batchItem(item) {
   const isMsg = item !== null && typeof item === 'object' && 'payload' in item
     && !(item instanceof Uint8Array) && !(item instanceof ArrayBuffer);
@@ -235,8 +246,8 @@ class Client {
     return await this._call('partitions', [stream]);
   }
 
-  async publish(stream, payload, options) {
-    return await this._call('publish', [stream, outgoing(payload, options)]);
+  async publish(subject, payload, options) {
+    return await this._call('publish', [subject, outgoing(payload, options), publishPairs(options)]);
   }
 
   async publishBatch(stream, items) {
@@ -263,7 +274,8 @@ class Client {
       opts.auto_commit = false;
     }
     const commit = ours
-      ? (p, o) => this._internal('commitOffset', [stream, String(group), p, o])
+      // The stream each message names: `stream` may be a subject pattern.
+      ? (p, o, s) => this._internal('commitOffset', [s, String(group), p, o])
       : null;
     if (handler !== undefined && typeof handler !== 'function') throw new TypeError('handler must be a function');
     if (this._state !== 'open') throw errors.byName('FM_ERR_CLOSED', 'client is closed');

@@ -96,6 +96,7 @@ const PROTOTYPES = [
   'int32_t fm_stream_create(fm_client *c, const char *stream, const fm_options *opts)',
   'int32_t fm_stream_partitions(fm_client *c, const char *stream, _Out_ uint32_t *out)',
   'int32_t fm_publish(fm_client *c, const char *stream, const fm_msg *msg, _Out_ fm_position *out)',
+  'int32_t fm_publish_with(fm_client *c, const char *subject, const fm_msg *msg, const fm_options *opts, _Out_ fm_position *out)',
   // out is a caller-sized byte buffer of n fm_position structs.
   'int32_t fm_publish_batch(fm_client *c, const char *stream, const fm_msg *msgs, size_t n, void *out)',
   'int32_t fm_read(fm_client *c, const char *stream, uint32_t partition, uint64_t offset, size_t max, _Out_ fm_messages **out)',
@@ -232,17 +233,29 @@ function decodeHeaders(ptr, len) {
 }
 
 // Decodes a borrowed fm_message into plain JS data (payload/key copied).
+// FM_OFFSET_NONE (UINT64_MAX, a memory-tier message or publish) as JS: -1.
+const OFFSET_NONE = -1;
+const SUBJECT_HEADER = 'fm-subject';
+function offsetOf(raw) {
+  return BigInt(raw) === 0xFFFFFFFFFFFFFFFFn ? OFFSET_NONE : Number(raw);
+}
+
 function decodeMessage(ptr) {
   const m = koffi.decode(ptr, types.message);
+  const headers = decodeHeaders(m.headers, m.headers_len);
+  const offset = offsetOf(m.offset);
   return {
     stream: m.stream,
+    // The dotted subject it was published to, else the stream's short name.
+    subject: headers[SUBJECT_HEADER] ?? m.stream.slice(m.stream.lastIndexOf('/') + 1),
     partition: m.partition,
-    offset: Number(m.offset),
+    offset,
+    live: offset === OFFSET_NONE,
     timestamp: Number(m.timestamp_ms),
     key: m.key && Number(m.key_len) > 0 ? copyBytes(m.key, m.key_len) : null,
     payload: copyBytes(m.payload, m.payload_len),
-    headers: decodeHeaders(m.headers, m.headers_len),
+    headers,
   };
 }
 
-module.exports = { koffi, load, libraryPath, copyBytes, decodeHeaders, decodeMessage };
+module.exports = { koffi, load, libraryPath, copyBytes, decodeHeaders, decodeMessage, offsetOf, OFFSET_NONE, SUBJECT_HEADER };

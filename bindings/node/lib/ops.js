@@ -4,7 +4,7 @@
 // is read on the same thread, right after the call. Results are plain data:
 // numbers, strings, Uint8Arrays (pushed to `transfer` so they move, not copy).
 
-const { load, copyBytes, decodeHeaders, decodeMessage, koffi } = require('./native');
+const { load, copyBytes, decodeHeaders, decodeMessage, offsetOf, koffi } = require('./native');
 
 const { fn, types } = load();
 
@@ -167,10 +167,13 @@ const ops = {
     check(fn.fm_stream_partitions(c, stream, n));
     return n[0];
   },
-  publish(c, stream, msg) {
-    const pos = {};
-    check(fn.fm_publish(c, stream, cMsg(msg), pos));
-    return { partition: pos.partition, offset: Number(pos.offset) };
+  // A subject (the first token names the stream) in the tier `pairs` choose.
+  publish(c, subject, msg, pairs) {
+    return withOptions(pairs, (opts) => {
+      const pos = {};
+      check(fn.fm_publish_with(c, subject, cMsg(msg), opts, pos));
+      return { partition: pos.partition, offset: offsetOf(pos.offset) };
+    });
   },
   publishBatch(c, stream, msgs) {
     if (msgs.length === 0) return [];

@@ -298,7 +298,9 @@ class Subscription extends EventEmitter {
   }
 
   _processed(event) {
-    if (!this._commit || this._closing) return;
+    // Memory-tier messages (live) have no offset to commit.
+    if (!this._commit || this._closing || event.live) return;
+    this._stream = event.stream;
     this._toCommit.set(event.partition, event.offset);
     if (!this._committing) this._committing = this._commitLoop();
   }
@@ -307,7 +309,7 @@ class Subscription extends EventEmitter {
     while (this._toCommit.size > 0) {
       const batch = [...this._toCommit];
       this._toCommit.clear();
-      await Promise.all(batch.map(([p, o]) => this._commit(p, o).catch((err) => {
+      await Promise.all(batch.map(([p, o]) => this._commit(p, o, this._stream).catch((err) => {
         // A failed commit means redelivery later, never loss; report if asked.
         if (this.listenerCount('error') > 0) this.emit('error', err);
       })));

@@ -75,6 +75,8 @@ struct Inner {
     /// Serializes opening/creating resources (lookups stay lock-free-ish).
     opening: Mutex<()>,
     registry: SyncRegistry,
+    /// Memory-tier fan-out, apart from the streams so it never touches them.
+    live: crate::engine::live::LiveHub,
     txn_log: txn::TxnLog,
     _dir_lock: Option<File>,
 }
@@ -135,6 +137,7 @@ impl EmbeddedEngine {
             buckets: Default::default(),
             opening: Mutex::new(()),
             registry: SyncRegistry::default(),
+            live: Default::default(),
             txn_log: txn::TxnLog::memory(),
             _dir_lock: dir_lock,
         });
@@ -463,6 +466,20 @@ impl Engine for EmbeddedEngine {
         }
     }
 
+    async fn publish_live(&self, stream: &str, record: Record, _ack: bool) -> Result<()> {
+        self.inner().check_size(record.size())?;
+        names::check_qualified(stream)?;
+        self.inner().live.publish(stream, record, now_ms());
+        Ok(())
+    }
+
+    async fn publish_replicated(&self, _stream: &str, _records: Vec<Record>) -> Result<Vec<Position>> {
+        Err(Error::Unavailable(format!(
+            "the replicated tier needs copies on several servers; this embedded engine ({}) keeps one copy on this machine: use nats:// on a cluster of 3+ servers",
+            if self.inner().cfg.dir.is_some() { "file://" } else { "mem://" }
+        )))
+    }
+
     async fn read(&self, stream: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>> {
         self.inner().stream(stream, None)?.read(partition, offset, max)
     }
@@ -473,7 +490,12 @@ impl Engine for EmbeddedEngine {
 
     async fn subscribe(&self, stream: &str, spec: SubscribeSpec) -> Result<MessageStream> {
         // Subscribing creates the stream, so a consumer may start before producers.
-        self.inner().stream(stream, Some(StreamConfig::default()))?.subscribe(&spec)
+        let live = crate::engine::live::wants_live(&spec).then(|| self.inner().live.subscribe(stream));
+        let stored = self.inner().stream(stream, Some(StreamConfig::default()))?.subscribe(&spec)?;
+        Ok(match live {
+            Some(rx) => crate::engine::live::merge(stored, crate::engine::live::feed(rx)),
+            None => stored,
+        })
     }
 
     async fn commit_offset(&self, stream: &str, group: &str, partition: u32, offset: u64) -> Result<()> {

@@ -59,6 +59,19 @@ impl RawMsg {
         })
     }
 
+    /// A core NATS message (the memory tier: no stream, no sequence).
+    pub fn from_core(m: &async_nats::Message) -> RawMsg {
+        RawMsg {
+            subject: m.subject.to_string(),
+            seq: 0,
+            headers: m.headers.as_ref().map(header_pairs).unwrap_or_default(),
+            payload: m.payload.clone(),
+            time_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        }
+    }
+
     /// Record key and headers carried in flowmesh headers.
     pub fn record_meta(&self) -> Result<RecordMeta> {
         let key = match self.header(H_KEY) {

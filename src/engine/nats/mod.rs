@@ -209,6 +209,16 @@ impl Engine for NatsEngine {
         self.streams.publish(stream, records).await
     }
 
+    async fn publish_live(&self, stream: &str, record: Record, ack: bool) -> Result<()> {
+        self.check_link()?;
+        self.streams.publish_live(stream, record, ack).await
+    }
+
+    async fn publish_replicated(&self, stream: &str, records: Vec<Record>) -> Result<Vec<Position>> {
+        self.check_link()?;
+        self.streams.publish_replicated(stream, records).await
+    }
+
     async fn read(&self, stream: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>> {
         self.check_link()?;
         self.streams.read(stream, partition, offset, max).await

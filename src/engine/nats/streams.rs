@@ -39,11 +39,20 @@ fn subject(name: &str, partition: u32) -> String {
     format!("fm.s.{}.{partition}", token(name))
 }
 
+/// Core NATS subject of a stream's memory-tier messages: outside `fm.s.>`,
+/// so no JetStream stream captures (stores) them.
+fn live_subject(name: &str) -> String {
+    format!("fm.l.{}", token(name))
+}
+
 pub struct Streams {
     js: Js,
     /// Configs recently read.
     parts: Mutex<HashMap<String, (Instant, StreamConfig)>>,
     rr: AtomicU64,
+    /// Streams seen with 3+ replicas on every partition (replicas never
+    /// shrink under flowmesh; a re-created stream is checked again).
+    replicated: Mutex<std::collections::HashSet<String>>,
 }
 
 fn config_json(name: &str, p: u32, cfg: &StreamConfig) -> Value {
@@ -107,9 +116,16 @@ pub fn to_message(name: &str, partition: u32, m: RawMsg) -> Result<Message> {
     })
 }
 
+/// A memory-tier message as subscribers see it (no offset).
+fn to_live_message(name: &str, m: RawMsg) -> Result<Message> {
+    let (key, headers) = m.record_meta()?;
+    let record = Record { key, payload: m.payload, headers, msg_id: None };
+    Ok(crate::engine::live::live_message(name, record, m.time_ms))
+}
+
 impl Streams {
     pub fn new(js: Js) -> Streams {
-        Streams { js, parts: Mutex::new(HashMap::new()), rr: AtomicU64::new(0) }
+        Streams { js, parts: Mutex::new(HashMap::new()), rr: AtomicU64::new(0), replicated: Default::default() }
     }
 
     pub async fn create(&self, name: &str, cfg: StreamConfig) -> Result<()> {
@@ -161,6 +177,7 @@ impl Streams {
     }
 
     fn forget(&self, name: &str) {
+        self.replicated.lock().unwrap().remove(name);
         self.parts.lock().unwrap().remove(name);
     }
 
@@ -244,6 +261,51 @@ impl Streams {
         Ok(out)
     }
 
+    /// The memory tier: a core NATS publish (no JetStream stream is
+    /// created or touched); with `ack`, a flush: the server has it.
+    pub async fn publish_live(&self, name: &str, r: Record, ack: bool) -> Result<()> {
+        let mut h = HeaderMap::new();
+        api::put_record_meta(&mut h, r.key.as_ref(), &r.headers);
+        let what = || format!("memory-tier publish to {name}");
+        self.js
+            .client
+            .publish_with_headers(live_subject(name), h, r.payload)
+            .await
+            .map_err(|e| api::link_error(&what(), e))?;
+        if ack {
+            self.js.client.flush().await.map_err(|e| api::link_error(&what(), e))?;
+        }
+        Ok(())
+    }
+
+    /// The replicated tier: JetStream's acknowledgement comes from a quorum
+    /// of the stream's replicas, so the stream must have 3 or more. A stream
+    /// made by this publish gets the connect option replicas (3 on a
+    /// cluster of 3+); one with fewer is refused, never written.
+    pub async fn publish_replicated(&self, name: &str, records: Vec<Record>) -> Result<Vec<Position>> {
+        if self.config(name).await.is_err() && self.js.replicas < 3 {
+            return Err(Error::Unavailable(format!(
+                "the replicated tier needs a stream on 3+ servers; stream {name} would get {} replica(s) here (a single NATS server, or connect option replicas below 3)",
+                self.js.replicas
+            )));
+        }
+        if self.replicated.lock().unwrap().contains(name) {
+            return self.publish(name, records).await;
+        }
+        let n = self.config_or_create(name).await?.partitions;
+        for p in 0..n {
+            let info = self.js.stream_info(&stream_name(name, p)).await?;
+            let replicas = info["config"]["num_replicas"].as_u64().unwrap_or(1);
+            if replicas < 3 {
+                return Err(Error::Unavailable(format!(
+                    "the replicated tier needs a stream on 3+ servers; stream {name} has {replicas} replica(s)"
+                )));
+            }
+        }
+        self.replicated.lock().unwrap().insert(name.to_owned());
+        self.publish(name, records).await
+    }
+
     /// Publishes one record again after a failed acknowledgement; returns
     /// (partition, sequence). A stream re-created meanwhile may have fewer
     /// partitions: the record then goes to one it has.
@@ -296,6 +358,18 @@ impl Streams {
         };
         let mut feeds = Vec::new();
         let mut deleted = Vec::new();
+        let live = if crate::engine::live::wants_live(&spec) {
+            let sub = self
+                .js
+                .client
+                .subscribe(live_subject(name))
+                .await
+                .map_err(|e| api::link_error(&format!("subscribe to stream {name}"), e))?;
+            let name = name.to_owned();
+            Some(sub.map(move |m| to_live_message(&name, RawMsg::from_core(&m))).boxed())
+        } else {
+            None
+        };
         for p in parts {
             deleted.push(self.js.deleted_advisory(&stream_name(name, p)).await?);
             let deliver = match spec.start {
@@ -339,7 +413,11 @@ impl Streams {
             );
         }
         let feed = futures::stream::select_all(feeds).boxed();
-        Ok(api::ends_on_delete(feed, deleted, format!("stream {name} was deleted")))
+        let feed = api::ends_on_delete(feed, deleted, format!("stream {name} was deleted"));
+        Ok(match live {
+            Some(live) => crate::engine::live::merge(feed, live),
+            None => feed,
+        })
     }
 
     /// Every stream name starting with `prefix`, sorted.

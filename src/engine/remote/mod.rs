@@ -307,17 +307,39 @@ impl RemoteEngine {
 
 impl RemoteEngine {
     /// One attempt at a publish over the pipelined stream.
-    async fn publish_once(&self, stream: &str, records: Vec<pb::Record>, left: Duration) -> Result<Vec<Position>> {
+    async fn publish_once(
+        &self,
+        stream: &str,
+        records: Vec<pb::Record>,
+        tier: &str,
+        left: Duration,
+    ) -> Result<Vec<Position>> {
         let (tx, pending, at) = self.publish_link(left).await?;
-        let r = self.publish_on(stream, records, left, tx, pending).await;
+        let r = self.publish_on(stream, records, tier, left, tx, pending).await;
         self.brokers.observe(at, &r);
         r
+    }
+
+    /// A memory-tier publish without acknowledgement: queued on the
+    /// pipelined stream, no answer awaited (the broker sends none).
+    async fn publish_unacked(&self, stream: &str, record: pb::Record, left: Duration) -> Result<Vec<Position>> {
+        let (tx, _, _) = self.publish_link(left).await?;
+        let req = pb::PublishRequest {
+            id: 0,
+            stream: stream.into(),
+            records: vec![record],
+            tier: DeliveryTier::Memory.name().into(),
+            require_ack: false,
+        };
+        tx.send(req).await.map_err(|_| Error::Disconnected("publish stream to the broker is closed".into()))?;
+        Ok(Vec::new())
     }
 
     async fn publish_on(
         &self,
         stream: &str,
         records: Vec<pb::Record>,
+        tier: &str,
         left: Duration,
         tx: mpsc::Sender<pb::PublishRequest>,
         pending: Arc<Mutex<HashMap<u64, Reply>>>,
@@ -325,7 +347,9 @@ impl RemoteEngine {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         pending.lock().unwrap().insert(id, reply);
-        let req = pb::PublishRequest { id, stream: stream.into(), records };
+        // A memory-tier request that gets here wants its answer.
+        let require_ack = tier == DeliveryTier::Memory.name();
+        let req = pb::PublishRequest { id, stream: stream.into(), records, tier: tier.into(), require_ack };
         if tx.send(req).await.is_err() {
             pending.lock().unwrap().remove(&id);
             return Err(Error::Disconnected("publish stream to the broker is closed".into()));
@@ -342,6 +366,25 @@ impl RemoteEngine {
 }
 
 impl RemoteEngine {
+    /// A stored publish: ids make it safe to send again after a lost link.
+    async fn publish_tier(&self, stream: &str, records: Vec<Record>, tier: DeliveryTier) -> Result<Vec<Position>> {
+        let records: Vec<pb::Record> = records
+            .into_iter()
+            .map(|mut r| {
+                if r.msg_id.is_none() {
+                    let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
+                    r.msg_id = Some(format!("{:016x}-{seq}", self.producer));
+                }
+                r.into()
+            })
+            .collect();
+        // An empty tier is what brokers from before tiers understand.
+        let tier = if tier == DeliveryTier::Persistent { "" } else { tier.name() };
+        self.policy
+            .run(Retry::Safe, Duration::ZERO, |left| self.publish_once(stream, records.clone(), tier, left))
+            .await
+    }
+
     async fn list(&self, kind: pb::ResourceKind, prefix: &str) -> Result<Vec<String>> {
         let req = pb::ListResourcesRequest { kind: kind as i32, prefix: prefix.into() };
         Ok(rpc!(self, Retry::Safe, resources.list(req))?.names)
@@ -434,17 +477,27 @@ impl Engine for RemoteEngine {
     }
 
     async fn publish(&self, stream: &str, records: Vec<Record>) -> Result<Vec<Position>> {
-        let records: Vec<pb::Record> = records
-            .into_iter()
-            .map(|mut r| {
-                if r.msg_id.is_none() {
-                    let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
-                    r.msg_id = Some(format!("{:016x}-{seq}", self.producer));
-                }
-                r.into()
-            })
-            .collect();
-        self.policy.run(Retry::Safe, Duration::ZERO, |left| self.publish_once(stream, records.clone(), left)).await
+        self.publish_tier(stream, records, DeliveryTier::Persistent).await
+    }
+
+    async fn publish_replicated(&self, stream: &str, records: Vec<Record>) -> Result<Vec<Position>> {
+        self.publish_tier(stream, records, DeliveryTier::Replicated).await
+    }
+
+    async fn publish_live(&self, stream: &str, record: Record, ack: bool) -> Result<()> {
+        // At most once: never sent again after a lost link.
+        let record: pb::Record = record.into();
+        let tier = DeliveryTier::Memory.name();
+        if ack {
+            self.policy
+                .run(Retry::Never, Duration::ZERO, |left| self.publish_once(stream, vec![record.clone()], tier, left))
+                .await?;
+        } else {
+            self.policy
+                .run(Retry::Never, Duration::ZERO, |left| self.publish_unacked(stream, record.clone(), left))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn read(&self, stream: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>> {
@@ -892,7 +945,10 @@ impl PartitionFeed {
                 return None;
             }
             if let Some(m) = self.buffer.pop_front() {
-                self.next = m.offset + 1;
+                // Memory-tier messages have no offset: the resume point stays.
+                if !m.is_live() {
+                    self.next = m.offset + 1;
+                }
                 return Some(Ok(m));
             }
             let Some(inbound) = self.inbound.as_mut() else {

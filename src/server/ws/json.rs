@@ -372,7 +372,11 @@ impl Session {
                     }
                     _ => return Err(Error::invalid("field \"records\" must be a non-empty list")),
                 };
-                let req = pb::PublishRequest { id: 1, stream: a.str("stream")?, records };
+                // "tier": persistent (default), memory or replicated; a
+                // memory-tier publish is answered once fanned out (no positions).
+                let tier = a.opt_str("tier")?.unwrap_or_default();
+                let require_ack = tier == "memory";
+                let req = pb::PublishRequest { id: 1, stream: a.str("stream")?, records, tier, require_ack };
                 let mut responses = self
                     .streams
                     .clone()
