@@ -949,7 +949,8 @@ fm_status fm_store_unsubscribe(struct fm_store_subscription *sub);
 // Publishes one message to `subject` in the delivery tier `opts` chooses.
 // `subject` is a stream name or a dotted subject whose first token names
 // the stream (`orders.created` goes to stream `orders`; the whole subject
-// travels in the header FM_SUBJECT_HEADER). `opts` (may be NULL, copied):
+// travels in the header "fm-subject", which subscribers read like any
+// header; without it a message's subject is its stream's name). `opts` (may be NULL, copied):
 // "tier" = memory | persistent (default) | replicated, "require_ack" =
 // true | false (default false), "timeout_ms" (deadline of the whole call;
 // FM_ERR_TIMEOUT beyond), "msg_id" (the message's id: a stored publish

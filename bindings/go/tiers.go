@@ -42,7 +42,7 @@ func (t Tier) String() string {
 const OffsetNone uint64 = C.FM_OFFSET_NONE
 
 // SubjectHeader carries a message's subject when it has more than one token.
-const SubjectHeader = C.FM_SUBJECT_HEADER
+const SubjectHeader = "fm-subject"
 
 // WithTier sets the delivery tier of a Publish.
 func WithTier(t Tier) MsgOption {

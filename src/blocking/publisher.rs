@@ -19,6 +19,9 @@ const MAX_BATCH: usize = 1024;
 
 pub type Completion = Box<dyn FnOnce(Result<Position>) + Send>;
 
+/// Finished publishes on their way to the completion thread.
+type Done = std::sync::mpsc::Sender<Vec<(Once, Result<Position>)>>;
+
 struct Pending {
     stream: String,
     record: Record,
@@ -56,7 +59,7 @@ pub struct Publisher {
     /// For publishes that run as tasks of their own (`spawn`): the runtime
     /// and the completion thread's queue.
     rt: Handle,
-    done_tx: Mutex<Option<std::sync::mpsc::Sender<Vec<(Once, Result<Position>)>>>>,
+    done_tx: Mutex<Option<Done>>,
     /// Set when shutdown gives up waiting: running tasks end with Closed.
     abort: tokio::sync::watch::Sender<bool>,
     /// Spawned publishes in flight are bounded by `max_in_flight` too.

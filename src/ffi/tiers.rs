@@ -17,15 +17,11 @@ use crate::model::{PublishOptions, Record};
 /// never committed).
 pub const FM_OFFSET_NONE: u64 = 0xFFFF_FFFF_FFFF_FFFF;
 
-/// The header that carries a message's subject when it has more than one
-/// token (`orders.created`); a message without it has its stream's name
-/// as subject.
-pub const FM_SUBJECT_HEADER: &str = "fm-subject";
-
 /// Publishes one message to `subject` in the delivery tier `opts` chooses.
 /// `subject` is a stream name or a dotted subject whose first token names
 /// the stream (`orders.created` goes to stream `orders`; the whole subject
-/// travels in the header FM_SUBJECT_HEADER). `opts` (may be NULL, copied):
+/// travels in the header "fm-subject", which subscribers read like any
+/// header; without it a message's subject is its stream's name). `opts` (may be NULL, copied):
 /// "tier" = memory | persistent (default) | replicated, "require_ack" =
 /// true | false (default false), "timeout_ms" (deadline of the whole call;
 /// FM_ERR_TIMEOUT beyond), "msg_id" (the message's id: a stored publish
@@ -75,7 +71,8 @@ pub(super) unsafe fn publish_args(msg: *const fm_msg, opts: *const fm_options) -
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_c_subject_header_is_the_core_one() {
-        assert_eq!(super::FM_SUBJECT_HEADER, crate::subject::SUBJECT_HEADER);
+    fn the_c_constants_are_the_core_ones() {
+        assert_eq!(super::FM_OFFSET_NONE, crate::model::NO_OFFSET);
+        assert_eq!(crate::subject::SUBJECT_HEADER, "fm-subject"); // named in the header's text
     }
 }

@@ -55,7 +55,7 @@ CORE_TEST(publish_with_memory_tier_reaches_live_subscribers_only)
         const fm_message *got = fm_messages_get(ms, 0);
         CHECK(got->offset == FM_OFFSET_NONE);
         CHECK(bytes_eq(got->payload, got->payload_len, "live"));
-        CHECK(header(got, FM_SUBJECT_HEADER) && strcmp(header(got, FM_SUBJECT_HEADER), "tev.user.login") == 0);
+        CHECK(header(got, "fm-subject") && strcmp(header(got, "fm-subject"), "tev.user.login") == 0);
         CHECK(header(got, "trace-id") && strcmp(header(got, "trace-id"), "abc") == 0);
         fm_messages_free(ms);
     }
@@ -77,7 +77,7 @@ CORE_TEST(publish_with_memory_tier_reaches_live_subscribers_only)
     REQUIRE_OK(fm_read(c, "tev", 0, 0, 10, &read));
     CHECK(fm_messages_len(read) == 1);
     if (fm_messages_len(read) == 1) {
-        const char *s = header(fm_messages_get(read, 0), FM_SUBJECT_HEADER);
+        const char *s = header(fm_messages_get(read, 0), "fm-subject");
         CHECK(s && strcmp(s, "tev.order") == 0);
     }
     fm_messages_free(read);
