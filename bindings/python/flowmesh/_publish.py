@@ -100,12 +100,6 @@ def publish_sync(
 ) -> Optional[int]:
     """Publish once on this thread; the stored offset, or None for the
     memory tier (nothing stored)."""
-    if "fm_publish_with" in lib().missing:  # TEMPORARY until the tier ABI lands
-        raw = n.fm_msg()
-        msg.fill(raw)
-        pos = n.fm_position()
-        check(lib().fm_publish(handle, subject, ctypes.byref(raw), ctypes.byref(pos)), operation)
-        return int(pos.offset)
     if msg_id is None:
         opts, owned = _options(tier, require_ack, timeout_ms)
     else:
