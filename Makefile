@@ -23,7 +23,7 @@ export FLOWMESH_BIN := $(RELEASE)/flowmesh
 export FLOWMESH_LIB_DIR := $(RELEASE)
 
 .PHONY: all setup setup-run lib run demo test test-rust test-nats-faults test-nats-cluster test-c test-python test-go test-node test-websocket test-web test-install \
-        test-linearizability header check-header lint install bench bench-quick soak fuzz clean \
+        test-linearizability header check-header lint install bench bench-quick bench-lax soak fuzz clean \
         packages python-dist npm deb docs
 
 all: lib
@@ -143,6 +143,10 @@ bench: lib
 
 bench-quick: lib
 	bench/run.sh --quick
+
+## The Python LAX client (flowmesh.lax) vs nats-py on one nats-server -> bench/results/lax.md
+bench-lax: lib
+	bench/lax/run.sh
 
 clean:
 	$(CARGO) clean

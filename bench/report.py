@@ -490,6 +490,14 @@ def main():
         out.append("Each binding is measured against the official NATS JetStream (and Redis) client of its language, "
                    "in the same run, by its own script in `bench/bindings/`: "
                    + ", ".join(f"[{l}]({p})" for l, p in present) + ".\n")
+    lax = os.path.join(here, "results", "lax.md")
+    if os.path.exists(lax):
+        # Written by bench/lax/run.sh (make bench-lax), kept across full runs: its targets table.
+        text = open(lax).read()
+        targets = text[text.find("## Targets"):] if "## Targets" in text else ""
+        out.append("### The Python LAX client (`flowmesh.lax`) vs nats-py\n")
+        out.append("By `bench/lax/run.sh` on one nats-server and a flowmesh broker: [results/lax.md](results/lax.md).\n")
+        out.append(targets.replace("## Targets", "").strip() + "\n")
     nats = os.path.join(here, "results", "nats.md")
     if os.path.exists(nats):
         # Written by bench/nats.sh (its own cluster and gateways), kept across full runs.

@@ -953,7 +953,9 @@ fm_status fm_store_unsubscribe(struct fm_store_subscription *sub);
 // header; without it a message's subject is its stream's name). `opts` (may be NULL, copied):
 // "tier" = memory | persistent (default) | replicated, "require_ack" =
 // true | false (default false), "timeout_ms" (deadline of the whole call;
-// FM_ERR_TIMEOUT beyond). memory: handed to the live subscribers of the
+// FM_ERR_TIMEOUT beyond), "msg_id" (the message's id: a stored publish
+// with an id the stream has seen is stored once and gets the first copy's
+// position). memory: handed to the live subscribers of the
 // stream and stored nowhere (no stream is created); returns once sent,
 // with require_ack once the engine's server took it; `out` gets
 // {0, FM_OFFSET_NONE}. persistent: as fm_publish. replicated: stored on a
@@ -966,6 +968,26 @@ fm_status fm_publish_with(struct fm_client *client,
                           const struct fm_msg *msg,
                           const struct fm_options *opts,
                           struct fm_position *out);
+
+// ---- fm_publish_with_async: fm_publish_with that returns at once and reports ----
+
+// Starts one publish to `subject` in the tier `opts` chooses (the keys and
+// the subject rule of fm_publish_with) and returns at once; `msg` and
+// `opts` are copied. `cb` (may be NULL) runs exactly once on a library
+// thread with the status and the position fm_publish_with would have
+// returned ({0, FM_OFFSET_NONE} for the memory tier); with a failed
+// status, fm_last_error() inside the callback says why. Many may be in
+// flight at once (no thread each); their callbacks do not keep issue
+// order. fm_flush and fm_client_close wait for them like for
+// fm_publish_async. Errors returned directly (then `cb` is not called):
+// INVALID_ARGUMENT (NULL, bad subject, unknown option or value),
+// TOO_LARGE, CLOSED.
+fm_status fm_publish_with_async(struct fm_client *client,
+                                const char *subject,
+                                const struct fm_msg *msg,
+                                const struct fm_options *opts,
+                                fm_publish_cb cb,
+                                void *user_data);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -74,6 +74,8 @@ const KEYS: &[(&str, Kind, Context)] = &[
     ("tier", Kind::Tier, Context::Publish),
     ("require_ack", Kind::Bool, Context::Publish),
     ("timeout_ms", Kind::Unsigned, Context::Publish),
+    // the message's id: a stored publish with an id seen before is stored once
+    ("msg_id", Kind::Text, Context::Publish),
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -6,9 +6,11 @@ cd "$(dirname "$0")"
 PY="${PYTHON:-python3}"
 "$PY" -m pip install --quiet --disable-pip-version-check pytest >/dev/null 2>&1 \
   || "$PY" -m pip install --quiet --disable-pip-version-check pytest
-# Optional: prometheus_client parses the metrics text in tests/test_metrics.py
-# (skipped without it); fastapi+httpx run the FastAPI example.
-"$PY" -m pip install --quiet --disable-pip-version-check prometheus_client >/dev/null 2>&1 || true
+# prometheus_client parses the metrics text in tests/test_metrics.py and
+# carries flowmesh.lax's series; fastapi+httpx run the FastAPI examples
+# through an ASGI test client (tests/test_lax.py).
+"$PY" -m pip install --quiet --disable-pip-version-check prometheus_client fastapi httpx >/dev/null 2>&1 \
+  || "$PY" -m pip install --quiet --disable-pip-version-check prometheus_client fastapi httpx
 # Optional: with mypy installed the suite also checks `mypy --strict flowmesh`.
 "$PY" -m pip install --quiet --disable-pip-version-check mypy >/dev/null 2>&1 || true
 # The library and the broker binary: cargo's target directory (target/ or

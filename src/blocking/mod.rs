@@ -7,6 +7,7 @@ mod dispatch;
 pub mod events;
 mod publisher;
 mod state;
+mod tiered;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

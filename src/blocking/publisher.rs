@@ -19,6 +19,9 @@ const MAX_BATCH: usize = 1024;
 
 pub type Completion = Box<dyn FnOnce(Result<Position>) + Send>;
 
+/// Finished publishes on their way to the completion thread.
+type Done = std::sync::mpsc::Sender<Vec<(Once, Result<Position>)>>;
+
 struct Pending {
     stream: String,
     record: Record,
@@ -53,6 +56,14 @@ struct Counters {
 
 pub struct Publisher {
     tx: Mutex<Option<mpsc::Sender<Pending>>>,
+    /// For publishes that run as tasks of their own (`spawn`): the runtime
+    /// and the completion thread's queue.
+    rt: Handle,
+    done_tx: Mutex<Option<Done>>,
+    /// Set when shutdown gives up waiting: running tasks end with Closed.
+    abort: tokio::sync::watch::Sender<bool>,
+    /// Spawned publishes in flight are bounded by `max_in_flight` too.
+    permits: Arc<tokio::sync::Semaphore>,
     /// Fail instead of waiting when `max_in_flight` publishes are pending.
     nonblocking: bool,
     counters: Arc<(Mutex<Counters>, Condvar)>,
@@ -65,9 +76,11 @@ impl Publisher {
     pub fn start(rt: &Handle, client: Client) -> Result<Publisher> {
         // Publishes accepted but not yet acknowledged are bounded by
         // `max_in_flight`: memory stays bounded when the engine is slow.
-        let (tx, mut rx) = mpsc::channel::<Pending>(client.config().max_in_flight);
+        let client_max_in_flight = client.config().max_in_flight;
+        let (tx, mut rx) = mpsc::channel::<Pending>(client_max_in_flight);
         let nonblocking = client.config().nonblocking;
         let (done_tx, done_rx) = std::sync::mpsc::channel::<Vec<(Once, Result<Position>)>>();
+        let task_done_tx = done_tx.clone();
         let counters: Arc<(Mutex<Counters>, Condvar)> = Arc::default();
         let task = rt.spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -110,6 +123,10 @@ impl Publisher {
             .map_err(|e| Error::Internal(format!("spawn publish thread: {e}")))?;
         let completion_thread_id = completion_thread.thread().id();
         Ok(Publisher {
+            rt: rt.clone(),
+            done_tx: Mutex::new(Some(task_done_tx)),
+            abort: tokio::sync::watch::channel(false).0,
+            permits: Arc::new(tokio::sync::Semaphore::new(client_max_in_flight)),
             completion_thread_id,
             tx: Mutex::new(Some(tx)),
             nonblocking,
@@ -148,6 +165,40 @@ impl Publisher {
         Ok(())
     }
 
+    /// Runs one publish as a task of its own (not batched: e.g. a
+    /// per-publish tier); `done` runs on the completion thread like the
+    /// pipeline's, and `flush` and `shutdown` wait for it the same way.
+    pub fn spawn<F>(&self, publish: F, done: Completion) -> Result<()>
+    where
+        F: std::future::Future<Output = Result<Position>> + Send + 'static,
+    {
+        let done_tx = self.done_tx.lock().unwrap().clone().ok_or_else(|| Error::Closed("client is closed".into()))?;
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) if self.nonblocking => {
+                return Err(Error::Unavailable("max_in_flight publishes already in flight; try again later".into()))
+            }
+            // Full: wait here like a full pipeline does (never on a runtime thread:
+            // callers are application and callback threads).
+            Err(_) => futures::executor::block_on(self.permits.clone().acquire_owned())
+                .map_err(|_| Error::Closed("client is closed".into()))?,
+        };
+        self.counters.0.lock().unwrap().issued += 1;
+        let done = Once(Some(done));
+        let mut abort = self.abort.subscribe();
+        self.rt.spawn(async move {
+            let result = tokio::select! {
+                r = publish => r,
+                _ = abort.wait_for(|a| *a) => Err(Error::Closed("client closed before the publish completed".into())),
+            };
+            // The completion thread is gone only once closed: `done` then
+            // reports Closed when dropped.
+            drop(permit);
+            let _ = done_tx.send(vec![(done, result)]);
+        });
+        Ok(())
+    }
+
     /// Marks an issued publish as finished without running the engine.
     fn uncount(&self) {
         self.counters.0.lock().unwrap().completed += 1;
@@ -181,10 +232,14 @@ impl Publisher {
     pub fn shutdown(&self, timeout: Duration) {
         let drained = !self.on_completion_thread() && self.flush(timeout).is_ok();
         self.tx.lock().unwrap().take(); // the task ends once the channel drains
+        self.done_tx.lock().unwrap().take();
         if let Some(task) = self.task.lock().unwrap().take() {
             if !drained {
                 task.abort(); // engine stuck: queued callbacks report Closed
             }
+        }
+        if !drained {
+            self.abort.send_replace(true); // and so do the spawned ones
         }
         if let Some(t) = self.completion_thread.lock().unwrap().take() {
             if !self.on_completion_thread() {

@@ -20,6 +20,7 @@ pub mod resources;
 pub mod store;
 pub mod stream;
 pub mod tiers;
+pub mod tiers_async;
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, CStr, CString};

@@ -163,22 +163,26 @@ pub unsafe extern "C" fn fm_publish_async(
     with_client(client, |c| {
         let stream = str_arg(stream, "stream")?;
         let record = record_arg(msg)?;
-        let ud = UserData(user_data);
-        c.publish_async(
-            stream,
-            record,
-            Box::new(move |result: Result<Position>| {
-                let ud = ud;
-                let Some(cb) = cb else { return };
-                match result {
-                    Ok(p) => {
-                        set_last_error("");
-                        cb(ud.0, OK, c_position(p))
-                    }
-                    Err(e) => cb(ud.0, super::fail(&e), fm_position::default()),
-                }
-            }),
-        )
+        c.publish_async(stream, record, completion(cb, user_data))
+    })
+}
+
+/// The completion of an asynchronous publish: calls `cb` (if any) with the
+/// status and position, fm_last_error set for a failure.
+pub(super) fn completion(cb: fm_publish_cb, user_data: *mut c_void) -> crate::blocking::Completion {
+    let ud = UserData(user_data);
+    Box::new(move |result: Result<Position>| {
+        let ud = ud;
+        let Some(cb) = cb else { return };
+        // SAFETY: the caller of the publish promised a callable `cb` and a
+        // `user_data` valid until it runs.
+        match result {
+            Ok(p) => {
+                set_last_error("");
+                unsafe { cb(ud.0, OK, c_position(p)) }
+            }
+            Err(e) => unsafe { cb(ud.0, super::fail(&e), fm_position::default()) },
+        }
     })
 }
 

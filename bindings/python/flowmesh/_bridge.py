@@ -340,7 +340,8 @@ class PullState(Generic[T]):
         while True:
             if self.items:
                 item = self.items.popleft()
-                if self._auto_commit is not None:
+                # Memory-tier messages (offset -1) are never stored: nothing to commit.
+                if self._auto_commit is not None and item.offset >= 0:  # type: ignore[attr-defined]
                     self._handed[item.partition] = item.offset  # type: ignore[attr-defined]
                 return item
             fut = self._fetch

@@ -99,6 +99,10 @@ class Core:
         # states must outlive the library's listener threads (joined by
         # fm_client_close).
         self.state_listeners: List["StateListener"] = []
+        # Run once fm_client_close joined the library's threads (e.g. to
+        # delete a callback thread's kept Python thread state).
+        self.after_close: List[Callable[[], None]] = []
+        self.async_publisher: Any = None
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -286,6 +290,8 @@ class Core:
             lib().fm_client_close(handle)
             for listener in self.state_listeners:
                 listener.pin.release_joined()  # ...so their thread states can go
+            for fn in self.after_close:
+                fn()
         self._pool.shutdown(wait=False)
         self.sub_pool.shutdown(wait=False)
 

@@ -42,6 +42,11 @@ FM_STATE_RECONNECTING = 3
 FM_STATE_DISCONNECTED = 4
 FM_STATE_CLOSED = 5
 
+# fm_position/fm_message offset of a memory-tier message (never stored).
+FM_OFFSET_NONE = 0xFFFF_FFFF_FFFF_FFFF
+# The header carrying a dotted subject ("orders.created").
+FM_SUBJECT_HEADER = "fm-subject"
+
 FM_KV_PUT = 1
 FM_KV_DELETE = 2
 FM_KV_EXPIRE = 3
@@ -108,6 +113,8 @@ MESSAGE_CB = CFUNCTYPE(None, c_void_p, POINTER(fm_message))
 # value is void* (may be NULL on delete/expire), key is a C string.
 KV_WATCH_CB = CFUNCTYPE(None, c_void_p, c_int, c_char_p, c_void_p, c_size_t, c_uint64)
 
+# (user_data, status, position)
+PUBLISH_CB = CFUNCTYPE(None, c_void_p, c_int32, fm_position)
 # (user_data, fm_conn_state, cause status, detail or NULL)
 STATE_CB = CFUNCTYPE(None, c_void_p, c_int, c_int32, c_char_p)
 # (user_data, borrowed fm_event)
@@ -135,6 +142,8 @@ _SIGNATURES: dict[str, tuple[Any, List[Any]]] = {
     "fm_stream_partitions": (_S, [_P, c_char_p, POINTER(c_uint32)]),
     "fm_publish": (_S, [_P, c_char_p, POINTER(fm_msg), POINTER(fm_position)]),
     "fm_publish_batch": (_S, [_P, c_char_p, POINTER(fm_msg), c_size_t, POINTER(fm_position)]),
+    "fm_publish_with": (_S, [_P, c_char_p, POINTER(fm_msg), _P, POINTER(fm_position)]),
+    "fm_publish_with_async": (_S, [_P, c_char_p, POINTER(fm_msg), _P, PUBLISH_CB, _P]),
     "fm_read": (_S, [_P, c_char_p, c_uint32, c_uint64, c_size_t, POINTER(_P)]),
     "fm_messages_len": (c_size_t, [_P]),
     "fm_messages_get": (POINTER(fm_message), [_P, c_size_t]),
@@ -371,13 +380,14 @@ class OutMsg:
         key: Optional[bytes] = None,
         headers: Optional[dict[str, str]] = None,
     ) -> None:
-        items = list((headers or {}).items())
-        self.headers_len = len(items)
-        self.headers = (fm_header * max(len(items), 1))()
-        for i, (k, v) in enumerate(items):
-            self.headers[i].key = str(k).encode()
-            self.headers[i].value = str(v).encode()
-        self.payload = bytes(payload)
+        self.headers_len = len(headers) if headers else 0
+        self.headers: Any = None
+        if headers:
+            self.headers = (fm_header * len(headers))()
+            for i, (k, v) in enumerate(headers.items()):
+                self.headers[i].key = str(k).encode()
+                self.headers[i].value = str(v).encode()
+        self.payload = payload if type(payload) is bytes else bytes(payload)
         self.key = bytes(key) if key is not None else None
 
     def fill(self, msg: fm_msg) -> fm_msg:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
-from . import _lifecycle
+from . import _lifecycle, _publish
 from . import _native as n
 from ._bridge import PullState, Subscription, copy_bytes
 from ._core import Call, Core, Options
@@ -39,15 +39,18 @@ def _retention(max_age: Optional[Duration], max_bytes: Optional[int], max_messag
 def _message(m: Any) -> Message:
     """Copy a borrowed fm_message (valid only during the call/callback)."""
     stream = m.stream.decode("utf-8", "replace") if m.stream else ""
+    headers = n.headers_dict(m.headers, m.headers_len)
+    offset = -1 if m.offset == n.FM_OFFSET_NONE else int(m.offset)
     return Message(
-        id=f"{m.partition}-{m.offset}",
+        id=f"{m.partition}-{offset}",
         resource_path=stream,
         partition=int(m.partition),
-        offset=int(m.offset),
+        offset=offset,
         payload=copy_bytes(m.payload, m.payload_len),
-        headers=n.headers_dict(m.headers, m.headers_len),
+        headers=headers,
         timestamp_ms=int(m.timestamp_ms),
         key=copy_bytes(m.key, m.key_len) if m.key else None,
+        subject=headers.get(n.FM_SUBJECT_HEADER) or stream.rsplit("/", 1)[-1],
     )
 
 
@@ -163,6 +166,59 @@ class StreamClient:
             return [int(p.offset) for p in positions]
 
         return await self._client._core().run(work)
+
+    async def publish(
+        self,
+        tenant: str,
+        namespace: str,
+        subject: str,
+        payload: Union[bytes, str],
+        *,
+        key: Optional[bytes] = None,
+        headers: Optional[Dict[str, str]] = None,
+        tier: str = "persistent",
+        require_ack: bool = False,
+        timeout: Optional[Duration] = None,
+        msg_id: Optional[str] = None,
+    ) -> Optional[int]:
+        """Publish one message with a delivery tier; returns its offset, or
+        None when nothing is stored.
+
+        ``tier``: ``"memory"`` (fan-out to live subscribers, nothing stored,
+        returns once sent), ``"persistent"`` (stored per the engine's
+        durability) or ``"replicated"`` (stored on a quorum; on an engine that
+        cannot replicate, FlowMeshUnavailableError). ``require_ack`` waits for
+        the engine's acknowledgement even on the memory tier. ``subject`` may
+        have dots (``orders.created``): the first token names the stream.
+        ``timeout``: the publish deadline (FlowMeshTimeoutError beyond).
+        ``msg_id``: the message's id: a stored publish with an id the stream
+        has seen is stored once and answers with the first copy's offset (so
+        a retry after a lost answer is harmless).
+        """
+        name = resource(tenant, namespace, subject)
+        tier_value = _publish.tier_name(tier)
+        ack = bool(require_ack)
+        timeout_ms = millis(timeout, label="timeout")
+        msg = n.OutMsg(payload_bytes(payload), key, headers)
+        mid = text(msg_id, "msg_id") if msg_id is not None else None
+        core = self._client._core()
+        if _publish.is_direct(tier_value, ack) and _publish.inline(self._client.url):
+            # Fire-and-forget on an engine that does not wait for the network:
+            # cheaper on the loop thread than a hop to the pool.
+            handle = core.enter()
+            try:
+                return _publish.publish_sync(handle, name, msg, tier_value, ack, timeout_ms, mid, "stream.publish")
+            finally:
+                core.leave()
+
+        pub = _publish.async_publisher(core)
+        if pub is not None:  # completes through a callback: no thread per publish
+            return await pub.publish(name, msg, tier_value, ack, timeout_ms, mid, "stream.publish")
+
+        def work(h: int, _: Call) -> Optional[int]:
+            return _publish.publish_sync(h, name, msg, tier_value, ack, timeout_ms, mid, "stream.publish")
+
+        return await core.run(work)
 
     async def read(
         self,

@@ -52,6 +52,15 @@ class Message:
     headers: Dict[str, str]
     timestamp_ms: int
     key: Optional[bytes] = None
+    #: The subject it was published to: a dotted subject (``orders.created``,
+    #: from the ``fm-subject`` header) or else the stream's name.
+    subject: str = ""
+
+    @property
+    def live(self) -> bool:
+        """A memory-tier message: delivered to live subscribers only, never
+        stored (``offset`` is -1, it cannot be read or committed)."""
+        return self.offset < 0
 
     @property
     def created_at(self) -> datetime:

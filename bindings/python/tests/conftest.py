@@ -14,7 +14,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import pytest
 
@@ -125,20 +125,9 @@ def ws_broker_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: Any) -> Iterator[str]:
-    """nats:// URL of one nats-server with JetStream shared by the session
-    (scripts/nats-cluster.sh, loopback, free ports), wiped afterwards.
-    Fails when the server cannot be built or started here."""
-    script = REPO / "scripts" / "nats-cluster.sh"
-    env = dict(os.environ, NATS_CLUSTER_DIR=str(tmp_path_factory.mktemp("nats")), NATS_NODES="1")
-    started = subprocess.run([str(script), "start"], capture_output=True, text=True, env=env, timeout=300)
-    if started.returncode != 0:
-        subprocess.run([str(script), "wipe"], capture_output=True, env=env, timeout=60)
-        raise RuntimeError(f"cannot start a nats-server (scripts/nats-cluster.sh start): {started.stderr[-500:]}")
-    try:
-        yield started.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run([str(script), "wipe"], capture_output=True, env=env, timeout=60)
+def nats_url(nats_server: "NatsServer") -> str:
+    """nats:// URL of the session's nats-server (see `nats_server` below)."""
+    return nats_server.url
 
 
 # ---- engines ----------------------------------------------------------------------
@@ -174,3 +163,81 @@ def shared_url(request: Any, tmp_path: Path) -> str:
 def name() -> str:
     """A unique resource name: the broker is shared by the whole session."""
     return f"r-{uuid.uuid4().hex[:12]}"
+
+
+# ---- a real nats-server -------------------------------------------------------------
+def _nats_server_binary() -> str:
+    """scripts/nats-server.sh's nats-server v2.15.3 (built and cached once);
+    skips the test when it cannot be had."""
+    try:
+        out = subprocess.run(
+            [str(REPO / "scripts" / "nats-server.sh")], capture_output=True, timeout=300, text=True
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip(f"no nats-server: {e}")
+    path = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+    if out.returncode != 0 or not os.path.isfile(path):
+        pytest.skip(f"no nats-server: scripts/nats-server.sh failed: {out.stderr.strip()[-300:]}")
+    return path
+
+
+class NatsServer:
+    """A JetStream nats-server on loopback ports, its store in ``store``;
+    ``monitor`` is its HTTP monitoring port (``/jsz``)."""
+
+    def __init__(self, store: Path, port: int = 0) -> None:
+        self.binary = _nats_server_binary()
+        self.store = store
+        self.port = port or _free_port()
+        self.monitor = _free_port()
+        self.proc: "Optional[subprocess.Popen[bytes]]" = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(os.environ.get("FLOWMESH_NATS_LOG", os.devnull), "ab")
+        self.proc = subprocess.Popen(
+            [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitor), "-sd", str(self.store)],
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        try:
+            _wait_listening(self.port, self.proc, timeout=20)
+            _wait_listening(self.monitor, self.proc, timeout=20)
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_broker(self.proc)
+            self.proc = None
+
+    def jsz(self) -> Any:
+        """The server's JetStream report with its streams (``/jsz?streams=true``)."""
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor}/jsz?streams=true", timeout=5) as r:
+            return json.loads(r.read())
+
+    def stream_names(self) -> "list[str]":
+        names: "list[str]" = []
+        for account in self.jsz().get("account_details") or []:
+            for stream in account.get("stream_detail") or []:
+                names.append(stream["name"])
+        return names
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: Any) -> Iterator[NatsServer]:
+    """One JetStream nats-server shared by the session, stopped afterwards."""
+    server = NatsServer(tmp_path_factory.mktemp("nats"))
+    try:
+        yield server
+    finally:
+        server.stop()
