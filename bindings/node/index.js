@@ -5,6 +5,7 @@
 const { connect, Client, ConnState, version } = require('./lib/client');
 const { Subscription } = require('./lib/subscription');
 const { Store, Bucket, LiveQuery } = require('./lib/store');
+const { Rules, Procedures } = require('./lib/rules');
 const errors = require('./lib/errors');
 const { EventSubscription, generateEventKey } = require('./lib/events'); // adds Client#publishEvent, #subscribeEvents
 
@@ -17,6 +18,8 @@ module.exports = {
   Store,
   Bucket,
   LiveQuery,
+  Rules,
+  Procedures,
   EventSubscription,
   generateEventKey,
   FlowMeshError: errors.FlowMeshError,
