@@ -363,3 +363,18 @@ async fn exactly_once_on_one_broker() {
     let client = Client::connect(&broker.url(), &Options::new()).await.unwrap();
     exactly_once_with_two_evaluators_and_a_kill([broker.url(), broker.url()], client).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_with_two_brokers_in_front_of_one_nats_server() {
+    let nats = common::shared_nats(1);
+    let account = nats.account();
+    let opts: Vec<String> = account.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut extra = Vec::new();
+    for o in &opts {
+        extra.extend(["--data-option", o.as_str()]);
+    }
+    let a = Broker::start_with(&nats.url, &common::free_addr(), &extra);
+    let b = Broker::start_with(&nats.url, &common::free_addr(), &extra);
+    let client = Client::connect(&a.url(), &Options::new()).await.unwrap();
+    exactly_once_with_two_evaluators_and_a_kill([a.url(), b.url()], client).await;
+}
