@@ -59,6 +59,10 @@ typedef struct fm_messages fm_messages;
 // Not thread-safe: use one set from one thread at a time.
 typedef struct fm_options fm_options;
 
+// A topic subscription of the rules engine (pull mode). End it with
+// fm_rules_unsubscribe. The handle is an id, never dereferenced and never reused.
+typedef struct fm_rules_subscription fm_rules_subscription;
+
 // A live query subscription (pull mode). End it with fm_store_unsubscribe.
 // The handle is an id, never dereferenced and never reused.
 typedef struct fm_store_subscription fm_store_subscription;
@@ -885,6 +889,57 @@ fm_status fm_queue_extend(struct fm_client *client,
 fm_status fm_stream_update(struct fm_client *client,
                            const char *stream,
                            const struct fm_options *opts);
+
+// ---- Rules engine and procedures: JSON requests, topic subscriptions ------
+
+// Runs one rules request, a JSON object such as
+// `{"type": "rules.emit", "topic": "user.created", "data": {"id": 1}}`
+// (every type and its fields: docs/RULES.md), on the client's tenant and
+// namespace. On FM_OK `*response_out` is the result as JSON (`null` for
+// requests without one), owned by the caller (fm_string_free). On error it
+// is NULL and fm_last_error() is a JSON object `{"code", "message",
+// "details"?}`: FM_ERR_INVALID_ARGUMENT for NULL, invalid UTF-8 or JSON,
+// an unknown type, missing fields (INVALID_ARGUMENT) and a malformed rule
+// (VALIDATION_ERROR, one `{field, message}` per problem in details);
+// FM_ERR_NOT_FOUND (a rule that is not registered); FM_ERR_ALREADY_EXISTS
+// (a rule id taken); FM_ERR_CLOSED after fm_client_close; broker errors
+// as elsewhere.
+fm_status fm_rules_call(struct fm_client *client, const char *request_json, char **response_out);
+
+// Runs one procedures request, a JSON object such as
+// `{"type": "procedures.call", "name": "checkout", "params": {"id": "o1"}}`
+// (types: register, call, get, list, update, unregister; docs/PROCEDURES.md).
+// Results and errors as fm_rules_call; a call of an unknown procedure is
+// FM_ERR_NOT_FOUND (NOT_FOUND); a failing step fails the whole call with
+// its error and nothing is written.
+fm_status fm_procedures_call(struct fm_client *client,
+                             const char *request_json,
+                             char **response_out);
+
+// Subscribes to the events appended from now on whose topic matches
+// `pattern` (`*` one dot-separated segment, `>` every remaining one; e.g.
+// `user.*`), emitted by clients or by rules. Take them in order with
+// fm_rules_subscription_next. On FM_OK `*out` is owned by the caller
+// (fm_rules_unsubscribe). FM_ERR_INVALID_ARGUMENT for a malformed
+// pattern; other errors as fm_rules_call.
+fm_status fm_rules_subscribe(struct fm_client *client,
+                             const char *pattern,
+                             struct fm_rules_subscription **out);
+
+// The next matching event, waiting up to `timeout_ms`. On FM_OK
+// `*event_out` is `{"topic": ..., "event": {id, topic, data, timestamp,
+// correlationId?, causationId?}}` (fm_string_free), or NULL when none came
+// within the timeout. FM_ERR_CLOSED after fm_rules_unsubscribe (also when
+// it ends a waiting call from another thread) or fm_client_close. Call it
+// from one thread at a time per subscription.
+fm_status fm_rules_subscription_next(struct fm_rules_subscription *sub,
+                                     uint64_t timeout_ms,
+                                     char **event_out);
+
+// Ends a topic subscription and frees it; a call waiting in
+// fm_rules_subscription_next on another thread returns FM_ERR_CLOSED
+// first. NULL is a no-op; FM_ERR_CLOSED if it was ended already.
+fm_status fm_rules_unsubscribe(struct fm_rules_subscription *sub);
 
 // ---- Document store: JSON requests, live-query subscriptions --------------
 

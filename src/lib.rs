@@ -42,7 +42,9 @@
 //!   protocol, shared by the remote engine and [`server`];
 //! - [`client`]: the async API above; [`metrics`] its Prometheus metrics;
 //! - [`events`]: events to named recipients on top of streams and queues;
-//!   [`store`]: the document store on top of KV;
+//!   [`store`]: the document store on top of KV; [`rules`]: the rules
+//!   engine (events, facts, rules evaluated exactly once) and
+//!   [`procedures`]: named atomic step lists, both on top of the store;
 //! - [`blocking`]: the blocking client the C ABI stands on (runtime, callback
 //!   threads, async publish pipeline); [`ffi`]: the C ABI itself
 //!   (`include/flowmesh.h`, contract in docs/ABI.md);
@@ -59,6 +61,8 @@ pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod options;
+pub mod procedures;
+pub mod rules;
 pub mod server;
 pub mod signals;
 pub mod store;

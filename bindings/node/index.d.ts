@@ -310,6 +310,10 @@ export declare class Client {
   // ---- document store
   /** The document store of this client's tenant and namespace (docs/STORE.md). */
   readonly store: Store;
+  /** The rules engine of this client's tenant and namespace (docs/RULES.md). */
+  readonly rules: Rules;
+  /** The procedures of this client's tenant and namespace (docs/PROCEDURES.md). */
+  readonly procedures: Procedures;
 
   // ---- resource lifecycle
   /**
@@ -498,4 +502,48 @@ export declare class LiveQuery extends EventEmitter implements AsyncIterable<Jso
   close(): Promise<void>;
   [Symbol.asyncIterator](): AsyncIterator<Json>;
   [Symbol.asyncDispose](): Promise<void>;
+}
+
+// ---- rules engine and procedures (docs/RULES.md, docs/PROCEDURES.md)
+
+export interface RulesEvent { id: string; topic: string; data: Json; timestamp: number; correlationId?: string; causationId?: string }
+export interface Fact { key: string; value: Json; updatedAt: number; version: number }
+export interface RulesStats { rulesCount: number; factsCount: number; eventsProcessed: number; rulesFired: number }
+/** A rule: {id, when: {topic, data?, facts?}, then: action | action[], priority?, enabled?, ...}. */
+export type Rule = { id: string; when: { [key: string]: Json }; then: Json; [field: string]: Json };
+
+export declare class Rules {
+  /** One request {type: 'rules.<op>', ...}; resolves with its result. */
+  call(request: { type: string; [field: string]: Json }): Promise<Json>;
+  emit(topic: string, data?: Json, correlationId?: string, causationId?: string): Promise<RulesEvent>;
+  setFact(key: string, value: Json): Promise<Fact>;
+  /** null when the fact is not set. */
+  getFact(key: string): Promise<Json>;
+  deleteFact(key: string): Promise<boolean>;
+  /** `*` matches any characters. */
+  queryFacts(pattern: string): Promise<Fact[]>;
+  getAllFacts(): Promise<Fact[]>;
+  /** InvalidArgumentError (storeCode VALIDATION_ERROR) when malformed. */
+  registerRule(rule: Rule): Promise<Rule>;
+  enableRule(id: string): Promise<Rule>;
+  disableRule(id: string): Promise<Rule>;
+  getRule(id: string): Promise<Rule | null>;
+  getRules(): Promise<Rule[]>;
+  updateRule(id: string, updates: { [field: string]: Json }): Promise<Rule>;
+  validateRule(rule: Json): Promise<{ valid: boolean; errors: string[] }>;
+  /** NotFoundError when there is no such rule. */
+  unregisterRule(id: string): Promise<void>;
+  stats(): Promise<RulesStats>;
+}
+
+export declare class Procedures {
+  /** One request {type: 'procedures.<op>', ...}; resolves with its result. */
+  request(request: { type: string; [field: string]: Json }): Promise<Json>;
+  register(procedure: { name: string; steps: Json[]; description?: string }): Promise<Json>;
+  /** Runs the steps atomically; NotFoundError for an unknown procedure. */
+  call(name: string, params?: { [key: string]: Json }): Promise<{ results: Json[] }>;
+  get(name: string): Promise<Json | null>;
+  list(): Promise<Json[]>;
+  update(name: string, updates: { steps?: Json[]; description?: string }): Promise<Json>;
+  unregister(name: string): Promise<void>;
 }

@@ -5,6 +5,7 @@
 const { connect, Client, ConnState, version } = require('./lib/client');
 const { Subscription } = require('./lib/subscription');
 const { Store, Bucket, LiveQuery } = require('./lib/store');
+const { Rules, Procedures } = require('./lib/rules');
 const errors = require('./lib/errors');
 const { OFFSET_NONE, SUBJECT_HEADER } = require('./lib/native');
 
@@ -24,6 +25,8 @@ module.exports = {
   Store,
   Bucket,
   LiveQuery,
+  Rules,
+  Procedures,
   EventSubscription,
   generateEventKey,
   FlowMeshError: errors.FlowMeshError,

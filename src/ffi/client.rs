@@ -61,6 +61,7 @@ pub unsafe extern "C" fn fm_client_readiness(client: *mut fm_client) -> fm_statu
 pub unsafe extern "C" fn fm_client_close(client: *mut fm_client) {
     guard_value((), || {
         if let Some(c) = unregister_client(client) {
+            super::rules::forget_client(client);
             super::store::forget_client(client);
             c.close();
         }

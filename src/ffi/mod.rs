@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod options;
 pub mod queue;
 pub mod resources;
+pub mod rules;
 pub mod store;
 pub mod stream;
 pub mod tiers;

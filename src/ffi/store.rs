@@ -36,7 +36,7 @@ fn stores() -> &'static Mutex<HashMap<usize, Store>> {
     STORES.get_or_init(Default::default)
 }
 
-fn store_of(handle: *mut fm_client, client: &BlockingClient) -> Store {
+pub(super) fn store_of(handle: *mut fm_client, client: &BlockingClient) -> Store {
     let mut stores = stores().lock().unwrap();
     let store = stores.entry(handle as usize).or_insert_with(|| Store::new(client.client().clone())).clone();
     // A call racing fm_client_close must not leave a store behind it.
@@ -64,7 +64,7 @@ static LIVE: Handles<LiveQuery> = Handles::new("store subscription");
 
 /// Runs `f` at the panic boundary; a failure leaves its error as JSON in
 /// fm_last_error().
-fn store_guard(f: impl FnOnce() -> StoreResult<()>) -> fm_status {
+pub(super) fn store_guard(f: impl FnOnce() -> StoreResult<()>) -> fm_status {
     let mut failure: Option<Value> = None;
     let status = guard(|| {
         f().map_err(|e| {
@@ -84,7 +84,7 @@ fn store_guard(f: impl FnOnce() -> StoreResult<()>) -> fm_status {
     status
 }
 
-unsafe fn json_arg(ptr: *const c_char, what: &str) -> StoreResult<Value> {
+pub(super) unsafe fn json_arg(ptr: *const c_char, what: &str) -> StoreResult<Value> {
     let text = str_arg(ptr, what)?;
     serde_json::from_str(text).map_err(|e| StoreError::invalid(format!("{what} is not valid JSON: {e}")))
 }
@@ -92,7 +92,7 @@ unsafe fn json_arg(ptr: *const c_char, what: &str) -> StoreResult<Value> {
 /// Runs `op` on the client (the shared prologue: the handle first, so a
 /// closed client is FM_ERR_CLOSED whatever else is wrong); a store error
 /// comes back whole, not just as its status.
-unsafe fn run_store<T>(
+pub(super) unsafe fn run_store<T>(
     client: *mut fm_client,
     op: impl AsyncFnOnce(&BlockingClient) -> StoreResult<T>,
 ) -> StoreResult<T> {
@@ -107,7 +107,7 @@ unsafe fn run_store<T>(
     result.map_err(|e| failure.take().unwrap_or_else(|| e.into()))
 }
 
-fn to_c_string(v: &Value) -> *mut c_char {
+pub(super) fn to_c_string(v: &Value) -> *mut c_char {
     // serde_json escapes control characters, so the text has no NUL byte.
     CString::new(v.to_string()).map_or(std::ptr::null_mut(), CString::into_raw)
 }

@@ -31,6 +31,7 @@ pub use self::live::{Subscription, Update};
 pub use self::query::QueryDef;
 pub use self::schema::BucketDef;
 pub use self::txn::Op as TxnStep;
+pub use self::txn::{Failure as TxnFailure, Scope as TxnScope};
 
 use self::query::Kind;
 use self::records::CATALOG;

@@ -94,10 +94,13 @@ struct Attempt {
     defs: HashMap<String, BucketDef>,
     /// (store bucket, id) → the record as this transaction sees it now.
     overlay: HashMap<(String, String), Option<Value>>,
+    /// (KV bucket, key) → a raw value as this transaction sees it now.
+    raw: HashMap<(String, String), Option<Bytes>>,
     writes: Vec<TxnOp>,
 }
 
-enum Failure {
+/// Why an attempt did not commit.
+pub enum Failure {
     /// Something read changed before the commit: run again.
     Retry,
     Fail(StoreError),
@@ -129,76 +132,88 @@ impl Store {
         let mut a = Attempt::default();
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
-            let bucket = op.bucket();
-            results.push(match op {
-                Op::Get { id, .. } => self.record(&mut a, bucket, id).await?.unwrap_or(Value::Null),
-                Op::Insert { data, .. } => {
-                    let def = self.txn_def(&mut a, bucket).await?;
-                    let mut rec = records::user_data(data)?;
-                    let id = match rec.get(&def.key).and_then(records::id_of) {
-                        Some(id) => id,
-                        None => records::new_id(),
-                    };
-                    records::check_id(&id)?;
-                    if self.record(&mut a, bucket, &id).await?.is_some() {
-                        return Err(Failure::Fail(StoreError::new(
-                            "ALREADY_EXISTS",
-                            format!("a record with id {id} is already in bucket {bucket}"),
-                        )));
-                    }
-                    rec.insert(def.key.clone(), Value::String(id.clone()));
-                    def.fill_new(&mut rec);
-                    def.validate(&rec)?;
-                    let now = records::now_ms();
-                    rec.insert("_version".into(), json!(1));
-                    rec.insert("_createdAt".into(), json!(now));
-                    rec.insert("_updatedAt".into(), json!(now));
-                    let rec = Value::Object(rec);
-                    self.stage(&mut a, &def, bucket, &id, None, Some(&rec))?;
-                    rec
-                }
-                Op::Update { id, data, expected_version, .. } => {
-                    let def = self.txn_def(&mut a, bucket).await?;
-                    let Some(old) = self.record(&mut a, bucket, id).await? else {
-                        return Err(Failure::Fail(StoreError::not_found(format!("no record {id} in bucket {bucket}"))));
-                    };
-                    let version = old.get("_version").and_then(Value::as_u64).unwrap_or(0);
-                    if let Some(expected) = expected_version {
-                        if *expected != version {
-                            return Err(Failure::Fail(StoreError::conflict(format!(
-                                "record {id} in {bucket} is at version {version}, expected {expected}"
-                            ))));
-                        }
-                    }
-                    let mut rec: Map<String, Value> = old.as_object().cloned().unwrap_or_default();
-                    for (k, v) in records::user_data(data)? {
-                        if k != def.key {
-                            rec.insert(k, v);
-                        }
-                    }
-                    def.validate(&rec)?;
-                    rec.insert("_version".into(), json!(version + 1));
-                    rec.insert("_updatedAt".into(), json!(records::now_ms()));
-                    let rec = Value::Object(rec);
-                    self.stage(&mut a, &def, bucket, id, Some(&old), Some(&rec))?;
-                    rec
-                }
-                Op::Delete { id, .. } => {
-                    let def = self.txn_def(&mut a, bucket).await?;
-                    if let Some(old) = self.record(&mut a, bucket, id).await? {
-                        self.stage(&mut a, &def, bucket, id, Some(&old), None)?;
-                    }
-                    Value::Null
-                }
-                Op::Where { filter, .. } => Value::Array(self.txn_where(&mut a, bucket, filter).await?),
-                Op::FindOne { filter, .. } => {
-                    self.txn_where(&mut a, bucket, filter).await?.into_iter().next().unwrap_or(Value::Null)
-                }
-                Op::Count { filter, .. } => json!(self.txn_where(&mut a, bucket, filter).await?.len()),
-            });
+            results.push(self.exec(&mut a, op).await?);
         }
+        self.commit(a).await?;
+        Ok(results)
+    }
+
+    /// Runs one op against the attempt's view, staging its writes.
+    async fn exec(&self, a: &mut Attempt, op: &Op) -> Result<Value, Failure> {
+        let bucket = op.bucket();
+        Ok(match op {
+            Op::Get { id, .. } => self.record(a, bucket, id).await?.unwrap_or(Value::Null),
+            Op::Insert { data, .. } => {
+                let def = self.txn_def(a, bucket).await?;
+                let mut rec = records::user_data(data)?;
+                let id = match rec.get(&def.key).and_then(records::id_of) {
+                    Some(id) => id,
+                    None => records::new_id(),
+                };
+                records::check_id(&id)?;
+                if self.record(a, bucket, &id).await?.is_some() {
+                    return Err(Failure::Fail(StoreError::new(
+                        "ALREADY_EXISTS",
+                        format!("a record with id {id} is already in bucket {bucket}"),
+                    )));
+                }
+                rec.insert(def.key.clone(), Value::String(id.clone()));
+                def.fill_new(&mut rec);
+                def.validate(&rec)?;
+                let now = records::now_ms();
+                rec.insert("_version".into(), json!(1));
+                rec.insert("_createdAt".into(), json!(now));
+                rec.insert("_updatedAt".into(), json!(now));
+                let rec = Value::Object(rec);
+                self.stage(a, &def, bucket, &id, None, Some(&rec))?;
+                rec
+            }
+            Op::Update { id, data, expected_version, .. } => {
+                let def = self.txn_def(a, bucket).await?;
+                let Some(old) = self.record(a, bucket, id).await? else {
+                    return Err(Failure::Fail(StoreError::not_found(format!("no record {id} in bucket {bucket}"))));
+                };
+                let version = old.get("_version").and_then(Value::as_u64).unwrap_or(0);
+                if let Some(expected) = expected_version {
+                    if *expected != version {
+                        return Err(Failure::Fail(StoreError::conflict(format!(
+                            "record {id} in {bucket} is at version {version}, expected {expected}"
+                        ))));
+                    }
+                }
+                let mut rec: Map<String, Value> = old.as_object().cloned().unwrap_or_default();
+                for (k, v) in records::user_data(data)? {
+                    if k != def.key {
+                        rec.insert(k, v);
+                    }
+                }
+                def.validate(&rec)?;
+                rec.insert("_version".into(), json!(version + 1));
+                rec.insert("_updatedAt".into(), json!(records::now_ms()));
+                let rec = Value::Object(rec);
+                self.stage(a, &def, bucket, id, Some(&old), Some(&rec))?;
+                rec
+            }
+            Op::Delete { id, .. } => {
+                let def = self.txn_def(a, bucket).await?;
+                if let Some(old) = self.record(a, bucket, id).await? {
+                    self.stage(a, &def, bucket, id, Some(&old), None)?;
+                }
+                Value::Null
+            }
+            Op::Where { filter, .. } => Value::Array(self.txn_where(a, bucket, filter).await?),
+            Op::FindOne { filter, .. } => {
+                self.txn_where(a, bucket, filter).await?.into_iter().next().unwrap_or(Value::Null)
+            }
+            Op::Count { filter, .. } => json!(self.txn_where(a, bucket, filter).await?.len()),
+        })
+    }
+
+    /// Checks every read and applies every staged write in one KV
+    /// transaction; `Retry` when something read has changed.
+    async fn commit(&self, mut a: Attempt) -> Result<(), Failure> {
         if a.writes.is_empty() {
-            return Ok(results);
+            return Ok(());
         }
         let mut kv: Vec<TxnOp> = a
             .reads
@@ -207,7 +222,7 @@ impl Store {
             .collect();
         kv.append(&mut a.writes);
         match self.client.kv_txn(kv).await {
-            Ok(_) => Ok(results),
+            Ok(_) => Ok(()),
             Err(crate::Error::Conflict(_)) => Err(Failure::Retry),
             Err(e) => Err(Failure::Fail(e.into())),
         }
@@ -296,6 +311,66 @@ impl Store {
         }
         a.overlay.insert((bucket.to_owned(), id.to_owned()), new.cloned());
         Ok(())
+    }
+}
+
+/// A store transaction driven op by op from outside the store (procedures,
+/// the rules evaluator): store ops and raw KV reads and writes of the same
+/// tenant that commit together, with the same read checks as
+/// [`Store::run_txn`]. On `Failure::Retry` start a new scope.
+pub struct Scope<'s> {
+    store: &'s Store,
+    a: Attempt,
+}
+
+impl Store {
+    pub fn scope(&self) -> Scope<'_> {
+        Scope { store: self, a: Attempt::default() }
+    }
+}
+
+impl Scope<'_> {
+    /// Runs one store op, seeing the writes staged before it.
+    pub async fn op(&mut self, op: &Op) -> Result<Value, Failure> {
+        self.store.exec(&mut self.a, op).await
+    }
+
+    /// Reads a KV key (checked at commit), seeing this scope's own writes.
+    pub async fn kv_get(&mut self, bucket: &str, key: &str) -> Result<Option<Bytes>, Failure> {
+        let slot = (bucket.to_owned(), key.to_owned());
+        if let Some(v) = self.a.raw.get(&slot) {
+            return Ok(v.clone());
+        }
+        let got = self
+            .store
+            .client
+            .kv_txn(vec![TxnOp::Get { bucket: bucket.into(), key: key.into() }])
+            .await
+            .map_err(|e| Failure::Fail(e.into()))?;
+        let (value, rev) = match got.into_iter().next() {
+            Some(TxnResult::Get(Some(e))) => (Some(e.value), e.revision),
+            _ => (None, 0),
+        };
+        self.a.reads.entry(slot.clone()).or_insert(rev);
+        self.a.raw.insert(slot, value.clone());
+        Ok(value)
+    }
+
+    /// Stages a KV write.
+    pub fn kv_put(&mut self, bucket: &str, key: &str, value: Bytes) {
+        self.a.raw.insert((bucket.to_owned(), key.to_owned()), Some(value.clone()));
+        self.a.writes.push(TxnOp::Put { bucket: bucket.into(), key: key.into(), value, ttl_ms: 0 });
+    }
+
+    /// Stages a KV delete (fine when the key is absent).
+    pub fn kv_delete(&mut self, bucket: &str, key: &str) {
+        self.a.raw.insert((bucket.to_owned(), key.to_owned()), None);
+        self.a.writes.push(TxnOp::Delete { bucket: bucket.into(), key: key.into() });
+    }
+
+    /// Checks the reads and applies the writes at once.
+    pub async fn commit(self) -> Result<(), Failure> {
+        self.store.commit(self.a).await
     }
 }
 

@@ -8,6 +8,7 @@ const errors = require('./errors');
 const { pool } = require('./pool');
 const { Subscription } = require('./subscription');
 const { Store } = require('./store');
+const { Rules, Procedures } = require('./rules');
 
 // ---- library state on the main thread (status names, version) -----------
 
@@ -434,6 +435,12 @@ class Client {
     if (!this._store) this._store = new Store(this);
     return this._store;
   }
+
+  /** The rules engine of this client's tenant and namespace (docs/RULES.md). */
+  get rules() { return (this._rules ??= new Rules(this)); }
+
+  /** The procedures of this client's tenant and namespace (docs/PROCEDURES.md). */
+  get procedures() { return (this._procedures ??= new Procedures(this)); }
 
   // ---- resource lifecycle
 

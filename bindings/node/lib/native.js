@@ -166,6 +166,8 @@ const PROTOTYPES = [
   'int32_t fm_store_subscribe(fm_client *c, const char *query, const char *params_json, _Out_ fm_store_subscription **out)',
   'int32_t fm_store_subscription_next(fm_store_subscription *sub, uint64_t timeout_ms, _Out_ void **result_out)',
   'int32_t fm_store_unsubscribe(fm_store_subscription *sub)',
+  'int32_t fm_rules_call(fm_client *c, const char *request_json, _Out_ void **response_out)',
+  'int32_t fm_procedures_call(fm_client *c, const char *request_json, _Out_ void **response_out)',
   'int32_t fm_kv_watch(fm_client *c, const char *bucket, const char *prefix, fm_kv_watch_cb *cb, void *user_data, _Out_ fm_subscription **out)',
 
   // ---- events (lib/events.js, docs/EVENTS.md) ----

@@ -363,6 +363,16 @@ const ops = {
     return out[0] ? takeString(out[0]) : null;
   },
   storeUnsubscribe(_c, sub) { check(fn.fm_store_unsubscribe(sub)); },
+  rulesCall(c, request) {
+    const out = [null];
+    check(fn.fm_rules_call(c, request, out));
+    return takeString(out[0]);
+  },
+  proceduresCall(c, request) {
+    const out = [null];
+    check(fn.fm_procedures_call(c, request, out));
+    return takeString(out[0]);
+  },
 
   kvWatch(c, bucket, prefix, cb) {
     const sub = [null];

@@ -201,4 +201,4 @@ if (Symbol.asyncDispose) {
   LiveQuery.prototype[Symbol.asyncDispose] = function dispose() { return this.close(); };
 }
 
-module.exports = { Store, Bucket, LiveQuery };
+module.exports = { Store, Bucket, LiveQuery, storeError };

@@ -236,6 +236,12 @@ _SIGNATURES: dict[str, tuple[Any, List[Any]]] = {
     "fm_store_subscribe": (_S, [_P, c_char_p, c_char_p, POINTER(_P)]),
     "fm_store_subscription_next": (_S, [_P, c_uint64, POINTER(_P)]),
     "fm_store_unsubscribe": (_S, [_P]),
+    # rules engine and procedures (JSON strings, as the store)
+    "fm_rules_call": (_S, [_P, c_char_p, POINTER(_P)]),
+    "fm_procedures_call": (_S, [_P, c_char_p, POINTER(_P)]),
+    "fm_rules_subscribe": (_S, [_P, c_char_p, POINTER(_P)]),
+    "fm_rules_subscription_next": (_S, [_P, c_uint64, POINTER(_P)]),
+    "fm_rules_unsubscribe": (_S, [_P]),
 }
 
 

@@ -21,6 +21,8 @@ The store behaves as docs/STORE.md describes.
 from .client import EVENTS, ConnectionState, NoexClient
 from .errors import DisconnectedError, NoexClientError, RequestTimeoutError
 from .options import AuthOptions, ClientOptions, CredentialOptions, ReconnectOptions, WelcomeInfo
+from .procedures import ProceduresAPI
+from .rules import RulesAPI
 from .store import BucketAPI, StoreAPI, Unsubscribe
 
 __all__ = [
@@ -34,6 +36,8 @@ __all__ = [
     "WelcomeInfo",
     "StoreAPI",
     "BucketAPI",
+    "RulesAPI",
+    "ProceduresAPI",
     "Unsubscribe",
     "NoexClientError",
     "RequestTimeoutError",

@@ -17,6 +17,8 @@ from ..client import FlowMesh
 from ..types import ConnState
 from .errors import DisconnectedError, NoexClientError, RequestTimeoutError, from_native
 from .options import ClientOptions, WelcomeInfo, native_options
+from .procedures import ProceduresAPI
+from .rules import RulesAPI
 from .store import StoreAPI, Unsubscribe
 
 log = logging.getLogger("flowmesh.noex")
@@ -39,6 +41,8 @@ class NoexClient:
         self._pending: Set["asyncio.Future[Any]"] = set()
         self._attempt = 0
         self.store = StoreAPI(self)
+        self.rules = RulesAPI(self)
+        self.procedures = ProceduresAPI(self)
 
     # ---- connection -------------------------------------------------------------
     async def connect(self) -> WelcomeInfo:
@@ -84,6 +88,7 @@ class NoexClient:
         self._state = "disconnected"
         self._reject_pending("the client disconnected")
         self.store._stop_all()
+        self.rules._stop_all()
         await fm.close()
         if was != "disconnected":
             self._emit("disconnected", "client disconnect")
