@@ -134,6 +134,20 @@ impl Client {
         self.engine.health().await
     }
 
+    /// One identity request to a broker with `--identity` (JSON in, JSON
+    /// out; docs/SECURITY.md "Identity"). A successful login makes the
+    /// client send the session token from then on.
+    pub async fn identity(&self, request: &serde_json::Value) -> Result<serde_json::Value> {
+        let answer = self.engine.identity(&request.to_string()).await?;
+        serde_json::from_str(&answer).map_err(|e| Error::Internal(format!("identity answer is not JSON: {e}")))
+    }
+
+    /// Sends `token` on every call from now on (`None`: the connect option
+    /// `token` again).
+    pub fn set_token(&self, token: Option<&str>) -> Result<()> {
+        self.engine.set_token(token)
+    }
+
     pub async fn ready(&self) -> Result<()> {
         self.engine.ready().await
     }
