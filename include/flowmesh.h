@@ -22,84 +22,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// How many of the newest records of each partition one audit query scans
-// at most (a bounded scan, not an index).
-#define QUERY_SCAN 10000
+#ifdef __cplusplus
+extern "C" {
+#endif
 
-// Entries one query returns at most (and by default).
-#define QUERY_MAX 1000
-
-#define QUERY_DEFAULT 100
-
-// Longest password accepted (argon2 takes any length; this bounds the work).
-#define MAX_PASSWORD 1024
-
-#define MIN_PASSWORD 8
-
-// The state of a client's link to its engine. Embedded engines are
-// CONNECTED until closed.
-typedef enum fm_conn_state {
-  // Opening the first connection (fm_client_connect has not returned yet).
-  FM_STATE_CONNECTING = 1,
-  // The broker answers.
-  FM_STATE_CONNECTED = 2,
-  // The link was lost (a call failed, or a heartbeat went unanswered);
-  // reconnecting with backoff. Calls in flight failed with
-  // FM_ERR_DISCONNECTED; idempotent ones were retried once it came back.
-  FM_STATE_RECONNECTING = 3,
-  // Gave up after `max_reconnect_attempts`: every call now fails with
-  // FM_ERR_DISCONNECTED; close the client and connect again.
-  FM_STATE_DISCONNECTED = 4,
-  // fm_client_close was called: the last state a listener sees.
-  FM_STATE_CLOSED = 5,
-} fm_conn_state;
-
-// Kind of a KV change.
-typedef enum fm_kv_op {
-  FM_KV_PUT = 1,
-  FM_KV_DELETE = 2,
-  FM_KV_EXPIRE = 3,
-} fm_kv_op;
-
-// The status codes: every fallible function returns one as an `fm_status`;
-// `fm_status_str` names it. Values are fixed once released.
-enum fm_status_code
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : int32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-  // Success.
-  FM_OK = 0,
-  // A NULL pointer, invalid UTF-8, a bad name, an unknown option or a bad value.
-  FM_ERR_INVALID_ARGUMENT = 1,
-  // The stream, partition, job, key or committed offset does not exist.
-  FM_ERR_NOT_FOUND = 2,
-  // The operation did not finish in time.
-  FM_ERR_TIMEOUT = 3,
-  // The connection to the broker was lost during the call.
-  FM_ERR_DISCONNECTED = 4,
-  // Missing or wrong credentials, or not allowed.
-  FM_ERR_UNAUTHORIZED = 5,
-  // The client (or the handle) was closed.
-  FM_ERR_CLOSED = 6,
-  // The resource exists with a different configuration.
-  FM_ERR_ALREADY_EXISTS = 7,
-  // A compare-and-set saw another revision, or a job is in the wrong state.
-  FM_ERR_CONFLICT = 8,
-  // A payload exceeds max_payload_bytes.
-  FM_ERR_TOO_LARGE = 9,
-  // The engine or broker cannot serve the call now.
-  FM_ERR_UNAVAILABLE = 10,
-  // A bug or an I/O failure inside the library (see fm_last_error).
-  FM_ERR_INTERNAL = 11,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum fm_status_code fm_status_code;
-#else
-typedef int32_t fm_status_code;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
+// ---- Handles: opaque types, used only through pointers --------------------
 
 // An owned byte buffer returned by the library. Free with fm_buf_free.
 typedef struct fm_buf fm_buf;
@@ -143,37 +70,65 @@ typedef struct fm_strings fm_strings;
 // The handle is an id, never dereferenced and never reused.
 typedef struct fm_subscription fm_subscription;
 
+// ---- Status codes, errors, version ----------------------------------------
+
+// The status codes: every fallible function returns one as an `fm_status`;
+// `fm_status_str` names it. Values are fixed once released.
+enum fm_status_code
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Success.
+  FM_OK = 0,
+  // A NULL pointer, invalid UTF-8, a bad name, an unknown option or a bad value.
+  FM_ERR_INVALID_ARGUMENT = 1,
+  // The stream, partition, job, key or committed offset does not exist.
+  FM_ERR_NOT_FOUND = 2,
+  // The operation did not finish in time.
+  FM_ERR_TIMEOUT = 3,
+  // The connection to the broker was lost during the call.
+  FM_ERR_DISCONNECTED = 4,
+  // Missing or wrong credentials, or not allowed.
+  FM_ERR_UNAUTHORIZED = 5,
+  // The client (or the handle) was closed.
+  FM_ERR_CLOSED = 6,
+  // The resource exists with a different configuration.
+  FM_ERR_ALREADY_EXISTS = 7,
+  // A compare-and-set saw another revision, or a job is in the wrong state.
+  FM_ERR_CONFLICT = 8,
+  // A payload exceeds max_payload_bytes.
+  FM_ERR_TOO_LARGE = 9,
+  // The engine or broker cannot serve the call now.
+  FM_ERR_UNAVAILABLE = 10,
+  // A bug or an I/O failure inside the library (see fm_last_error).
+  FM_ERR_INTERNAL = 11,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum fm_status_code fm_status_code;
+#else
+typedef int32_t fm_status_code;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // Result code of every fallible call: `FM_OK` (0) or one of `FM_ERR_*`
 // (the constants of `fm_status_code`).
 typedef int32_t fm_status;
 
-// Called on a library thread (one per listener) with each state change, in
-// order. `cause` is the status of the error that caused the change (FM_OK
-// if none) and `detail` its message or NULL; it is valid only during the
-// call. The callback may call any function of this client, including
-// fm_client_close (the listener then ends after this call).
-typedef void (*fm_state_cb)(void *user_data,
-                            enum fm_conn_state state,
-                            fm_status cause,
-                            const char *detail);
+// The library version, "MAJOR.MINOR.PATCH". Static storage: never free it.
+const char *fm_version(void);
 
-// Called for each event delivered to a subscription, one at a time, on a
-// library thread. `ev` is valid only during the call. With auto_ack the
-// event is acknowledged when the callback returns (unless it was already
-// acked, deferred or discarded in the callback).
-typedef void (*fm_event_cb)(void *user_data, const struct fm_event *ev);
+// The name of a status code ("FM_ERR_NOT_FOUND"), or "FM_ERR_UNKNOWN".
+// Static storage: never free it. Thread-safe.
+const char *fm_status_str(fm_status status);
 
-// Called for each change under a watched prefix, in the order the changes
-// happened, on a library thread. `revision` is the new revision for PUT and
-// DELETE, and the revision of the value that expired for EXPIRE. `key` and
-// `value` are valid only during the call; value is empty (len 0) for
-// deletes and expiries.
-typedef void (*fm_kv_watch_cb)(void *user_data,
-                               enum fm_kv_op op,
-                               const char *key,
-                               const uint8_t *value,
-                               size_t len,
-                               uint64_t revision);
+// This thread's last error detail, "" if the last call succeeded. Owned by
+// the library; valid until this thread's next fm_ call. Inside a publish
+// callback with a failed status it describes that failure.
+const char *fm_last_error(void);
+
+// ---- Shared types: headers, outgoing messages, byte buffers ---------------
 
 // A header: two borrowed, NUL-terminated UTF-8 strings.
 typedef struct fm_header {
@@ -193,79 +148,55 @@ typedef struct fm_msg {
   size_t headers_len;
 } fm_msg;
 
-// Queue counters.
-typedef struct fm_queue_stats {
-  // Ready to be reserved now.
-  uint64_t pending;
-  // Reserved and not yet acked, nacked or expired.
-  uint64_t in_flight;
-  // Waiting for a delay or a retry backoff.
-  uint64_t delayed;
-  // In the dead-letter queue.
-  uint64_t dead;
-} fm_queue_stats;
-
-// What happens to failed jobs (nack or visibility timeout).
-typedef struct fm_retry_policy {
-  // Deliveries before a job is dead-lettered; 0 = unlimited.
-  uint32_t max_attempts;
-  uint64_t initial_backoff_ms;
-  uint64_t max_backoff_ms;
-  double multiplier;
-} fm_retry_policy;
-
-// Where a message was stored.
-typedef struct fm_position {
-  uint32_t partition;
-  uint64_t offset;
-} fm_position;
-
-// Called once per fm_publish_async, on a library thread, with the outcome.
-typedef void (*fm_publish_cb)(void *user_data, fm_status status, struct fm_position pos);
-
-// An incoming message. All pointers are borrowed: from the fm_messages
-// that holds it, or for the duration of the callback that receives it.
-typedef struct fm_message {
-  // Fully qualified stream name ("tenant/namespace/name").
-  const char *stream;
-  uint32_t partition;
-  uint64_t offset;
-  // Milliseconds since the Unix epoch, set by the engine on append.
-  int64_t timestamp_ms;
-  // NULL when the message has no key.
-  const uint8_t *key;
-  size_t key_len;
-  const uint8_t *payload;
-  size_t payload_len;
-  const struct fm_header *headers;
-  size_t headers_len;
-} fm_message;
-
-// Called for each message of a subscription, in order, one at a time, on a
-// library thread. `msg` is valid only during the call.
-typedef void (*fm_message_cb)(void *user_data, const struct fm_message *msg);
-
-#ifdef __cplusplus
-extern "C" {
-#endif // __cplusplus
-
-// The library version, "MAJOR.MINOR.PATCH". Static storage: never free it.
-const char *fm_version(void);
-
-// The name of a status code ("FM_ERR_NOT_FOUND"), or "FM_ERR_UNKNOWN".
-// Static storage: never free it. Thread-safe.
-const char *fm_status_str(fm_status status);
-
-// This thread's last error detail, "" if the last call succeeded. Owned by
-// the library; valid until this thread's next fm_ call. Inside a publish
-// callback with a failed status it describes that failure.
-const char *fm_last_error(void);
-
 // The bytes of `buf`, borrowed from it; length to `*len_out` (may be NULL).
 const uint8_t *fm_buf_data(const struct fm_buf *buf, size_t *len_out);
 
 // Frees a buffer. NULL is a no-op.
 void fm_buf_free(struct fm_buf *buf);
+
+// ---- Options: string key/value settings of connect, subscribe and stream create ----
+
+// A new, empty options set. The caller owns it and frees it with
+// fm_options_free. Returns NULL only if memory is exhausted.
+struct fm_options *fm_options_new(void);
+
+// Sets `key` to `value` (both borrowed, copied). Keys: see docs/ABI.md
+// and the README. Returns FM_OK, or FM_ERR_INVALID_ARGUMENT for a NULL
+// argument, invalid UTF-8, an unknown key or a value that does not parse.
+fm_status fm_options_set(struct fm_options *opts, const char *key, const char *value);
+
+// Frees an options set. NULL is a no-op.
+void fm_options_free(struct fm_options *opts);
+
+// ---- Client: connect, health, connection state, close ---------------------
+
+// The state of a client's link to its engine. Embedded engines are
+// CONNECTED until closed.
+typedef enum fm_conn_state {
+  // Opening the first connection (fm_client_connect has not returned yet).
+  FM_STATE_CONNECTING = 1,
+  // The broker answers.
+  FM_STATE_CONNECTED = 2,
+  // The link was lost (a call failed, or a heartbeat went unanswered);
+  // reconnecting with backoff. Calls in flight failed with
+  // FM_ERR_DISCONNECTED; idempotent ones were retried once it came back.
+  FM_STATE_RECONNECTING = 3,
+  // Gave up after `max_reconnect_attempts`: every call now fails with
+  // FM_ERR_DISCONNECTED; close the client and connect again.
+  FM_STATE_DISCONNECTED = 4,
+  // fm_client_close was called: the last state a listener sees.
+  FM_STATE_CLOSED = 5,
+} fm_conn_state;
+
+// Called on a library thread (one per listener) with each state change, in
+// order. `cause` is the status of the error that caused the change (FM_OK
+// if none) and `detail` its message or NULL; it is valid only during the
+// call. The callback may call any function of this client, including
+// fm_client_close (the listener then ends after this call).
+typedef void (*fm_state_cb)(void *user_data,
+                            enum fm_conn_state state,
+                            fm_status cause,
+                            const char *detail);
 
 // Connects to `url`: "mem://", "mem://name" (shared in this process),
 // "file:///abs/dir" (durable), "grpc://host:port", "grpcs://host:port".
@@ -302,6 +233,423 @@ fm_status fm_client_on_state(struct fm_client *client, fm_state_cb cb, void *use
 // The client's current connection state, to `*out`. Returns
 // FM_ERR_INVALID_ARGUMENT (NULL), FM_ERR_CLOSED.
 fm_status fm_client_state(struct fm_client *client, enum fm_conn_state *out);
+
+// ---- Streams: publish, read, subscribe, consumer-group offsets ------------
+
+// Where a message was stored.
+typedef struct fm_position {
+  uint32_t partition;
+  uint64_t offset;
+} fm_position;
+
+// Called once per fm_publish_async, on a library thread, with the outcome.
+typedef void (*fm_publish_cb)(void *user_data, fm_status status, struct fm_position pos);
+
+// An incoming message. All pointers are borrowed: from the fm_messages
+// that holds it, or for the duration of the callback that receives it.
+typedef struct fm_message {
+  // Fully qualified stream name ("tenant/namespace/name").
+  const char *stream;
+  uint32_t partition;
+  uint64_t offset;
+  // Milliseconds since the Unix epoch, set by the engine on append.
+  int64_t timestamp_ms;
+  // NULL when the message has no key.
+  const uint8_t *key;
+  size_t key_len;
+  const uint8_t *payload;
+  size_t payload_len;
+  const struct fm_header *headers;
+  size_t headers_len;
+} fm_message;
+
+// Called for each message of a subscription, in order, one at a time, on a
+// library thread. `msg` is valid only during the call.
+typedef void (*fm_message_cb)(void *user_data, const struct fm_message *msg);
+
+// Appends one message (creating the stream on first use) and waits for the
+// engine's acknowledgement (durable per the fsync policy). `out` may be
+// NULL. Errors: INVALID_ARGUMENT (NULL, bad name, bad UTF-8 in headers),
+// TOO_LARGE, CLOSED, DISCONNECTED/UNAVAILABLE/TIMEOUT (broker), INTERNAL.
+fm_status fm_publish(struct fm_client *client,
+                     const char *stream,
+                     const struct fm_msg *msg,
+                     struct fm_position *out);
+
+// Appends `n` messages in one call: all are stored, in order, or none is
+// acknowledged. `out` is NULL or an array of `n` positions. Errors as
+// fm_publish.
+fm_status fm_publish_batch(struct fm_client *client,
+                           const char *stream,
+                           const struct fm_msg *msgs,
+                           size_t n,
+                           struct fm_position *out);
+
+// Queues a publish and returns at once (blocking only while 16384 publishes
+// are already pending). `msg` is copied. `cb` (may be NULL) runs exactly
+// once on a library thread, in issue order, with the status and position;
+// with a failed status, fm_last_error() inside the callback says why.
+// Errors returned directly: INVALID_ARGUMENT, TOO_LARGE, CLOSED.
+fm_status fm_publish_async(struct fm_client *client,
+                           const char *stream,
+                           const struct fm_msg *msg,
+                           fm_publish_cb cb,
+                           void *user_data);
+
+// Blocks until every fm_publish_async issued before it has called back, or
+// `timeout_ms` passes (FM_ERR_TIMEOUT). Do not call it from a publish
+// callback of the same client (it would wait for itself).
+fm_status fm_flush(struct fm_client *client, uint64_t timeout_ms);
+
+// Reads up to `max_messages` from `partition` starting at `offset` (an
+// offset below the retained range starts at the earliest retained). On
+// FM_OK `*out` is owned by the caller (fm_messages_free); it may hold 0
+// messages at the end of the partition. FM_ERR_NOT_FOUND if the stream or
+// partition does not exist.
+fm_status fm_read(struct fm_client *client,
+                  const char *stream,
+                  uint32_t partition,
+                  uint64_t offset,
+                  size_t max_messages,
+                  struct fm_messages **out);
+
+// Number of messages in `m` (0 for NULL).
+size_t fm_messages_len(const struct fm_messages *m);
+
+// Message `i` of `m`, borrowed from `m`; NULL if `m` is NULL or `i` is out
+// of range.
+const struct fm_message *fm_messages_get(const struct fm_messages *m, size_t i);
+
+// Frees messages returned by fm_read. NULL is a no-op.
+void fm_messages_free(struct fm_messages *m);
+
+// Subscribes to a stream (created if absent). `opts` (may be NULL, copied):
+// "group", "partition" (default: all), "start" = earliest | latest |
+// committed | <offset> (default committed with a group, else latest),
+// "auto_commit" (default true with a group; commits delivered offsets after
+// callbacks return, in batches and whenever the subscription is idle).
+// `cb` runs on a library thread, in order per partition, one call at a
+// time; it may call any fm_ function, including fm_unsubscribe of this
+// subscription. On FM_OK `*out` is owned by the caller (fm_unsubscribe).
+fm_status fm_subscribe(struct fm_client *client,
+                       const char *stream,
+                       const struct fm_options *opts,
+                       fm_message_cb cb,
+                       void *user_data,
+                       struct fm_subscription **out);
+
+// Subscribes in pull mode: no callback and no delivery thread; the
+// application takes batches with fm_subscription_next at its own pace (the
+// library buffers at most 1024 messages ahead, then back-pressures the
+// feed). Same `opts` as fm_subscribe; with auto_commit, a call to
+// fm_subscription_next commits what the previous call returned. On FM_OK
+// `*out` is owned by the caller (fm_unsubscribe).
+fm_status fm_subscribe_pull(struct fm_client *client,
+                            const char *stream,
+                            const struct fm_options *opts,
+                            struct fm_subscription **out);
+
+// Takes up to `max_messages` (>= 1) from a pull subscription, waiting up
+// to `timeout_ms` for the first. FM_OK with an empty list on timeout; on
+// FM_OK `*out` is owned by the caller (fm_messages_free). Returns the
+// error that ended the feed (e.g. FM_ERR_DISCONNECTED once reconnecting
+// gave up), FM_ERR_CLOSED after the client closed, and
+// FM_ERR_INVALID_ARGUMENT for a callback subscription. Call it from one
+// thread at a time per subscription.
+fm_status fm_subscription_next(struct fm_subscription *sub,
+                               size_t max_messages,
+                               uint64_t timeout_ms,
+                               struct fm_messages **out);
+
+// FM_OK while a subscription or watch is healthy (or was stopped by
+// fm_unsubscribe); otherwise the status of the error that ended its feed,
+// with fm_last_error() describing it. A callback subscription whose feed
+// ended calls no more callbacks: poll this to learn why.
+fm_status fm_subscription_status(const struct fm_subscription *sub);
+
+// Stops a subscription or KV watch and frees it. Waits for a running
+// callback to return, unless called from inside that callback, and for a
+// running fm_subscription_next (which then returns FM_ERR_CLOSED). In pull
+// mode the last batch returned is not auto-committed (commit it with
+// fm_commit_offset once processed). NULL is a no-op returning FM_OK;
+// after fm_client_close it just frees. A handle already unsubscribed gives
+// FM_ERR_CLOSED.
+fm_status fm_unsubscribe(struct fm_subscription *sub);
+
+// Records that `group` has processed `stream`/`partition` up to and
+// including `offset`; a subscription with start=committed resumes after it.
+// FM_ERR_NOT_FOUND if the stream or partition does not exist.
+fm_status fm_commit_offset(struct fm_client *client,
+                           const char *stream,
+                           const char *group,
+                           uint32_t partition,
+                           uint64_t offset);
+
+// The offset `group` last committed on `partition`. FM_ERR_NOT_FOUND if the
+// group never committed there (or the stream does not exist).
+fm_status fm_get_offset(struct fm_client *client,
+                        const char *stream,
+                        const char *group,
+                        uint32_t partition,
+                        uint64_t *out);
+
+// The offset the next message of `partition` will get (0 when empty).
+// FM_ERR_NOT_FOUND if the stream or partition does not exist.
+fm_status fm_get_latest_offset(struct fm_client *client,
+                               const char *stream,
+                               uint32_t partition,
+                               uint64_t *out);
+
+// Creates a stream. `opts` (may be NULL): "partitions" (default 1),
+// "max_age_ms", "max_bytes", "max_messages" (retention; 0 = unlimited).
+// FM_OK if it already exists with the same partition count;
+// FM_ERR_ALREADY_EXISTS if it exists with another.
+fm_status fm_stream_create(struct fm_client *client,
+                           const char *stream,
+                           const struct fm_options *opts);
+
+// The partition count of a stream. FM_ERR_NOT_FOUND if it does not exist.
+fm_status fm_stream_partitions(struct fm_client *client, const char *stream, uint32_t *out);
+
+// ---- Queues: enqueue, reserve, ack/nack, retry policy, dead-letter queue ----
+
+// Queue counters.
+typedef struct fm_queue_stats {
+  // Ready to be reserved now.
+  uint64_t pending;
+  // Reserved and not yet acked, nacked or expired.
+  uint64_t in_flight;
+  // Waiting for a delay or a retry backoff.
+  uint64_t delayed;
+  // In the dead-letter queue.
+  uint64_t dead;
+} fm_queue_stats;
+
+// What happens to failed jobs (nack or visibility timeout).
+typedef struct fm_retry_policy {
+  // Deliveries before a job is dead-lettered; 0 = unlimited.
+  uint32_t max_attempts;
+  uint64_t initial_backoff_ms;
+  uint64_t max_backoff_ms;
+  double multiplier;
+} fm_retry_policy;
+
+// Enqueues a job (queue created on first use). `delay_ms` 0 = ready now;
+// higher `priority` is reserved first, FIFO within a priority. The key of
+// `msg` is ignored. `job_id_out` may be NULL. Errors: INVALID_ARGUMENT,
+// TOO_LARGE, CLOSED, broker errors.
+fm_status fm_queue_enqueue(struct fm_client *client,
+                           const char *queue,
+                           const struct fm_msg *msg,
+                           uint64_t delay_ms,
+                           int32_t priority,
+                           uint64_t *job_id_out);
+
+// Reserves one job for `visibility_ms` (0 = 30000): unless acked in time it
+// is delivered again with attempt+1. Waits up to `wait_ms` for a job (no
+// busy polling). FM_OK with `*out == NULL` when none arrived; otherwise
+// `*out` is owned by the caller (fm_job_free).
+fm_status fm_queue_reserve(struct fm_client *client,
+                           const char *queue,
+                           uint64_t visibility_ms,
+                           uint64_t wait_ms,
+                           struct fm_job **out);
+
+// Batch reserve: up to `max_jobs` (>= 1), waiting up to `wait_ms` for the
+// first. On FM_OK `*out` is owned by the caller (fm_jobs_free) and may hold
+// 0 jobs.
+fm_status fm_queue_receive(struct fm_client *client,
+                           const char *queue,
+                           size_t max_jobs,
+                           uint64_t visibility_ms,
+                           uint64_t wait_ms,
+                           struct fm_jobs **out);
+
+// The job id (0 for NULL).
+uint64_t fm_job_id(const struct fm_job *job);
+
+// Deliveries so far including this one: 1 on first delivery (0 for NULL).
+uint32_t fm_job_attempt(const struct fm_job *job);
+
+// The job priority (0 for NULL).
+int32_t fm_job_priority(const struct fm_job *job);
+
+// The payload, borrowed from `job`; its length goes to `*len_out` (may be
+// NULL). Returns NULL (length 0) for a NULL job.
+const uint8_t *fm_job_payload(const struct fm_job *job, size_t *len_out);
+
+// The value of header `key`, borrowed from `job`; NULL if absent.
+const char *fm_job_header(const struct fm_job *job, const char *key);
+
+// Number of headers of `job` (0 for NULL).
+size_t fm_job_headers_len(const struct fm_job *job);
+
+// The headers of `job` (fm_job_headers_len entries), borrowed from `job`.
+const struct fm_header *fm_job_headers(const struct fm_job *job);
+
+// Frees a job returned by fm_queue_reserve. NULL is a no-op. Never pass a
+// job borrowed from an fm_jobs list.
+void fm_job_free(struct fm_job *job);
+
+// Acknowledges a job: it is done and removed. FM_ERR_NOT_FOUND if the job
+// is unknown, already acked or dead-lettered.
+fm_status fm_queue_ack(struct fm_client *client, const char *queue, uint64_t job_id);
+
+// Gives a reserved job back: redelivered after `delay_ms` (0 = the retry
+// policy's backoff), or dead-lettered once max_attempts is reached.
+// FM_ERR_NOT_FOUND for an unknown job; FM_ERR_CONFLICT if it is not reserved.
+fm_status fm_queue_nack(struct fm_client *client,
+                        const char *queue,
+                        uint64_t job_id,
+                        uint64_t delay_ms);
+
+// Fills `*out` with the queue's counters.
+fm_status fm_queue_get_stats(struct fm_client *client,
+                             const char *queue,
+                             struct fm_queue_stats *out);
+
+// Sets the retry policy: backoff after failed delivery n is
+// min(initial * multiplier^(n-1), max). `multiplier` must be >= 1.
+// `max_attempts` 0 = retry forever.
+fm_status fm_queue_set_retry_policy(struct fm_client *client,
+                                    const char *queue,
+                                    uint32_t max_attempts,
+                                    uint64_t initial_backoff_ms,
+                                    uint64_t max_backoff_ms,
+                                    double multiplier);
+
+// Reads the retry policy into `*out`.
+fm_status fm_queue_get_retry_policy(struct fm_client *client,
+                                    const char *queue,
+                                    struct fm_retry_policy *out);
+
+// Up to `max` dead-lettered jobs (0 = all), oldest first. On FM_OK `*out`
+// is owned by the caller (fm_jobs_free).
+fm_status fm_queue_dlq_list(struct fm_client *client,
+                            const char *queue,
+                            size_t max,
+                            struct fm_jobs **out);
+
+// Number of jobs in `jobs` (0 for NULL).
+size_t fm_jobs_len(const struct fm_jobs *jobs);
+
+// Job `i`, borrowed from `jobs` (never fm_job_free it); NULL if out of range.
+const struct fm_job *fm_jobs_get(const struct fm_jobs *jobs, size_t i);
+
+// Frees a job list and its jobs. NULL is a no-op.
+void fm_jobs_free(struct fm_jobs *jobs);
+
+// Moves a dead-lettered job back to the queue (attempts reset).
+// FM_ERR_NOT_FOUND if it is not in the dead-letter queue.
+fm_status fm_queue_dlq_replay(struct fm_client *client, const char *queue, uint64_t job_id);
+
+// Replays every dead-lettered job, or only those whose header `header_key`
+// equals `header_value` when `header_key` is not NULL. The count goes to
+// `*replayed_out` (may be NULL).
+fm_status fm_queue_dlq_replay_all(struct fm_client *client,
+                                  const char *queue,
+                                  const char *header_key,
+                                  const char *header_value,
+                                  uint64_t *replayed_out);
+
+// ---- Key-value: set/get/delete/exists, list keys, compare-and-set, watch ----
+
+// Kind of a KV change.
+typedef enum fm_kv_op {
+  FM_KV_PUT = 1,
+  FM_KV_DELETE = 2,
+  FM_KV_EXPIRE = 3,
+} fm_kv_op;
+
+// Called for each change under a watched prefix, in the order the changes
+// happened, on a library thread. `revision` is the new revision for PUT and
+// DELETE, and the revision of the value that expired for EXPIRE. `key` and
+// `value` are valid only during the call; value is empty (len 0) for
+// deletes and expiries.
+typedef void (*fm_kv_watch_cb)(void *user_data,
+                               enum fm_kv_op op,
+                               const char *key,
+                               const uint8_t *value,
+                               size_t len,
+                               uint64_t revision);
+
+// Sets `key` (1-1024 bytes of UTF-8) in `bucket` (created on first use) to
+// `len` bytes at `value` (copied; NULL allowed when len is 0). `ttl_ms` 0 =
+// never expires. The new revision goes to `*revision_out` (may be NULL).
+// Errors: INVALID_ARGUMENT, TOO_LARGE, CLOSED, broker errors.
+fm_status fm_kv_set(struct fm_client *client,
+                    const char *bucket,
+                    const char *key,
+                    const uint8_t *value,
+                    size_t len,
+                    uint64_t ttl_ms,
+                    uint64_t *revision_out);
+
+// Compare-and-set: writes only if the key's revision is
+// `expected_revision` (0 = the key must not exist), else FM_ERR_CONFLICT.
+fm_status fm_kv_cas(struct fm_client *client,
+                    const char *bucket,
+                    const char *key,
+                    const uint8_t *value,
+                    size_t len,
+                    uint64_t expected_revision,
+                    uint64_t *revision_out);
+
+// Gets a value. On FM_OK `*out` is owned by the caller (fm_buf_free).
+// FM_ERR_NOT_FOUND if absent or expired.
+fm_status fm_kv_get(struct fm_client *client,
+                    const char *bucket,
+                    const char *key,
+                    struct fm_buf **out);
+
+// Like fm_kv_get, and also returns the key's revision (`revision_out` may
+// be NULL).
+fm_status fm_kv_get_entry(struct fm_client *client,
+                          const char *bucket,
+                          const char *key,
+                          struct fm_buf **value_out,
+                          uint64_t *revision_out);
+
+// Deletes a key. FM_OK also when it was absent.
+fm_status fm_kv_delete(struct fm_client *client, const char *bucket, const char *key);
+
+// Whether a live (unexpired) key exists, into `*out`.
+fm_status fm_kv_exists(struct fm_client *client, const char *bucket, const char *key, bool *out);
+
+// Live keys starting with `prefix` ("" or NULL = all), sorted. On FM_OK
+// `*out` is owned by the caller (fm_strings_free).
+fm_status fm_kv_list_keys(struct fm_client *client,
+                          const char *bucket,
+                          const char *prefix,
+                          struct fm_strings **out);
+
+// Number of strings (0 for NULL).
+size_t fm_strings_len(const struct fm_strings *s);
+
+// String `i`, borrowed from `s`; NULL if out of range.
+const char *fm_strings_get(const struct fm_strings *s, size_t i);
+
+// Frees a string list. NULL is a no-op.
+void fm_strings_free(struct fm_strings *s);
+
+// Watches changes to keys starting with `prefix` ("" or NULL = all) from
+// now on. `cb` runs on a library thread, in revision order, one call at a
+// time. A watcher more than 16384 changes behind is stopped (logged). On
+// FM_OK `*out` is owned by the caller: end it with fm_unsubscribe.
+fm_status fm_kv_watch(struct fm_client *client,
+                      const char *bucket,
+                      const char *prefix,
+                      fm_kv_watch_cb cb,
+                      void *user_data,
+                      struct fm_subscription **out);
+
+// ---- Events to named recipients -------------------------------------------
+
+// Called for each event delivered to a subscription, one at a time, on a
+// library thread. `ev` is valid only during the call. With auto_ack the
+// event is acknowledged when the callback returns (unless it was already
+// acked, deferred or discarded in the callback).
+typedef void (*fm_event_cb)(void *user_data, const struct fm_event *ev);
 
 // Makes a new X25519 key pair for the connect option `app_secret_key`. On
 // FM_OK `*secret_out` and `*public_out` are owned by the caller
@@ -448,75 +796,7 @@ bool fm_event_encrypted(const struct fm_event *ev);
 // when it is not a reply. `has_out` may be NULL.
 uint64_t fm_event_reply_to(const struct fm_event *ev, bool *has_out);
 
-// Sets `key` (1-1024 bytes of UTF-8) in `bucket` (created on first use) to
-// `len` bytes at `value` (copied; NULL allowed when len is 0). `ttl_ms` 0 =
-// never expires. The new revision goes to `*revision_out` (may be NULL).
-// Errors: INVALID_ARGUMENT, TOO_LARGE, CLOSED, broker errors.
-fm_status fm_kv_set(struct fm_client *client,
-                    const char *bucket,
-                    const char *key,
-                    const uint8_t *value,
-                    size_t len,
-                    uint64_t ttl_ms,
-                    uint64_t *revision_out);
-
-// Compare-and-set: writes only if the key's revision is
-// `expected_revision` (0 = the key must not exist), else FM_ERR_CONFLICT.
-fm_status fm_kv_cas(struct fm_client *client,
-                    const char *bucket,
-                    const char *key,
-                    const uint8_t *value,
-                    size_t len,
-                    uint64_t expected_revision,
-                    uint64_t *revision_out);
-
-// Gets a value. On FM_OK `*out` is owned by the caller (fm_buf_free).
-// FM_ERR_NOT_FOUND if absent or expired.
-fm_status fm_kv_get(struct fm_client *client,
-                    const char *bucket,
-                    const char *key,
-                    struct fm_buf **out);
-
-// Like fm_kv_get, and also returns the key's revision (`revision_out` may
-// be NULL).
-fm_status fm_kv_get_entry(struct fm_client *client,
-                          const char *bucket,
-                          const char *key,
-                          struct fm_buf **value_out,
-                          uint64_t *revision_out);
-
-// Deletes a key. FM_OK also when it was absent.
-fm_status fm_kv_delete(struct fm_client *client, const char *bucket, const char *key);
-
-// Whether a live (unexpired) key exists, into `*out`.
-fm_status fm_kv_exists(struct fm_client *client, const char *bucket, const char *key, bool *out);
-
-// Live keys starting with `prefix` ("" or NULL = all), sorted. On FM_OK
-// `*out` is owned by the caller (fm_strings_free).
-fm_status fm_kv_list_keys(struct fm_client *client,
-                          const char *bucket,
-                          const char *prefix,
-                          struct fm_strings **out);
-
-// Number of strings (0 for NULL).
-size_t fm_strings_len(const struct fm_strings *s);
-
-// String `i`, borrowed from `s`; NULL if out of range.
-const char *fm_strings_get(const struct fm_strings *s, size_t i);
-
-// Frees a string list. NULL is a no-op.
-void fm_strings_free(struct fm_strings *s);
-
-// Watches changes to keys starting with `prefix` ("" or NULL = all) from
-// now on. `cb` runs on a library thread, in revision order, one call at a
-// time. A watcher more than 16384 changes behind is stopped (logged). On
-// FM_OK `*out` is owned by the caller: end it with fm_unsubscribe.
-fm_status fm_kv_watch(struct fm_client *client,
-                      const char *bucket,
-                      const char *prefix,
-                      fm_kv_watch_cb cb,
-                      void *user_data,
-                      struct fm_subscription **out);
+// ---- Metrics --------------------------------------------------------------
 
 // The client's metrics in the Prometheus text exposition format (version
 // 0.0.4, UTF-8, not NUL-terminated: use fm_buf_data for pointer and length):
@@ -529,135 +809,7 @@ fm_status fm_kv_watch(struct fm_client *client,
 // FM_ERR_INVALID_ARGUMENT (NULL client or out) or FM_ERR_CLOSED (closed client).
 fm_status fm_client_metrics(struct fm_client *client, struct fm_buf **out);
 
-// A new, empty options set. The caller owns it and frees it with
-// fm_options_free. Returns NULL only if memory is exhausted.
-struct fm_options *fm_options_new(void);
-
-// Sets `key` to `value` (both borrowed, copied). Keys: see docs/ABI.md
-// and the README. Returns FM_OK, or FM_ERR_INVALID_ARGUMENT for a NULL
-// argument, invalid UTF-8, an unknown key or a value that does not parse.
-fm_status fm_options_set(struct fm_options *opts, const char *key, const char *value);
-
-// Frees an options set. NULL is a no-op.
-void fm_options_free(struct fm_options *opts);
-
-// Enqueues a job (queue created on first use). `delay_ms` 0 = ready now;
-// higher `priority` is reserved first, FIFO within a priority. The key of
-// `msg` is ignored. `job_id_out` may be NULL. Errors: INVALID_ARGUMENT,
-// TOO_LARGE, CLOSED, broker errors.
-fm_status fm_queue_enqueue(struct fm_client *client,
-                           const char *queue,
-                           const struct fm_msg *msg,
-                           uint64_t delay_ms,
-                           int32_t priority,
-                           uint64_t *job_id_out);
-
-// Reserves one job for `visibility_ms` (0 = 30000): unless acked in time it
-// is delivered again with attempt+1. Waits up to `wait_ms` for a job (no
-// busy polling). FM_OK with `*out == NULL` when none arrived; otherwise
-// `*out` is owned by the caller (fm_job_free).
-fm_status fm_queue_reserve(struct fm_client *client,
-                           const char *queue,
-                           uint64_t visibility_ms,
-                           uint64_t wait_ms,
-                           struct fm_job **out);
-
-// Batch reserve: up to `max_jobs` (>= 1), waiting up to `wait_ms` for the
-// first. On FM_OK `*out` is owned by the caller (fm_jobs_free) and may hold
-// 0 jobs.
-fm_status fm_queue_receive(struct fm_client *client,
-                           const char *queue,
-                           size_t max_jobs,
-                           uint64_t visibility_ms,
-                           uint64_t wait_ms,
-                           struct fm_jobs **out);
-
-// The job id (0 for NULL).
-uint64_t fm_job_id(const struct fm_job *job);
-
-// Deliveries so far including this one: 1 on first delivery (0 for NULL).
-uint32_t fm_job_attempt(const struct fm_job *job);
-
-// The job priority (0 for NULL).
-int32_t fm_job_priority(const struct fm_job *job);
-
-// The payload, borrowed from `job`; its length goes to `*len_out` (may be
-// NULL). Returns NULL (length 0) for a NULL job.
-const uint8_t *fm_job_payload(const struct fm_job *job, size_t *len_out);
-
-// The value of header `key`, borrowed from `job`; NULL if absent.
-const char *fm_job_header(const struct fm_job *job, const char *key);
-
-// Number of headers of `job` (0 for NULL).
-size_t fm_job_headers_len(const struct fm_job *job);
-
-// The headers of `job` (fm_job_headers_len entries), borrowed from `job`.
-const struct fm_header *fm_job_headers(const struct fm_job *job);
-
-// Frees a job returned by fm_queue_reserve. NULL is a no-op. Never pass a
-// job borrowed from an fm_jobs list.
-void fm_job_free(struct fm_job *job);
-
-// Acknowledges a job: it is done and removed. FM_ERR_NOT_FOUND if the job
-// is unknown, already acked or dead-lettered.
-fm_status fm_queue_ack(struct fm_client *client, const char *queue, uint64_t job_id);
-
-// Gives a reserved job back: redelivered after `delay_ms` (0 = the retry
-// policy's backoff), or dead-lettered once max_attempts is reached.
-// FM_ERR_NOT_FOUND for an unknown job; FM_ERR_CONFLICT if it is not reserved.
-fm_status fm_queue_nack(struct fm_client *client,
-                        const char *queue,
-                        uint64_t job_id,
-                        uint64_t delay_ms);
-
-// Fills `*out` with the queue's counters.
-fm_status fm_queue_get_stats(struct fm_client *client,
-                             const char *queue,
-                             struct fm_queue_stats *out);
-
-// Sets the retry policy: backoff after failed delivery n is
-// min(initial * multiplier^(n-1), max). `multiplier` must be >= 1.
-// `max_attempts` 0 = retry forever.
-fm_status fm_queue_set_retry_policy(struct fm_client *client,
-                                    const char *queue,
-                                    uint32_t max_attempts,
-                                    uint64_t initial_backoff_ms,
-                                    uint64_t max_backoff_ms,
-                                    double multiplier);
-
-// Reads the retry policy into `*out`.
-fm_status fm_queue_get_retry_policy(struct fm_client *client,
-                                    const char *queue,
-                                    struct fm_retry_policy *out);
-
-// Up to `max` dead-lettered jobs (0 = all), oldest first. On FM_OK `*out`
-// is owned by the caller (fm_jobs_free).
-fm_status fm_queue_dlq_list(struct fm_client *client,
-                            const char *queue,
-                            size_t max,
-                            struct fm_jobs **out);
-
-// Number of jobs in `jobs` (0 for NULL).
-size_t fm_jobs_len(const struct fm_jobs *jobs);
-
-// Job `i`, borrowed from `jobs` (never fm_job_free it); NULL if out of range.
-const struct fm_job *fm_jobs_get(const struct fm_jobs *jobs, size_t i);
-
-// Frees a job list and its jobs. NULL is a no-op.
-void fm_jobs_free(struct fm_jobs *jobs);
-
-// Moves a dead-lettered job back to the queue (attempts reset).
-// FM_ERR_NOT_FOUND if it is not in the dead-letter queue.
-fm_status fm_queue_dlq_replay(struct fm_client *client, const char *queue, uint64_t job_id);
-
-// Replays every dead-lettered job, or only those whose header `header_key`
-// equals `header_value` when `header_key` is not NULL. The count goes to
-// `*replayed_out` (may be NULL).
-fm_status fm_queue_dlq_replay_all(struct fm_client *client,
-                                  const char *queue,
-                                  const char *header_key,
-                                  const char *header_value,
-                                  uint64_t *replayed_out);
+// ---- Resource lifecycle: list, delete and purge streams, queues and buckets; ----
 
 // Streams whose name starts with `prefix` ("" or NULL = all) in the
 // client's tenant and namespace; a prefix containing '/' is the start of a
@@ -734,6 +886,8 @@ fm_status fm_stream_update(struct fm_client *client,
                            const char *stream,
                            const struct fm_options *opts);
 
+// ---- Document store: JSON requests, live-query subscriptions --------------
+
 // Runs one store request, a JSON object such as
 // `{"type": "store.insert", "bucket": "users", "data": {"name": "Ann"}}`
 // (every type and its fields: docs/STORE.md), on the client's tenant and
@@ -784,152 +938,8 @@ fm_status fm_store_subscription_next(struct fm_store_subscription *sub,
 // NULL is a no-op; FM_ERR_CLOSED if it was ended already.
 fm_status fm_store_unsubscribe(struct fm_store_subscription *sub);
 
-// Appends one message (creating the stream on first use) and waits for the
-// engine's acknowledgement (durable per the fsync policy). `out` may be
-// NULL. Errors: INVALID_ARGUMENT (NULL, bad name, bad UTF-8 in headers),
-// TOO_LARGE, CLOSED, DISCONNECTED/UNAVAILABLE/TIMEOUT (broker), INTERNAL.
-fm_status fm_publish(struct fm_client *client,
-                     const char *stream,
-                     const struct fm_msg *msg,
-                     struct fm_position *out);
-
-// Appends `n` messages in one call: all are stored, in order, or none is
-// acknowledged. `out` is NULL or an array of `n` positions. Errors as
-// fm_publish.
-fm_status fm_publish_batch(struct fm_client *client,
-                           const char *stream,
-                           const struct fm_msg *msgs,
-                           size_t n,
-                           struct fm_position *out);
-
-// Queues a publish and returns at once (blocking only while 16384 publishes
-// are already pending). `msg` is copied. `cb` (may be NULL) runs exactly
-// once on a library thread, in issue order, with the status and position;
-// with a failed status, fm_last_error() inside the callback says why.
-// Errors returned directly: INVALID_ARGUMENT, TOO_LARGE, CLOSED.
-fm_status fm_publish_async(struct fm_client *client,
-                           const char *stream,
-                           const struct fm_msg *msg,
-                           fm_publish_cb cb,
-                           void *user_data);
-
-// Blocks until every fm_publish_async issued before it has called back, or
-// `timeout_ms` passes (FM_ERR_TIMEOUT). Do not call it from a publish
-// callback of the same client (it would wait for itself).
-fm_status fm_flush(struct fm_client *client, uint64_t timeout_ms);
-
-// Reads up to `max_messages` from `partition` starting at `offset` (an
-// offset below the retained range starts at the earliest retained). On
-// FM_OK `*out` is owned by the caller (fm_messages_free); it may hold 0
-// messages at the end of the partition. FM_ERR_NOT_FOUND if the stream or
-// partition does not exist.
-fm_status fm_read(struct fm_client *client,
-                  const char *stream,
-                  uint32_t partition,
-                  uint64_t offset,
-                  size_t max_messages,
-                  struct fm_messages **out);
-
-// Number of messages in `m` (0 for NULL).
-size_t fm_messages_len(const struct fm_messages *m);
-
-// Message `i` of `m`, borrowed from `m`; NULL if `m` is NULL or `i` is out
-// of range.
-const struct fm_message *fm_messages_get(const struct fm_messages *m, size_t i);
-
-// Frees messages returned by fm_read. NULL is a no-op.
-void fm_messages_free(struct fm_messages *m);
-
-// Subscribes to a stream (created if absent). `opts` (may be NULL, copied):
-// "group", "partition" (default: all), "start" = earliest | latest |
-// committed | <offset> (default committed with a group, else latest),
-// "auto_commit" (default true with a group; commits delivered offsets after
-// callbacks return, in batches and whenever the subscription is idle).
-// `cb` runs on a library thread, in order per partition, one call at a
-// time; it may call any fm_ function, including fm_unsubscribe of this
-// subscription. On FM_OK `*out` is owned by the caller (fm_unsubscribe).
-fm_status fm_subscribe(struct fm_client *client,
-                       const char *stream,
-                       const struct fm_options *opts,
-                       fm_message_cb cb,
-                       void *user_data,
-                       struct fm_subscription **out);
-
-// Subscribes in pull mode: no callback and no delivery thread; the
-// application takes batches with fm_subscription_next at its own pace (the
-// library buffers at most 1024 messages ahead, then back-pressures the
-// feed). Same `opts` as fm_subscribe; with auto_commit, a call to
-// fm_subscription_next commits what the previous call returned. On FM_OK
-// `*out` is owned by the caller (fm_unsubscribe).
-fm_status fm_subscribe_pull(struct fm_client *client,
-                            const char *stream,
-                            const struct fm_options *opts,
-                            struct fm_subscription **out);
-
-// Takes up to `max_messages` (>= 1) from a pull subscription, waiting up
-// to `timeout_ms` for the first. FM_OK with an empty list on timeout; on
-// FM_OK `*out` is owned by the caller (fm_messages_free). Returns the
-// error that ended the feed (e.g. FM_ERR_DISCONNECTED once reconnecting
-// gave up), FM_ERR_CLOSED after the client closed, and
-// FM_ERR_INVALID_ARGUMENT for a callback subscription. Call it from one
-// thread at a time per subscription.
-fm_status fm_subscription_next(struct fm_subscription *sub,
-                               size_t max_messages,
-                               uint64_t timeout_ms,
-                               struct fm_messages **out);
-
-// FM_OK while a subscription or watch is healthy (or was stopped by
-// fm_unsubscribe); otherwise the status of the error that ended its feed,
-// with fm_last_error() describing it. A callback subscription whose feed
-// ended calls no more callbacks: poll this to learn why.
-fm_status fm_subscription_status(const struct fm_subscription *sub);
-
-// Stops a subscription or KV watch and frees it. Waits for a running
-// callback to return, unless called from inside that callback, and for a
-// running fm_subscription_next (which then returns FM_ERR_CLOSED). In pull
-// mode the last batch returned is not auto-committed (commit it with
-// fm_commit_offset once processed). NULL is a no-op returning FM_OK;
-// after fm_client_close it just frees. A handle already unsubscribed gives
-// FM_ERR_CLOSED.
-fm_status fm_unsubscribe(struct fm_subscription *sub);
-
-// Records that `group` has processed `stream`/`partition` up to and
-// including `offset`; a subscription with start=committed resumes after it.
-// FM_ERR_NOT_FOUND if the stream or partition does not exist.
-fm_status fm_commit_offset(struct fm_client *client,
-                           const char *stream,
-                           const char *group,
-                           uint32_t partition,
-                           uint64_t offset);
-
-// The offset `group` last committed on `partition`. FM_ERR_NOT_FOUND if the
-// group never committed there (or the stream does not exist).
-fm_status fm_get_offset(struct fm_client *client,
-                        const char *stream,
-                        const char *group,
-                        uint32_t partition,
-                        uint64_t *out);
-
-// The offset the next message of `partition` will get (0 when empty).
-// FM_ERR_NOT_FOUND if the stream or partition does not exist.
-fm_status fm_get_latest_offset(struct fm_client *client,
-                               const char *stream,
-                               uint32_t partition,
-                               uint64_t *out);
-
-// Creates a stream. `opts` (may be NULL): "partitions" (default 1),
-// "max_age_ms", "max_bytes", "max_messages" (retention; 0 = unlimited).
-// FM_OK if it already exists with the same partition count;
-// FM_ERR_ALREADY_EXISTS if it exists with another.
-fm_status fm_stream_create(struct fm_client *client,
-                           const char *stream,
-                           const struct fm_options *opts);
-
-// The partition count of a stream. FM_ERR_NOT_FOUND if it does not exist.
-fm_status fm_stream_partitions(struct fm_client *client, const char *stream, uint32_t *out);
-
 #ifdef __cplusplus
 }  // extern "C"
-#endif  // __cplusplus
+#endif
 
 #endif  /* FLOWMESH_H */

@@ -80,6 +80,11 @@ impl Client {
     /// Connects to `url` (see [`Endpoint`]) with string options.
     pub async fn connect(url: &str, opts: &Options) -> Result<Client> {
         let cfg = ClientConfig::from_options(opts)?;
+        if cfg.engine.login.is_some() && !url.starts_with("grpc") && !url.starts_with("ws") {
+            return Err(Error::invalid(
+                "options identity_user/identity_password/identity_secret need a broker URL (grpc://, ws://)",
+            ));
+        }
         let engine = crate::engine::open(url, &cfg.engine).await?;
         Ok(Client::with_engine(engine, cfg))
     }
@@ -140,6 +145,11 @@ impl Client {
     pub async fn identity(&self, request: &serde_json::Value) -> Result<serde_json::Value> {
         let answer = self.engine.identity(&request.to_string()).await?;
         serde_json::from_str(&answer).map_err(|e| Error::Internal(format!("identity answer is not JSON: {e}")))
+    }
+
+    /// [`Client::identity`] on JSON text (what the C ABI passes).
+    pub async fn identity_raw(&self, request: &str) -> Result<String> {
+        self.engine.identity(request).await
     }
 
     /// Sends `token` on every call from now on (`None`: the connect option

@@ -181,10 +181,10 @@ mod tests {
 
 /// How many of the newest records of each partition one audit query scans
 /// at most (a bounded scan, not an index).
-pub const QUERY_SCAN: u64 = 10_000;
+pub(crate) const QUERY_SCAN: u64 = 10_000;
 /// Entries one query returns at most (and by default).
-pub const QUERY_MAX: usize = 1000;
-pub const QUERY_DEFAULT: usize = 100;
+pub(crate) const QUERY_MAX: usize = 1000;
+pub(crate) const QUERY_DEFAULT: usize = 100;
 
 /// An audit query's filter: `userId`, `operation`, `result`, `from`, `to`
 /// (Unix ms, inclusive), `limit`.

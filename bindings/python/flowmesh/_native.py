@@ -227,6 +227,9 @@ _SIGNATURES: dict[str, tuple[Any, List[Any]]] = {
     "fm_store_subscribe": (_S, [_P, c_char_p, c_char_p, POINTER(_P)]),
     "fm_store_subscription_next": (_S, [_P, c_uint64, POINTER(_P)]),
     "fm_store_unsubscribe": (_S, [_P]),
+    # identity of a broker with --identity (JSON in, owned JSON string out)
+    "fm_identity_call": (_S, [_P, c_char_p, POINTER(_P)]),
+    "fm_client_set_token": (_S, [_P, c_char_p]),
 }
 
 

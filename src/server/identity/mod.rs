@@ -37,9 +37,9 @@ use users::User;
 pub(crate) use service::IdentityService;
 
 /// The KV bucket of the identity state (tenant `_flowmesh` is the broker's).
-pub const BUCKET: &str = "_flowmesh/_system/identity";
+pub(crate) const BUCKET: &str = "_flowmesh/_system/identity";
 /// The id and username of the bootstrap admin.
-pub const ADMIN_ID: &str = "admin";
+pub(crate) const ADMIN_ID: &str = "admin";
 
 #[derive(Debug, Clone)]
 pub struct IdentityConfig {

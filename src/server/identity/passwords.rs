@@ -23,8 +23,8 @@ impl Default for HashCost {
 }
 
 /// Longest password accepted (argon2 takes any length; this bounds the work).
-pub const MAX_PASSWORD: usize = 1024;
-pub const MIN_PASSWORD: usize = 8;
+pub(crate) const MAX_PASSWORD: usize = 1024;
+pub(crate) const MIN_PASSWORD: usize = 8;
 
 pub struct Hasher {
     cost: HashCost,

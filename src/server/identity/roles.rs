@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use super::super::auth::{op_bits, Grant};
 use crate::error::{Error, Result};
 
-pub const SUPERADMIN: &str = "superadmin";
+pub(crate) const SUPERADMIN: &str = "superadmin";
 
 /// Identity permissions (beyond the data operations).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-pub const PREFIX: &str = "fms_";
+pub(crate) const PREFIX: &str = "fms_";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Session {

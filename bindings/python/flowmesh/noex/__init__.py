@@ -21,6 +21,7 @@ The store behaves as docs/STORE.md describes.
 from .client import EVENTS, ConnectionState, NoexClient
 from .errors import DisconnectedError, NoexClientError, RequestTimeoutError
 from .options import AuthOptions, ClientOptions, CredentialOptions, ReconnectOptions, WelcomeInfo
+from .identity import AuditAPI, AuthAPI, IdentityAPI
 from .store import BucketAPI, StoreAPI, Unsubscribe
 
 __all__ = [
@@ -34,6 +35,9 @@ __all__ = [
     "WelcomeInfo",
     "StoreAPI",
     "BucketAPI",
+    "AuthAPI",
+    "IdentityAPI",
+    "AuditAPI",
     "Unsubscribe",
     "NoexClientError",
     "RequestTimeoutError",
