@@ -76,15 +76,21 @@ pub struct Client {
     metrics: Arc<crate::metrics::ClientMetrics>,
 }
 
+/// Identity logins (`identity_user`, ...) need a broker URL.
+pub(crate) fn check_login(url: &str, cfg: &ClientConfig) -> Result<()> {
+    if cfg.engine.login.is_some() && !url.starts_with("grpc") && !url.starts_with("ws") {
+        return Err(Error::invalid(
+            "options identity_user/identity_password/identity_secret need a broker URL (grpc://, ws://)",
+        ));
+    }
+    Ok(())
+}
+
 impl Client {
     /// Connects to `url` (see [`Endpoint`]) with string options.
     pub async fn connect(url: &str, opts: &Options) -> Result<Client> {
         let cfg = ClientConfig::from_options(opts)?;
-        if cfg.engine.login.is_some() && !url.starts_with("grpc") && !url.starts_with("ws") {
-            return Err(Error::invalid(
-                "options identity_user/identity_password/identity_secret need a broker URL (grpc://, ws://)",
-            ));
-        }
+        check_login(url, &cfg)?;
         let engine = crate::engine::open(url, &cfg.engine).await?;
         Ok(Client::with_engine(engine, cfg))
     }

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, Iterator, Tuple
+from typing import Any, Callable, Iterator, Tuple
 
 import pytest
 
@@ -34,6 +34,15 @@ def identity_url() -> Iterator[str]:
     proc, url = start_broker(args=_args())
     yield url
     stop_broker(proc)
+
+
+async def _until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError("timed out waiting for the client state")
+        await asyncio.sleep(0.01)
 
 
 async def _refused(coro: Any) -> NoexClientError:
@@ -157,13 +166,20 @@ async def test_token_login_and_relogin_after_restart(tmp_path: Path) -> None:
             reconnect=ReconnectOptions(initial_delay_ms=100, max_delay_ms=300, jitter_ms=50),
         )
         client = NoexClient(url, opts)
-        reconnected = asyncio.Event()
-        client.on("reconnected", reconnected.set)
         await client.connect()
         await client.store.bucket("notes").insert({"text": "before"})
-        stop_broker(proc)
+        # End dave's session: only a new login after the reconnect lets the
+        # client write again.
+        async with NoexClient(url) as admin:
+            await admin.identity.login_with_secret(SECRET)
+            await admin.identity.disable_user(user["id"])
+            await admin.identity.enable_user(user["id"])
+        await _refused(client.store.bucket("notes").insert({"text": "no session"}))
+        proc.kill()
+        proc.wait(10)
+        await _until(lambda: client.state == "reconnecting")
         proc, _ = start_broker(data=f"file://{tmp_path}", port=port, args=_args())
-        await asyncio.wait_for(reconnected.wait(), 30)
+        await _until(lambda: client.state == "connected", timeout=30)
         await client.store.bucket("notes").insert({"text": "after"})
         assert (await client.identity.whoami())["username"] == "dave"
         await client.disconnect()
