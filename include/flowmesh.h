@@ -813,6 +813,31 @@ uint64_t fm_event_reply_to(const struct fm_event *ev, bool *has_out);
 // FM_ERR_INVALID_ARGUMENT (NULL client or out) or FM_ERR_CLOSED (closed client).
 fm_status fm_client_metrics(struct fm_client *client, struct fm_buf **out);
 
+// ---- Identity: users, sessions, roles, ACL, ownership, audit queries of a ----
+
+// Runs one identity request on a broker started with `--identity`: a JSON
+// object with a `type` and that request's fields, e.g.
+// `{"type": "identity.login", "username": "alice", "password": "..."}`
+// (every type and its fields: docs/SECURITY.md, "Identity"). On FM_OK
+// `*response_out` is the answer as JSON (`null` for requests without
+// one), owned by the caller (fm_string_free). A successful
+// `identity.login`, `identity.login_with_secret` or `auth.login` makes the
+// client send that session (or token) on every later call; a logout goes
+// back to the connect option `token`. Errors: FM_ERR_INVALID_ARGUMENT
+// (NULL, not UTF-8, not a JSON object, unknown type, missing or bad
+// fields), FM_ERR_UNAUTHORIZED (no session, wrong password or secret,
+// expired or revoked session, disabled user, missing permission; the
+// refusal is audited), FM_ERR_NOT_FOUND, FM_ERR_ALREADY_EXISTS,
+// FM_ERR_UNAVAILABLE (an embedded engine, or a broker without
+// `--identity`), FM_ERR_CLOSED after fm_client_close.
+fm_status fm_identity_call(struct fm_client *client, const char *request_json, char **response_out);
+
+// Sends `token` (a session token from a login answer, or an access-file
+// token) as the bearer token of every later call of `client`; NULL goes
+// back to the connect option `token`. FM_ERR_INVALID_ARGUMENT for an empty
+// or non-ASCII token; FM_ERR_UNAVAILABLE on an embedded engine.
+fm_status fm_client_set_token(struct fm_client *client, const char *token);
+
 // ---- Resource lifecycle: list, delete and purge streams, queues and buckets; ----
 
 // Streams whose name starts with `prefix` ("" or NULL = all) in the

@@ -76,10 +76,21 @@ pub struct Client {
     metrics: Arc<crate::metrics::ClientMetrics>,
 }
 
+/// Identity logins (`identity_user`, ...) need a broker URL.
+pub(crate) fn check_login(url: &str, cfg: &ClientConfig) -> Result<()> {
+    if cfg.engine.login.is_some() && !url.starts_with("grpc") && !url.starts_with("ws") {
+        return Err(Error::invalid(
+            "options identity_user/identity_password/identity_secret need a broker URL (grpc://, ws://)",
+        ));
+    }
+    Ok(())
+}
+
 impl Client {
     /// Connects to `url` (see [`Endpoint`]) with string options.
     pub async fn connect(url: &str, opts: &Options) -> Result<Client> {
         let cfg = ClientConfig::from_options(opts)?;
+        check_login(url, &cfg)?;
         let engine = crate::engine::open(url, &cfg.engine).await?;
         Ok(Client::with_engine(engine, cfg))
     }
@@ -132,6 +143,25 @@ impl Client {
 
     pub async fn health(&self) -> Result<()> {
         self.engine.health().await
+    }
+
+    /// One identity request to a broker with `--identity` (JSON in, JSON
+    /// out; docs/SECURITY.md "Identity"). A successful login makes the
+    /// client send the session token from then on.
+    pub async fn identity(&self, request: &serde_json::Value) -> Result<serde_json::Value> {
+        let answer = self.engine.identity(&request.to_string()).await?;
+        serde_json::from_str(&answer).map_err(|e| Error::Internal(format!("identity answer is not JSON: {e}")))
+    }
+
+    /// [`Client::identity`] on JSON text (what the C ABI passes).
+    pub async fn identity_raw(&self, request: &str) -> Result<String> {
+        self.engine.identity(request).await
+    }
+
+    /// Sends `token` on every call from now on (`None`: the connect option
+    /// `token` again).
+    pub fn set_token(&self, token: Option<&str>) -> Result<()> {
+        self.engine.set_token(token)
     }
 
     pub async fn ready(&self) -> Result<()> {

@@ -53,6 +53,10 @@ const KEYS: &[(&str, Kind, Context)] = &[
     ("async_handler", Kind::Bool, Context::Event),
     ("tls_ca_file", Kind::Text, Context::Connect),
     ("tls_server_name", Kind::Text, Context::Connect),
+    // identity of a broker with --identity: log in after connect and after every reconnect
+    ("identity_user", Kind::Text, Context::Connect),
+    ("identity_password", Kind::Text, Context::Connect),
+    ("identity_secret", Kind::Text, Context::Connect),
     // nats:// (src/engine/nats): replication, credentials, TLS client cert, domain
     ("replicas", Kind::Unsigned, Context::Connect),
     ("user", Kind::Text, Context::Connect),

@@ -249,29 +249,40 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// Puts `authorization: Bearer <token>` on every request.
+/// Puts `authorization: Bearer <token>` on every request. Clones share the
+/// token, so a login (identity session) changes it for every channel.
 #[derive(Clone)]
 pub struct TokenInterceptor {
-    value: Option<AsciiMetadataValue>,
+    value: std::sync::Arc<std::sync::RwLock<Option<AsciiMetadataValue>>>,
+}
+
+fn bearer_value(token: Option<&str>) -> Result<Option<AsciiMetadataValue>> {
+    match token {
+        None => Ok(None),
+        Some("") => Err(Error::invalid("option token: must not be empty")),
+        Some(t) => Ok(Some(
+            MetadataValue::try_from(format!("Bearer {t}"))
+                .map_err(|_| Error::invalid("option token: must be printable ASCII"))?,
+        )),
+    }
 }
 
 impl TokenInterceptor {
     pub fn new(token: Option<&str>) -> Result<TokenInterceptor> {
-        let value = match token {
-            None => None,
-            Some("") => return Err(Error::invalid("option token: must not be empty")),
-            Some(t) => Some(
-                MetadataValue::try_from(format!("Bearer {t}"))
-                    .map_err(|_| Error::invalid("option token: must be printable ASCII"))?,
-            ),
-        };
-        Ok(TokenInterceptor { value })
+        Ok(TokenInterceptor { value: std::sync::Arc::new(std::sync::RwLock::new(bearer_value(token)?)) })
+    }
+
+    /// Sends `token` from now on (`None`: no token).
+    pub fn set(&self, token: Option<&str>) -> Result<()> {
+        let v = bearer_value(token)?;
+        *self.value.write().unwrap() = v;
+        Ok(())
     }
 }
 
 impl tonic::service::Interceptor for TokenInterceptor {
     fn call(&mut self, mut req: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.value {
+        if let Some(v) = self.value.read().unwrap().as_ref() {
             req.metadata_mut().insert(AUTH_KEY, v.clone());
         }
         Ok(req)

@@ -164,6 +164,8 @@ struct Security {
     /// JSON access file: hashed tokens, tenants, grants, limits (reloaded on SIGHUP)
     #[arg(long)]
     access_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    identity: security::IdentityArgs,
 }
 
 #[derive(Subcommand)]
@@ -427,6 +429,7 @@ async fn run(cmd: Command) -> Result<()> {
                 ..Default::default()
             };
             security::configure(&mut server_cfg, &security.tls_cert, &security.tls_key, &security.access_file)?;
+            server_cfg.identity = security.identity.config()?;
             serve(Arc::clone(&engine), listen, server_cfg, shutdown_signal()).await?;
             tracing::info!("flowmesh broker stopped");
             Ok(())

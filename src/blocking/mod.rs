@@ -200,6 +200,7 @@ impl Drop for Puller {
 impl BlockingClient {
     pub fn connect(url: &str, opts: &Options) -> Result<BlockingClient> {
         let cfg = ClientConfig::from_options(opts)?;
+        crate::client::check_login(url, &cfg)?;
         let endpoint = Endpoint::parse(url)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.worker_threads)

@@ -34,6 +34,48 @@ pub struct EngineConfig {
     pub tls_server_name: Option<String>,
     /// Settings only the `nats://` engine uses.
     pub nats: NatsSettings,
+    /// Log in to a broker's identity after connect and after every
+    /// reconnect (`identity_user` + `identity_password`, or `identity_secret`).
+    pub login: Option<Login>,
+}
+
+/// Credentials the remote engine logs in with (docs/SECURITY.md, "Identity").
+#[derive(Clone)]
+pub enum Login {
+    Password { user: String, password: String },
+    Secret(String),
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Login::Password { user, .. } => write!(f, "Login::Password({user:?}, ***)"),
+            Login::Secret(_) => write!(f, "Login::Secret(***)"),
+        }
+    }
+}
+
+impl Login {
+    fn from_options(opts: &Options) -> Result<Option<Login>> {
+        match (opts.get("identity_user"), opts.get("identity_password"), opts.get("identity_secret")) {
+            (None, None, None) => Ok(None),
+            (Some(u), Some(p), None) => Ok(Some(Login::Password { user: u.to_owned(), password: p.to_owned() })),
+            (None, None, Some(s)) => Ok(Some(Login::Secret(s.to_owned()))),
+            _ => Err(Error::invalid(
+                "options identity_user and identity_password go together; identity_secret goes alone",
+            )),
+        }
+    }
+
+    /// The identity request this login sends.
+    pub fn request(&self) -> serde_json::Value {
+        match self {
+            Login::Password { user, password } => {
+                serde_json::json!({"type": "identity.login", "username": user, "password": password})
+            }
+            Login::Secret(s) => serde_json::json!({"type": "identity.login_with_secret", "secret": s}),
+        }
+    }
 }
 
 /// Connect options of the `nats://` engine.
@@ -129,6 +171,7 @@ impl EngineConfig {
             tls_ca_file: opts.get("tls_ca_file").map(str::to_owned),
             tls_server_name: opts.get("tls_server_name").map(str::to_owned),
             nats: NatsSettings::from_options(opts)?,
+            login: Login::from_options(opts)?,
         })
     }
 }

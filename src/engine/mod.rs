@@ -34,6 +34,25 @@ pub trait Engine: Send + Sync + 'static {
     fn connection(&self) -> Option<std::sync::Arc<connection::ConnectionState>>;
 
     async fn health(&self) -> Result<()>;
+
+    /// One identity request (a JSON object with a `type`, docs/SECURITY.md)
+    /// to a broker started with `--identity`; its answer as JSON. A login
+    /// that succeeds makes the engine send the new session token from then
+    /// on; a logout stops it. Embedded engines have no identity.
+    async fn identity(&self, request: &str) -> Result<String> {
+        let _ = request;
+        Err(crate::error::Error::Unavailable(
+            "identity needs a broker started with --identity (grpc://, ws://); embedded engines have none".into(),
+        ))
+    }
+
+    /// Sends `token` (a session or access-file token) on every call from
+    /// now on; `None` goes back to the connect option `token`.
+    fn set_token(&self, token: Option<&str>) -> Result<()> {
+        let _ = token;
+        Err(crate::error::Error::Unavailable("only a broker connection sends tokens".into()))
+    }
+
     async fn ready(&self) -> Result<()> {
         self.health().await
     }

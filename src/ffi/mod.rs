@@ -12,6 +12,7 @@ mod call;
 pub mod client;
 pub mod events;
 pub(crate) mod handles;
+pub mod identity;
 pub mod kv;
 pub mod metrics;
 pub mod options;

@@ -210,6 +210,14 @@ impl Engine for MeteredEngine {
         self.call(Op::KvWatch, self.inner.kv_watch_resume(bucket, prefix, after)).await
     }
 
+    async fn identity(&self, request: &str) -> Result<String> {
+        self.inner.identity(request).await
+    }
+
+    fn set_token(&self, token: Option<&str>) -> Result<()> {
+        self.inner.set_token(token)
+    }
+
     async fn kv_txn(&self, ops: Vec<TxnOp>) -> Result<Vec<TxnResult>> {
         self.call(Op::KvTxn, self.inner.kv_txn(ops)).await
     }

@@ -19,7 +19,7 @@ const BATCH: usize = 256;
 
 pub const AUDIT_STREAM: &str = "_audit";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct AuditEvent {
     /// RFC 3339 UTC time the broker saw the event.
     pub time: String,
@@ -27,6 +27,9 @@ pub struct AuditEvent {
     pub tenant: String,
     /// The token's id from the access file (never the token itself).
     pub token_id: Option<String>,
+    /// The identity user who acted (`serve --identity`), if it was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     pub peer: Option<String>,
     pub operation: String,
     pub resource: String,
@@ -44,6 +47,7 @@ impl AuditEvent {
             time_ms: ms,
             tenant: tenant.to_owned(),
             token_id: None,
+            user_id: None,
             peer: None,
             operation: operation.to_owned(),
             resource: resource.to_owned(),
@@ -54,6 +58,11 @@ impl AuditEvent {
 
     pub fn token(mut self, id: &str) -> AuditEvent {
         self.token_id = Some(id.to_owned());
+        self
+    }
+
+    pub fn user(mut self, id: &str) -> AuditEvent {
+        self.user_id = Some(id.to_owned());
         self
     }
 
@@ -168,4 +177,106 @@ mod tests {
         assert_eq!(super::rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(super::rfc3339(1_798_761_599_000), "2026-12-31T23:59:59.000Z");
     }
+}
+
+/// How many of the newest records of each partition one audit query scans
+/// at most (a bounded scan, not an index).
+pub(crate) const QUERY_SCAN: u64 = 10_000;
+/// Entries one query returns at most (and by default).
+pub(crate) const QUERY_MAX: usize = 1000;
+pub(crate) const QUERY_DEFAULT: usize = 100;
+
+/// An audit query's filter: `userId`, `operation`, `result`, `from`, `to`
+/// (Unix ms, inclusive), `limit`.
+#[derive(Debug, Default)]
+pub struct Query {
+    pub user_id: Option<String>,
+    pub operation: Option<String>,
+    pub result: Option<String>,
+    pub from: Option<u64>,
+    pub to: Option<u64>,
+    pub limit: usize,
+}
+
+impl Query {
+    pub fn parse(v: &serde_json::Value) -> crate::error::Result<Query> {
+        use crate::error::Error;
+        let s = |k: &str| -> crate::error::Result<Option<String>> {
+            match v.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(Error::invalid(format!("audit.query: {k} must be a string"))),
+            }
+        };
+        let n = |k: &str| -> crate::error::Result<Option<u64>> {
+            match v.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(x) => {
+                    x.as_u64().map(Some).ok_or_else(|| Error::invalid(format!("audit.query: {k} must be a number")))
+                }
+            }
+        };
+        let limit = n("limit")?.map_or(QUERY_DEFAULT, |l| (l as usize).clamp(1, QUERY_MAX));
+        Ok(Query {
+            user_id: s("userId")?,
+            operation: s("operation")?,
+            result: s("result")?,
+            from: n("from")?,
+            to: n("to")?,
+            limit,
+        })
+    }
+
+    fn matches(&self, ev: &AuditEvent) -> bool {
+        let who = ev.user_id.as_deref().or(ev.token_id.as_deref());
+        let result_ok = match self.result.as_deref() {
+            None => true,
+            Some("success") => ev.outcome == "ok",
+            Some("error" | "failure") => ev.outcome != "ok",
+            Some(r) => ev.outcome == r,
+        };
+        self.user_id.as_deref().is_none_or(|u| who == Some(u))
+            && self.operation.as_deref().is_none_or(|o| ev.operation == o)
+            && result_ok
+            && self.from.is_none_or(|f| ev.time_ms >= f)
+            && self.to.is_none_or(|t| ev.time_ms <= t)
+    }
+}
+
+/// The newest matching entries of the audit stream `stream`, newest first:
+/// a scan of at most [`QUERY_SCAN`] records per partition.
+pub async fn query(engine: &dyn Engine, stream: &str, q: &Query) -> crate::error::Result<Vec<serde_json::Value>> {
+    let info = match engine.stream_info(stream).await {
+        Ok(i) => i,
+        Err(crate::error::Error::NotFound(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found: Vec<AuditEvent> = Vec::new();
+    for p in &info.partitions {
+        let mut at = p.latest.saturating_sub(QUERY_SCAN).max(p.earliest);
+        while at < p.latest {
+            let batch = engine.read(stream, p.partition, at, 1000).await?;
+            let Some(last) = batch.last() else { break };
+            at = last.offset + 1;
+            found.extend(
+                batch
+                    .iter()
+                    .filter_map(|m| serde_json::from_slice::<AuditEvent>(&m.payload).ok())
+                    .filter(|e| q.matches(e)),
+            );
+        }
+    }
+    found.sort_by(|a, b| b.time_ms.cmp(&a.time_ms));
+    found.truncate(q.limit);
+    Ok(found
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({
+                "timestamp": e.time_ms, "time": e.time, "tenant": e.tenant,
+                "userId": e.user_id.clone().or(e.token_id.clone()), "tokenId": e.token_id,
+                "operation": e.operation, "resource": e.resource, "result": e.outcome,
+                "details": e.detail, "peer": e.peer,
+            })
+        })
+        .collect())
 }

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::audit::{Audit, AuditEvent};
+use super::identity::{sessions, Identity};
 use crate::error::{Error, Result};
 use crate::names;
 
@@ -107,12 +108,27 @@ enum Scope {
 }
 
 #[derive(Debug, Clone)]
-struct Grant {
+pub(crate) struct Grant {
     scope: Scope,
     ops: u16,
 }
 
+/// The operation bits of a list of operation names (`*` = all).
+pub(crate) fn op_bits(names: &[&str]) -> Result<u16> {
+    names.iter().try_fold(0u16, |m, o| Op::parse(o).map(|b| m | b))
+}
+
 impl Grant {
+    /// `ops` on `tenant/namespace/name` (each a glob).
+    pub(crate) fn resource(tenant: &str, ns: &str, name: &str, ops: u16) -> Grant {
+        Grant { scope: Scope::Resource([tenant.into(), ns.into(), name.into()]), ops }
+    }
+
+    /// `ops` in a namespace glob inside the holder's tenant.
+    pub(crate) fn namespace(ns: &str, ops: u16) -> Grant {
+        Grant { scope: Scope::Namespace(ns.into()), ops }
+    }
+
     fn covers(&self, tenant: &str, ns: &str, name: &str) -> bool {
         match &self.scope {
             Scope::Resource([t, n, r]) => glob(t, tenant) && glob(n, ns) && glob(r, name),
@@ -139,6 +155,41 @@ pub struct TokenEntry {
     pub tenant: String,
     grants: Vec<Grant>,
     pub limits: Limits,
+    /// The identity user behind a session token (then `id` is `user:NAME`).
+    pub user: Option<String>,
+}
+
+impl TokenEntry {
+    /// The entry of a logged-in identity user: what the gate checks.
+    pub(crate) fn for_user(user_id: &str, username: &str, tenant: &str, grants: Vec<Grant>) -> TokenEntry {
+        TokenEntry {
+            id: format!("user:{username}"),
+            tenant: tenant.to_owned(),
+            grants,
+            limits: Limits::default(),
+            user: Some(user_id.to_owned()),
+        }
+    }
+
+    /// Whether a grant gives any of `ops` on the qualified `resource`.
+    pub(crate) fn covers(&self, ops: &[Op], resource: &str) -> bool {
+        let want = ops.iter().fold(0, |m, o| m | o.bit());
+        let mut parts = resource.splitn(3, '/');
+        let (Some(t), Some(ns), Some(n)) = (parts.next(), parts.next(), parts.next()) else {
+            return false;
+        };
+        self.grants.iter().any(|g| g.ops & want != 0 && g.covers(t, ns, n))
+    }
+}
+
+impl AuditEvent {
+    /// Names who acted: the identity user, or the access-file token.
+    pub(crate) fn by(self, entry: &TokenEntry) -> AuditEvent {
+        match &entry.user {
+            Some(u) => self.user(u),
+            None => self.token(&entry.id),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -209,7 +260,7 @@ impl Table {
             if by_hash.contains_key(&hash) {
                 return Err(at("two tokens share one hash".into()));
             }
-            let entry = TokenEntry { id: t.id, tenant: t.tenant, grants, limits: t.limits };
+            let entry = TokenEntry { id: t.id, tenant: t.tenant, grants, limits: t.limits, user: None };
             by_hash.insert(hash, Arc::new(entry));
         }
         Ok(Table { by_hash })
@@ -293,6 +344,8 @@ pub struct AccessControl {
     /// Bumped by every successful reload: open subscriptions and watches
     /// check their token again.
     reloads: tokio::sync::watch::Sender<u64>,
+    /// Users and sessions of `serve --identity`.
+    identity: OnceLock<Arc<Identity>>,
 }
 
 impl std::fmt::Debug for AccessControl {
@@ -313,11 +366,48 @@ impl AccessControl {
             conns: ConnMap::default(),
             audit: OnceLock::new(),
             reloads: tokio::sync::watch::channel(0).0,
+            identity: OnceLock::new(),
         })
+    }
+
+    /// Access control without an access file: only identity sessions
+    /// (`serve --identity` alone).
+    pub fn without_file() -> AccessControl {
+        AccessControl {
+            path: PathBuf::new(),
+            table: RwLock::new(Arc::new(Table::default())),
+            usage: Mutex::default(),
+            conns: ConnMap::default(),
+            audit: OnceLock::new(),
+            reloads: tokio::sync::watch::channel(0).0,
+            identity: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn attach_identity(&self, identity: Arc<Identity>) {
+        let _ = self.identity.set(identity);
+    }
+
+    pub(crate) fn identity(&self) -> Option<&Arc<Identity>> {
+        self.identity.get()
+    }
+
+    /// Identity changed (logout, disable, roles, grants): open
+    /// subscriptions and watches check their caller again.
+    pub(crate) fn changed(&self) {
+        self.reloads.send_modify(|n| *n += 1);
+    }
+
+    /// The access-file entry of `token`, if any.
+    pub(crate) fn token_entry(&self, token: &str) -> Option<Arc<TokenEntry>> {
+        self.table.read().unwrap().by_hash.get(&hash_token(token)).cloned()
     }
 
     /// Reads the file again; on error the old table stays in force.
     pub fn reload(&self) -> Result<usize> {
+        if self.path.as_os_str().is_empty() {
+            return Ok(0);
+        }
         match read_table(&self.path) {
             Ok(table) => {
                 let n = table.by_hash.len();
@@ -346,15 +436,16 @@ impl AccessControl {
         }
     }
 
-    fn knows_tenant(&self, tenant: &str) -> bool {
+    pub(crate) fn knows_tenant(&self, tenant: &str) -> bool {
         self.table.read().unwrap().by_hash.values().any(|e| e.tenant == tenant)
+            || self.identity.get().is_some_and(|i| i.knows_tenant(tenant))
     }
 
     pub(crate) fn attach_audit(&self, audit: Audit) {
         let _ = self.audit.set(audit);
     }
 
-    fn audit(&self, ev: AuditEvent) {
+    pub(crate) fn audit(&self, ev: AuditEvent) {
         if let Some(a) = self.audit.get() {
             a.record(ev);
         }
@@ -387,25 +478,33 @@ impl AccessControl {
                 "this broker requires a token: set the connect option token (Python auth_token)",
             ));
         };
-        let entry = self.table.read().unwrap().by_hash.get(&hash_token(token)).cloned();
+        let hash = hash_token(token);
+        let entry = match self.identity.get() {
+            Some(identity) if sessions::is_session_token(token) => identity.entry_for(&hash),
+            _ => self.table.read().unwrap().by_hash.get(&hash).cloned(),
+        };
         let Some(entry) = entry else {
-            return Err(refused("unauthenticated", "the token was not accepted (unknown or revoked)"));
+            return Err(refused("unauthenticated", "the token was not accepted (unknown, expired or revoked)"));
         };
         let usage = self.usage.lock().unwrap().entry(entry.id.clone()).or_default().clone();
-        Ok(Principal { entry, hash: hash_token(token), usage, peer })
+        Ok(Principal { entry, hash, usage, peer })
     }
 
     /// Is `p`'s token still in the current table, with a grant for any of
     /// `ops` on `resource`? UNAUTHORIZED if a reload revoked either.
     pub fn revalidate(&self, p: &Principal, ops: &[Op], resource: &str) -> Result<()> {
-        let entry = self.table.read().unwrap().by_hash.get(&p.hash).cloned();
+        let entry = match (&p.entry.user, self.identity.get()) {
+            (Some(_), Some(identity)) => identity.entry_for(&p.hash),
+            _ => self.table.read().unwrap().by_hash.get(&p.hash).cloned(),
+        };
         let Some(entry) = entry else {
-            let ev = AuditEvent::new(&p.entry.tenant, ops[0].name(), resource, "revoked").token(&p.entry.id);
-            self.audit(ev.peer(p.peer).detail("the token was revoked by an access file reload".into()));
-            return Err(Error::Unauthorized(format!(
-                "token {:?} was revoked (access file reloaded); the subscription is closed",
-                p.entry.id
-            )));
+            let why = match p.entry.user {
+                Some(_) => "the session ended (logout, expiry, or the user was disabled or deleted)",
+                None => "the token was revoked by an access file reload",
+            };
+            let ev = AuditEvent::new(&p.entry.tenant, ops[0].name(), resource, "revoked").by(&p.entry);
+            self.audit(ev.peer(p.peer).detail(why.into()));
+            return Err(Error::Unauthorized(format!("{:?}: {why}; the subscription is closed", p.entry.id)));
         };
         let now = Principal { entry, hash: p.hash.clone(), usage: p.usage.clone(), peer: p.peer };
         self.authorize(&now, ops, resource)
@@ -440,11 +539,11 @@ impl AccessControl {
         let (tenant, ns, name) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
         let op = ops[0].name();
         let deny = |msg: String| {
-            let ev = AuditEvent::new(&p.entry.tenant, op, resource, "denied").token(&p.entry.id).peer(p.peer);
+            let ev = AuditEvent::new(&p.entry.tenant, op, resource, "denied").by(&p.entry).peer(p.peer);
             self.audit(ev.detail(msg.clone()));
             if tenant != p.entry.tenant && self.knows_tenant(tenant) {
                 // The tenant that was aimed at hears of it too.
-                let ev = AuditEvent::new(tenant, op, resource, "denied").token(&p.entry.id).peer(p.peer);
+                let ev = AuditEvent::new(tenant, op, resource, "denied").by(&p.entry).peer(p.peer);
                 self.audit(ev.detail(msg.clone()));
             }
             Err(Error::Unauthorized(msg))
@@ -503,11 +602,11 @@ impl AccessControl {
             "token {:?} belongs to tenant {:?} and may not list resources of another tenant",
             p.entry.id, p.entry.tenant
         );
-        let ev = AuditEvent::new(&p.entry.tenant, op, prefix, "denied").token(&p.entry.id).peer(p.peer);
+        let ev = AuditEvent::new(&p.entry.tenant, op, prefix, "denied").by(&p.entry).peer(p.peer);
         self.audit(ev.detail(msg.clone()));
         if let Some(target) = prefix.split_once('/').map(|(t, _)| t).filter(|t| self.knows_tenant(t)) {
             // The tenant that was aimed at hears of it too.
-            let ev = AuditEvent::new(target, op, prefix, "denied").token(&p.entry.id).peer(p.peer);
+            let ev = AuditEvent::new(target, op, prefix, "denied").by(&p.entry).peer(p.peer);
             self.audit(ev.detail(msg.clone()));
         }
         Err(Error::Unauthorized(msg))
@@ -581,7 +680,7 @@ impl AccessControl {
 
     /// An admin action that went through, for the tenant's audit trail.
     pub fn audit_ok(&self, p: &Principal, op: &str, resource: &str) {
-        self.audit(AuditEvent::new(&p.entry.tenant, op, resource, "ok").token(&p.entry.id).peer(p.peer));
+        self.audit(AuditEvent::new(&p.entry.tenant, op, resource, "ok").by(&p.entry).peer(p.peer));
     }
 }
 
@@ -622,6 +721,7 @@ mod tests {
             conns: ConnMap::default(),
             audit: OnceLock::new(),
             reloads: tokio::sync::watch::channel(0).0,
+            identity: OnceLock::new(),
         };
         (ac, Principal { entry, hash, usage: Arc::default(), peer: None })
     }

@@ -42,11 +42,21 @@ impl Shared {
 
     fn check(&self, p: Option<Principal>, ops: &[Op], resource: &str) -> Result<Caller> {
         self.authorize(&p, ops, resource)?;
+        self.note_write(&p, ops, resource);
         let slot = match (&self.cfg.access, &p) {
             (Some(ac), Some(p)) => Some(ac.request_slot(p)?),
             _ => None,
         };
         Ok(Caller { principal: p, _slot: slot })
+    }
+
+    /// An admitted write of an identity user: its first writer owns it.
+    fn note_write(&self, p: &Option<Principal>, ops: &[Op], resource: &str) {
+        if let (Some(ac), Some(p)) = (&self.cfg.access, p) {
+            if let Some(identity) = ac.identity() {
+                identity.note_write(&p.entry, ops, resource);
+            }
+        }
     }
 
     /// The whole gate for one unary request: token, grant, in-flight limit.
@@ -66,6 +76,7 @@ impl Shared {
         let admitted = self.authenticate(req.metadata(), req.remote_addr(), first_ops[0], first).and_then(|p| {
             for (ops, resource) in &needs[1..] {
                 self.authorize(&p, ops, resource)?;
+                self.note_write(&p, ops, resource);
             }
             self.check(p, first_ops, first)
         });

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 mod gate;
 mod health;
+pub mod identity;
 mod kv;
 pub mod metrics;
 mod overview;
@@ -43,6 +44,9 @@ pub struct ServerConfig {
     /// Also serve WebSocket clients on this address (`--ws`): `/grpc` and
     /// `/ws` (docs/WEBSOCKET.md), with the same TLS as gRPC.
     pub ws_addr: Option<SocketAddr>,
+    /// Users, sessions, roles, ACL and ownership (`--identity`); state in
+    /// the engine's bucket `_flowmesh/_system/identity`.
+    pub identity: Option<identity::IdentityConfig>,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +58,7 @@ impl Default for ServerConfig {
             tls: None,
             access: None,
             ws_addr: None,
+            identity: None,
         }
     }
 }
@@ -94,9 +99,15 @@ pub async fn serve(
 pub async fn serve_on(
     engine: Arc<dyn Engine>,
     listener: tokio::net::TcpListener,
-    cfg: ServerConfig,
+    mut cfg: ServerConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    if let Some(icfg) = cfg.identity.clone() {
+        // Sessions are bearer tokens like the access file's: the same gate.
+        let ac = cfg.access.get_or_insert_with(|| Arc::new(auth::AccessControl::without_file())).clone();
+        ac.attach_identity(identity::Identity::open(engine.clone(), icfg).await?);
+        tracing::info!("identity on: users, sessions, roles, ACL (bootstrap admin: login_with_secret)");
+    }
     let max = cfg.max_message_bytes.max(cfg.max_payload_bytes + FRAME_SLACK);
     let broker_metrics = Arc::new(metrics::BrokerMetrics::new());
     let metrics_listener = match cfg.metrics_addr {
@@ -181,6 +192,7 @@ fn routes(shared: &Shared, max: usize) -> tonic::service::Routes {
                 .max_encoding_message_size(max),
         )
         .add_service(pb::resources_server::ResourcesServer::new(resources::ResourcesService(shared.clone())))
+        .add_service(pb::identity_server::IdentityServer::new(identity::IdentityService(shared.clone())))
         .add_service(
             pb::kv_server::KvServer::new(kv::KvService(shared.clone()))
                 .max_decoding_message_size(max)

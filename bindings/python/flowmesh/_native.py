@@ -242,6 +242,9 @@ _SIGNATURES: dict[str, tuple[Any, List[Any]]] = {
     "fm_rules_subscribe": (_S, [_P, c_char_p, POINTER(_P)]),
     "fm_rules_subscription_next": (_S, [_P, c_uint64, POINTER(_P)]),
     "fm_rules_unsubscribe": (_S, [_P]),
+    # identity of a broker with --identity (JSON in, owned JSON string out)
+    "fm_identity_call": (_S, [_P, c_char_p, POINTER(_P)]),
+    "fm_client_set_token": (_S, [_P, c_char_p]),
 }
 
 

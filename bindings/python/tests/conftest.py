@@ -62,7 +62,9 @@ def _wait_listening(port: int, proc: "subprocess.Popen[bytes]", timeout: float) 
     raise RuntimeError(f"flowmesh serve did not listen on port {port} within {timeout}s")
 
 
-def start_broker(data: str = "mem://", port: int = 0, ws: bool = False) -> "tuple[subprocess.Popen[bytes], str]":
+def start_broker(
+    data: str = "mem://", port: int = 0, ws: bool = False, args: "tuple[str, ...]" = ()
+) -> "tuple[subprocess.Popen[bytes], str]":
     """Start `flowmesh serve` on a loopback port (a free one unless given)
     with ``data`` (in memory by default). Skips the test when there is no
     binary with a working `serve`. With ``ws`` it also serves WebSocket
@@ -78,7 +80,7 @@ def start_broker(data: str = "mem://", port: int = 0, ws: bool = False) -> "tupl
     extra = ["--ws", f"127.0.0.1:{ws_port}"] if ws else []
     log = open(os.environ.get("FLOWMESH_BROKER_LOG", os.devnull), "ab")
     proc = subprocess.Popen(
-        [str(binary), "serve", "--listen", f"127.0.0.1:{port}", "--data", data, *extra],
+        [str(binary), "serve", "--listen", f"127.0.0.1:{port}", "--data", data, *extra, *args],
         stdout=log,
         stderr=log,
     )

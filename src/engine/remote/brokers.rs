@@ -25,6 +25,7 @@ pub(super) struct Clients {
     pub kv: pb::kv_client::KvClient<Channel>,
     pub resources: pb::resources_client::ResourcesClient<Channel>,
     pub health: pb::health_client::HealthClient<Channel>,
+    pub identity: pb::identity_client::IdentityClient<Channel>,
 }
 
 impl Clients {
@@ -41,6 +42,7 @@ impl Clients {
                 .max_encoding_message_size(MAX_MESSAGE),
             resources: pb::resources_client::ResourcesClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE),
+            identity: pb::identity_client::IdentityClient::new(channel.clone()),
             health: pb::health_client::HealthClient::new(channel),
         }
     }

@@ -63,6 +63,39 @@ pub struct RemoteEngine {
     producer: u64,
     sequence: AtomicU64,
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The bearer token every call sends (shared by every channel).
+    auth: wire::TokenInterceptor,
+    /// The connect option `token`: what a logout goes back to.
+    base_token: Option<String>,
+}
+
+/// The request types whose answer carries the token to send from then on.
+fn token_of_answer(request: &serde_json::Value, answer: &serde_json::Value) -> Option<Option<String>> {
+    let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
+    match request.get("type").and_then(serde_json::Value::as_str)? {
+        "identity.login" | "identity.login_with_secret" => text(answer, "token").map(Some),
+        "auth.login" => text(request, "token").map(Some),
+        "identity.logout" | "auth.logout" => Some(None),
+        _ => None,
+    }
+}
+
+/// Logs in with the connect options' credentials and sends the session
+/// token from then on (after connect and after every reconnect).
+async fn log_in(
+    brokers: &Brokers,
+    auth: &wire::TokenInterceptor,
+    login: &crate::engine::config::Login,
+    left: Duration,
+) -> Result<()> {
+    let (_, clients) = brokers.pick();
+    let mut client = clients.identity.clone();
+    let answer = status(client.call(timed(pb::IdentityRequest { json: login.request().to_string() }, left)).await)?;
+    let answer: serde_json::Value = serde_json::from_str(&answer.json)
+        .map_err(|e| Error::Internal(format!("the broker's login answer is not JSON: {e}")))?;
+    let token = answer.get("token").and_then(serde_json::Value::as_str);
+    let token = token.ok_or_else(|| Error::Internal("the broker's login answer has no token".into()))?;
+    auth.set(Some(token))
 }
 
 impl Drop for RemoteEngine {
@@ -155,7 +188,7 @@ impl RemoteEngine {
         let Some(current) = current else {
             return Err(last_error.unwrap_or_else(|| Error::invalid(format!("broker URL {url:?} names no broker"))));
         };
-        Ok(Self::assemble(Brokers::new(hosts, clients, current), cfg))
+        Self::assemble(Brokers::new(hosts, clients, current), cfg, auth).await
     }
 
     /// The engine on one connected channel, whatever transport carries it
@@ -167,17 +200,20 @@ impl RemoteEngine {
     ) -> Result<Arc<dyn Engine>> {
         let tls = url.starts_with("wss://");
         let auth = wire::TokenInterceptor::new(cfg.token.as_deref())?;
-        let clients = Clients::new(InterceptedService::new(channel, auth));
+        let clients = Clients::new(InterceptedService::new(channel, auth.clone()));
         // A TLS/plaintext mismatch often surfaces only on the first call.
         let left = Duration::from_millis(cfg.connect_timeout_ms.max(1));
         let mut health = clients.health.clone();
         status(health.check(timed(pb::CheckRequest {}, left)).await).map_err(|e| tls::first_call_error(url, tls, e))?;
-        Ok(Self::assemble(Brokers::new(vec![url.to_owned()], vec![clients], 0), cfg))
+        Self::assemble(Brokers::new(vec![url.to_owned()], vec![clients], 0), cfg, auth).await
     }
 
     /// The engine over its brokers: call policy, breaker, and the
     /// supervisor that probes the current broker and moves on when it fails.
-    fn assemble(brokers: Brokers, cfg: &EngineConfig) -> Arc<dyn Engine> {
+    async fn assemble(brokers: Brokers, cfg: &EngineConfig, auth: wire::TokenInterceptor) -> Result<Arc<dyn Engine>> {
+        if let Some(login) = &cfg.login {
+            log_in(&brokers, &auth, login, Duration::from_millis(cfg.request_timeout_ms.max(1))).await?;
+        }
         let state = Arc::new(ConnectionState::new(ConnState::Connecting));
         let engine = RemoteEngine {
             brokers: Arc::new(brokers),
@@ -197,8 +233,11 @@ impl RemoteEngine {
             producer: crate::backoff::pseudo_random() | 1,
             sequence: AtomicU64::new(0),
             supervisor: Mutex::new(None),
+            auth: auth.clone(),
+            base_token: cfg.token.clone(),
         };
         state.set(ConnState::Connected, None);
+        let login = cfg.login.clone();
         let brokers = engine.brokers.clone();
         let heartbeat = (cfg.heartbeat_ms > 0).then(|| Duration::from_millis(cfg.heartbeat_ms));
         // A probe answers within two heartbeats (a dead peer holds no socket
@@ -210,14 +249,32 @@ impl RemoteEngine {
         let task = tokio::spawn(async move {
             // A probe that fails moves the client to the next broker, so
             // the reconnect loop tries each listed broker in turn.
+            // After a failed probe the next good one logs in again (when
+            // credentials are set) before the link counts as back.
+            let relogin = Arc::new(AtomicBool::new(false));
             let probe = || {
                 let (at, clients) = brokers.pick();
                 let mut health = clients.health.clone();
                 let brokers = brokers.clone();
+                let (auth, login, relogin) = (auth.clone(), login.clone(), relogin.clone());
                 async move {
                     let r = status(health.check(timed(pb::CheckRequest {}, probe_timeout)).await).map(|_| ());
                     if r.is_err() {
                         brokers.failed(at);
+                        relogin.store(true, Ordering::Release);
+                        return r;
+                    }
+                    if let Some(login) = login.filter(|_| relogin.load(Ordering::Acquire)) {
+                        match log_in(&brokers, &auth, &login, probe_timeout).await {
+                            Ok(()) => relogin.store(false, Ordering::Release),
+                            // Credentials no longer accepted: the link is up,
+                            // calls answer UNAUTHORIZED.
+                            Err(e @ Error::Unauthorized(_)) => {
+                                tracing::warn!(error = %e, "login after reconnect refused");
+                                relogin.store(false, Ordering::Release);
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                     r
                 }
@@ -230,7 +287,7 @@ impl RemoteEngine {
             supervise(&state, heartbeat, backoff, probe, restored).await;
         });
         *engine.supervisor.lock().unwrap() = Some(task);
-        Arc::new(engine)
+        Ok(Arc::new(engine))
     }
 
     /// Connects to one broker and asks it for its health, within `left`.
@@ -465,6 +522,26 @@ impl Engine for RemoteEngine {
 
     async fn health(&self) -> Result<()> {
         rpc!(self, Retry::Safe, health.check(pb::CheckRequest {})).map(|_| ())
+    }
+
+    async fn identity(&self, request: &str) -> Result<String> {
+        let parsed: serde_json::Value = serde_json::from_str(request)
+            .map_err(|e| Error::invalid(format!("the identity request is not valid JSON: {e}")))?;
+        if !parsed.is_object() {
+            return Err(Error::invalid("the identity request must be a JSON object with a type"));
+        }
+        let req = pb::IdentityRequest { json: request.to_owned() };
+        let answer = rpc!(self, Retry::Never, identity.call(req))?.json;
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&answer) {
+            if let Some(token) = token_of_answer(&parsed, &v) {
+                self.auth.set(token.as_deref().or(self.base_token.as_deref()))?;
+            }
+        }
+        Ok(answer)
+    }
+
+    fn set_token(&self, token: Option<&str>) -> Result<()> {
+        self.auth.set(token.or(self.base_token.as_deref()))
     }
 
     async fn ready(&self) -> Result<()> {

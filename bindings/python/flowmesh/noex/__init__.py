@@ -23,6 +23,7 @@ from .errors import DisconnectedError, NoexClientError, RequestTimeoutError
 from .options import AuthOptions, ClientOptions, CredentialOptions, ReconnectOptions, WelcomeInfo
 from .procedures import ProceduresAPI
 from .rules import RulesAPI
+from .identity import AuditAPI, AuthAPI, IdentityAPI
 from .store import BucketAPI, StoreAPI, Unsubscribe
 
 __all__ = [
@@ -38,6 +39,9 @@ __all__ = [
     "BucketAPI",
     "RulesAPI",
     "ProceduresAPI",
+    "AuthAPI",
+    "IdentityAPI",
+    "AuditAPI",
     "Unsubscribe",
     "NoexClientError",
     "RequestTimeoutError",

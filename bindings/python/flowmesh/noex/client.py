@@ -19,6 +19,7 @@ from .errors import DisconnectedError, NoexClientError, RequestTimeoutError, fro
 from .options import ClientOptions, WelcomeInfo, native_options
 from .procedures import ProceduresAPI
 from .rules import RulesAPI
+from .identity import AuditAPI, AuthAPI, IdentityAPI
 from .store import StoreAPI, Unsubscribe
 
 log = logging.getLogger("flowmesh.noex")
@@ -43,6 +44,9 @@ class NoexClient:
         self.store = StoreAPI(self)
         self.rules = RulesAPI(self)
         self.procedures = ProceduresAPI(self)
+        self.auth = AuthAPI(self)
+        self.identity = IdentityAPI(self)
+        self.audit = AuditAPI(self)
 
     # ---- connection -------------------------------------------------------------
     async def connect(self) -> WelcomeInfo:
@@ -50,11 +54,14 @@ class NoexClient:
         if self._fm is not None:
             raise NoexClientError("ALREADY_CONNECTED", "the client is already connected")
         auth = self.options.auth
-        if auth is not None and auth.credentials is not None:
-            raise NoexClientError("INVALID_ARGUMENT", "credential login is not available: use AuthOptions(token=...)")
         token = auth.token if auth is not None else None
         remote = self.url.startswith(("grpc://", "grpcs://", "ws://", "wss://", "nats://"))
-        fm = FlowMesh(self.url, token, options=native_options(self.options, remote))
+        native = native_options(self.options, remote)
+        if auth is not None and auth.credentials is not None:
+            # The core logs in after connect and after every reconnect.
+            native["identity_user"] = auth.credentials.username
+            native["identity_password"] = auth.credentials.password
+        fm = FlowMesh(self.url, token, options=native)
         self._state = "connecting"
         try:
             await asyncio.wait_for(fm.connect(), self.options.connect_timeout_ms / 1000 + 5)
@@ -72,7 +79,7 @@ class NoexClient:
         info = WelcomeInfo(
             version=n.version(),
             server_time=int(time.time() * 1000),
-            requires_auth=token is not None,
+            requires_auth=token is not None or (auth is not None and auth.credentials is not None),
         )
         self._emit("welcome", info)
         self._emit("connected")

@@ -16,9 +16,11 @@ class CredentialOptions:
 
 @dataclass(frozen=True)
 class AuthOptions:
-    #: The broker token (sent with every request; see docs/SECURITY.md).
+    #: A token sent with every request: an access-file token or an identity
+    #: session token (docs/SECURITY.md).
     token: Optional[str] = None
-    #: Username/password login is not available: flowmesh brokers take tokens.
+    #: Username/password of a broker with --identity: the core logs in after
+    #: connect and after every reconnect.
     credentials: Optional[CredentialOptions] = None
 
 
