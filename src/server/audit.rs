@@ -112,7 +112,7 @@ impl Audit {
                 let mut flushed = Vec::new();
                 for item in batch.drain(..) {
                     match item {
-                        Item::Event(ev) => events.push(ev),
+                        Item::Event(ev) => events.push(*ev),
                         Item::Flush(done) => flushed.push(done),
                     }
                 }
@@ -140,7 +140,7 @@ impl Audit {
     pub fn record(&self, ev: AuditEvent) {
         tracing::info!(target: "flowmesh::audit", tenant = %ev.tenant, token = ?ev.token_id, op = %ev.operation,
             resource = %ev.resource, outcome = %ev.outcome, "audit");
-        if self.tx.try_send(Item::Event(ev)).is_err() {
+        if self.tx.try_send(Item::Event(Box::new(ev))).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!(dropped = n, "audit queue full: events dropped");
@@ -161,7 +161,7 @@ pub async fn flush(audit: &Audit, within: std::time::Duration) {
 }
 
 enum Item {
-    Event(AuditEvent),
+    Event(Box<AuditEvent>),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -266,7 +266,7 @@ pub async fn query(engine: &dyn Engine, stream: &str, q: &Query) -> crate::error
             );
         }
     }
-    found.sort_by(|a, b| b.time_ms.cmp(&a.time_ms));
+    found.sort_by_key(|e| std::cmp::Reverse(e.time_ms));
     found.truncate(q.limit);
     Ok(found
         .into_iter()
