@@ -41,7 +41,7 @@ async fn log(client: &Client) -> Vec<Value> {
     let mut out = Vec::new();
     let mut offset = 0;
     loop {
-        let batch = client.read("rules.events", 0, offset, 1000).await.unwrap_or_default();
+        let batch = client.read("rules_events", 0, offset, 1000).await.unwrap_or_default();
         if batch.is_empty() {
             return out;
         }

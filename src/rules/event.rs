@@ -11,8 +11,9 @@ use serde_json::{json, Value};
 use crate::model::{Message, Record};
 use crate::store::{StoreError, StoreResult};
 
+/// (No dot in the name: a dotted name is a subject whose first token names the stream.)
 /// The tenant's event log.
-pub const EVENT_LOG: &str = "rules.events";
+pub const EVENT_LOG: &str = "rules_events";
 /// The header holding how many rule firings led to an event (absent: 0).
 pub const DEPTH_HEADER: &str = "fm-rules-depth";
 
