@@ -174,6 +174,35 @@ async fn pause_holds_delivery_and_resume_releases_everything(b: Backend) {
     nothing_within(&sub, 300).await;
 }
 
+async fn a_pause_that_begins_during_a_wait_keeps_order_and_attempts(b: Backend) {
+    let f = fixture(b).await;
+    let alice = app(&f, "alice", None).await;
+    let sub = app(&f, "bob", None).await.subscribe("jobs", manual(60_000)).await.unwrap();
+    let mut ids = Vec::new();
+    // The first wait is already polling the inbox when the pause begins, so
+    // it can reserve e0 after the pause: e0 must still come first, once.
+    let (first, ()) = tokio::join!(next(&sub), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sub.pause("deploy");
+        for i in 0..3 {
+            ids.push(alice.publish("jobs", &["bob"], Bytes::from(format!("e{i}")), None).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        sub.resume();
+    });
+    let mut got = vec![(first.id, first.delivery_count)];
+    for _ in 0..2 {
+        let ev = next(&sub).await;
+        got.push((ev.id, ev.delivery_count));
+    }
+    let want: Vec<(u64, u32)> = ids.iter().map(|id| (*id, 1)).collect();
+    assert_eq!(got, want, "held events come in order, on their first attempt");
+    for (id, _) in got {
+        sub.ack(id).await.unwrap();
+    }
+    nothing_within(&sub, 300).await;
+}
+
 fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -287,6 +316,7 @@ contract_tests!(
     discarded_events_are_never_redelivered,
     replay_redelivers_exactly_once,
     pause_holds_delivery_and_resume_releases_everything,
+    a_pause_that_begins_during_a_wait_keeps_order_and_attempts,
     encrypted_payloads_are_unreadable_in_storage_and_intact_for_the_recipient,
     tampered_ciphertext_is_rejected_and_reported,
 );

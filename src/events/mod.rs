@@ -361,6 +361,7 @@ impl Events {
             opts,
             inflight: Mutex::default(),
             paused: tokio::sync::watch::channel(None).0,
+            held: Mutex::new(None),
             rejected: Mutex::default(),
         })
     }
@@ -471,6 +472,10 @@ pub struct EventSubscription {
     inflight: Mutex<HashMap<u64, u64>>,
     /// `Some(reason)` while paused.
     paused: tokio::sync::watch::Sender<Option<String>>,
+    /// A job reserved just as a pause began: kept (not nacked, which would
+    /// send it behind later events and count an attempt) and handed out
+    /// first after resume.
+    held: Mutex<Option<Job>>,
     /// Deliveries rejected (tampered or malformed) and the last such error.
     rejected: Mutex<(u64, Option<Error>)>,
 }
@@ -504,6 +509,24 @@ impl EventSubscription {
                     return Ok(None);
                 }
             }
+            let held = self.held.lock().unwrap().take();
+            if let Some(job) = held {
+                // Renew the reservation; if it ran out during the pause the
+                // queue has the job again and delivers it in its turn.
+                match self.events.client.extend(&self.queue, job.id, self.opts.ack_wait_ms).await {
+                    Ok(()) => {
+                        if let Some(ev) = self.accept(job).await? {
+                            return Ok(Some(ev));
+                        }
+                    }
+                    Err(Error::NotFound(_) | Error::Conflict(_)) => {}
+                    Err(e) => {
+                        *self.held.lock().unwrap() = Some(job);
+                        return Err(e);
+                    }
+                }
+                continue;
+            }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let poll = left.min(Duration::from_millis(POLL_MS)).as_millis() as u64;
             let job = self.events.client.reserve(&self.queue, self.opts.ack_wait_ms, poll).await?;
@@ -514,8 +537,8 @@ impl EventSubscription {
                 continue;
             };
             if self.paused.borrow().is_some() {
-                // Paused while we waited: hand it back untouched.
-                self.events.client.nack(&self.queue, job.id, 0).await?;
+                // Paused while we waited: keep it for after resume.
+                *self.held.lock().unwrap() = Some(job);
                 continue;
             }
             if let Some(ev) = self.accept(job).await? {
@@ -636,8 +659,9 @@ impl EventSubscription {
         let jobs: Vec<u64> = {
             let mut inflight = self.inflight.lock().unwrap();
             let kept = keep.and_then(|id| inflight.remove(&id).map(|job| (id, job)));
-            let jobs = inflight.drain().map(|(_, j)| j).collect();
+            let mut jobs: Vec<u64> = inflight.drain().map(|(_, j)| j).collect();
             inflight.extend(kept);
+            jobs.extend(self.held.lock().unwrap().take().map(|job| job.id));
             jobs
         };
         for job in jobs {
