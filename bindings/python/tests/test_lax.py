@@ -274,7 +274,10 @@ async def test_publishing_options(engine: Engine) -> None:
     # One server (or none) keeps one copy: replicated is refused, never downgraded.
     assert isinstance(replicated.value.cause, FlowMeshUnavailableError), replicated.value
     assert replicated.value.attempts == 1
-    assert [(m.subject.split(".")[1], m.live) for m in got] == [("a", True), ("b", False), ("c", True), ("e", False)]
+    # Order holds within a tier; the memory and stored tiers travel separately.
+    seen = [(m.subject.split(".")[1], m.live) for m in got]
+    assert [s for s in seen if s[1]] == [("a", True), ("c", True)], seen
+    assert [s for s in seen if not s[1]] == [("b", False), ("e", False)], seen
     assert got[3].headers["trace-id"] == "abc123"
     assert [m.subject for m in await stored(engine.check_url, topic)] == [f"{topic}.b", f"{topic}.e"]
 

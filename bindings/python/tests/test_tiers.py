@@ -63,15 +63,13 @@ async def test_tiers_and_wildcards(url: str, name: str) -> None:
         got_one = await _take(one, 2, f"{name}.probe")
         await deep.aclose()
         await one.aclose()
-        assert [(m.subject, m.payload, m.live) for m in got_deep] == [
-            (f"{name}.user.login", b"m1", True),
-            (f"{name}.order", b"p1", False),
-            (f"{name}.tick", b"m2", True),
-        ]
-        assert got_deep[1].offset == stored and got_deep[1].headers["h"] == "v"
-        assert got_deep[0].offset == -1
+        # Order holds within a tier; the memory and stored tiers travel separately.
+        live = [(m.subject, m.payload, m.offset) for m in got_deep if m.live]
+        kept_deep = [(m.subject, m.payload, m.offset, m.headers["h"]) for m in got_deep if not m.live]
+        assert live == [(f"{name}.user.login", b"m1", -1), (f"{name}.tick", b"m2", -1)]
+        assert kept_deep == [(f"{name}.order", b"p1", stored, "v")]
         # events.* matches one token only: not name.user.login
-        assert [m.subject for m in got_one] == [f"{name}.order", f"{name}.tick"]
+        assert sorted(m.subject for m in got_one) == [f"{name}.order", f"{name}.tick"]
         # Only the persistent messages were stored (the probes and the order).
         kept = await client.stream.read("t", "ns", name, 0, 0, 100)
         assert [m.subject for m in kept if m.subject != f"{name}.probe"] == [f"{name}.order"]
