@@ -47,6 +47,8 @@ type Client struct {
 	// their threads.
 	listeners []cgo.Handle
 	events    eventSubs // event subscriptions (events.go), ended by Close
+	// Topic subscriptions of the rules engine (rules.go), ended by Close.
+	rulesSubs map[*RulesSubscription]struct{}
 }
 
 // Option configures Connect. Options map onto the native string options, so
@@ -286,6 +288,10 @@ func (c *Client) Close() error {
 	for s := range c.subs {
 		subs = append(subs, s)
 	}
+	rulesSubs := make([]*RulesSubscription, 0, len(c.rulesSubs))
+	for s := range c.rulesSubs {
+		rulesSubs = append(rulesSubs, s)
+	}
 	wait := c.inflight > 0
 	var monitor chan struct{}
 	if c.watching {
@@ -302,6 +308,9 @@ func (c *Client) Close() error {
 		_ = s.Unsubscribe()
 	}
 	c.events.unsubscribeAll()
+	for _, s := range rulesSubs {
+		_ = s.Close()
+	}
 	if wait {
 		<-c.idle
 	}

@@ -8,6 +8,9 @@ import "C"
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"sync"
+	"time"
 	"unsafe"
 )
 
@@ -191,6 +194,251 @@ func (r *Rules) UnregisterRule(ctx context.Context, id string) error {
 func (r *Rules) Stats(ctx context.Context) (RulesStats, error) {
 	var s RulesStats
 	return s, r.call(ctx, map[string]any{"type": "rules.stats"}, &s)
+}
+
+// TopicEvent is one event delivered to a topic subscription, with the topic
+// it was appended under.
+type TopicEvent struct {
+	Topic string `json:"topic"`
+	Event Event  `json:"event"`
+}
+
+// RulesSubscription is a topic subscription: the events appended after
+// Subscribe whose topic matches its pattern, emitted by clients or by
+// rules, in log order. They wait in the library until taken, with Next or
+// from the channel of SubscribeChan. End it with Close; the client's Close
+// ends it too.
+type RulesSubscription struct {
+	c    *Client
+	ptr  *C.fm_rules_subscription // set before Subscribe returns, never changed
+	take sync.Mutex               // one native next at a time, as the ABI asks
+	ch   chan TopicEvent          // SubscribeChan only
+
+	mu     sync.Mutex
+	closed bool
+	done   chan struct{} // closed by Close: releases a blocked channel send
+	pumped chan struct{} // closed when SubscribeChan's goroutine has ended
+	err    error
+}
+
+// Subscribe subscribes to the events appended from now on whose topic
+// matches pattern: "*" matches one dot-separated segment ("orders.*"), ">"
+// every remaining one ("orders.>"). A malformed pattern is
+// ErrInvalidArgument. ctx bounds only the setup.
+func (r *Rules) Subscribe(ctx context.Context, pattern string) (*RulesSubscription, error) {
+	return r.subscribe(ctx, pattern, nil)
+}
+
+// SubscribeChan is Subscribe delivering into a channel of capacity
+// WithBuffer (default 64; no other SubOption applies). While the channel is
+// full the events wait in the library. The channel is closed when Close
+// returns, or earlier when delivery failed (Err says why).
+func (r *Rules) SubscribeChan(ctx context.Context, pattern string, opts ...SubOption) (*RulesSubscription, <-chan TopicEvent, error) {
+	const op = "rules_subscribe"
+	sc := buildSub(opts)
+	if len(sc.options()) > 0 {
+		return nil, nil, goError(op, ErrInvalidArgument, "only WithBuffer applies to rules subscriptions")
+	}
+	if sc.buffer < 0 {
+		return nil, nil, goError(op, ErrInvalidArgument, "negative buffer")
+	}
+	ch := make(chan TopicEvent, sc.buffer)
+	s, err := r.subscribe(ctx, pattern, ch)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, ch, nil
+}
+
+func (r *Rules) subscribe(ctx context.Context, pattern string, ch chan TopicEvent) (*RulesSubscription, error) {
+	const op = "rules_subscribe"
+	if err := checkString(op, "pattern", pattern); err != nil {
+		return nil, err
+	}
+	s := &RulesSubscription{c: r.c, ch: ch, done: make(chan struct{})}
+	err := r.c.do(ctx, op, func(p *C.fm_client) error {
+		cp := C.CString(pattern)
+		defer C.free(unsafe.Pointer(cp))
+		var out *C.fm_rules_subscription
+		if err := call(op, func() C.fm_status { return C.fm_rules_subscribe(p, cp, &out) }); err != nil {
+			return storeErr(err)
+		}
+		return s.attach(op, out)
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			_ = s.Close() // abandoned: a setup that finishes later is undone
+		}
+		return nil, err
+	}
+	return s, nil
+}
+
+// attach keeps the native subscription, unless Close (by an abandoned
+// caller) or the client's Close came first.
+func (s *RulesSubscription) attach(op string, ptr *C.fm_rules_subscription) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		C.fm_rules_unsubscribe(ptr)
+		return goError(op, ErrClosed, "subscription closed while subscribing")
+	}
+	if !s.c.addRulesSub(s) {
+		C.fm_rules_unsubscribe(ptr)
+		s.closed = true
+		close(s.done)
+		return goError(op, ErrClosed, "client closed while subscribing")
+	}
+	s.ptr = ptr
+	if s.ch != nil {
+		s.pumped = make(chan struct{})
+		go s.pump()
+	}
+	return nil
+}
+
+// Next waits for the next matching event. It returns ctx.Err() when ctx
+// ends first (the event then waits for the next call), and ErrClosed once
+// the subscription or its client is closed, also when Close is called
+// during the wait. A SubscribeChan subscription delivers only into its
+// channel, so Next is ErrInvalidArgument there.
+func (s *RulesSubscription) Next(ctx context.Context) (TopicEvent, error) {
+	if s.ch != nil {
+		return TopicEvent{}, goError("rules_subscription_next", ErrInvalidArgument, "this subscription delivers into its channel")
+	}
+	return s.next(ctx)
+}
+
+func (s *RulesSubscription) next(ctx context.Context) (TopicEvent, error) {
+	const op = "rules_subscription_next"
+	s.take.Lock()
+	defer s.take.Unlock()
+	for {
+		if err := ctx.Err(); err != nil {
+			return TopicEvent{}, err
+		}
+		if s.isClosed() {
+			return TopicEvent{}, goError(op, ErrClosed, "rules subscription is closed")
+		}
+		// Waits are sliced so that ctx is noticed promptly; Close wakes a
+		// waiting slice at once.
+		d, over := sliceWait(ctx, time.Now().Add(waitSlice))
+		if over {
+			return TopicEvent{}, context.DeadlineExceeded // ctx's timer may lag its deadline
+		}
+		var out *C.char
+		err := call(op, func() C.fm_status { return C.fm_rules_subscription_next(s.ptr, millis(d), &out) })
+		if errors.Is(err, ErrClosed) {
+			return TopicEvent{}, goError(op, ErrClosed, "rules subscription is closed")
+		}
+		if err != nil {
+			return TopicEvent{}, storeErr(err)
+		}
+		if out == nil {
+			continue // nothing within this slice
+		}
+		text := C.GoString(out)
+		C.fm_string_free(out)
+		var ev TopicEvent
+		if err := json.Unmarshal([]byte(text), &ev); err != nil {
+			return TopicEvent{}, goError(op, ErrInternal, "event: "+err.Error())
+		}
+		return ev, nil
+	}
+}
+
+// pump moves events into the channel of a SubscribeChan subscription.
+func (s *RulesSubscription) pump() {
+	defer close(s.pumped)
+	defer close(s.ch)
+	for {
+		ev, err := s.next(context.Background())
+		if err != nil {
+			s.mu.Lock()
+			if !s.closed {
+				s.err = err // delivery failed on its own, not by Close
+			}
+			s.mu.Unlock()
+			_ = s.end()
+			return
+		}
+		select {
+		case s.ch <- ev: // waits while the channel is full: the rest wait in the library
+		case <-s.done:
+			return
+		}
+	}
+}
+
+func (s *RulesSubscription) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Err returns the error that ended a SubscribeChan delivery before Close
+// (such as ErrDisconnected); check it once the channel is closed. It is nil
+// while delivery runs and after Close.
+func (s *RulesSubscription) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Close ends the subscription and frees it: a Next waiting on another
+// goroutine returns ErrClosed at once, and so does every later Next. The
+// channel of SubscribeChan is closed when Close returns. Idempotent.
+func (s *RulesSubscription) Close() error {
+	err := s.end()
+	s.mu.Lock()
+	pumped := s.pumped
+	s.mu.Unlock()
+	if pumped != nil {
+		<-pumped
+	}
+	return err
+}
+
+// end unsubscribes once; it does not wait for the channel goroutine, which
+// calls it too.
+func (s *RulesSubscription) end() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.done)
+	ptr := s.ptr
+	s.mu.Unlock()
+	if ptr == nil {
+		return nil // setup still running: attach undoes it
+	}
+	// Wakes a next waiting on another thread with FM_ERR_CLOSED.
+	err := call("rules_unsubscribe", func() C.fm_status { return C.fm_rules_unsubscribe(ptr) })
+	s.c.removeRulesSub(s)
+	return err
+}
+
+// addRulesSub registers s so that the client's Close ends it; false once
+// Close has begun.
+func (c *Client) addRulesSub(s *RulesSubscription) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	if c.rulesSubs == nil {
+		c.rulesSubs = make(map[*RulesSubscription]struct{})
+	}
+	c.rulesSubs[s] = struct{}{}
+	return true
+}
+
+func (c *Client) removeRulesSub(s *RulesSubscription) {
+	c.mu.Lock()
+	delete(c.rulesSubs, s)
+	c.mu.Unlock()
 }
 
 // Request runs one request {"type": "procedures.<op>", ...} and returns its result as JSON.

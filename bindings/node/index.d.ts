@@ -534,6 +534,27 @@ export declare class Rules {
   /** NotFoundError when there is no such rule. */
   unregisterRule(id: string): Promise<void>;
   stats(): Promise<RulesStats>;
+  /**
+   * The events appended from now on whose topic matches pattern ('orders.*',
+   * 'orders.>'). With handler, handler(event, topic) for each; without, for
+   * await or next(). InvalidArgumentError for a malformed pattern.
+   */
+  subscribe(pattern: string, handler?: (event: RulesEvent, topic: string) => void | Promise<void>): Promise<TopicSubscription>;
+}
+
+/** One event of a topic subscription, with the topic it was appended under. */
+export interface TopicEvent { topic: string; event: RulesEvent }
+
+/** A topic subscription. Emits 'error' when delivery to a handler failed (it is closed then). */
+export declare class TopicSubscription extends EventEmitter implements AsyncIterable<TopicEvent> {
+  readonly pattern: string;
+  readonly closed: boolean;
+  /** The next matching event; rejects with ClosedError once closed, also when close() ends the wait. */
+  next(): Promise<TopicEvent>;
+  /** Ends the subscription (a waiting next() rejects at once). Idempotent. */
+  close(): Promise<void>;
+  [Symbol.asyncIterator](): AsyncIterator<TopicEvent>;
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 export declare class Procedures {

@@ -5,7 +5,7 @@
 const { connect, Client, ConnState, version } = require('./lib/client');
 const { Subscription } = require('./lib/subscription');
 const { Store, Bucket, LiveQuery } = require('./lib/store');
-const { Rules, Procedures } = require('./lib/rules');
+const { Rules, Procedures, TopicSubscription } = require('./lib/rules');
 const errors = require('./lib/errors');
 const { OFFSET_NONE, SUBJECT_HEADER } = require('./lib/native');
 
@@ -27,6 +27,7 @@ module.exports = {
   LiveQuery,
   Rules,
   Procedures,
+  TopicSubscription,
   EventSubscription,
   generateEventKey,
   FlowMeshError: errors.FlowMeshError,

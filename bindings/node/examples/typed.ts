@@ -1,5 +1,8 @@
 // The API from TypeScript (checked by `tsc --noEmit` in the test suite).
-import { connect, ConnState, Message, KvEvent, NotFoundError, FlowMeshError, Bucket, StoreRecord, Page, LiveQuery, Json } from 'flowmesh';
+import {
+  connect, ConnState, Message, KvEvent, NotFoundError, FlowMeshError, Bucket, StoreRecord, Page, LiveQuery, Json,
+  TopicSubscription, TopicEvent, RulesEvent,
+} from 'flowmesh';
 
 async function main(): Promise<void> {
   const fm = await connect('mem://', { tenant: 'acme', namespace: 'dev', heartbeat_ms: 1000, nonblocking: true });
@@ -39,6 +42,15 @@ async function main(): Promise<void> {
   await live.close();
   const results: Json[] = await fm.store.transaction([{ op: 'get', bucket: 'users', key: rec.id }]);
   console.log(page.hasMore, admins.length, results.length);
+  const orders: TopicSubscription = await fm.rules.subscribe('orders.*');
+  for await (const { topic, event } of orders) {
+    console.log(topic, event.data);
+    break;
+  }
+  const shipped = await fm.rules.subscribe('orders.>', (event: RulesEvent, topic: string) => console.log(topic, event.id));
+  const first: TopicEvent = await (await fm.rules.subscribe('users.*')).next();
+  console.log(first.event.causationId);
+  await shipped.close();
   try {
     await users.insert({ age: -1 });
   } catch (err) {

@@ -39,7 +39,7 @@ let types = null;
 function declareTypes() {
   if (types) return types;
   for (const name of ['fm_options', 'fm_client', 'fm_subscription', 'fm_messages',
-    'fm_job', 'fm_jobs', 'fm_buf', 'fm_strings', 'fm_store_subscription']) {
+    'fm_job', 'fm_jobs', 'fm_buf', 'fm_strings', 'fm_store_subscription', 'fm_rules_subscription']) {
     koffi.opaque(name);
   }
   const header = koffi.struct('fm_header', { key: 'const char *', value: 'const char *' });
@@ -168,6 +168,9 @@ const PROTOTYPES = [
   'int32_t fm_store_unsubscribe(fm_store_subscription *sub)',
   'int32_t fm_rules_call(fm_client *c, const char *request_json, _Out_ void **response_out)',
   'int32_t fm_procedures_call(fm_client *c, const char *request_json, _Out_ void **response_out)',
+  'int32_t fm_rules_subscribe(fm_client *c, const char *pattern, _Out_ fm_rules_subscription **out)',
+  'int32_t fm_rules_subscription_next(fm_rules_subscription *sub, uint64_t timeout_ms, _Out_ void **event_out)',
+  'int32_t fm_rules_unsubscribe(fm_rules_subscription *sub)',
   'int32_t fm_kv_watch(fm_client *c, const char *bucket, const char *prefix, fm_kv_watch_cb *cb, void *user_data, _Out_ fm_subscription **out)',
 
   // ---- events (lib/events.js, docs/EVENTS.md) ----

@@ -373,6 +373,19 @@ const ops = {
     check(fn.fm_procedures_call(c, request, out));
     return takeString(out[0]);
   },
+  rulesSubscribe(c, pattern) {
+    const sub = [null];
+    check(fn.fm_rules_subscribe(c, pattern, sub));
+    return sub[0];
+  },
+  // The next event ({"topic", "event"} as JSON text), or null when none came
+  // within timeoutMs.
+  rulesNext(_c, sub, timeoutMs) {
+    const out = [null];
+    check(fn.fm_rules_subscription_next(sub, timeoutMs, out));
+    return out[0] ? takeString(out[0]) : null;
+  },
+  rulesUnsubscribe(_c, sub) { check(fn.fm_rules_unsubscribe(sub)); },
 
   kvWatch(c, bucket, prefix, cb) {
     const sub = [null];
