@@ -66,7 +66,13 @@ impl NatsEngine {
             .name("flowmesh")
             .connection_timeout(connect_timeout)
             .request_timeout(Some(request_timeout))
-            .reconnect_delay_callback(move |attempt| backoff.delay(attempt as u64))
+            // async-nats counts the first try of every (re)connect as attempt
+            // 1 and sleeps what this returns before it: no wait then, the
+            // configured backoff from the second try on.
+            .reconnect_delay_callback(move |attempt| match attempt {
+                0 | 1 => Duration::ZERO,
+                n => backoff.delay(n as u64 - 1),
+            })
             .max_reconnects(if cfg.reconnect.max_attempts == 0 {
                 None
             } else {
