@@ -16,6 +16,7 @@ pub mod identity;
 pub mod kv;
 pub mod metrics;
 pub mod options;
+mod pull;
 pub mod queue;
 pub mod resources;
 pub mod rules;
