@@ -190,6 +190,24 @@ impl From<pb::RetryPolicy> for RetryPolicy {
     }
 }
 
+/// A consumer group's offsets and lag, as the group-state answer (and the
+/// overview's inventory) carries them.
+pub fn group_state_to_pb(g: GroupState) -> pb::GroupStateResponse {
+    pb::GroupStateResponse {
+        group: g.group,
+        partitions: g
+            .partitions
+            .into_iter()
+            .map(|p| pb::GroupPartitionState {
+                partition: p.partition,
+                committed: p.committed,
+                latest: p.latest,
+                lag: p.lag,
+            })
+            .collect(),
+    }
+}
+
 pub fn spec_to_pb(stream: String, s: SubscribeSpec) -> pb::SubscribeRequest {
     let (start, offset) = match s.start {
         StartFrom::Earliest => (pb::StartFrom::Earliest, 0),
