@@ -304,6 +304,8 @@ pub struct WatchCursor {
 
 pub type MessageStream = Pin<Box<dyn Stream<Item = Result<Message>> + Send>>;
 pub type KvEventStream = Pin<Box<dyn Stream<Item = Result<KvEvent>> + Send>>;
+/// A resumed watch: the cursor it starts from, and the changes from there.
+pub type ResumedWatch = (WatchCursor, KvEventStream);
 
 /// A snapshot of an engine's resources (see [`Engine::inventory`](crate::engine::Engine::inventory)).
 #[derive(Debug, Clone, Default, PartialEq)]

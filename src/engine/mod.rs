@@ -115,12 +115,7 @@ pub trait Engine: Send + Sync + 'static {
     /// then continues live; returns the cursor it starts from. Fails with
     /// Conflict when it can not resume exactly (history too short, or the
     /// bucket was reopened since, e.g. by a broker restart).
-    async fn kv_watch_resume(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<WatchCursor>,
-    ) -> Result<(WatchCursor, KvEventStream)> {
+    async fn kv_watch_resume(&self, bucket: &str, prefix: &str, after: Option<WatchCursor>) -> Result<ResumedWatch> {
         let _ = (bucket, prefix, after);
         Err(crate::Error::Conflict("this engine can not resume watches".into()))
     }

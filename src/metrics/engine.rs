@@ -201,12 +201,7 @@ impl Engine for MeteredEngine {
         self.call(Op::KvWatch, self.inner.kv_watch(bucket, prefix)).await
     }
 
-    async fn kv_watch_resume(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<WatchCursor>,
-    ) -> Result<(WatchCursor, KvEventStream)> {
+    async fn kv_watch_resume(&self, bucket: &str, prefix: &str, after: Option<WatchCursor>) -> Result<ResumedWatch> {
         self.call(Op::KvWatch, self.inner.kv_watch_resume(bucket, prefix, after)).await
     }
 

@@ -595,12 +595,7 @@ impl Engine for EmbeddedEngine {
         Ok(self.inner().bucket(bucket)?.watch(prefix))
     }
 
-    async fn kv_watch_resume(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<WatchCursor>,
-    ) -> Result<(WatchCursor, KvEventStream)> {
+    async fn kv_watch_resume(&self, bucket: &str, prefix: &str, after: Option<WatchCursor>) -> Result<ResumedWatch> {
         self.inner().bucket(bucket)?.watch_resume(prefix, after)
     }
 

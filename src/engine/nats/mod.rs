@@ -344,12 +344,7 @@ impl Engine for NatsEngine {
         Ok(self.kv.watch(bucket, prefix, None).await?.1)
     }
 
-    async fn kv_watch_resume(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<WatchCursor>,
-    ) -> Result<(WatchCursor, KvEventStream)> {
+    async fn kv_watch_resume(&self, bucket: &str, prefix: &str, after: Option<WatchCursor>) -> Result<ResumedWatch> {
         self.check_link()?;
         self.kv.watch(bucket, prefix, after).await
     }
