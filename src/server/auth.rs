@@ -1,6 +1,6 @@
 //! Authentication, authorization and per-token limits of the broker.
 //!
-//! Every service method calls [`Shared::admit`](super::Shared::admit) with
+//! Every service method calls `Shared::admit` with
 //! the operation and the qualified resource name before it touches the
 //! engine. The access file (JSON, see docs/SECURITY.md) maps SHA-256 hashes
 //! of tokens to a tenant, grants and limits; it is swapped atomically on
@@ -358,24 +358,20 @@ impl AccessControl {
     /// Loads the access file; fails on any error (a broker must not start
     /// with a half-understood policy).
     pub fn load(path: &Path) -> Result<AccessControl> {
-        let table = read_table(path)?;
-        Ok(AccessControl {
-            path: path.to_owned(),
-            table: RwLock::new(Arc::new(table)),
-            usage: Mutex::default(),
-            conns: ConnMap::default(),
-            audit: OnceLock::new(),
-            reloads: tokio::sync::watch::channel(0).0,
-            identity: OnceLock::new(),
-        })
+        Ok(AccessControl::with_table(path.to_owned(), read_table(path)?))
     }
 
     /// Access control without an access file: only identity sessions
     /// (`serve --identity` alone).
     pub fn without_file() -> AccessControl {
+        AccessControl::with_table(PathBuf::new(), Table::default())
+    }
+
+    /// Fresh state (no usage, connections, audit or identity) around `table`.
+    fn with_table(path: PathBuf, table: Table) -> AccessControl {
         AccessControl {
-            path: PathBuf::new(),
-            table: RwLock::new(Arc::new(Table::default())),
+            path,
+            table: RwLock::new(Arc::new(table)),
             usage: Mutex::default(),
             conns: ConnMap::default(),
             audit: OnceLock::new(),
@@ -714,15 +710,7 @@ mod tests {
     fn principal(json: &str) -> (AccessControl, Principal) {
         let table = Table::parse(json).unwrap();
         let (hash, entry) = table.by_hash.iter().next().map(|(h, e)| (h.clone(), e.clone())).unwrap();
-        let ac = AccessControl {
-            path: PathBuf::new(),
-            table: RwLock::new(Arc::new(table)),
-            usage: Mutex::default(),
-            conns: ConnMap::default(),
-            audit: OnceLock::new(),
-            reloads: tokio::sync::watch::channel(0).0,
-            identity: OnceLock::new(),
-        };
+        let ac = AccessControl::with_table(PathBuf::new(), table);
         (ac, Principal { entry, hash, usage: Arc::default(), peer: None })
     }
 
