@@ -329,7 +329,7 @@ void fm_messages_free(struct fm_messages *m);
 
 // Subscribes to a stream (created if absent). `opts` (may be NULL, copied):
 // "group", "partition" (default: all), "start" = earliest | latest |
-// committed | <offset> (default committed with a group, else latest),
+// committed | `<offset>` (default committed with a group, else latest),
 // "auto_commit" (default true with a group; commits delivered offsets after
 // callbacks return, in batches and whenever the subscription is idle).
 // `cb` runs on a library thread, in order per partition, one call at a

@@ -423,7 +423,7 @@ impl Client {
         self.engine.kv_watch(&self.qualify(bucket)?, prefix).await
     }
 
-    /// Runs `ops` as one atomic transaction (see [`crate::engine::txn`]);
+    /// Runs `ops` as one atomic transaction (see [`crate::txn`]);
     /// bucket names are resolved like every other name.
     pub async fn kv_txn(&self, mut ops: Vec<TxnOp>) -> Result<Vec<TxnResult>> {
         for op in &mut ops {

@@ -64,7 +64,7 @@ pub mod options;
 pub mod procedures;
 pub mod rules;
 pub mod server;
-pub mod signals;
+pub(crate) mod signals;
 pub mod store;
 pub mod subject;
 pub mod txn;

@@ -1,5 +1,5 @@
 //! KV transactions: one atomic call holding reads, writes and revision
-//! checks over keys and buckets of one tenant (see [`Engine::kv_txn`]).
+//! checks over keys and buckets of one tenant (see [`Engine::kv_txn`](crate::Engine::kv_txn)).
 //!
 //! Ops run in order against the transaction's own view, so a read after a
 //! write in the same transaction sees that write. Either every check passes

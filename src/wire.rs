@@ -2,6 +2,7 @@
 //! from the engine types, shared by the broker and the remote engine.
 
 #[allow(clippy::all, clippy::pedantic)]
+#[allow(missing_docs)] // generated from proto/, documented there
 pub mod pb {
     tonic::include_proto!("flowmesh.v1");
 }

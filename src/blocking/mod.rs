@@ -4,7 +4,7 @@
 //! joins every thread) on `close`.
 
 mod dispatch;
-pub mod events;
+pub(crate) mod events;
 mod publisher;
 mod state;
 mod tiered;
@@ -357,7 +357,7 @@ impl BlockingClient {
     }
 
     /// Runs `feed` through a dispatcher thread like fm_subscribe's, closed
-    /// with the client (used by the events callbacks in [`events`]).
+    /// with the client (used by the events callbacks in `events`).
     pub fn dispatch<T, S, D>(&self, feed: S, delivery: D) -> Result<Subscription>
     where
         T: Send + 'static,

@@ -6,14 +6,14 @@
 //! broker serves an engine over gRPC. Names reaching an engine are always
 //! fully qualified (`tenant/namespace/name`).
 
-pub mod config;
+pub(crate) mod config;
 pub mod connection;
 pub mod embedded;
 mod endpoint;
-pub mod live;
-pub mod nats;
-pub mod remote;
-pub mod ws;
+pub(crate) mod live;
+pub(crate) mod nats;
+pub(crate) mod remote;
+pub(crate) mod ws;
 
 pub use self::config::EngineConfig;
 pub use self::endpoint::{open, Endpoint};
@@ -63,7 +63,7 @@ pub trait Engine: Send + Sync + 'static {
     /// Appends records (creating the stream on first use); returns positions in order.
     async fn publish(&self, stream: &str, records: Vec<Record>) -> Result<Vec<Position>>;
     /// The memory tier: hands `record` to the live subscribers of `stream`
-    /// (see [`live`]) and stores nothing, not even the stream; with `ack`,
+    /// (see `engine::live`) and stores nothing, not even the stream; with `ack`,
     /// returns once the engine's server has taken it (embedded engines fan
     /// out before returning either way).
     async fn publish_live(&self, stream: &str, record: Record, ack: bool) -> Result<()> {
@@ -121,7 +121,7 @@ pub trait Engine: Send + Sync + 'static {
     }
 
     /// Runs one transaction atomically over buckets of one tenant (see
-    /// [`txn`]): results in op order, or `Error::Conflict` naming the first
+    /// [`crate::txn`]): results in op order, or `Error::Conflict` naming the first
     /// failed check with nothing written.
     async fn kv_txn(&self, ops: Vec<TxnOp>) -> Result<Vec<TxnResult>> {
         let _ = ops;

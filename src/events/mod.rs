@@ -460,7 +460,7 @@ impl Events {
 }
 
 /// One app's subscription to one event name. Pull events with
-/// [`next`](Self::next) (or get callbacks via [`delivery`]); every method is
+/// [`next`](Self::next) (the C ABI delivers them to callbacks); every method is
 /// safe to call concurrently.
 pub struct EventSubscription {
     events: Events,

@@ -238,7 +238,7 @@ pub unsafe extern "C" fn fm_messages_free(m: *mut fm_messages) {
 
 /// Subscribes to a stream (created if absent). `opts` (may be NULL, copied):
 /// "group", "partition" (default: all), "start" = earliest | latest |
-/// committed | <offset> (default committed with a group, else latest),
+/// committed | `<offset>` (default committed with a group, else latest),
 /// "auto_commit" (default true with a group; commits delivered offsets after
 /// callbacks return, in batches and whenever the subscription is idle).
 /// `cb` runs on a library thread, in order per partition, one call at a

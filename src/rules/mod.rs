@@ -4,20 +4,20 @@
 //! `then` emits events and sets or deletes facts. Built on streams, KV and
 //! store transaction scopes, so it runs on every engine; evaluation is
 //! exactly once per event with any number of evaluators (see
-//! [`evaluator`]).
+//! `evaluator`).
 //!
 //! Every method speaks JSON; [`Rules::call`] takes a whole request
 //! (`{"type": "rules.emit", "topic": ..., "data": ...}`), which is what the
 //! C ABI and the bindings use.
 
-pub mod evaluator;
-pub mod event;
-pub mod facts;
-pub mod outbox;
-pub mod pattern;
-pub mod rule;
+pub(crate) mod evaluator;
+pub(crate) mod event;
+pub(crate) mod facts;
+pub(crate) mod outbox;
+pub(crate) mod pattern;
+pub(crate) mod rule;
 mod subscription;
-pub mod template;
+pub(crate) mod template;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -84,7 +84,7 @@ impl Rules {
             .map(|_| ())
     }
 
-    /// Appends the outbox to the event log (see [`outbox`]).
+    /// Appends the outbox to the event log (see `rules::outbox`).
     pub async fn flush_outbox(&self) -> StoreResult<usize> {
         let _one = self.inner.flushing.lock().await;
         self.ensure_log().await?;

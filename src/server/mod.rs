@@ -2,13 +2,13 @@
 //! service is a thin face that converts wire types and forwards to the
 //! engine, so the embedded and remote paths share every semantic.
 
-pub mod audit;
+pub(crate) mod audit;
 pub mod auth;
 mod gate;
 mod health;
 pub mod identity;
 mod kv;
-pub mod metrics;
+pub(crate) mod metrics;
 mod overview;
 mod queues;
 mod resources;

@@ -8,12 +8,12 @@
 //! whole request (`{"type": "store.insert", "bucket": ..., "data": ...}`),
 //! which is what the C ABI and the bindings use.
 
-pub mod error;
-pub mod filter;
+pub(crate) mod error;
+pub(crate) mod filter;
 mod live;
-pub mod query;
-pub mod records;
-pub mod schema;
+pub(crate) mod query;
+pub(crate) mod records;
+pub(crate) mod schema;
 mod txn;
 
 use std::sync::Arc;

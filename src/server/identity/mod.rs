@@ -10,13 +10,13 @@
 //! `acl/KEY`, `owner/QUALIFIED`, `session/SHA256` with the session's TTL),
 //! and is read into memory at startup; every change is written through.
 
-pub mod acl;
-pub mod ownership;
+pub(crate) mod acl;
+pub(crate) mod ownership;
 pub mod passwords;
-pub mod roles;
+pub(crate) mod roles;
 mod service;
-pub mod sessions;
-pub mod users;
+pub(crate) mod sessions;
+pub(crate) mod users;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
