@@ -49,6 +49,8 @@
 //!   threads, async publish pipeline); [`ffi`]: the C ABI itself
 //!   (`include/flowmesh.h`, contract in docs/ABI.md);
 //! - [`server`]: the broker's gRPC services over any engine.
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod blocking;
 pub mod client;

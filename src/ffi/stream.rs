@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct fm_position {
+    /// The partition that stored it.
     pub partition: u32,
+    /// Its offset in that partition.
     pub offset: u64,
 }
 
@@ -27,16 +29,23 @@ pub struct fm_position {
 pub struct fm_message {
     /// Fully qualified stream name ("tenant/namespace/name").
     pub stream: *const c_char,
+    /// The partition that stores it.
     pub partition: u32,
+    /// Its offset (FM_OFFSET_NONE for a memory-tier message).
     pub offset: u64,
     /// Milliseconds since the Unix epoch, set by the engine on append.
     pub timestamp_ms: i64,
     /// NULL when the message has no key.
     pub key: *const u8,
+    /// Bytes at `key`.
     pub key_len: usize,
+    /// The message body.
     pub payload: *const u8,
+    /// Bytes at `payload`.
     pub payload_len: usize,
+    /// Headers, `headers_len` of them.
     pub headers: *const fm_header,
+    /// Number of headers at `headers`.
     pub headers_len: usize,
 }
 

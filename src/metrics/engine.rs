@@ -20,10 +20,12 @@ pub struct MeteredEngine {
 }
 
 impl MeteredEngine {
+    /// Counts every call of `inner` into `metrics`.
     pub fn new(inner: Arc<dyn Engine>, metrics: Arc<ClientMetrics>) -> MeteredEngine {
         MeteredEngine { inner, metrics }
     }
 
+    /// The metrics it counts into.
     pub fn metrics(&self) -> &Arc<ClientMetrics> {
         &self.metrics
     }

@@ -54,10 +54,12 @@ struct Inner {
 }
 
 impl Rules {
+    /// A rules engine on the facts, events and rules kept in `store`.
     pub fn new(store: Store) -> Rules {
         Rules { store, inner: Arc::default() }
     }
 
+    /// The store the rules engine keeps its state in.
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -173,6 +175,7 @@ impl Rules {
             .collect()
     }
 
+    /// Every fact.
     pub async fn get_all_facts(&self) -> StoreResult<Vec<Value>> {
         self.query_facts("*").await
     }
@@ -255,10 +258,12 @@ impl Rules {
         Err(StoreError::conflict(format!("rule {id} kept changing")))
     }
 
+    /// Turns a rule on: it fires again for matching events.
     pub async fn enable_rule(&self, id: &str) -> StoreResult<Value> {
         self.update_rule(id, &json!({"enabled": true})).await
     }
 
+    /// Turns a rule off: it stays registered but never fires.
     pub async fn disable_rule(&self, id: &str) -> StoreResult<Value> {
         self.update_rule(id, &json!({"enabled": false})).await
     }

@@ -31,7 +31,9 @@ use crate::wire::pb;
 const FRAME_SLACK: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
+/// Settings of `flowmesh serve`.
 pub struct ServerConfig {
+    /// Largest record accepted.
     pub max_payload_bytes: usize,
     /// Largest gRPC message accepted (a publish batch or a response).
     pub max_message_bytes: usize,
