@@ -104,11 +104,13 @@ FUZZ_RUNS ?= 1000000
 fuzz:
 	FUZZ_RUNS=$(FUZZ_RUNS) scripts/fuzz.sh
 
-## Formatting, clippy and the module layering (docs/ARCHITECTURE.md).
+## Formatting, clippy, the module layering (docs/ARCHITECTURE.md) and the
+## crate's rustdoc (broken links, missing docs; only this crate, so it is quick).
 lint: setup
 	scripts/check-layers
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --release --locked --no-deps
 
 ## Install lib, header, pkg-config and CMake files under $(PREFIX) (DESTDIR supported).
 install: lib

@@ -136,19 +136,26 @@ const char *fm_last_error(void);
 
 // A header: two borrowed, NUL-terminated UTF-8 strings.
 typedef struct fm_header {
+  // Header name.
   const char *key;
+  // Header value.
   const char *value;
 } fm_header;
 
 // An outgoing message. Everything is borrowed for the duration of the call
 // (fm_publish_async copies before returning).
 typedef struct fm_msg {
+  // The message body.
   const uint8_t *payload;
+  // Bytes at `payload`.
   size_t payload_len;
   // Partition key; NULL = none (round robin).
   const uint8_t *key;
+  // Bytes at `key`.
   size_t key_len;
+  // Headers, `headers_len` of them; NULL = none.
   const struct fm_header *headers;
+  // Number of headers at `headers`.
   size_t headers_len;
 } fm_msg;
 
@@ -242,7 +249,9 @@ fm_status fm_client_state(struct fm_client *client, enum fm_conn_state *out);
 
 // Where a message was stored.
 typedef struct fm_position {
+  // The partition that stored it.
   uint32_t partition;
+  // Its offset in that partition.
   uint64_t offset;
 } fm_position;
 
@@ -254,16 +263,23 @@ typedef void (*fm_publish_cb)(void *user_data, fm_status status, struct fm_posit
 typedef struct fm_message {
   // Fully qualified stream name ("tenant/namespace/name").
   const char *stream;
+  // The partition that stores it.
   uint32_t partition;
+  // Its offset (FM_OFFSET_NONE for a memory-tier message).
   uint64_t offset;
   // Milliseconds since the Unix epoch, set by the engine on append.
   int64_t timestamp_ms;
   // NULL when the message has no key.
   const uint8_t *key;
+  // Bytes at `key`.
   size_t key_len;
+  // The message body.
   const uint8_t *payload;
+  // Bytes at `payload`.
   size_t payload_len;
+  // Headers, `headers_len` of them.
   const struct fm_header *headers;
+  // Number of headers at `headers`.
   size_t headers_len;
 } fm_message;
 
@@ -329,7 +345,7 @@ void fm_messages_free(struct fm_messages *m);
 
 // Subscribes to a stream (created if absent). `opts` (may be NULL, copied):
 // "group", "partition" (default: all), "start" = earliest | latest |
-// committed | <offset> (default committed with a group, else latest),
+// committed | `<offset>` (default committed with a group, else latest),
 // "auto_commit" (default true with a group; commits delivered offsets after
 // callbacks return, in batches and whenever the subscription is idle).
 // `cb` runs on a library thread, in order per partition, one call at a
@@ -433,8 +449,11 @@ typedef struct fm_queue_stats {
 typedef struct fm_retry_policy {
   // Deliveries before a job is dead-lettered; 0 = unlimited.
   uint32_t max_attempts;
+  // Backoff after the first failure; 0 = redeliver at once.
   uint64_t initial_backoff_ms;
+  // Upper bound of the backoff; 0 = none.
   uint64_t max_backoff_ms;
+  // Growth of the backoff per failed delivery.
   double multiplier;
 } fm_retry_policy;
 
@@ -560,8 +579,11 @@ fm_status fm_queue_dlq_replay_all(struct fm_client *client,
 
 // Kind of a KV change.
 typedef enum fm_kv_op {
+  // The key was set.
   FM_KV_PUT = 1,
+  // The key was deleted.
   FM_KV_DELETE = 2,
+  // The key's time to live ran out.
   FM_KV_EXPIRE = 3,
 } fm_kv_op;
 

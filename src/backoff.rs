@@ -6,9 +6,13 @@ use std::time::Duration;
 /// Reconnect schedule: exponential backoff with random jitter.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
+    /// Wait before the first attempt.
     pub initial_ms: u64,
+    /// Upper bound of the wait, before jitter.
     pub max_ms: u64,
+    /// Growth of the wait per failed attempt.
     pub multiplier: f64,
+    /// Up to this much random extra wait, so clients do not reconnect in lockstep.
     pub jitter_ms: u64,
     /// Give up after this many consecutive failed attempts; 0 = never.
     pub max_attempts: u64,
@@ -23,6 +27,7 @@ impl Backoff {
         Duration::from_millis(base + jitter)
     }
 
+    /// Whether attempt `attempt` is past `max_attempts` (the caller gives up).
     pub fn exhausted(&self, attempt: u64) -> bool {
         self.max_attempts > 0 && attempt > self.max_attempts
     }

@@ -28,8 +28,11 @@ use crate::options::{Context, Options};
 /// own ([`EngineConfig`]) and those the client layers use.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
+    /// Tenant that qualifies every name (option `tenant`, default `default`).
     pub tenant: String,
+    /// Namespace within the tenant (option `namespace`, default `default`).
     pub namespace: String,
+    /// Threads of the blocking client's runtime (option `worker_threads`, 1 to 64).
     pub worker_threads: usize,
     /// Asynchronous publishes accepted but not yet acknowledged.
     pub max_in_flight: usize,
@@ -37,12 +40,14 @@ pub struct ClientConfig {
     pub nonblocking: bool,
     /// Events: this application's id and X25519 key (see `crate::events`).
     pub app_id: Option<String>,
+    /// Its key pair, which opens events sealed to it (option `app_secret_key`).
     pub app_key: Option<AppKey>,
     /// What the engine needs (storage, limits, the link to a broker).
     pub engine: EngineConfig,
 }
 
 impl ClientConfig {
+    /// Parses and checks the connect options; unknown or malformed ones are InvalidArgument.
     pub fn from_options(opts: &Options) -> Result<ClientConfig> {
         opts.check_context(Context::Connect)?;
         let worker_threads = opts.u64("worker_threads")?.unwrap_or(2);
@@ -95,6 +100,7 @@ impl Client {
         Ok(Client::with_engine(engine, cfg))
     }
 
+    /// A client on an engine opened elsewhere (tests, the broker), counting into fresh metrics.
     pub fn with_engine(engine: Arc<dyn Engine>, cfg: ClientConfig) -> Client {
         Client::with_engine_and_metrics(engine, cfg, Default::default())
     }
@@ -118,10 +124,12 @@ impl Client {
         &self.metrics
     }
 
+    /// The settings this client was connected with.
     pub fn config(&self) -> &ClientConfig {
         &self.cfg
     }
 
+    /// The engine behind the client (with the metrics decorator); names passed to it must be qualified.
     pub fn engine(&self) -> &Arc<dyn Engine> {
         &self.engine
     }
@@ -141,6 +149,7 @@ impl Client {
         Ok(())
     }
 
+    /// Checks that the engine answers (for a broker, one round trip).
     pub async fn health(&self) -> Result<()> {
         self.engine.health().await
     }
@@ -164,21 +173,25 @@ impl Client {
         self.engine.set_token(token)
     }
 
+    /// Checks that the engine can serve requests (for a broker, its own engine too).
     pub async fn ready(&self) -> Result<()> {
         self.engine.ready().await
     }
 
     // ---- streams ----
 
+    /// Creates a stream; Ok if it exists with the same partition count.
     pub async fn create_stream(&self, stream: &str, config: StreamConfig) -> Result<()> {
         self.engine.create_stream(&self.qualify(stream)?, config).await
     }
 
+    /// Appends one record; returns where it was stored.
     pub async fn publish(&self, stream: &str, record: Record) -> Result<Position> {
         let mut p = self.publish_batch(stream, vec![record]).await?;
         p.pop().ok_or_else(|| Error::Internal("engine returned no position".into()))
     }
 
+    /// Appends records in order, all checked against max_payload_bytes first; returns their positions.
     pub async fn publish_batch(&self, stream: &str, records: Vec<Record>) -> Result<Vec<Position>> {
         let stream = self.qualify(stream)?;
         for r in &records {
@@ -219,10 +232,12 @@ impl Client {
         }
     }
 
+    /// Up to `max` stored messages of `partition` from `offset` on.
     pub async fn read(&self, stream: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>> {
         self.engine.read(&self.qualify(stream)?, partition, offset, max).await
     }
 
+    /// The stream's configuration and partition offsets.
     pub async fn stream_info(&self, stream: &str) -> Result<StreamInfo> {
         self.engine.stream_info(&self.qualify(stream)?).await
     }
@@ -252,14 +267,17 @@ impl Client {
         })
     }
 
+    /// Records that `group` processed `partition` up to `offset` (inclusive).
     pub async fn commit_offset(&self, stream: &str, group: &str, partition: u32, offset: u64) -> Result<()> {
         self.engine.commit_offset(&self.qualify(stream)?, group, partition, offset).await
     }
 
+    /// The offset `group` committed on `partition`.
     pub async fn get_offset(&self, stream: &str, group: &str, partition: u32) -> Result<u64> {
         self.engine.get_offset(&self.qualify(stream)?, group, partition).await
     }
 
+    /// Committed offsets and lag of `group` on every partition.
     pub async fn group_state(&self, stream: &str, group: &str) -> Result<GroupState> {
         self.engine.group_state(&self.qualify(stream)?, group).await
     }
@@ -291,10 +309,12 @@ impl Client {
         self.engine.list_streams(&self.qualify_prefix(prefix)?).await
     }
 
+    /// Queues whose name starts with `prefix`, as [`Client::list_streams`].
     pub async fn list_queues(&self, prefix: &str) -> Result<Vec<String>> {
         self.engine.list_queues(&self.qualify_prefix(prefix)?).await
     }
 
+    /// Buckets whose name starts with `prefix`, as [`Client::list_streams`].
     pub async fn list_buckets(&self, prefix: &str) -> Result<Vec<String>> {
         self.engine.list_buckets(&self.qualify_prefix(prefix)?).await
     }
@@ -312,6 +332,7 @@ impl Client {
 
     // ---- queues ----
 
+    /// Adds a job, ready after `delay_ms`; returns its id.
     pub async fn enqueue(&self, queue: &str, record: Record, delay_ms: u64, priority: i32) -> Result<u64> {
         self.check_size(record.size())?;
         self.engine.enqueue(&self.qualify(queue)?, record, delay_ms, priority).await
@@ -322,6 +343,7 @@ impl Client {
         Ok(self.receive(queue, 1, visibility_ms, wait_ms).await?.pop())
     }
 
+    /// Up to `max` jobs, each hidden from other workers for `visibility_ms`, waiting up to `wait_ms` for the first.
     pub async fn receive(&self, queue: &str, max: usize, visibility_ms: u64, wait_ms: u64) -> Result<Vec<Job>> {
         if max == 0 {
             return Err(Error::invalid("max_jobs must be at least 1"));
@@ -329,10 +351,12 @@ impl Client {
         self.engine.reserve(&self.qualify(queue)?, max, visibility_ms, wait_ms).await
     }
 
+    /// Completes a reserved job: it is removed.
     pub async fn ack(&self, queue: &str, job_id: u64) -> Result<()> {
         self.engine.ack(&self.qualify(queue)?, job_id).await
     }
 
+    /// Fails a reserved job: it comes back after `delay_ms` (or per the retry policy), or goes dead when out of attempts.
     pub async fn nack(&self, queue: &str, job_id: u64, delay_ms: u64) -> Result<()> {
         self.engine.nack(&self.qualify(queue)?, job_id, delay_ms).await
     }
@@ -355,10 +379,12 @@ impl Client {
         self.engine.delete_queue(&self.qualify(queue)?).await
     }
 
+    /// Job counts of the queue by state.
     pub async fn queue_stats(&self, queue: &str) -> Result<QueueStats> {
         self.engine.queue_stats(&self.qualify(queue)?).await
     }
 
+    /// Sets what happens to failing jobs of the queue.
     pub async fn set_retry_policy(&self, queue: &str, policy: RetryPolicy) -> Result<()> {
         if !(policy.multiplier.is_finite() && policy.multiplier >= 1.0) {
             return Err(Error::invalid("retry multiplier must be a finite number >= 1"));
@@ -366,6 +392,7 @@ impl Client {
         self.engine.set_retry_policy(&self.qualify(queue)?, policy).await
     }
 
+    /// The queue's retry policy (the default when none was set).
     pub async fn get_retry_policy(&self, queue: &str) -> Result<RetryPolicy> {
         self.engine.get_retry_policy(&self.qualify(queue)?).await
     }
@@ -376,40 +403,48 @@ impl Client {
         self.engine.dlq_list(&self.qualify(queue)?, max).await
     }
 
+    /// Moves one dead job back to the queue as a fresh job.
     pub async fn dlq_replay(&self, queue: &str, job_id: u64) -> Result<()> {
         self.engine.dlq_replay(&self.qualify(queue)?, job_id).await
     }
 
+    /// Moves every dead job (with header `header`, when given) back to the queue; returns how many.
     pub async fn dlq_replay_all(&self, queue: &str, header: Option<(String, String)>) -> Result<u64> {
         self.engine.dlq_replay_all(&self.qualify(queue)?, header).await
     }
 
     // ---- key-value ----
 
+    /// Sets `key`, expiring after `ttl_ms` (0 = never); returns the new revision.
     pub async fn kv_set(&self, bucket: &str, key: &str, value: impl Into<Bytes>, ttl_ms: u64) -> Result<u64> {
         let value = value.into();
         self.check_size(value.len())?;
         self.engine.kv_set(&self.qualify(bucket)?, key, value, ttl_ms).await
     }
 
+    /// Sets `key` only if its revision is `expected` (0 = it must not exist); Conflict otherwise.
     pub async fn kv_cas(&self, bucket: &str, key: &str, value: impl Into<Bytes>, expected: u64) -> Result<u64> {
         let value = value.into();
         self.check_size(value.len())?;
         self.engine.kv_cas(&self.qualify(bucket)?, key, value, expected, 0).await
     }
 
+    /// The entry of `key`; NotFound if absent.
     pub async fn kv_get(&self, bucket: &str, key: &str) -> Result<KvEntry> {
         self.engine.kv_get(&self.qualify(bucket)?, key).await
     }
 
+    /// Deletes `key`; returns whether it existed.
     pub async fn kv_delete(&self, bucket: &str, key: &str) -> Result<bool> {
         self.engine.kv_delete(&self.qualify(bucket)?, key).await
     }
 
+    /// Whether `key` is set.
     pub async fn kv_exists(&self, bucket: &str, key: &str) -> Result<bool> {
         self.engine.kv_exists(&self.qualify(bucket)?, key).await
     }
 
+    /// Keys of the bucket that start with `prefix`.
     pub async fn kv_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
         self.engine.kv_keys(&self.qualify(bucket)?, prefix).await
     }
@@ -419,11 +454,12 @@ impl Client {
         self.engine.delete_bucket(&self.qualify(bucket)?).await
     }
 
+    /// Changes to keys starting with `prefix`, from now on.
     pub async fn kv_watch(&self, bucket: &str, prefix: &str) -> Result<KvEventStream> {
         self.engine.kv_watch(&self.qualify(bucket)?, prefix).await
     }
 
-    /// Runs `ops` as one atomic transaction (see [`crate::engine::txn`]);
+    /// Runs `ops` as one atomic transaction (see [`crate::txn`]);
     /// bucket names are resolved like every other name.
     pub async fn kv_txn(&self, mut ops: Vec<TxnOp>) -> Result<Vec<TxnResult>> {
         for op in &mut ops {

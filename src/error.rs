@@ -74,31 +74,44 @@ impl Status {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+/// Every failure of flowmesh, by kind; each kind is one status code of the C ABI (see [`Status`]).
 pub enum Error {
     #[error("invalid argument: {0}")]
+    /// A malformed name, option, argument or request.
     InvalidArgument(String),
     #[error("not found: {0}")]
+    /// The stream, queue, bucket, key, job or group does not exist.
     NotFound(String),
     #[error("timed out: {0}")]
+    /// The deadline passed before the engine answered.
     Timeout(String),
     #[error("disconnected: {0}")]
+    /// The link to the broker is down (the call may not have reached it).
     Disconnected(String),
     #[error("unauthorized: {0}")]
+    /// The token or session does not allow the call.
     Unauthorized(String),
     #[error("closed: {0}")]
+    /// The client, subscription or resource was closed.
     Closed(String),
     #[error("already exists: {0}")]
+    /// Creation of something that exists with other settings.
     AlreadyExists(String),
     #[error("conflict: {0}")]
+    /// A compare-and-set or transaction check failed, or a concurrent change won.
     Conflict(String),
     #[error("too large: {0}")]
+    /// A record or request over its size limit.
     TooLarge(String),
     #[error("unavailable: {0}")]
+    /// The engine can not serve this now (overloaded, breaker open) or at all (not supported).
     Unavailable(String),
     #[error("internal error: {0}")]
+    /// A bug or an unexpected state; the message says where.
     Internal(String),
 }
 
+/// The result of every fallible flowmesh call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {

@@ -24,6 +24,7 @@ impl std::fmt::Debug for AppKey {
 }
 
 impl AppKey {
+    /// The key pair of a base64 X25519 secret key (option `app_secret_key`).
     pub fn from_base64(text: &str) -> Result<AppKey> {
         let bytes = STANDARD.decode(text.trim()).map_err(|_| {
             Error::invalid("option app_secret_key: expected 32 bytes in standard base64 (fm_event_keygen makes one)")
@@ -42,10 +43,12 @@ impl AppKey {
         AppKey { secret: SecretKey::generate(&mut OsRng) }
     }
 
+    /// The secret key in base64, as option `app_secret_key` takes it.
     pub fn secret_base64(&self) -> String {
         STANDARD.encode(self.secret.to_bytes())
     }
 
+    /// The public key in base64, which senders seal events to.
     pub fn public_base64(&self) -> String {
         STANDARD.encode(self.secret.public_key().as_bytes())
     }
@@ -69,10 +72,12 @@ pub fn seal(to: &PublicKey, payload: &[u8]) -> Result<Vec<u8>> {
     to.seal(&mut OsRng, payload).map_err(|_| Error::Internal("sealing the payload failed".into()))
 }
 
+/// Standard base64 of `bytes`.
 pub fn b64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }
 
+/// Decodes standard base64; an error when malformed.
 pub fn unb64(text: &str) -> Result<Vec<u8>> {
     STANDARD.decode(text).map_err(|_| Error::Unauthorized("stored ciphertext is not valid base64".into()))
 }

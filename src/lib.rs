@@ -49,6 +49,8 @@
 //!   threads, async publish pipeline); [`ffi`]: the C ABI itself
 //!   (`include/flowmesh.h`, contract in docs/ABI.md);
 //! - [`server`]: the broker's gRPC services over any engine.
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod blocking;
 pub mod client;
@@ -64,7 +66,7 @@ pub mod options;
 pub mod procedures;
 pub mod rules;
 pub mod server;
-pub mod signals;
+pub(crate) mod signals;
 pub mod store;
 pub mod subject;
 pub mod txn;

@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 pub struct Record {
     /// Partition key; `None` spreads messages round robin over partitions.
     pub key: Option<Bytes>,
+    /// The message body, opaque to flowmesh.
     pub payload: Bytes,
+    /// Application headers, in order; names may repeat.
     pub headers: Vec<(String, String)>,
     /// De-duplication id: a stream stores a record whose id it has already
     /// seen (within its window of recent ids) only once and answers with the
@@ -25,20 +27,24 @@ pub struct Record {
 }
 
 impl Record {
+    /// A record with only a payload: no key, headers or de-duplication id.
     pub fn new(payload: impl Into<Bytes>) -> Record {
         Record { key: None, payload: payload.into(), headers: Vec::new(), msg_id: None }
     }
 
+    /// Sets the de-duplication id (see [`Record::msg_id`]).
     pub fn with_msg_id(mut self, id: impl Into<String>) -> Record {
         self.msg_id = Some(id.into());
         self
     }
 
+    /// Sets the partition key: records with equal keys keep their order.
     pub fn with_key(mut self, key: impl Into<Bytes>) -> Record {
         self.key = Some(key.into());
         self
     }
 
+    /// Appends one header.
     pub fn with_header(mut self, key: impl Into<String>, value: impl Into<String>) -> Record {
         self.headers.push((key.into(), value.into()));
         self
@@ -55,29 +61,41 @@ impl Record {
 /// A stored stream message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
+    /// The stream it was read from.
     pub stream: String,
+    /// The partition that stores it.
     pub partition: u32,
+    /// Its position in the partition ([`NO_OFFSET`] for a memory-tier message).
     pub offset: u64,
+    /// When the engine stored it, in milliseconds since the Unix epoch.
     pub timestamp_ms: i64,
+    /// The partition key it was published with.
     pub key: Option<Bytes>,
+    /// The message body.
     pub payload: Bytes,
+    /// Application headers, as published.
     pub headers: Vec<(String, String)>,
 }
 
 /// Where a published message landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Position {
+    /// The partition that stored the message.
     pub partition: u32,
+    /// Its offset in that partition.
     pub offset: u64,
 }
 
 /// Creation-time configuration of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamConfig {
+    /// Number of partitions (1 to 4096); keys hash onto them.
     pub partitions: u32,
     /// Retention limits; 0 = unlimited. Applied per partition.
     pub max_age_ms: u64,
+    /// Retention by size in bytes; 0 = unlimited.
     pub max_bytes: u64,
+    /// Retention by message count; 0 = unlimited.
     pub max_messages: u64,
     /// Where the stream's messages live (option `tier`).
     pub tier: Tier,
@@ -107,10 +125,12 @@ impl Tier {
         100_000
     }
 
+    /// See [`Tier::memory_default_max_messages`]: the byte bound.
     pub const fn memory_default_max_bytes() -> u64 {
         64 << 20
     }
 
+    /// The option value naming this tier (`durable`, `memory`).
     pub fn name(self) -> &'static str {
         match self {
             Tier::Durable => "durable",
@@ -134,6 +154,7 @@ pub enum DeliveryTier {
 }
 
 impl DeliveryTier {
+    /// The option value naming this tier (`memory`, `persistent`, `replicated`).
     pub fn name(self) -> &'static str {
         match self {
             DeliveryTier::Memory => "memory",
@@ -146,6 +167,7 @@ impl DeliveryTier {
 /// How one message is published (see [`DeliveryTier`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PublishOptions {
+    /// Where the message goes: live fan-out only, stored, or replicated.
     pub tier: DeliveryTier,
     /// Waits for the engine to confirm: for the memory tier, that the fan-out
     /// was taken by the engine (the server, the broker); stored tiers always wait.
@@ -168,70 +190,96 @@ impl Message {
 /// Offsets of one partition: `[earliest, latest)` are readable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionInfo {
+    /// The partition these offsets belong to.
     pub partition: u32,
+    /// The oldest offset still retained.
     pub earliest: u64,
     /// The offset the next message will get.
     pub latest: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A stream's configuration and the offsets of each of its partitions.
 pub struct StreamInfo {
+    /// How the stream was created (or last updated).
     pub config: StreamConfig,
+    /// One entry per partition, in partition order.
     pub partitions: Vec<PartitionInfo>,
 }
 
 /// Where a subscription starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartFrom {
+    /// The oldest retained message.
     Earliest,
+    /// Only messages published after the subscription started.
     Latest,
     /// After the group's committed offset (earliest when none).
     Committed,
+    /// At this offset (on every subscribed partition).
     Offset(u64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// What a subscription reads: which partitions, from where, and for which group.
 pub struct SubscribeSpec {
     /// `None` = every partition.
     pub partition: Option<u32>,
+    /// Where reading starts.
     pub start: StartFrom,
+    /// Consumer group whose offsets are committed and resumed; `None` = no group.
     pub group: Option<String>,
 }
 
 /// Per-partition state of a consumer group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupPartitionState {
+    /// The partition.
     pub partition: u32,
     /// Offset of the last processed message, if any was committed.
     pub committed: Option<u64>,
+    /// The partition's next offset (what a caught-up group has reached).
     pub latest: u64,
     /// Messages not yet processed by the group.
     pub lag: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A consumer group's progress over every partition of a stream.
 pub struct GroupState {
+    /// The group's name.
     pub group: String,
+    /// One entry per partition, in partition order.
     pub partitions: Vec<GroupPartitionState>,
 }
 
 /// A queue job as handed to a worker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
+    /// Queue-wide id, used to ack, nack or extend the job.
     pub id: u64,
     /// Deliveries so far, including this one (1 on first delivery).
     pub attempt: u32,
+    /// Higher priorities are reserved first.
     pub priority: i32,
+    /// The job body.
     pub payload: Bytes,
+    /// Headers of the enqueued record.
     pub headers: Vec<(String, String)>,
+    /// When it was enqueued, in milliseconds since the Unix epoch.
     pub enqueued_ms: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Job counts of a queue, by state.
 pub struct QueueStats {
+    /// Ready to be reserved.
     pub pending: u64,
+    /// Reserved and not yet acked (within their visibility timeout).
     pub in_flight: u64,
+    /// Enqueued with a delay or backing off after a failure.
     pub delayed: u64,
+    /// In the dead-letter queue (out of attempts).
     pub dead: u64,
 }
 
@@ -240,8 +288,11 @@ pub struct QueueStats {
 pub struct RetryPolicy {
     /// Deliveries before the job goes to the dead-letter queue; 0 = unlimited.
     pub max_attempts: u32,
+    /// Backoff after the first failure; 0 = redeliver at once.
     pub initial_backoff_ms: u64,
+    /// Upper bound of the backoff; 0 = none.
     pub max_backoff_ms: u64,
+    /// Growth of the backoff per failed delivery (at least 1).
     pub multiplier: f64,
 }
 
@@ -267,26 +318,36 @@ impl RetryPolicy {
 /// One stored key-value entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KvEntry {
+    /// The key within its bucket.
     pub key: String,
+    /// The stored value.
     pub value: Bytes,
+    /// Revision of the last change to this key; compare-and-set checks it.
     pub revision: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i32)]
+/// The kind of change a KV watch reports.
 pub enum KvOp {
+    /// The key was set.
     Put = 1,
+    /// The key was deleted.
     Delete = 2,
+    /// The key's time to live ran out.
     Expire = 3,
 }
 
 /// A change seen by a KV watch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KvEvent {
+    /// What happened to the key.
     pub op: KvOp,
+    /// The key that changed.
     pub key: String,
     /// Empty for deletes and expiries.
     pub value: Bytes,
+    /// The revision the change took.
     pub revision: u64,
     /// Where this event sits in its bucket's change history, so a watch can
     /// resume right after it (see [`Engine::kv_watch_resume`](crate::engine::Engine::kv_watch_resume)).
@@ -298,17 +359,25 @@ pub struct KvEvent {
 /// revision, so revisions alone can not order them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WatchCursor {
+    /// Random per open of the bucket, so a cursor from before a reopen is recognised.
     pub epoch: u64,
+    /// Changes counted since that open.
     pub seq: u64,
 }
 
+/// The messages of a subscription, in order per partition.
 pub type MessageStream = Pin<Box<dyn Stream<Item = Result<Message>> + Send>>;
+/// The changes a KV watch delivers, in order.
 pub type KvEventStream = Pin<Box<dyn Stream<Item = Result<KvEvent>> + Send>>;
+/// A resumed watch: the cursor it starts from, and the changes from there.
+pub type ResumedWatch = (WatchCursor, KvEventStream);
 
 /// A snapshot of an engine's resources (see [`Engine::inventory`](crate::engine::Engine::inventory)).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Inventory {
+    /// Every stream, with its size and groups.
     pub streams: Vec<StreamStats>,
+    /// Every queue by name, with its job counts.
     pub queues: Vec<(String, QueueStats)>,
     /// Bucket name and live key count.
     pub buckets: Vec<(String, u64)>,
@@ -317,13 +386,17 @@ pub struct Inventory {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+/// One stream of an [`Inventory`].
 pub struct StreamStats {
+    /// The stream's name.
     pub name: String,
+    /// Where its messages live.
     pub tier: Tier,
     /// Messages retained (latest - earliest, summed over partitions).
     pub messages: u64,
     /// Bytes retained, as counted against size limits.
     pub bytes: u64,
+    /// Its consumer groups and their lag.
     pub groups: Vec<GroupState>,
 }
 
@@ -332,9 +405,13 @@ pub struct StreamStats {
 /// retention limits (0 = unlimited) apply from the next enforcement on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StreamUpdate {
+    /// New partition count (may only grow).
     pub partitions: Option<u32>,
+    /// New retention by age in milliseconds.
     pub max_age_ms: Option<u64>,
+    /// New retention by size in bytes.
     pub max_bytes: Option<u64>,
+    /// New retention by message count.
     pub max_messages: Option<u64>,
 }
 
@@ -360,6 +437,7 @@ impl StreamUpdate {
         Ok(next)
     }
 
+    /// Whether the update changes nothing (a request must change something).
     pub fn is_empty(&self) -> bool {
         *self == StreamUpdate::default()
     }

@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 
+/// Longest tenant, namespace or name segment, in bytes.
 pub const MAX_SEGMENT: usize = 128;
 
 fn check_segment(what: &str, seg: &str, full: &str) -> Result<()> {

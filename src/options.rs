@@ -83,11 +83,17 @@ const KEYS: &[(&str, Kind, Context)] = &[
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// Where an option may be given; every known key belongs to one.
 pub enum Context {
+    /// Connecting a client.
     Connect,
+    /// Subscribing to a stream.
     Subscribe,
+    /// Creating or updating a stream.
     Stream,
+    /// Subscribing to events.
     Event,
+    /// One publish.
     Publish,
 }
 
@@ -104,6 +110,7 @@ impl Context {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// String key-value options, as every binding passes them; each key and value is checked when set.
 pub struct Options {
     values: BTreeMap<String, String>,
 }
@@ -147,6 +154,7 @@ fn parse_start(v: &str) -> Result<StartFrom> {
 }
 
 impl Options {
+    /// No options: every setting at its default.
     pub fn new() -> Options {
         Options::default()
     }
@@ -194,15 +202,18 @@ impl Options {
         Ok(())
     }
 
+    /// [`Options::set`], chained.
     pub fn with(mut self, key: &str, value: &str) -> Result<Options> {
         self.set(key, value)?;
         Ok(self)
     }
 
+    /// The raw value of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.values.get(key).map(String::as_str)
     }
 
+    /// Every key set, with its value, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
@@ -218,14 +229,17 @@ impl Options {
         Ok(())
     }
 
+    /// The value of `key` as an unsigned integer, if set.
     pub fn u64(&self, key: &str) -> Result<Option<u64>> {
         self.get(key).map(|v| parse_u64(key, v)).transpose()
     }
 
+    /// The value of `key` as a number, if set.
     pub fn f64(&self, key: &str) -> Result<Option<f64>> {
         self.get(key).map(|v| parse_f64(key, v)).transpose()
     }
 
+    /// The value of `key` as a boolean, if set.
     pub fn bool(&self, key: &str) -> Result<Option<bool>> {
         self.get(key).map(|v| parse_bool(key, v)).transpose()
     }

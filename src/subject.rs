@@ -90,6 +90,7 @@ pub struct Pattern {
 }
 
 impl Pattern {
+    /// Whether `subject` matches the pattern.
     pub fn matches(&self, subject: &str) -> bool {
         let mut it = subject.split('.');
         for t in &self.tokens {

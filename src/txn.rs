@@ -1,5 +1,5 @@
 //! KV transactions: one atomic call holding reads, writes and revision
-//! checks over keys and buckets of one tenant (see [`Engine::kv_txn`]).
+//! checks over keys and buckets of one tenant (see [`Engine::kv_txn`](crate::Engine::kv_txn)).
 //!
 //! Ops run in order against the transaction's own view, so a read after a
 //! write in the same transaction sees that write. Either every check passes
@@ -18,6 +18,7 @@ pub const MAX_TXN_OPS: usize = 10_000;
 
 /// One operation of a transaction. Bucket names are fully qualified.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)] // the fields are named in each variant's doc
 pub enum TxnOp {
     /// Reads one key: [`TxnResult::Get`] (None when absent).
     Get { bucket: String, key: String },
@@ -33,6 +34,7 @@ pub enum TxnOp {
 }
 
 impl TxnOp {
+    /// The bucket the op works on.
     pub fn bucket(&self) -> &str {
         match self {
             TxnOp::Get { bucket, .. }
@@ -43,6 +45,7 @@ impl TxnOp {
         }
     }
 
+    /// The bucket, to qualify it in place.
     pub fn bucket_mut(&mut self) -> &mut String {
         match self {
             TxnOp::Get { bucket, .. }
@@ -62,11 +65,15 @@ impl TxnOp {
 /// What one op of a committed transaction produced, in the order of the ops.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TxnResult {
+    /// The entry read; None when the key is absent.
     Get(Option<KvEntry>),
+    /// The entries listed, sorted by key.
     List(Vec<KvEntry>),
     /// The revision the write got.
     Put(u64),
+    /// Whether the key was there.
     Delete(bool),
+    /// The check held.
     Check,
 }
 

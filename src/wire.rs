@@ -2,6 +2,7 @@
 //! from the engine types, shared by the broker and the remote engine.
 
 #[allow(clippy::all, clippy::pedantic)]
+#[allow(missing_docs)] // generated from proto/, documented there
 pub mod pb {
     tonic::include_proto!("flowmesh.v1");
 }
@@ -19,6 +20,7 @@ pub const AUTH_KEY: &str = "authorization";
 /// Metadata key carrying the exact flowmesh status code.
 pub const CODE_KEY: &str = "fm-code";
 
+/// The gRPC status of an error, with its exact code in metadata [`CODE_KEY`].
 pub fn to_status(e: &Error) -> Status {
     let code = match e {
         Error::InvalidArgument(_) => Code::InvalidArgument,
@@ -57,10 +59,12 @@ pub fn from_status(s: &Status) -> Error {
     }
 }
 
+/// Headers in their wire form.
 pub fn headers_to_pb(h: Vec<(String, String)>) -> Vec<pb::Header> {
     h.into_iter().map(|(key, value)| pb::Header { key, value }).collect()
 }
 
+/// Headers from their wire form.
 pub fn headers_from_pb(h: Vec<pb::Header>) -> Vec<(String, String)> {
     h.into_iter().map(|h| (h.key, h.value)).collect()
 }
@@ -190,6 +194,25 @@ impl From<pb::RetryPolicy> for RetryPolicy {
     }
 }
 
+/// A consumer group's offsets and lag, as the group-state answer (and the
+/// overview's inventory) carries them.
+pub fn group_state_to_pb(g: GroupState) -> pb::GroupStateResponse {
+    pb::GroupStateResponse {
+        group: g.group,
+        partitions: g
+            .partitions
+            .into_iter()
+            .map(|p| pb::GroupPartitionState {
+                partition: p.partition,
+                committed: p.committed,
+                latest: p.latest,
+                lag: p.lag,
+            })
+            .collect(),
+    }
+}
+
+/// A subscription's request to the broker.
 pub fn spec_to_pb(stream: String, s: SubscribeSpec) -> pb::SubscribeRequest {
     let (start, offset) = match s.start {
         StartFrom::Earliest => (pb::StartFrom::Earliest, 0),
@@ -200,6 +223,7 @@ pub fn spec_to_pb(stream: String, s: SubscribeSpec) -> pb::SubscribeRequest {
     pb::SubscribeRequest { stream, partition: s.partition, start: start as i32, offset, group: s.group }
 }
 
+/// The subscription a broker request asks for; InvalidArgument when malformed.
 pub fn spec_from_pb(r: &pb::SubscribeRequest) -> Result<SubscribeSpec, Error> {
     let start = match pb::StartFrom::try_from(r.start) {
         Ok(pb::StartFrom::Earliest) => StartFrom::Earliest,
@@ -223,6 +247,7 @@ impl From<KvEvent> for pb::KvEvent {
     }
 }
 
+/// A watch event from its wire form; an error for an unknown op.
 pub fn kv_event_from_pb(e: pb::KvEvent) -> Result<KvEvent, Error> {
     let op = match pb::KvOp::try_from(e.op) {
         Ok(pb::KvOp::Put) => KvOp::Put,
@@ -268,6 +293,7 @@ fn bearer_value(token: Option<&str>) -> Result<Option<AsciiMetadataValue>> {
 }
 
 impl TokenInterceptor {
+    /// Sends `token` as the bearer token (None: none); InvalidArgument for a token that is not printable ASCII.
     pub fn new(token: Option<&str>) -> Result<TokenInterceptor> {
         Ok(TokenInterceptor { value: std::sync::Arc::new(std::sync::RwLock::new(bearer_value(token)?)) })
     }
@@ -291,6 +317,7 @@ impl tonic::service::Interceptor for TokenInterceptor {
 
 // ---- KV transactions ----
 
+/// Transaction ops in their wire form.
 pub fn txn_ops_to_pb(ops: Vec<TxnOp>) -> Vec<pb::KvTxnOp> {
     use pb::kv_txn_op::Op;
     ops.into_iter()
@@ -306,6 +333,7 @@ pub fn txn_ops_to_pb(ops: Vec<TxnOp>) -> Vec<pb::KvTxnOp> {
         .collect()
 }
 
+/// Transaction ops from their wire form; InvalidArgument when malformed.
 pub fn txn_ops_from_pb(ops: Vec<pb::KvTxnOp>) -> Result<Vec<TxnOp>, Error> {
     use pb::kv_txn_op::Op;
     ops.into_iter()
@@ -331,6 +359,7 @@ fn entry_from_pb(e: pb::KvTxnEntry) -> KvEntry {
     KvEntry { key: e.key, value: e.value, revision: e.revision }
 }
 
+/// Transaction results in their wire form.
 pub fn txn_results_to_pb(results: Vec<TxnResult>) -> Vec<pb::KvTxnResult> {
     use pb::kv_txn_result::Result as R;
     results
@@ -350,6 +379,7 @@ pub fn txn_results_to_pb(results: Vec<TxnResult>) -> Vec<pb::KvTxnResult> {
         .collect()
 }
 
+/// Transaction results from their wire form.
 pub fn txn_results_from_pb(results: Vec<pb::KvTxnResult>) -> Result<Vec<TxnResult>, Error> {
     use pb::kv_txn_result::Result as R;
     results

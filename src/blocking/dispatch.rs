@@ -19,6 +19,7 @@ const DISPATCH_BUFFER: usize = 256;
 
 /// What a subscription does with each item.
 pub trait Delivery<T>: Send + 'static {
+    /// Handles one item, on the subscription's dispatch thread, in order.
     fn deliver(&mut self, item: T);
     /// Called when the buffer is momentarily empty (e.g. to commit offsets).
     fn idle(&mut self) {}

@@ -4,7 +4,7 @@
 //! joins every thread) on `close`.
 
 mod dispatch;
-pub mod events;
+pub(crate) mod events;
 mod publisher;
 mod state;
 mod tiered;
@@ -32,6 +32,7 @@ use crate::options::Options;
 /// Auto-commit writes at least this often while messages keep coming.
 const AUTO_COMMIT_EVERY: u64 = 256;
 
+/// The synchronous client the C ABI stands on: a [`Client`] on its own runtime, callback threads and the async publish pipeline.
 pub struct BlockingClient {
     runtime: Mutex<Option<Runtime>>,
     handle: tokio::runtime::Handle,
@@ -198,6 +199,7 @@ impl Drop for Puller {
 }
 
 impl BlockingClient {
+    /// Connects on a runtime of its own (see [`Client::connect`]).
     pub fn connect(url: &str, opts: &Options) -> Result<BlockingClient> {
         let cfg = ClientConfig::from_options(opts)?;
         crate::client::check_login(url, &cfg)?;
@@ -231,6 +233,7 @@ impl BlockingClient {
         })
     }
 
+    /// The async client underneath, for calls without a blocking form.
     pub fn client(&self) -> &Client {
         &self.client
     }
@@ -262,6 +265,7 @@ impl BlockingClient {
         })
     }
 
+    /// Whether `close` ran; every call then fails with Closed.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
@@ -272,6 +276,7 @@ impl BlockingClient {
 
     // ---- streams with callbacks ----
 
+    /// Queues `record` for the publish pipeline; `done` runs on the completion thread with its position or error.
     pub fn publish_async(&self, stream: &str, record: Record, done: Completion) -> Result<()> {
         if self.is_closed() {
             return Err(Error::Closed("client is closed".into()));
@@ -287,6 +292,7 @@ impl BlockingClient {
         self.publisher.publish(stream, record, done)
     }
 
+    /// Waits up to `timeout` for every queued asynchronous publish to complete.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
         if self.is_closed() {
             return Err(Error::Closed("client is closed".into()));
@@ -311,6 +317,7 @@ impl BlockingClient {
         self.track(Dispatcher::start(&self.handle, feed, delivery)?)
     }
 
+    /// Calls `callback` for every change to keys of `bucket` starting with `prefix`, on a dispatch thread.
     pub fn kv_watch<F>(&self, bucket: &str, prefix: &str, callback: F) -> Result<Subscription>
     where
         F: FnMut(&KvEvent) + Send + 'static,
@@ -357,7 +364,7 @@ impl BlockingClient {
     }
 
     /// Runs `feed` through a dispatcher thread like fm_subscribe's, closed
-    /// with the client (used by the events callbacks in [`events`]).
+    /// with the client (used by the events callbacks in `events`).
     pub fn dispatch<T, S, D>(&self, feed: S, delivery: D) -> Result<Subscription>
     where
         T: Send + 'static,
@@ -453,16 +460,19 @@ impl BlockingClient {
         self.states.add(callback)
     }
 
+    /// The link state now (always Connected on embedded engines).
     pub fn state(&self) -> ConnState {
         self.states.current()
     }
 
     // ---- plain blocking forwards ----
 
+    /// [`Client::health`], blocking.
     pub fn health(&self) -> Result<()> {
         self.block_on(self.client.health())
     }
 
+    /// [`Client::ready`], blocking.
     pub fn ready(&self) -> Result<()> {
         self.block_on(self.client.ready())
     }

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 /// Records sent to the engine in one call at most.
 const MAX_BATCH: usize = 1024;
 
+/// Called once with the outcome of an asynchronous publish.
 pub type Completion = Box<dyn FnOnce(Result<Position>) + Send>;
 
 /// Finished publishes on their way to the completion thread.

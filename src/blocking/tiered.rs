@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::model::{PublishOptions, NO_OFFSET};
 
 impl BlockingClient {
+    /// Like [`BlockingClient::publish_async`] with a delivery tier: a memory-tier publish completes with offset [`NO_OFFSET`].
     pub fn publish_with_async(
         &self,
         subject: &str,

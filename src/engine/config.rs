@@ -14,12 +14,19 @@ pub(crate) const DEFAULT_MAX_PAYLOAD: usize = 8 << 20;
 /// Settings of one engine, parsed from connect options.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
+    /// Largest record accepted (option `max_payload_bytes`, default 8 MiB).
     pub max_payload_bytes: usize,
+    /// When the embedded engine syncs its files to disk (option `fsync`).
     pub fsync: FsyncPolicy,
+    /// Size at which a partition's log rolls over to a new segment file.
     pub segment_bytes: u64,
+    /// Deadline of connecting to a broker.
     pub connect_timeout_ms: u64,
+    /// Deadline of one request to a broker.
     pub request_timeout_ms: u64,
+    /// Schedule of reconnect attempts after the link is lost.
     pub reconnect: Backoff,
+    /// Bearer token sent to the broker (option `token`).
     pub token: Option<String>,
     /// Probe the broker this often to notice a dead peer; 0 = off.
     pub heartbeat_ms: u64,
@@ -27,6 +34,7 @@ pub struct EngineConfig {
     pub max_retries: u32,
     /// Consecutive failures that open the circuit breaker; 0 = no breaker.
     pub breaker_threshold: u32,
+    /// How long an open breaker refuses calls before it lets one probe through.
     pub breaker_timeout_ms: u64,
     /// PEM file of the CA that signed the broker's certificate (grpcs://).
     pub tls_ca_file: Option<String>,

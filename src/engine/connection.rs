@@ -35,12 +35,15 @@ pub enum ConnState {
 /// One transition, with the error that caused it (if any).
 #[derive(Debug, Clone)]
 pub struct StateChange {
+    /// The state entered.
     pub state: ConnState,
+    /// The error that caused it (None for an orderly change).
     pub cause: Option<Error>,
 }
 
 /// Told about the link as it changes (the client's metrics implement it).
 pub trait LinkObserver: Send + Sync {
+    /// The link entered `state`.
     fn state(&self, state: ConnState);
     /// Connected again after a loss.
     fn reconnected(&self);
@@ -71,6 +74,7 @@ struct Listeners {
 }
 
 impl ConnectionState {
+    /// A link starting in `initial`, with no listeners.
     pub fn new(initial: ConnState) -> ConnectionState {
         ConnectionState {
             observer: OnceLock::new(),
@@ -82,6 +86,7 @@ impl ConnectionState {
         }
     }
 
+    /// The state now.
     pub fn current(&self) -> ConnState {
         self.inner.lock().unwrap().current
     }
@@ -147,6 +152,7 @@ impl ConnectionState {
         self.suspect.notify_one();
     }
 
+    /// Waits until a call reports the link suspect (see [`ConnectionState::suspect`]).
     pub async fn suspected(&self) {
         self.suspect.notified().await
     }
@@ -257,9 +263,19 @@ pub struct CircuitBreaker {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where the circuit breaker stands.
 pub enum BreakerState {
-    Closed { failures: u32 },
-    Open { until: Instant },
+    /// Calls pass.
+    Closed {
+        /// Consecutive failed calls so far.
+        failures: u32,
+    },
+    /// Calls fail fast.
+    Open {
+        /// When one probe call may go through.
+        until: Instant,
+    },
+    /// One probe call decides whether to close again.
     HalfOpen,
 }
 
@@ -281,6 +297,7 @@ impl CircuitBreaker {
         }
     }
 
+    /// Where the breaker stands now.
     pub fn state(&self) -> BreakerState {
         *self.state.lock().unwrap()
     }
@@ -295,6 +312,7 @@ impl CircuitBreaker {
         (self.reported.swap(now, Ordering::AcqRel) != now).then_some(now)
     }
 
+    /// Admits one call at `now`, or refuses it (Unavailable) while open.
     pub fn admit(&self, now: Instant) -> Result<Permit<'_>> {
         if self.threshold == 0 {
             return Ok(Permit { breaker: None, probe: false });
@@ -382,9 +400,13 @@ pub enum Retry {
 
 /// The policy every remote call runs under.
 pub struct CallPolicy {
+    /// The link's state, told about failures and recoveries.
     pub state: std::sync::Arc<ConnectionState>,
+    /// The breaker that admits each call.
     pub breaker: std::sync::Arc<CircuitBreaker>,
+    /// Deadline of one attempt.
     pub timeout: Duration,
+    /// Times an idempotent call is sent again after a link failure.
     pub max_retries: u32,
 }
 

@@ -18,7 +18,12 @@ pub enum Endpoint {
     /// `file:///dir`
     File(PathBuf),
     /// `grpc://host:port` or `grpcs://host:port`
-    Remote { url: String, tls: bool },
+    Remote {
+        /// The URL as given.
+        url: String,
+        /// `grpcs://`: the link is TLS.
+        tls: bool,
+    },
     /// `ws://host:port[/path]` or `wss://…`: a broker's `--ws` listener
     WebSocket(String),
     /// `nats://h1:4222,h2:4222` (hosts may be written `tls://h:p`): NATS JetStream
@@ -26,6 +31,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Parses an engine URL; InvalidArgument for an unknown scheme or a malformed address.
     pub fn parse(url: &str) -> Result<Endpoint> {
         if let Some(rest) = url.strip_prefix("mem://") {
             return Ok(Endpoint::Memory(Some(rest.to_owned()).filter(|s| !s.is_empty())));

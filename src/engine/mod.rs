@@ -6,14 +6,14 @@
 //! broker serves an engine over gRPC. Names reaching an engine are always
 //! fully qualified (`tenant/namespace/name`).
 
-pub mod config;
+pub(crate) mod config;
 pub mod connection;
 pub mod embedded;
 mod endpoint;
-pub mod live;
-pub mod nats;
-pub mod remote;
-pub mod ws;
+pub(crate) mod live;
+pub(crate) mod nats;
+pub(crate) mod remote;
+pub(crate) mod ws;
 
 pub use self::config::EngineConfig;
 pub use self::endpoint::{open, Endpoint};
@@ -33,6 +33,7 @@ pub trait Engine: Send + Sync + 'static {
     /// engines, which are always connected. (Decorators must forward it.)
     fn connection(&self) -> Option<std::sync::Arc<connection::ConnectionState>>;
 
+    /// Checks that the engine answers (for a broker, one round trip).
     async fn health(&self) -> Result<()>;
 
     /// One identity request (a JSON object with a `type`, docs/SECURITY.md)
@@ -53,6 +54,7 @@ pub trait Engine: Send + Sync + 'static {
         Err(crate::error::Error::Unavailable("only a broker connection sends tokens".into()))
     }
 
+    /// Checks that the engine can serve requests; by default as `health`.
     async fn ready(&self) -> Result<()> {
         self.health().await
     }
@@ -63,7 +65,7 @@ pub trait Engine: Send + Sync + 'static {
     /// Appends records (creating the stream on first use); returns positions in order.
     async fn publish(&self, stream: &str, records: Vec<Record>) -> Result<Vec<Position>>;
     /// The memory tier: hands `record` to the live subscribers of `stream`
-    /// (see [`live`]) and stores nothing, not even the stream; with `ack`,
+    /// (see `engine::live`) and stores nothing, not even the stream; with `ack`,
     /// returns once the engine's server has taken it (embedded engines fan
     /// out before returning either way).
     async fn publish_live(&self, stream: &str, record: Record, ack: bool) -> Result<()> {
@@ -78,55 +80,68 @@ pub trait Engine: Send + Sync + 'static {
             "this engine keeps one copy: the replicated tier needs nats:// on a cluster of 3+ servers".into(),
         ))
     }
+    /// Up to `max` stored messages of `partition` from `offset` on.
     async fn read(&self, stream: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>>;
+    /// The stream's configuration and partition offsets.
     async fn stream_info(&self, stream: &str) -> Result<StreamInfo>;
     /// An endless, ordered, gap-free feed of messages (per partition) from `spec.start`.
     async fn subscribe(&self, stream: &str, spec: SubscribeSpec) -> Result<MessageStream>;
+    /// Records that `group` processed `partition` up to `offset` (inclusive).
     async fn commit_offset(&self, stream: &str, group: &str, partition: u32, offset: u64) -> Result<()>;
+    /// The offset `group` committed on `partition`.
     async fn get_offset(&self, stream: &str, group: &str, partition: u32) -> Result<u64>;
+    /// Committed offsets and lag of `group` on every partition.
     async fn group_state(&self, stream: &str, group: &str) -> Result<GroupState>;
 
     // ---- queues ----
+    /// Adds a job, ready after `delay_ms`; returns its id.
     async fn enqueue(&self, queue: &str, record: Record, delay_ms: u64, priority: i32) -> Result<u64>;
     /// Up to `max` jobs, waiting up to `wait_ms` for the first one.
     async fn reserve(&self, queue: &str, max: usize, visibility_ms: u64, wait_ms: u64) -> Result<Vec<Job>>;
+    /// Completes a reserved job.
     async fn ack(&self, queue: &str, job_id: u64) -> Result<()>;
+    /// Fails a reserved job: redelivered after `delay_ms` (or per the retry policy), or dead when out of attempts.
     async fn nack(&self, queue: &str, job_id: u64, delay_ms: u64) -> Result<()>;
+    /// Job counts of the queue by state.
     async fn queue_stats(&self, queue: &str) -> Result<QueueStats>;
+    /// Sets what happens to failing jobs of the queue.
     async fn set_retry_policy(&self, queue: &str, policy: RetryPolicy) -> Result<()>;
+    /// The queue's retry policy (the default when none was set).
     async fn get_retry_policy(&self, queue: &str) -> Result<RetryPolicy>;
+    /// Up to `max` jobs of the dead-letter queue, oldest first.
     async fn dlq_list(&self, queue: &str, max: usize) -> Result<Vec<Job>>;
+    /// Moves one dead job back to the queue as a fresh job.
     async fn dlq_replay(&self, queue: &str, job_id: u64) -> Result<()>;
     /// Replays every dead job (matching `header` when given); returns how many.
     async fn dlq_replay_all(&self, queue: &str, header: Option<(String, String)>) -> Result<u64>;
 
     // ---- key-value ----
+    /// Sets `key`, expiring after `ttl_ms` (0 = never); returns the new revision.
     async fn kv_set(&self, bucket: &str, key: &str, value: Bytes, ttl_ms: u64) -> Result<u64>;
     /// Compare-and-set: `expected` 0 means the key must not exist.
     async fn kv_cas(&self, bucket: &str, key: &str, value: Bytes, expected: u64, ttl_ms: u64) -> Result<u64>;
+    /// The entry of `key`; NotFound if absent.
     async fn kv_get(&self, bucket: &str, key: &str) -> Result<KvEntry>;
     /// Ok when absent; returns whether a key was removed.
     async fn kv_delete(&self, bucket: &str, key: &str) -> Result<bool>;
+    /// Whether `key` is set.
     async fn kv_exists(&self, bucket: &str, key: &str) -> Result<bool>;
+    /// Keys of the bucket that start with `prefix`.
     async fn kv_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>>;
+    /// Changes to keys starting with `prefix`, from now on.
     async fn kv_watch(&self, bucket: &str, prefix: &str) -> Result<KvEventStream>;
     /// A watch that can be resumed: it starts now (`after` None) or replays
     /// the changes after `after` still kept in the bucket's recent history,
     /// then continues live; returns the cursor it starts from. Fails with
     /// Conflict when it can not resume exactly (history too short, or the
     /// bucket was reopened since, e.g. by a broker restart).
-    async fn kv_watch_resume(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<WatchCursor>,
-    ) -> Result<(WatchCursor, KvEventStream)> {
+    async fn kv_watch_resume(&self, bucket: &str, prefix: &str, after: Option<WatchCursor>) -> Result<ResumedWatch> {
         let _ = (bucket, prefix, after);
         Err(crate::Error::Conflict("this engine can not resume watches".into()))
     }
 
     /// Runs one transaction atomically over buckets of one tenant (see
-    /// [`txn`]): results in op order, or `Error::Conflict` naming the first
+    /// [`crate::txn`]): results in op order, or `Error::Conflict` naming the first
     /// failed check with nothing written.
     async fn kv_txn(&self, ops: Vec<TxnOp>) -> Result<Vec<TxnResult>> {
         let _ = ops;
@@ -151,7 +166,9 @@ pub trait Engine: Send + Sync + 'static {
     //   apply to them), and dead jobs stay in the dead-letter queue.
     /// Streams whose qualified name starts with `prefix`, sorted.
     async fn list_streams(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Queues whose qualified name starts with `prefix`, sorted.
     async fn list_queues(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Buckets whose qualified name starts with `prefix`, sorted.
     async fn list_buckets(&self, prefix: &str) -> Result<Vec<String>>;
     /// Removes a stream with its messages and group offsets; NotFound if absent.
     async fn delete_stream(&self, stream: &str) -> Result<()>;

@@ -121,6 +121,7 @@ fn header<'a>(headers: &'a [(String, String)], key: &str) -> Option<&'a str> {
 pub struct Event {
     /// Unique within the tenant/namespace (the event log offset).
     pub id: u64,
+    /// The event name it was published under.
     pub name: String,
     /// The app id of the publisher.
     pub sender: String,
@@ -159,6 +160,7 @@ impl Default for SubscribeOptions {
 }
 
 impl SubscribeOptions {
+    /// Parses and checks event-subscription options (`auto_ack`, `ack_wait_ms`, `async_handler`).
     pub fn from_options(opts: &Options) -> Result<SubscribeOptions> {
         opts.check_context(Context::Event)?;
         let ack_wait_ms = opts.u64("ack_wait_ms")?.unwrap_or(DEFAULT_ACK_WAIT_MS);
@@ -176,9 +178,13 @@ impl SubscribeOptions {
 /// A discarded event as recorded in the discard log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discarded {
+    /// The id of the discarded event.
     pub event_id: u64,
+    /// The app that discarded it.
     pub app_id: String,
+    /// Its event name.
     pub event: String,
+    /// Why, as the app gave it.
     pub reason: String,
 }
 
@@ -203,10 +209,12 @@ impl Events {
         Ok(Events { client, app_id, key, ready: Arc::default() })
     }
 
+    /// This application's id (connect option `app_id`).
     pub fn app_id(&self) -> &str {
         &self.app_id
     }
 
+    /// The client the events travel on.
     pub fn client(&self) -> &Client {
         &self.client
     }
@@ -461,7 +469,7 @@ impl Events {
 }
 
 /// One app's subscription to one event name. Pull events with
-/// [`next`](Self::next) (or get callbacks via [`delivery`]); every method is
+/// [`next`](Self::next) (the C ABI delivers them to callbacks); every method is
 /// safe to call concurrently.
 pub struct EventSubscription {
     events: Events,
@@ -481,10 +489,12 @@ pub struct EventSubscription {
 }
 
 impl EventSubscription {
+    /// The event name subscribed to.
     pub fn event_name(&self) -> &str {
         &self.name
     }
 
+    /// The options the subscription was opened with.
     pub fn options(&self) -> SubscribeOptions {
         self.opts
     }
@@ -639,6 +649,7 @@ impl EventSubscription {
         self.paused.send_replace(Some(reason.to_owned()));
     }
 
+    /// Restarts delivery after [`pause`](Self::pause).
     pub fn resume(&self) {
         self.paused.send_replace(None);
     }

@@ -45,6 +45,7 @@ pub unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'
     Ok(std::slice::from_raw_parts(ptr, len))
 }
 
+/// Copies a byte range (NULL only with length 0) into owned bytes.
 pub unsafe fn copy_bytes(ptr: *const u8, len: usize, what: &str) -> Result<Bytes> {
     bytes_arg(ptr, len, what).map(Bytes::copy_from_slice)
 }
@@ -79,7 +80,9 @@ pub unsafe fn from_c<T>(ptr: *mut T) -> Option<Box<T>> {
 /// A header: two borrowed, NUL-terminated UTF-8 strings.
 #[repr(C)]
 pub struct fm_header {
+    /// Header name.
     pub key: *const c_char,
+    /// Header value.
     pub value: *const c_char,
 }
 
@@ -87,12 +90,17 @@ pub struct fm_header {
 /// (fm_publish_async copies before returning).
 #[repr(C)]
 pub struct fm_msg {
+    /// The message body.
     pub payload: *const u8,
+    /// Bytes at `payload`.
     pub payload_len: usize,
     /// Partition key; NULL = none (round robin).
     pub key: *const u8,
+    /// Bytes at `key`.
     pub key_len: usize,
+    /// Headers, `headers_len` of them; NULL = none.
     pub headers: *const fm_header,
+    /// Number of headers at `headers`.
     pub headers_len: usize,
 }
 

@@ -7,19 +7,51 @@
 //! with it; a required out-parameter is checked (and an object
 //! out-parameter cleared to NULL) before anything else.
 
+use std::ffi::{c_char, CString};
 use std::sync::Arc;
 
-use super::args::{client_arg, out_arg, to_c, write_opt};
+use super::args::{client_arg, out_arg, str_arg, to_c, write_opt};
 use super::handles::Handles;
 use super::{fm_status, guard};
 use crate::blocking::BlockingClient;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Runs `op` on the client behind `handle`, blocking until it completes.
 /// The building block of the entry points below, for bodies that need more.
 pub(crate) fn run<H, T>(handle: *const H, op: impl AsyncFnOnce(&BlockingClient) -> Result<T>) -> Result<T> {
     let c = client_arg(handle)?;
     c.block_on(op(&c))
+}
+
+/// Like [`run`], for operations with their own error type (the store's
+/// errors keep their codes and details for fm_last_error()).
+pub(crate) fn run_as<H, T, E: From<Error>>(
+    handle: *const H,
+    op: impl AsyncFnOnce(&BlockingClient) -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    let c = client_arg(handle)?;
+    c.block_on(async { Ok(op(&c).await) })?
+}
+
+/// The body of an entry point that sends one request string and hands the
+/// answer to the caller as a string (fm_string_free) through the required
+/// `response_out`; `request_json` is read after the handle lookup.
+pub(crate) unsafe fn request_out<H, E: From<Error>>(
+    handle: *const H,
+    request_json: *const c_char,
+    response_out: *mut *mut c_char,
+    op: impl AsyncFnOnce(&BlockingClient, &str) -> std::result::Result<String, E>,
+) -> std::result::Result<(), E> {
+    let out = new_out(response_out, "response_out")?;
+    let answer = run_as(handle, async |c| op(c, str_arg(request_json, "request_json")?).await)?;
+    *out = text_out(answer);
+    Ok(())
+}
+
+/// An owned C string for the caller (fm_string_free). Callers pass JSON,
+/// whose escaping leaves no NUL byte; NULL if one slipped in.
+pub(crate) fn text_out(text: String) -> *mut c_char {
+    CString::new(text).map_or(std::ptr::null_mut(), CString::into_raw)
 }
 
 /// An entry point on a client that does not block (registers a callback,

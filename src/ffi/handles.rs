@@ -35,6 +35,11 @@ impl<T> Handles<T> {
         Handles { kind, live: OnceLock::new() }
     }
 
+    /// The type's name in error messages.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
     fn live(&self) -> &RwLock<HashMap<usize, Arc<T>>> {
         self.live.get_or_init(Default::default)
     }

@@ -2,10 +2,10 @@
 //! broker started with --identity, as JSON requests; the session token the
 //! client sends.
 
-use std::ffi::{c_char, CString};
+use std::ffi::c_char;
 
 use super::args::*;
-use super::call::{new_out, run, with_client};
+use super::call::{request_out, with_client};
 use super::client::fm_client;
 use super::{fm_status, guard};
 
@@ -30,16 +30,7 @@ pub unsafe extern "C" fn fm_identity_call(
     request_json: *const c_char,
     response_out: *mut *mut c_char,
 ) -> fm_status {
-    guard(|| {
-        let out = new_out(response_out, "response_out")?;
-        let answer = run(client, async |c| {
-            let request = str_arg(request_json, "request_json")?;
-            c.client().identity_raw(request).await
-        })?;
-        // JSON escapes control characters, so the text has no NUL byte.
-        *out = CString::new(answer).map_or(std::ptr::null_mut(), CString::into_raw);
-        Ok(())
-    })
+    guard(|| request_out(client, request_json, response_out, async |c, request| c.client().identity_raw(request).await))
 }
 
 /// Sends `token` (a session token from a login answer, or an access-file

@@ -25,8 +25,11 @@ impl fm_strings {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub enum fm_kv_op {
+    /// The key was set.
     FM_KV_PUT = 1,
+    /// The key was deleted.
     FM_KV_DELETE = 2,
+    /// The key's time to live ran out.
     FM_KV_EXPIRE = 3,
 }
 

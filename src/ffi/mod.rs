@@ -1,6 +1,6 @@
 //! The C ABI. This layer only converts, checks and forwards to
 //! [`crate::blocking::BlockingClient`]: every entry point runs inside
-//! [`guard`] (no panic crosses the boundary, errors become an `fm_status`
+//! `guard` (no panic crosses the boundary, errors become an `fm_status`
 //! plus a thread-local message), and all raw-pointer plumbing lives in
 //! [`args`].
 
@@ -16,6 +16,7 @@ pub mod identity;
 pub mod kv;
 pub mod metrics;
 pub mod options;
+mod pull;
 pub mod queue;
 pub mod resources;
 pub mod rules;

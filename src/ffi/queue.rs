@@ -59,8 +59,11 @@ pub struct fm_queue_stats {
 pub struct fm_retry_policy {
     /// Deliveries before a job is dead-lettered; 0 = unlimited.
     pub max_attempts: u32,
+    /// Backoff after the first failure; 0 = redeliver at once.
     pub initial_backoff_ms: u64,
+    /// Upper bound of the backoff; 0 = none.
     pub max_backoff_ms: u64,
+    /// Growth of the backoff per failed delivery.
     pub multiplier: f64,
 }
 

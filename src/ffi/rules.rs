@@ -9,21 +9,19 @@
 use std::collections::HashMap;
 use std::ffi::c_char;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use serde_json::json;
 
 use super::args::*;
 use super::call::new_out;
 use super::client::fm_client;
+use super::fm_status;
 use super::handles::Handles;
-use super::store::{json_arg, run_store, store_guard, store_of, to_c_string};
-use super::{fm_status, guard, OK};
+use super::pull::{pull_end, pull_next, Pull};
+use super::store::{json_call, run_store, store_guard, store_of};
 use crate::blocking::BlockingClient;
-use crate::error::Error;
 use crate::procedures::Procedures;
 use crate::rules::{Evaluator, Rules, Subscription};
-use crate::store::{StoreError, StoreResult};
 
 /// A topic subscription of the rules engine (pull mode). End it with
 /// fm_rules_unsubscribe. The handle is an id, never dereferenced and never reused.
@@ -67,13 +65,7 @@ pub(crate) fn forget_client(handle: *mut fm_client) {
     drop(gone);
 }
 
-struct TopicSub {
-    client: usize,
-    sub: tokio::sync::Mutex<Option<Subscription>>,
-    stop: tokio::sync::watch::Sender<bool>,
-}
-
-static SUBS: Handles<TopicSub> = Handles::new("rules subscription");
+static SUBS: Handles<Pull<Subscription>> = Handles::new("rules subscription");
 
 /// Runs one rules request, a JSON object such as
 /// `{"type": "rules.emit", "topic": "user.created", "data": {"id": 1}}`
@@ -93,15 +85,7 @@ pub unsafe extern "C" fn fm_rules_call(
     request_json: *const c_char,
     response_out: *mut *mut c_char,
 ) -> fm_status {
-    store_guard(|| {
-        let out = new_out(response_out, "response_out")?;
-        let result = run_store(client, async |c| {
-            let req = json_arg(request_json, "request_json")?;
-            engine_of(client, c).rules.call(&req).await
-        })?;
-        *out = to_c_string(&result);
-        Ok(())
-    })
+    json_call(client, request_json, response_out, async |c, req| engine_of(client, c).rules.call(&req).await)
 }
 
 /// Runs one procedures request, a JSON object such as
@@ -116,15 +100,7 @@ pub unsafe extern "C" fn fm_procedures_call(
     request_json: *const c_char,
     response_out: *mut *mut c_char,
 ) -> fm_status {
-    store_guard(|| {
-        let out = new_out(response_out, "response_out")?;
-        let result = run_store(client, async |c| {
-            let req = json_arg(request_json, "request_json")?;
-            engine_of(client, c).procedures.request(&req).await
-        })?;
-        *out = to_c_string(&result);
-        Ok(())
-    })
+    json_call(client, request_json, response_out, async |c, req| engine_of(client, c).procedures.request(&req).await)
 }
 
 /// Subscribes to the events appended from now on whose topic matches
@@ -145,8 +121,7 @@ pub unsafe extern "C" fn fm_rules_subscribe(
             let pattern = str_arg(pattern, "pattern")?;
             engine_of(client, c).rules.subscribe(pattern).await
         })?;
-        let (stop, _) = tokio::sync::watch::channel(false);
-        *out = SUBS.insert(TopicSub { client: client as usize, sub: tokio::sync::Mutex::new(Some(sub)), stop });
+        *out = SUBS.insert(Pull::new(client, sub));
         Ok(())
     })
 }
@@ -163,29 +138,8 @@ pub unsafe extern "C" fn fm_rules_subscription_next(
     timeout_ms: u64,
     event_out: *mut *mut c_char,
 ) -> fm_status {
-    store_guard(|| {
-        let out = new_out(event_out, "event_out")?;
-        let live = SUBS.get(sub)?;
-        let c = client_arg(live.client as *const fm_client)?;
-        let mut stopped = live.stop.subscribe();
-        let got = c.block_on(async {
-            let mut guard = live.sub.lock().await;
-            let Some(s) = guard.as_mut() else { return Err(Error::Closed("rules subscription ended".into())) };
-            tokio::select! {
-                next = tokio::time::timeout(Duration::from_millis(timeout_ms), s.next()) => Ok(next),
-                _ = stopped.wait_for(|stop| *stop) => Err(Error::Closed("rules subscription ended".into())),
-            }
-        })?;
-        let result: StoreResult<()> = match got {
-            Err(_elapsed) => Ok(()),
-            Ok(None) => Err(StoreError::new("CLOSED", "rules subscription ended (its client closed)")),
-            Ok(Some(Err(e))) => Err(e),
-            Ok(Some(Ok((topic, event)))) => {
-                *out = to_c_string(&json!({"topic": topic, "event": event}));
-                Ok(())
-            }
-        };
-        result
+    pull_next(&SUBS, sub, timeout_ms, event_out, "event_out", |(topic, event)| {
+        json!({"topic": topic, "event": event}).to_string()
     })
 }
 
@@ -194,14 +148,5 @@ pub unsafe extern "C" fn fm_rules_subscription_next(
 /// first. NULL is a no-op; FM_ERR_CLOSED if it was ended already.
 #[no_mangle]
 pub unsafe extern "C" fn fm_rules_unsubscribe(sub: *mut fm_rules_subscription) -> fm_status {
-    if sub.is_null() {
-        return OK;
-    }
-    guard(|| {
-        let live: Arc<TopicSub> = SUBS.remove(sub).ok_or_else(|| Error::Closed("rules subscription ended".into()))?;
-        live.stop.send_replace(true);
-        let ended = live.sub.blocking_lock().take();
-        drop(ended);
-        Ok(())
-    })
+    pull_end(&SUBS, sub)
 }

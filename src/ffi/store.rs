@@ -9,18 +9,17 @@
 
 use std::collections::HashMap;
 use std::ffi::{c_char, CString};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::{json, Value};
 
 use super::args::*;
-use super::call::{new_out, run};
+use super::call::{new_out, request_out, run_as};
 use super::client::fm_client;
 use super::handles::Handles;
+use super::pull::{pull_end, pull_next, Pull};
 use super::{fm_status, guard, guard_value, set_last_error, OK};
 use crate::blocking::BlockingClient;
-use crate::error::Error;
 use crate::store::{Store, StoreError, StoreResult, Subscription};
 
 /// A live query subscription (pull mode). End it with fm_store_unsubscribe.
@@ -52,15 +51,7 @@ pub(crate) fn forget_client(handle: *mut fm_client) {
     drop(gone);
 }
 
-struct LiveQuery {
-    /// The client handle: each call looks it up, so after fm_client_close
-    /// the subscription answers FM_ERR_CLOSED.
-    client: usize,
-    sub: tokio::sync::Mutex<Option<Subscription>>,
-    stop: tokio::sync::watch::Sender<bool>,
-}
-
-static LIVE: Handles<LiveQuery> = Handles::new("store subscription");
+static LIVE: Handles<Pull<Subscription>> = Handles::new("store subscription");
 
 /// Runs `f` at the panic boundary; a failure leaves its error as JSON in
 /// fm_last_error().
@@ -85,7 +76,10 @@ pub(super) fn store_guard(f: impl FnOnce() -> StoreResult<()>) -> fm_status {
 }
 
 pub(super) unsafe fn json_arg(ptr: *const c_char, what: &str) -> StoreResult<Value> {
-    let text = str_arg(ptr, what)?;
+    parse_json(str_arg(ptr, what)?, what)
+}
+
+fn parse_json(text: &str, what: &str) -> StoreResult<Value> {
     serde_json::from_str(text).map_err(|e| StoreError::invalid(format!("{what} is not valid JSON: {e}")))
 }
 
@@ -96,20 +90,24 @@ pub(super) unsafe fn run_store<T>(
     client: *mut fm_client,
     op: impl AsyncFnOnce(&BlockingClient) -> StoreResult<T>,
 ) -> StoreResult<T> {
-    let mut failure = None;
-    let result = run(client, async |c| {
-        op(c).await.map_err(|e| {
-            let err = e.to_error();
-            failure = Some(e);
-            err
-        })
-    });
-    result.map_err(|e| failure.take().unwrap_or_else(|| e.into()))
+    run_as(client, op)
 }
 
-pub(super) fn to_c_string(v: &Value) -> *mut c_char {
-    // serde_json escapes control characters, so the text has no NUL byte.
-    CString::new(v.to_string()).map_or(std::ptr::null_mut(), CString::into_raw)
+/// The JSON-call entry points (store, rules, procedures): `request_json`
+/// parsed inside the call, `op`'s result as JSON in `*response_out`, errors
+/// as JSON in fm_last_error().
+pub(super) unsafe fn json_call(
+    client: *mut fm_client,
+    request_json: *const c_char,
+    response_out: *mut *mut c_char,
+    op: impl AsyncFnOnce(&BlockingClient, Value) -> StoreResult<Value>,
+) -> fm_status {
+    store_guard(|| {
+        request_out(client, request_json, response_out, async |c, text| {
+            let req = parse_json(text, "request_json")?;
+            Ok(op(c, req).await?.to_string())
+        })
+    })
 }
 
 /// Runs one store request, a JSON object such as
@@ -132,15 +130,7 @@ pub unsafe extern "C" fn fm_store_call(
     request_json: *const c_char,
     response_out: *mut *mut c_char,
 ) -> fm_status {
-    store_guard(|| {
-        let out = new_out(response_out, "response_out")?;
-        let result = run_store(client, async |c| {
-            let req = json_arg(request_json, "request_json")?;
-            store_of(client, c).call(&req).await
-        })?;
-        *out = to_c_string(&result);
-        Ok(())
-    })
+    json_call(client, request_json, response_out, async |c, req| store_of(client, c).call(&req).await)
 }
 
 /// Frees a string returned by the store functions. NULL is a no-op.
@@ -176,9 +166,7 @@ pub unsafe extern "C" fn fm_store_subscribe(
             let params = if params_json.is_null() { Value::Null } else { json_arg(params_json, "params_json")? };
             store_of(client, c).subscribe(query, params).await
         })?;
-        let (stop, _) = tokio::sync::watch::channel(false);
-        let live = LiveQuery { client: client as usize, sub: tokio::sync::Mutex::new(Some(sub)), stop };
-        *out = LIVE.insert(live);
+        *out = LIVE.insert(Pull::new(client, sub));
         Ok(())
     })
 }
@@ -197,29 +185,7 @@ pub unsafe extern "C" fn fm_store_subscription_next(
     timeout_ms: u64,
     result_out: *mut *mut c_char,
 ) -> fm_status {
-    store_guard(|| {
-        let out = new_out(result_out, "result_out")?;
-        let live = LIVE.get(sub)?;
-        let c = client_arg(live.client as *const fm_client)?;
-        let mut stopped = live.stop.subscribe();
-        let got = c.block_on(async {
-            let mut guard = live.sub.lock().await;
-            let Some(s) = guard.as_mut() else { return Err(Error::Closed("store subscription ended".into())) };
-            tokio::select! {
-                next = tokio::time::timeout(Duration::from_millis(timeout_ms), s.next()) => Ok(next),
-                _ = stopped.wait_for(|stop| *stop) => Err(Error::Closed("store subscription ended".into())),
-            }
-        })?;
-        match got {
-            Err(_elapsed) => Ok(()),
-            Ok(None) => Err(StoreError::new("CLOSED", "store subscription ended (its client closed)")),
-            Ok(Some(Err(e))) => Err(e),
-            Ok(Some(Ok(result))) => {
-                *out = to_c_string(&result);
-                Ok(())
-            }
-        }
-    })
+    pull_next(&LIVE, sub, timeout_ms, result_out, "result_out", |result| result.to_string())
 }
 
 /// Ends a live query subscription and frees it; a call waiting in
@@ -227,15 +193,5 @@ pub unsafe extern "C" fn fm_store_subscription_next(
 /// NULL is a no-op; FM_ERR_CLOSED if it was ended already.
 #[no_mangle]
 pub unsafe extern "C" fn fm_store_unsubscribe(sub: *mut fm_store_subscription) -> fm_status {
-    if sub.is_null() {
-        return OK;
-    }
-    guard(|| {
-        let live: Arc<LiveQuery> = LIVE.remove(sub).ok_or_else(|| Error::Closed("store subscription ended".into()))?;
-        live.stop.send_replace(true);
-        // Waits for a running next (woken above) before dropping.
-        let ended = live.sub.blocking_lock().take();
-        drop(ended);
-        Ok(())
-    })
+    pull_end(&LIVE, sub)
 }

@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct fm_position {
+    /// The partition that stored it.
     pub partition: u32,
+    /// Its offset in that partition.
     pub offset: u64,
 }
 
@@ -27,16 +29,23 @@ pub struct fm_position {
 pub struct fm_message {
     /// Fully qualified stream name ("tenant/namespace/name").
     pub stream: *const c_char,
+    /// The partition that stores it.
     pub partition: u32,
+    /// Its offset (FM_OFFSET_NONE for a memory-tier message).
     pub offset: u64,
     /// Milliseconds since the Unix epoch, set by the engine on append.
     pub timestamp_ms: i64,
     /// NULL when the message has no key.
     pub key: *const u8,
+    /// Bytes at `key`.
     pub key_len: usize,
+    /// The message body.
     pub payload: *const u8,
+    /// Bytes at `payload`.
     pub payload_len: usize,
+    /// Headers, `headers_len` of them.
     pub headers: *const fm_header,
+    /// Number of headers at `headers`.
     pub headers_len: usize,
 }
 
@@ -238,7 +247,7 @@ pub unsafe extern "C" fn fm_messages_free(m: *mut fm_messages) {
 
 /// Subscribes to a stream (created if absent). `opts` (may be NULL, copied):
 /// "group", "partition" (default: all), "start" = earliest | latest |
-/// committed | <offset> (default committed with a group, else latest),
+/// committed | `<offset>` (default committed with a group, else latest),
 /// "auto_commit" (default true with a group; commits delivered offsets after
 /// callbacks return, in batches and whenever the subscription is idle).
 /// `cb` runs on a library thread, in order per partition, one call at a

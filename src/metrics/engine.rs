@@ -20,10 +20,12 @@ pub struct MeteredEngine {
 }
 
 impl MeteredEngine {
+    /// Counts every call of `inner` into `metrics`.
     pub fn new(inner: Arc<dyn Engine>, metrics: Arc<ClientMetrics>) -> MeteredEngine {
         MeteredEngine { inner, metrics }
     }
 
+    /// The metrics it counts into.
     pub fn metrics(&self) -> &Arc<ClientMetrics> {
         &self.metrics
     }
@@ -201,12 +203,7 @@ impl Engine for MeteredEngine {
         self.call(Op::KvWatch, self.inner.kv_watch(bucket, prefix)).await
     }
 
-    async fn kv_watch_resume(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<WatchCursor>,
-    ) -> Result<(WatchCursor, KvEventStream)> {
+    async fn kv_watch_resume(&self, bucket: &str, prefix: &str, after: Option<WatchCursor>) -> Result<ResumedWatch> {
         self.call(Op::KvWatch, self.inner.kv_watch_resume(bucket, prefix, after)).await
     }
 

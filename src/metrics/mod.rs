@@ -66,6 +66,7 @@ const STATUS_COUNT: usize = crate::error::Status::all().len();
 /// The engine operations a client counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
+#[allow(missing_docs)] // each variant is the Engine method of that name
 pub enum Op {
     Health,
     Ready,
@@ -111,6 +112,7 @@ pub enum Op {
 const OP_COUNT: usize = Op::UpdateStream as usize + 1;
 
 impl Op {
+    /// The `op` label of the operation's series.
     pub fn name(self) -> &'static str {
         match self {
             Op::Health => "health",
@@ -189,6 +191,7 @@ impl Default for ClientMetrics {
 }
 
 impl ClientMetrics {
+    /// A client's series, prefixed `flowmesh_client_`.
     pub fn new() -> ClientMetrics {
         ClientMetrics::with_prefix("flowmesh_client")
     }

@@ -13,8 +13,11 @@ use crate::error::{Error, Result};
 /// One sample line of the text format: name, labels, value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
+    /// Series name.
     pub name: String,
+    /// Its labels.
     pub labels: BTreeMap<String, String>,
+    /// The sample value.
     pub value: f64,
 }
 

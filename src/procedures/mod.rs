@@ -17,6 +17,7 @@ use crate::store::{StoreError, StoreResult, TxnFailure};
 
 pub use self::step::Step;
 
+/// The KV bucket that holds the registered procedures.
 pub const PROCEDURES: &str = "procedures";
 /// Runs of a call before it gives up with CONFLICT while what it read keeps changing.
 const ATTEMPTS: usize = 16;
@@ -72,6 +73,7 @@ fn invalid(errors: Vec<String>) -> StoreError {
 }
 
 impl Procedures {
+    /// Procedures kept in the store of `rules`, whose facts and events their steps use.
     pub fn new(rules: Rules) -> Procedures {
         Procedures { rules }
     }

@@ -19,8 +19,11 @@ const FACT_OPS: [&str; 4] = ["getFact", "setFact", "deleteFact", "emit"];
 /// One checked step: its op, its result name and its fields (with placeholders).
 #[derive(Debug, Clone)]
 pub struct Step {
+    /// The operation (a store op such as `insert`, or a fact op such as `setFact`).
     pub op: String,
+    /// Name under which later steps see its result.
     pub name: Option<String>,
+    /// The op's fields, with `{{...}}` placeholders still in them.
     pub fields: Value,
 }
 

@@ -18,18 +18,26 @@ pub const EVENT_LOG: &str = "rules_events";
 pub const DEPTH_HEADER: &str = "fm-rules-depth";
 
 #[derive(Debug, Clone, PartialEq)]
+/// An event of the rules engine, as stored in the event log.
 pub struct Event {
+    /// Unique id given on emit.
     pub id: String,
+    /// Dot-separated topic that rules and subscriptions match.
     pub topic: String,
+    /// The event's JSON payload.
     pub data: Value,
+    /// When it was emitted, in milliseconds since the Unix epoch.
     pub timestamp: i64,
+    /// Groups the events of one flow.
     pub correlation_id: Option<String>,
+    /// The id of the event that caused this one.
     pub causation_id: Option<String>,
     /// Rule firings that led here (0 for an event emitted by a client).
     pub depth: u32,
 }
 
 impl Event {
+    /// The JSON form requests and subscriptions see (`correlationId`, `causationId` when set).
     pub fn to_json(&self) -> Value {
         let mut v = json!({"id": self.id, "topic": self.topic, "data": self.data, "timestamp": self.timestamp});
         if let Some(c) = &self.correlation_id {
@@ -48,6 +56,7 @@ impl Event {
         v
     }
 
+    /// An event from its JSON form; INVALID_ARGUMENT when malformed.
     pub fn from_json(v: &Value) -> StoreResult<Event> {
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
         Ok(Event {
@@ -61,6 +70,7 @@ impl Event {
         })
     }
 
+    /// The record appended to the event log.
     pub fn to_record(&self) -> Record {
         let mut r = Record::new(Bytes::from(self.to_json().to_string()))
             .with_key(self.topic.clone())
@@ -71,6 +81,7 @@ impl Event {
         r
     }
 
+    /// The event an event-log message holds; an error for a foreign message.
     pub fn from_message(m: &Message) -> StoreResult<Event> {
         let v: Value = serde_json::from_slice(&m.payload)
             .map_err(|e| StoreError::new("INTERNAL", format!("event at offset {} is not JSON: {e}", m.offset)))?;

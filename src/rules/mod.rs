@@ -4,20 +4,20 @@
 //! `then` emits events and sets or deletes facts. Built on streams, KV and
 //! store transaction scopes, so it runs on every engine; evaluation is
 //! exactly once per event with any number of evaluators (see
-//! [`evaluator`]).
+//! `evaluator`).
 //!
 //! Every method speaks JSON; [`Rules::call`] takes a whole request
 //! (`{"type": "rules.emit", "topic": ..., "data": ...}`), which is what the
 //! C ABI and the bindings use.
 
-pub mod evaluator;
-pub mod event;
-pub mod facts;
-pub mod outbox;
-pub mod pattern;
-pub mod rule;
+pub(crate) mod evaluator;
+pub(crate) mod event;
+pub(crate) mod facts;
+pub(crate) mod outbox;
+pub(crate) mod pattern;
+pub(crate) mod rule;
 mod subscription;
-pub mod template;
+pub(crate) mod template;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -54,10 +54,12 @@ struct Inner {
 }
 
 impl Rules {
+    /// A rules engine on the facts, events and rules kept in `store`.
     pub fn new(store: Store) -> Rules {
         Rules { store, inner: Arc::default() }
     }
 
+    /// The store the rules engine keeps its state in.
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -84,7 +86,7 @@ impl Rules {
             .map(|_| ())
     }
 
-    /// Appends the outbox to the event log (see [`outbox`]).
+    /// Appends the outbox to the event log (see `rules::outbox`).
     pub async fn flush_outbox(&self) -> StoreResult<usize> {
         let _one = self.inner.flushing.lock().await;
         self.ensure_log().await?;
@@ -173,6 +175,7 @@ impl Rules {
             .collect()
     }
 
+    /// Every fact.
     pub async fn get_all_facts(&self) -> StoreResult<Vec<Value>> {
         self.query_facts("*").await
     }
@@ -255,10 +258,12 @@ impl Rules {
         Err(StoreError::conflict(format!("rule {id} kept changing")))
     }
 
+    /// Turns a rule on: it fires again for matching events.
     pub async fn enable_rule(&self, id: &str) -> StoreResult<Value> {
         self.update_rule(id, &json!({"enabled": true})).await
     }
 
+    /// Turns a rule off: it stays registered but never fires.
     pub async fn disable_rule(&self, id: &str) -> StoreResult<Value> {
         self.update_rule(id, &json!({"enabled": false})).await
     }

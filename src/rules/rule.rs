@@ -34,13 +34,19 @@ pub enum Action {
 /// A checked rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
+    /// Unique id the rule is registered under.
     pub id: String,
+    /// Rules with a higher priority are evaluated first.
     pub priority: i64,
+    /// A disabled rule stays registered but never fires.
     pub enabled: bool,
+    /// Topic pattern of the events that trigger it.
     pub topic: String,
+    /// Condition on the event's data.
     pub data: Filter,
     /// Fact key template → filter over `{"value": <the fact's value>}`.
     pub facts: Vec<(String, Filter)>,
+    /// What it does when it fires, in order.
     pub then: Vec<Action>,
     /// The stored definition, as the API returns it.
     pub source: Value,

@@ -9,6 +9,7 @@ use super::pattern;
 use crate::model::MessageStream;
 use crate::store::StoreResult;
 
+/// Events appended from now on whose topic matches a pattern (see [`Rules::subscribe`](super::Rules::subscribe)).
 pub struct Subscription {
     pub(super) feed: MessageStream,
     pub(super) pattern: String,
@@ -30,6 +31,7 @@ impl Subscription {
         }
     }
 
+    /// The topic pattern it matches.
     pub fn pattern(&self) -> &str {
         &self.pattern
     }

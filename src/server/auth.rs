@@ -1,6 +1,6 @@
 //! Authentication, authorization and per-token limits of the broker.
 //!
-//! Every service method calls [`Shared::admit`](super::Shared::admit) with
+//! Every service method calls `Shared::admit` with
 //! the operation and the qualified resource name before it touches the
 //! engine. The access file (JSON, see docs/SECURITY.md) maps SHA-256 hashes
 //! of tokens to a tenant, grants and limits; it is swapped atomically on
@@ -26,21 +26,31 @@ use crate::names;
 /// What a request does to a resource.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Op {
+    /// Append to a stream.
     Publish,
+    /// Subscribe to a stream.
     Subscribe,
+    /// Read stream messages and the state of streams and queues.
     Read,
+    /// Enqueue jobs.
     QueueProduce,
+    /// Reserve, ack and nack jobs.
     QueueConsume,
+    /// Read and watch keys.
     KvRead,
+    /// Set and delete keys.
     KvWrite,
+    /// Create, update, purge and delete resources.
     Admin,
 }
 
 impl Op {
+    /// Every op.
     pub fn all() -> [Op; 8] {
         [Op::Publish, Op::Subscribe, Op::Read, Op::QueueProduce, Op::QueueConsume, Op::KvRead, Op::KvWrite, Op::Admin]
     }
 
+    /// The op's name in the access file (`publish`, `kv_read`, ...).
     pub fn name(self) -> &'static str {
         match self {
             Op::Publish => "publish",
@@ -141,19 +151,27 @@ impl Grant {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
+    /// Calls running at once.
     pub max_in_flight: Option<usize>,
+    /// Subscriptions open at once.
     pub max_subscriptions: Option<usize>,
+    /// Largest message the token may publish.
     pub max_message_bytes: Option<usize>,
     /// The same two limits for each connection (client) of the token.
     pub max_in_flight_per_connection: Option<usize>,
+    /// See `max_in_flight_per_connection`.
     pub max_subscriptions_per_connection: Option<usize>,
 }
 
 #[derive(Debug)]
+/// One token of the access file: who it is, its tenant, grants and limits.
 pub struct TokenEntry {
+    /// The name the token is audited and metered under.
     pub id: String,
+    /// The only tenant it may act in.
     pub tenant: String,
     grants: Vec<Grant>,
+    /// Its limits.
     pub limits: Limits,
     /// The identity user behind a session token (then `id` is `user:NAME`).
     pub user: Option<String>,
@@ -225,6 +243,7 @@ pub struct Table {
 }
 
 impl Table {
+    /// Parses and checks an access file's JSON; InvalidArgument naming the first problem.
     pub fn parse(text: &str) -> Result<Table> {
         let file: AccessFile =
             serde_json::from_str(text).map_err(|e| Error::invalid(format!("access file is not valid: {e}")))?;
@@ -274,6 +293,7 @@ impl Table {
     }
 }
 
+/// The hash of `token` as the access file stores it, so the file holds no secret.
 pub fn hash_token(token: &str) -> String {
     Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -327,10 +347,12 @@ fn take_unit(usage: &Arc<Usage>, which: Counter, limit: Option<usize>) -> Option
 /// The authenticated caller of one request.
 #[derive(Clone)]
 pub struct Principal {
+    /// The token's entry.
     pub entry: Arc<TokenEntry>,
     /// The token's hash: what a reloaded table is searched by.
     hash: String,
     usage: Arc<Usage>,
+    /// Where the request came from, when known.
     pub peer: Option<SocketAddr>,
 }
 
@@ -358,24 +380,20 @@ impl AccessControl {
     /// Loads the access file; fails on any error (a broker must not start
     /// with a half-understood policy).
     pub fn load(path: &Path) -> Result<AccessControl> {
-        let table = read_table(path)?;
-        Ok(AccessControl {
-            path: path.to_owned(),
-            table: RwLock::new(Arc::new(table)),
-            usage: Mutex::default(),
-            conns: ConnMap::default(),
-            audit: OnceLock::new(),
-            reloads: tokio::sync::watch::channel(0).0,
-            identity: OnceLock::new(),
-        })
+        Ok(AccessControl::with_table(path.to_owned(), read_table(path)?))
     }
 
     /// Access control without an access file: only identity sessions
     /// (`serve --identity` alone).
     pub fn without_file() -> AccessControl {
+        AccessControl::with_table(PathBuf::new(), Table::default())
+    }
+
+    /// Fresh state (no usage, connections, audit or identity) around `table`.
+    fn with_table(path: PathBuf, table: Table) -> AccessControl {
         AccessControl {
-            path: PathBuf::new(),
-            table: RwLock::new(Arc::new(Table::default())),
+            path,
+            table: RwLock::new(Arc::new(table)),
             usage: Mutex::default(),
             conns: ConnMap::default(),
             audit: OnceLock::new(),
@@ -714,15 +732,7 @@ mod tests {
     fn principal(json: &str) -> (AccessControl, Principal) {
         let table = Table::parse(json).unwrap();
         let (hash, entry) = table.by_hash.iter().next().map(|(h, e)| (h.clone(), e.clone())).unwrap();
-        let ac = AccessControl {
-            path: PathBuf::new(),
-            table: RwLock::new(Arc::new(table)),
-            usage: Mutex::default(),
-            conns: ConnMap::default(),
-            audit: OnceLock::new(),
-            reloads: tokio::sync::watch::channel(0).0,
-            identity: OnceLock::new(),
-        };
+        let ac = AccessControl::with_table(PathBuf::new(), table);
         (ac, Principal { entry, hash, usage: Arc::default(), peer: None })
     }
 

@@ -2,13 +2,13 @@
 //! service is a thin face that converts wire types and forwards to the
 //! engine, so the embedded and remote paths share every semantic.
 
-pub mod audit;
+pub(crate) mod audit;
 pub mod auth;
 mod gate;
 mod health;
 pub mod identity;
 mod kv;
-pub mod metrics;
+pub(crate) mod metrics;
 mod overview;
 mod queues;
 mod resources;
@@ -31,7 +31,9 @@ use crate::wire::pb;
 const FRAME_SLACK: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
+/// Settings of `flowmesh serve`.
 pub struct ServerConfig {
+    /// Largest record accepted.
     pub max_payload_bytes: usize,
     /// Largest gRPC message accepted (a publish batch or a response).
     pub max_message_bytes: usize,

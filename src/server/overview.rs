@@ -6,25 +6,9 @@
 use tonic::{Request, Response, Status};
 
 use super::{reply, Shared};
-use crate::wire::pb;
+use crate::wire::{self, pb};
 
 pub(crate) struct OverviewService(pub Shared);
-
-fn group_pb(g: crate::engine::GroupState) -> pb::GroupStateResponse {
-    pb::GroupStateResponse {
-        group: g.group,
-        partitions: g
-            .partitions
-            .into_iter()
-            .map(|p| pb::GroupPartitionState {
-                partition: p.partition,
-                committed: p.committed,
-                latest: p.latest,
-                lag: p.lag,
-            })
-            .collect(),
-    }
-}
 
 #[tonic::async_trait]
 impl pb::overview_server::Overview for OverviewService {
@@ -50,7 +34,7 @@ impl pb::overview_server::Overview for OverviewService {
                     .into_iter()
                     .map(|p| pb::PartitionInfo { partition: p.partition, earliest: p.earliest, latest: p.latest })
                     .collect(),
-                groups: s.groups.into_iter().map(group_pb).collect(),
+                groups: s.groups.into_iter().map(wire::group_state_to_pb).collect(),
             });
         }
         out.queues = inv

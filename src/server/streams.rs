@@ -259,20 +259,6 @@ impl pb::streams_server::Streams for StreamsService {
     ) -> Result<Response<pb::GroupStateResponse>, Status> {
         let _caller = self.0.admit(&req, &[Op::Read], &req.get_ref().stream)?;
         let r = req.into_inner();
-        reply(self.0.engine.group_state(&r.stream, &r.group).await.map(|g| {
-            pb::GroupStateResponse {
-                group: g.group,
-                partitions: g
-                    .partitions
-                    .into_iter()
-                    .map(|p| pb::GroupPartitionState {
-                        partition: p.partition,
-                        committed: p.committed,
-                        latest: p.latest,
-                        lag: p.lag,
-                    })
-                    .collect(),
-            }
-        }))
+        reply(self.0.engine.group_state(&r.stream, &r.group).await.map(wire::group_state_to_pb))
     }
 }

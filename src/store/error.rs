@@ -7,32 +7,41 @@ use serde_json::{json, Value};
 use crate::error::Error;
 
 #[derive(Debug, Clone, PartialEq)]
+/// A failure of the store, rules or procedures, with the code their JSON errors carry.
 pub struct StoreError {
+    /// Code such as `NOT_FOUND` or `VALIDATION_ERROR` (docs/STORE.md).
     pub code: &'static str,
+    /// What went wrong, for people.
     pub message: String,
     /// For `VALIDATION_ERROR`: one `{field, message}` per failed field.
     pub details: Option<Value>,
 }
 
+/// The result of store, rules and procedures calls.
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
 
 impl StoreError {
+    /// An error with `code` and no details.
     pub fn new(code: &'static str, message: impl Into<String>) -> StoreError {
         StoreError { code, message: message.into(), details: None }
     }
 
+    /// A record breaking its bucket's schema, one detail per failed field.
     pub fn validation(message: impl Into<String>, details: Vec<Value>) -> StoreError {
         StoreError { code: "VALIDATION_ERROR", message: message.into(), details: Some(Value::Array(details)) }
     }
 
+    /// A malformed request (`INVALID_ARGUMENT`).
     pub fn invalid(message: impl Into<String>) -> StoreError {
         StoreError::new("INVALID_ARGUMENT", message)
     }
 
+    /// Something that does not exist (`NOT_FOUND`).
     pub fn not_found(message: impl Into<String>) -> StoreError {
         StoreError::new("NOT_FOUND", message)
     }
 
+    /// A version check failed or a change kept racing (`CONFLICT`).
     pub fn conflict(message: impl Into<String>) -> StoreError {
         StoreError::new("CONFLICT", message)
     }

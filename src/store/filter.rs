@@ -15,10 +15,19 @@ use super::error::{StoreError, StoreResult};
 /// A parsed, checked filter.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
+    /// Every one of them holds (`$and`, or several fields side by side).
     All(Vec<Filter>),
+    /// At least one holds (`$or`).
     Any(Vec<Filter>),
+    /// It does not hold (`$not`).
     Not(Box<Filter>),
-    Field { path: String, cond: Cond },
+    /// A condition on one field.
+    Field {
+        /// Dotted path of the field in the record.
+        path: String,
+        /// What its value must satisfy.
+        cond: Cond,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +60,7 @@ impl Filter {
         }
     }
 
+    /// Whether `record` passes the filter.
     pub fn matches(&self, record: &Value) -> bool {
         match self {
             Filter::All(fs) => fs.iter().all(|f| f.matches(record)),

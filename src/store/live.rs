@@ -61,6 +61,7 @@ struct Sub {
 
 /// One subscription; dropping it (or [`Subscription::unsubscribe`]) ends it.
 pub struct Subscription {
+    /// Unique id of the subscription.
     pub id: String,
     rx: mpsc::UnboundedReceiver<Update>,
     hub: Weak<Hub>,
@@ -79,6 +80,7 @@ impl Subscription {
         self.rx.try_recv().ok()
     }
 
+    /// Ends the subscription (as dropping it does).
     pub fn unsubscribe(self) {}
 }
 

@@ -8,12 +8,12 @@
 //! whole request (`{"type": "store.insert", "bucket": ..., "data": ...}`),
 //! which is what the C ABI and the bindings use.
 
-pub mod error;
-pub mod filter;
+pub(crate) mod error;
+pub(crate) mod filter;
 mod live;
-pub mod query;
-pub mod records;
-pub mod schema;
+pub(crate) mod query;
+pub(crate) mod records;
+pub(crate) mod schema;
 mod txn;
 
 use std::sync::Arc;
@@ -47,10 +47,12 @@ pub struct Store {
 }
 
 impl Store {
+    /// The store on `client`'s tenant and namespace, with no live queries yet.
     pub fn new(client: Client) -> Store {
         Store { client, live: Arc::default() }
     }
 
+    /// The client the store keeps its records in.
     pub fn client(&self) -> &Client {
         &self.client
     }
@@ -63,6 +65,7 @@ impl Store {
         self.one(txn::Op::Insert { bucket: bucket.into(), data }).await
     }
 
+    /// The record with id `id`, if any.
     pub async fn get(&self, bucket: &str, id: &str) -> StoreResult<Option<Value>> {
         records::check_id(id)?;
         let kvb = records::data_bucket(bucket)?;
@@ -105,26 +108,32 @@ impl Store {
 
     // ---- queries ----
 
+    /// Every record of the bucket.
     pub async fn all(&self, bucket: &str) -> StoreResult<Vec<Value>> {
         self.matching(bucket, &Filter::everything()).await
     }
 
+    /// The records matching `filter` (docs/STORE.md, "Filters").
     pub async fn where_(&self, bucket: &str, filter: &Value) -> StoreResult<Vec<Value>> {
         self.matching(bucket, &Filter::parse(filter)?).await
     }
 
+    /// One record matching `filter`, if any.
     pub async fn find_one(&self, bucket: &str, filter: &Value) -> StoreResult<Option<Value>> {
         Ok(self.where_(bucket, filter).await?.into_iter().next())
     }
 
+    /// How many records match `filter`.
     pub async fn count(&self, bucket: &str, filter: &Value) -> StoreResult<u64> {
         Ok(self.where_(bucket, filter).await?.len() as u64)
     }
 
+    /// The first `n` records of [`Store::all`].
     pub async fn first(&self, bucket: &str, n: usize) -> StoreResult<Value> {
         Ok(query::compute(Kind::First, self.all(bucket).await?, n, None))
     }
 
+    /// The last `n` records of [`Store::all`].
     pub async fn last(&self, bucket: &str, n: usize) -> StoreResult<Value> {
         Ok(query::compute(Kind::Last, self.all(bucket).await?, n, None))
     }
@@ -273,6 +282,7 @@ impl Store {
         }
     }
 
+    /// The bucket's definition as `defineBucket` took it; BUCKET_NOT_DEFINED if it has none.
     pub async fn get_bucket_schema(&self, bucket: &str) -> StoreResult<Value> {
         match self.read_def(bucket).await? {
             (Some(def), _) => Ok(def.to_json()),
@@ -364,6 +374,7 @@ impl Store {
         Ok(())
     }
 
+    /// Removes a named query; its live subscriptions end.
     pub async fn undefine_query(&self, name: &str) -> StoreResult<()> {
         records::check_query_name(name)?;
         if !self.client.kv_delete(CATALOG, &records::query_key(name)).await? {

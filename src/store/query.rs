@@ -49,15 +49,22 @@ impl Kind {
 /// A named query as defined (its filter may hold `{"$param": ...}`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryDef {
+    /// What the query computes.
     pub kind: Kind,
+    /// The bucket it reads.
     pub bucket: String,
+    /// Its filter, parameters unresolved.
     pub filter: Value,
+    /// Records taken by `first` and `last`.
     pub n: usize,
+    /// The field `sum`, `avg`, `min` and `max` aggregate.
     pub field: Option<String>,
+    /// The definition as given, which the API returns.
     pub source: Value,
 }
 
 impl QueryDef {
+    /// Parses and checks a query definition (`defineQuery`).
     pub fn parse(v: &Value) -> StoreResult<QueryDef> {
         let kind = Kind::parse(v.get("type").and_then(Value::as_str).unwrap_or("where"))?;
         let bucket = v

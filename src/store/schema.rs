@@ -16,7 +16,9 @@ const FIELD_KEYS: &[&str] =
 pub struct BucketDef {
     /// Field holding the record id (`id`).
     pub key: String,
+    /// Field name to its schema (type, required, ...).
     pub fields: Map<String, Value>,
+    /// Fields kept in an index.
     pub indexes: Vec<String>,
 }
 
@@ -77,6 +79,7 @@ impl BucketDef {
         Ok(out)
     }
 
+    /// The definition as the API returns it.
     pub fn to_json(&self) -> Value {
         json!({ "key": self.key, "schema": self.fields, "indexes": self.indexes })
     }

@@ -30,13 +30,21 @@ const ATTEMPTS: usize = 16;
 
 /// One op of a store transaction, parsed.
 #[derive(Debug, Clone)]
+#[allow(missing_docs)] // the fields are the request fields of docs/STORE.md
 pub enum Op {
+    /// Reads the record `id`.
     Get { bucket: String, id: String },
+    /// Inserts `data` as a new record.
     Insert { bucket: String, data: Value },
+    /// Merges `data` into record `id`, if it is at `expected_version` when given.
     Update { bucket: String, id: String, data: Value, expected_version: Option<u64> },
+    /// Deletes record `id`.
     Delete { bucket: String, id: String },
+    /// Reads the records matching `filter`.
     Where { bucket: String, filter: Filter },
+    /// Reads one record matching `filter`.
     FindOne { bucket: String, filter: Filter },
+    /// Counts the records matching `filter`.
     Count { bucket: String, filter: Filter },
 }
 
@@ -103,6 +111,7 @@ struct Attempt {
 pub enum Failure {
     /// Something read changed before the commit: run again.
     Retry,
+    /// The transaction failed for good, with this error.
     Fail(StoreError),
 }
 
@@ -324,6 +333,7 @@ pub struct Scope<'s> {
 }
 
 impl Store {
+    /// A new, empty transaction scope on this store.
     pub fn scope(&self) -> Scope<'_> {
         Scope { store: self, a: Attempt::default() }
     }

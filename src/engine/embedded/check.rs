@@ -20,11 +20,14 @@ pub struct CheckReport {
     pub files: u64,
     /// Intact records in them.
     pub records: u64,
+    /// Every problem found, in file order.
     pub findings: Vec<Finding>,
+    /// Whether the findings were repaired (truncated or rebuilt).
     pub repaired: bool,
 }
 
 impl CheckReport {
+    /// Whether nothing was found.
     pub fn clean(&self) -> bool {
         self.findings.is_empty()
     }

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
-use crate::engine::{KvEntry, KvEvent, KvEventStream, KvOp, WatchCursor};
+use crate::engine::{KvEntry, KvEvent, KvEventStream, KvOp, ResumedWatch, WatchCursor};
 use crate::error::{Error, Result};
 
 use super::codec::{self, Reader};
@@ -251,7 +251,7 @@ impl Bucket {
 
     /// Replays the kept changes after `after` (none: starts now), then
     /// continues live; also returns the cursor it starts from.
-    pub fn watch_resume(&self, prefix: &str, after: Option<WatchCursor>) -> Result<(WatchCursor, KvEventStream)> {
+    pub fn watch_resume(&self, prefix: &str, after: Option<WatchCursor>) -> Result<ResumedWatch> {
         let st = self.state.lock().unwrap();
         self.check_live(&st)?;
         let after = after.unwrap_or(WatchCursor { epoch: self.epoch, seq: st.seq });

@@ -52,12 +52,15 @@ pub(crate) fn now_ms() -> i64 {
 const TICK: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone)]
+/// Settings of the embedded engine, from [`EngineConfig`].
 pub struct EmbeddedConfig {
     /// `None` = in memory.
     pub dir: Option<PathBuf>,
+    /// When appends are synced to disk.
     pub fsync: FsyncPolicy,
     /// A partition rolls to a new segment file past this size.
     pub segment_bytes: u64,
+    /// Largest record accepted.
     pub max_payload_bytes: usize,
 }
 
@@ -102,6 +105,7 @@ impl Drop for Shared {
 }
 
 #[derive(Clone)]
+/// The in-process engine (`mem://`, `file:///dir`): streams, queues and KV in memory or in a data directory. Cheap to clone.
 pub struct EmbeddedEngine {
     shared: Arc<Shared>,
 }
@@ -595,12 +599,7 @@ impl Engine for EmbeddedEngine {
         Ok(self.inner().bucket(bucket)?.watch(prefix))
     }
 
-    async fn kv_watch_resume(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<WatchCursor>,
-    ) -> Result<(WatchCursor, KvEventStream)> {
+    async fn kv_watch_resume(&self, bucket: &str, prefix: &str, after: Option<WatchCursor>) -> Result<ResumedWatch> {
         self.inner().bucket(bucket)?.watch_resume(prefix, after)
     }
 

@@ -31,7 +31,7 @@ use serde_json::json;
 use super::api::{self, Js, RawMsg, H_DEADLINE, H_KV_OP};
 use super::meta::Meta;
 use super::names::{decode, encode, token};
-use crate::engine::{KvEntry, KvEvent, KvEventStream, KvOp, WatchCursor};
+use crate::engine::{KvEntry, KvEvent, KvOp, ResumedWatch, WatchCursor};
 use crate::error::{Error, Result};
 
 const HISTORY: u64 = 64;
@@ -399,12 +399,7 @@ impl Kv {
         Ok(!gaps.iter().filter_map(|s| s.as_u64()).any(|s| s > from))
     }
 
-    pub async fn watch(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<WatchCursor>,
-    ) -> Result<(WatchCursor, KvEventStream)> {
+    pub async fn watch(&self, bucket: &str, prefix: &str, after: Option<WatchCursor>) -> Result<ResumedWatch> {
         let (n, epoch) = self.ensure(bucket).await?;
         let (msgs, last) = self.last_per_subject(&n.stream, &format!("{}>", n.prefix)).await?;
         let from = match after {

@@ -24,8 +24,6 @@ use crate::engine::connection::{ConnState, ConnectionState};
 use crate::engine::*;
 use crate::error::{Error, Result};
 
-pub use names::{decode as decode_name, encode as encode_name};
-
 /// Splits `h1:4222,tls://h2:4222` into server addresses.
 pub fn parse_hosts(url: &str, rest: &str) -> Result<Vec<String>> {
     let rest = rest.trim_end_matches('/');
@@ -350,12 +348,7 @@ impl Engine for NatsEngine {
         Ok(self.kv.watch(bucket, prefix, None).await?.1)
     }
 
-    async fn kv_watch_resume(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<WatchCursor>,
-    ) -> Result<(WatchCursor, KvEventStream)> {
+    async fn kv_watch_resume(&self, bucket: &str, prefix: &str, after: Option<WatchCursor>) -> Result<ResumedWatch> {
         self.check_link()?;
         self.kv.watch(bucket, prefix, after).await
     }

@@ -651,7 +651,7 @@ impl Engine for RemoteEngine {
             };
             feed.open().await.map_err(|s| wire::from_status(&s))?;
             feeds.push(Box::pin(futures::stream::unfold(feed, |mut f| async move {
-                let item = f.next_message().await?;
+                let item = f.next_item().await?;
                 Some((item, f))
             })));
         }
@@ -822,7 +822,7 @@ impl Engine for RemoteEngine {
         };
         feed.open().await.map_err(|s| wire::from_status(&s))?;
         Ok(Box::pin(futures::stream::unfold(feed, |mut f| async move {
-            let item = f.next_event().await?;
+            let item = f.next_item().await?;
             Some((item, f))
         })))
     }
@@ -847,6 +847,9 @@ struct WatchFeed {
 }
 
 impl Reopen for WatchFeed {
+    type Frame = pb::KvEvent;
+    type Item = KvEvent;
+
     fn backoff(&self) -> Backoff {
         self.backoff
     }
@@ -873,43 +876,27 @@ impl Reopen for WatchFeed {
         self.inbound = Some(opened.into_inner());
         Ok(())
     }
-}
 
-impl WatchFeed {
-    async fn next_event(&mut self) -> Option<Result<KvEvent>> {
-        loop {
-            if self.done {
-                return None;
-            }
-            let Some(inbound) = self.inbound.as_mut() else {
-                if let Err(e) = self.reconnect().await {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-                continue;
-            };
-            match inbound.message().await {
-                Ok(Some(ev)) => {
-                    if ev.cursor.is_some() {
-                        self.after = ev.cursor;
-                    }
-                    if ev.op == pb::KvOp::Unspecified as i32 {
-                        continue; // the start marker: only its cursor matters
-                    }
-                    return Some(wire::kv_event_from_pb(ev));
-                }
-                Ok(None) => self.inbound = None, // broker ended the stream (shutting down)
-                Err(s) if transient(&s) && self.after.is_some() => {
-                    tracing::warn!(bucket = %self.bucket, error = %s, "watch lost; resuming");
-                    self.link_failed(&s);
-                    self.inbound = None;
-                }
-                Err(s) => {
-                    self.done = true;
-                    return Some(Err(wire::from_status(&s)));
-                }
-            }
+    fn state(&mut self) -> (&mut Option<Streaming<pb::KvEvent>>, &mut bool) {
+        (&mut self.inbound, &mut self.done)
+    }
+
+    fn take(&mut self, ev: pb::KvEvent) -> Option<Result<KvEvent>> {
+        if ev.cursor.is_some() {
+            self.after = ev.cursor;
         }
+        if ev.op == pb::KvOp::Unspecified as i32 {
+            return None; // the start marker: only its cursor matters
+        }
+        Some(wire::kv_event_from_pb(ev))
+    }
+
+    fn resumable(&self) -> bool {
+        self.after.is_some()
+    }
+
+    fn warn_lost(&self, s: &tonic::Status) {
+        tracing::warn!(bucket = %self.bucket, error = %s, "watch lost; resuming");
     }
 }
 
@@ -933,6 +920,11 @@ struct PartitionFeed {
 /// A server stream (subscription, watch) that re-opens itself from where it
 /// stopped: `open` carries the feed's resume point.
 trait Reopen {
+    /// What the broker sends on the stream.
+    type Frame;
+    /// What the feed yields.
+    type Item;
+
     fn backoff(&self) -> Backoff;
     /// The brokers and the one the feed is (or was last) open on.
     fn broker(&self) -> (&Brokers, usize);
@@ -947,6 +939,58 @@ trait Reopen {
     /// What the feed is, for messages.
     fn describe(&self) -> String;
     async fn open(&mut self) -> std::result::Result<(), tonic::Status>;
+
+    /// The open stream (None while the link is down) and whether the feed ended.
+    fn state(&mut self) -> (&mut Option<Streaming<Self::Frame>>, &mut bool);
+    /// An item to deliver before reading the stream again (a buffered one).
+    fn ready(&mut self) -> Option<Self::Item> {
+        None
+    }
+    /// Takes one frame: an item to deliver, or None to read on.
+    fn take(&mut self, frame: Self::Frame) -> Option<Result<Self::Item>>;
+    /// Whether a lost link can be resumed (else the feed ends with its error).
+    fn resumable(&self) -> bool {
+        true
+    }
+    /// Logs a lost link about to be resumed.
+    fn warn_lost(&self, s: &tonic::Status);
+
+    /// The next item: reads the stream, re-opening it after a transport
+    /// failure; None once the feed ended (after its error, if any).
+    async fn next_item(&mut self) -> Option<Result<Self::Item>> {
+        loop {
+            if *self.state().1 {
+                return None;
+            }
+            if let Some(item) = self.ready() {
+                return Some(Ok(item));
+            }
+            let Some(inbound) = self.state().0.as_mut() else {
+                if let Err(e) = self.reconnect().await {
+                    *self.state().1 = true;
+                    return Some(Err(e));
+                }
+                continue;
+            };
+            match inbound.message().await {
+                Ok(Some(frame)) => {
+                    if let Some(item) = self.take(frame) {
+                        return Some(item);
+                    }
+                }
+                Ok(None) => *self.state().0 = None, // broker ended the stream (shutting down)
+                Err(s) if transient(&s) && self.resumable() => {
+                    self.warn_lost(&s);
+                    self.link_failed(&s);
+                    *self.state().0 = None;
+                }
+                Err(s) => {
+                    *self.state().1 = true;
+                    return Some(Err(wire::from_status(&s)));
+                }
+            }
+        }
+    }
 
     /// Re-opens with the reconnect backoff until it works, the broker gives
     /// a real answer (an error that is not the link), or attempts run out.
@@ -982,6 +1026,9 @@ fn transient(s: &tonic::Status) -> bool {
 }
 
 impl Reopen for PartitionFeed {
+    type Frame = pb::SubscribeResponse;
+    type Item = Message;
+
     fn backoff(&self) -> Backoff {
         self.backoff
     }
@@ -1013,44 +1060,27 @@ impl Reopen for PartitionFeed {
         self.inbound = Some(opened.into_inner());
         Ok(())
     }
-}
 
-impl PartitionFeed {
-    async fn next_message(&mut self) -> Option<Result<Message>> {
-        loop {
-            if self.done {
-                return None;
-            }
-            if let Some(m) = self.buffer.pop_front() {
-                // Memory-tier messages have no offset: the resume point stays.
-                if !m.is_live() {
-                    self.next = m.offset + 1;
-                }
-                return Some(Ok(m));
-            }
-            let Some(inbound) = self.inbound.as_mut() else {
-                if let Err(e) = self.reconnect().await {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-                continue;
-            };
-            match inbound.message().await {
-                Ok(Some(batch)) => {
-                    let next = self.next;
-                    self.buffer.extend(batch.messages.into_iter().map(Message::from).filter(|m| m.offset >= next));
-                }
-                Ok(None) => self.inbound = None, // broker ended the stream (shutting down)
-                Err(s) if transient(&s) => {
-                    tracing::warn!(stream = %self.stream, partition = self.partition, error = %s, "subscription lost; reconnecting");
-                    self.link_failed(&s);
-                    self.inbound = None;
-                }
-                Err(s) => {
-                    self.done = true;
-                    return Some(Err(wire::from_status(&s)));
-                }
-            }
+    fn state(&mut self) -> (&mut Option<Streaming<pb::SubscribeResponse>>, &mut bool) {
+        (&mut self.inbound, &mut self.done)
+    }
+
+    fn ready(&mut self) -> Option<Message> {
+        let m = self.buffer.pop_front()?;
+        // Memory-tier messages have no offset: the resume point stays.
+        if !m.is_live() {
+            self.next = m.offset + 1;
         }
+        Some(m)
+    }
+
+    fn take(&mut self, batch: pb::SubscribeResponse) -> Option<Result<Message>> {
+        let next = self.next;
+        self.buffer.extend(batch.messages.into_iter().map(Message::from).filter(|m| m.offset >= next));
+        None
+    }
+
+    fn warn_lost(&self, s: &tonic::Status) {
+        tracing::warn!(stream = %self.stream, partition = self.partition, error = %s, "subscription lost; reconnecting");
     }
 }

@@ -10,13 +10,13 @@
 //! `acl/KEY`, `owner/QUALIFIED`, `session/SHA256` with the session's TTL),
 //! and is read into memory at startup; every change is written through.
 
-pub mod acl;
-pub mod ownership;
+pub(crate) mod acl;
+pub(crate) mod ownership;
 pub mod passwords;
-pub mod roles;
+pub(crate) mod roles;
 mod service;
-pub mod sessions;
-pub mod users;
+pub(crate) mod sessions;
+pub(crate) mod users;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -42,6 +42,7 @@ pub(crate) const BUCKET: &str = "_flowmesh/_system/identity";
 pub(crate) const ADMIN_ID: &str = "admin";
 
 #[derive(Debug, Clone)]
+/// Settings of the identity service (`serve --identity`).
 pub struct IdentityConfig {
     /// What `login_with_secret` takes (`--admin-secret`).
     pub admin_secret: String,
@@ -49,10 +50,12 @@ pub struct IdentityConfig {
     pub admin_tenant: String,
     /// How long a session lives without refresh_session.
     pub session_ttl_ms: u64,
+    /// Cost of new password hashes.
     pub hash_cost: HashCost,
 }
 
 impl IdentityConfig {
+    /// Defaults around `admin_secret`: tenant `default`, sessions of one hour, the default hash cost.
     pub fn new(admin_secret: &str) -> IdentityConfig {
         IdentityConfig {
             admin_secret: admin_secret.to_owned(),
@@ -110,7 +113,7 @@ impl State {
 
 /// Who sent an identity request.
 #[derive(Clone, Default)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// An access-file token or a session's entry.
     pub entry: Option<Arc<TokenEntry>>,
     /// The session user, and the session's hash.
@@ -125,7 +128,7 @@ impl Caller {
 }
 
 /// A change that went through: audited in `tenant` on `resource`.
-pub struct Done {
+pub(crate) struct Done {
     pub value: Value,
     pub audit: Option<(String, String)>,
     /// Whether open subscriptions must check their callers again.
@@ -145,7 +148,7 @@ impl Done {
     }
 }
 
-pub struct Identity {
+pub(crate) struct Identity {
     cfg: IdentityConfig,
     engine: Arc<dyn Engine>,
     hasher: Arc<Hasher>,

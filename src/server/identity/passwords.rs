@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 /// two passes, one lane); tests lower it to stay fast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashCost {
+    /// Memory per hash, in KiB.
     pub memory_kib: u32,
+    /// Passes over the memory.
     pub iterations: u32,
 }
 
@@ -26,7 +28,7 @@ impl Default for HashCost {
 pub(crate) const MAX_PASSWORD: usize = 1024;
 pub(crate) const MIN_PASSWORD: usize = 8;
 
-pub struct Hasher {
+pub(crate) struct Hasher {
     cost: HashCost,
     dummy: String,
 }

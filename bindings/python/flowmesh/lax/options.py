@@ -13,10 +13,10 @@ import enum
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..client import endpoint_url
+
 #: The in-process engine used when no address is given at all.
 EMBEDDED_URL = "mem://lax"
-
-_URL_SCHEMES = ("nats://", "tls://", "grpc://", "grpcs://", "ws://", "wss://", "mem://", "file://")
 
 
 class Tier(str, enum.Enum):
@@ -102,14 +102,10 @@ def nats_url(urls: Sequence[str]) -> str:
 
 
 def broker_url(addr: str) -> str:
-    """``host:port`` is a gRPC broker; URLs pass through."""
+    """``host:port`` is a gRPC broker; URLs pass through (as for FlowMesh)."""
     if not isinstance(addr, str) or not addr:
         raise ValueError(f"broker_addr must be a non-empty string, got {addr!r}")
-    if "://" in addr:
-        if not addr.startswith(_URL_SCHEMES):
-            raise ValueError(f"unsupported broker_addr {addr!r}: use host:port or a flowmesh URL")
-        return addr
-    return f"grpc://{addr}"
+    return endpoint_url(addr)
 
 
 def routes(opts: ClientOptions) -> Tuple[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from .rules import json_call_work
+from ._pull import json_call_work
 
 if TYPE_CHECKING:
     from .client import NoexClient

@@ -6,122 +6,36 @@ loop. docs/RULES.md describes the semantics."""
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import inspect
 import itertools
-import json
-import logging
-import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from .. import _native as n
-from .._core import Call, Core
-from .._errors import check, error_for
 from .._native import lib
-from .errors import NoexClientError, from_native
-from .store import NEXT_TIMEOUT_MS, Unsubscribe, _encode
+from ._pull import PullSubscription, Unsubscribe, callback_arg, json_call_work, name_arg, subscribe_work
 
 if TYPE_CHECKING:
     from .client import NoexClient
 
-log = logging.getLogger("flowmesh.noex")
-_ids = itertools.count(1)
 
+class TopicSubscription(PullSubscription):
+    """One topic subscription: every event goes to ``callback(event, topic)``."""
 
-def json_call_work(fn: str, request: Dict[str, Any]) -> Callable[[int, Call], Any]:
-    """A pool work function running one JSON request through ``fn``
-    (fm_rules_call, fm_procedures_call), returning its result."""
-    body = _encode(request, "the request")
+    id_prefix = "rules-sub"
+    what = "rules.subscribe"
+    label = "rules subscription"
+    _ids = itertools.count(1)
 
-    def work(h: int, _: Call) -> Any:
-        out = ctypes.c_void_p()
-        check(getattr(lib(), fn)(h, body, ctypes.byref(out)), fn)
-        return json.loads(n.take_string(out.value))
+    def _next(self, handle: int, timeout_ms: int, out: Any) -> int:
+        status: int = lib().fm_rules_subscription_next(handle, timeout_ms, out)
+        return status
 
-    return work
+    def _free(self, handle: int) -> None:
+        lib().fm_rules_unsubscribe(handle)
 
+    def _args(self, got: Any) -> Tuple[Any, ...]:
+        return (got["event"], got["topic"])
 
-class TopicSubscription:
-    """One topic subscription: a pump thread takes events from the library
-    and hands them to the callback on the event loop."""
-
-    def __init__(
-        self,
-        client: "NoexClient",
-        core: Core,
-        handle: int,
-        callback: Callable[[Any, str], Any],
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        self.id = f"rules-sub-{next(_ids)}"
-        self._client = client
-        self._core = core
-        self._handle: Optional[int] = handle
-        self._callback = callback
-        self._loop = loop
-        self._stopped = threading.Event()
-        self._freed = threading.Lock()
-        self._tasks: "set[asyncio.Future[Any]]" = set()
-        core.register(self)
-        core.sub_pool.submit(self._pump)
-
-    def _pump(self) -> None:
-        handle = self._handle
-        while not self._stopped.is_set() and handle is not None:
-            out = ctypes.c_void_p()
-            status = lib().fm_rules_subscription_next(handle, NEXT_TIMEOUT_MS, ctypes.byref(out))
-            if status == n.FM_OK:
-                if out.value:
-                    got = json.loads(n.take_string(out.value))
-                    self._post(self._deliver, got["event"], got["topic"])
-                continue
-            err = error_for(status, n.last_error(), "rules.subscribe")
-            if err.code == "FM_ERR_CLOSED":
-                break
-            self._post(self._client._emit, "error", from_native(err))
-        self.release()
-
-    def _post(self, fn: Callable[..., None], *args: Any) -> None:
-        try:
-            self._loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # the loop is closed
-            self._stopped.set()
-
-    def _deliver(self, event: Any, topic: str) -> None:
-        if self._stopped.is_set():
-            return
-        try:
-            result = self._callback(event, topic)
-            if inspect.isawaitable(result):
-                task = asyncio.ensure_future(result)
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-        except Exception:
-            log.exception("flowmesh.noex: a rules subscription callback raised")
-
-    def unsubscribe(self) -> None:
-        """Stop delivery now (no callback runs after this returns); the native
-        subscription is freed in the background."""
-        self._stopped.set()
+    def _forget(self) -> None:
         self._client.rules._forget(self)
-        try:
-            self._core.sub_pool.submit(self.release)
-        except RuntimeError:  # the pool is gone: the client closed and freed it
-            pass
-
-    # ---- the Core's subscription protocol (client close) ----
-    def stop_local(self) -> None:
-        self._stopped.set()
-
-    def final_commit(self, _handle: int) -> None:
-        pass
-
-    def release(self) -> None:
-        with self._freed:
-            handle, self._handle = self._handle, None
-        if handle is not None:
-            lib().fm_rules_unsubscribe(handle)  # wakes a waiting next (FM_ERR_CLOSED)
-            self._core.unregister(self)
 
 
 class RulesAPI:
@@ -175,17 +89,9 @@ class RulesAPI:
         """Call ``callback(event, topic)`` for every event appended from now on
         whose topic matches ``pattern`` (``*`` one segment, ``>`` the rest).
         Returns a synchronous unsubscribe function."""
-        if not callable(callback):
-            raise NoexClientError("INVALID_ARGUMENT", "callback must be callable")
-        p = pattern.encode() if isinstance(pattern, str) else None
-        if p is None or b"\0" in p:
-            raise NoexClientError("INVALID_ARGUMENT", f"pattern must be a string, got {pattern!r}")
-
-        def work(h: int, _: Call) -> int:
-            out = ctypes.c_void_p()
-            check(lib().fm_rules_subscribe(h, p, ctypes.byref(out)), "rules.subscribe")
-            assert out.value is not None
-            return int(out.value)
+        callback_arg(callback)
+        p = name_arg(pattern, "pattern")
+        work = subscribe_work("fm_rules_subscribe", "rules.subscribe", p)
 
         handle: int = await self._client._request(work)
         core = self._client._native()._core()

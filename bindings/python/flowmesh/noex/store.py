@@ -5,135 +5,42 @@ callbacks on the event loop."""
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import inspect
 import itertools
-import json
-import logging
-import threading
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
-from .. import _native as n
-from .._core import Call, Core
-from .._errors import check, error_for
+from .._core import Call
 from .._native import lib
-from .errors import NoexClientError, from_native
+from ._pull import PullSubscription, Unsubscribe, callback_arg, encode, json_call_work, name_arg, subscribe_work
+from .errors import NoexClientError
 
 if TYPE_CHECKING:
     from .client import NoexClient
 
-log = logging.getLogger("flowmesh.noex")
-
-Unsubscribe = Callable[[], None]
 Record = Dict[str, Any]
-
-# Bounds one wait for a live result, so unsubscribing and closing are prompt.
-NEXT_TIMEOUT_MS = 200
-_ids = itertools.count(1)
-
-
-def _encode(value: Any, what: str) -> bytes:
-    try:
-        return json.dumps(value, allow_nan=False).encode()
-    except (TypeError, ValueError) as e:
-        raise NoexClientError("INVALID_ARGUMENT", f"{what} is not JSON: {e}") from None
 
 
 def store_call_work(request: Dict[str, Any]) -> Callable[[int, Call], Any]:
     """A pool work function running one store request, returning its result."""
-    body = _encode(request, "the request")
-
-    def work(h: int, _: Call) -> Any:
-        out = ctypes.c_void_p()
-        check(lib().fm_store_call(h, body, ctypes.byref(out)), "store")
-        return json.loads(n.take_string(out.value))
-
-    return work
+    return json_call_work("fm_store_call", request, "store")
 
 
-class LiveQuery:
-    """One live-query subscription: a pump thread takes results from the
-    library and hands them to the callback on the event loop."""
+class LiveQuery(PullSubscription):
+    """One live-query subscription: every result goes to ``callback(data)``."""
 
-    def __init__(
-        self,
-        client: "NoexClient",
-        core: Core,
-        handle: int,
-        callback: Callable[[Any], Any],
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        self.id = f"sub-{next(_ids)}"
-        self._client = client
-        self._core = core
-        self._handle: Optional[int] = handle
-        self._callback = callback
-        self._loop = loop
-        self._stopped = threading.Event()
-        self._freed = threading.Lock()
-        self._tasks: "set[asyncio.Future[Any]]" = set()
-        core.register(self)
-        core.sub_pool.submit(self._pump)
+    id_prefix = "sub"
+    what = "store.subscribe"
+    label = "subscription"
+    _ids = itertools.count(1)
 
-    # ---- pump thread ----------------------------------------------------------
-    def _pump(self) -> None:
-        handle = self._handle
-        while not self._stopped.is_set() and handle is not None:
-            out = ctypes.c_void_p()
-            status = lib().fm_store_subscription_next(handle, NEXT_TIMEOUT_MS, ctypes.byref(out))
-            if status == n.FM_OK:
-                if out.value:
-                    self._post(self._deliver, json.loads(n.take_string(out.value)))
-                continue
-            err = error_for(status, n.last_error(), "store.subscribe")
-            if err.code == "FM_ERR_CLOSED":
-                break
-            # An evaluation failed (broker unreachable): reported, delivery goes on.
-            self._post(self._client._emit, "error", from_native(err))
-        self.release()
+    def _next(self, handle: int, timeout_ms: int, out: Any) -> int:
+        status: int = lib().fm_store_subscription_next(handle, timeout_ms, out)
+        return status
 
-    def _post(self, fn: Callable[..., None], *args: Any) -> None:
-        try:
-            self._loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # the loop is closed
-            self._stopped.set()
+    def _free(self, handle: int) -> None:
+        lib().fm_store_unsubscribe(handle)
 
-    # ---- loop thread --------------------------------------------------------------
-    def _deliver(self, data: Any) -> None:
-        if self._stopped.is_set():
-            return
-        try:
-            result = self._callback(data)
-            if inspect.isawaitable(result):
-                task = asyncio.ensure_future(result)
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-        except Exception:
-            log.exception("flowmesh.noex: a subscription callback raised")
-
-    def unsubscribe(self) -> None:
-        """Stop delivery now (no callback runs after this returns); the native
-        subscription is freed in the background."""
-        self._stopped.set()
+    def _forget(self) -> None:
         self._client.store._forget(self)
-        try:
-            self._core.sub_pool.submit(self.release)
-        except RuntimeError:  # the pool is gone: the client closed and freed it
-            pass
-
-    # ---- the Core's subscription protocol (client close) ------------------------------
-    def stop_local(self) -> None:
-        self._stopped.set()
-
-    def final_commit(self, _handle: int) -> None:
-        pass
-
-    def release(self) -> None:
-        with self._freed:
-            handle, self._handle = self._handle, None
-        if handle is not None:
-            lib().fm_store_unsubscribe(handle)  # wakes a waiting next (FM_ERR_CLOSED)
-            self._core.unregister(self)
 
 
 class BucketAPI:
@@ -236,18 +143,10 @@ class StoreAPI:
         """Subscribe to a named query: ``callback`` gets the current result at
         once and a fresh one whenever it changes (also after a reconnect).
         Returns a synchronous unsubscribe function."""
-        if not callable(callback):
-            raise NoexClientError("INVALID_ARGUMENT", "callback must be callable")
-        q = query.encode() if isinstance(query, str) else None
-        if q is None or b"\0" in q:
-            raise NoexClientError("INVALID_ARGUMENT", f"query must be a string, got {query!r}")
-        body = _encode(params or {}, "params")
-
-        def work(h: int, _: Call) -> int:
-            out = ctypes.c_void_p()
-            check(lib().fm_store_subscribe(h, q, body, ctypes.byref(out)), "store.subscribe")
-            assert out.value is not None
-            return int(out.value)
+        callback_arg(callback)
+        q = name_arg(query, "query")
+        body = encode(params or {}, "params")
+        work = subscribe_work("fm_store_subscribe", "store.subscribe", q, body)
 
         handle: int = await self._client._request(work)
         core = self._client._native()._core()
