@@ -197,3 +197,15 @@ pub trait Engine: Send + Sync + 'static {
         Ok(Inventory::default())
     }
 }
+
+/// The partition of `partitions` that records with `key` go to: FNV-1a,
+/// stable across versions, platforms and engines, so a key lands in the
+/// same partition wherever it is published.
+pub(crate) fn key_partition(key: &[u8], partitions: u32) -> u32 {
+    let mut h: u32 = 0x811c9dc5;
+    for b in key {
+        h ^= *b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    h % partitions
+}

@@ -180,7 +180,7 @@ impl Stream {
             return 0;
         }
         match &r.key {
-            Some(k) => fnv1a(k) % n,
+            Some(k) => crate::engine::key_partition(k, n),
             None => self.round_robin.fetch_add(1, Ordering::Relaxed) % n,
         }
     }
@@ -634,15 +634,4 @@ fn encode_commit(b: &mut Vec<u8>, group: &str, partition: u32, offset: u64) {
     codec::put_bytes(b, group.as_bytes());
     b.extend_from_slice(&partition.to_le_bytes());
     b.extend_from_slice(&offset.to_le_bytes());
-}
-
-/// FNV-1a: stable across versions and platforms, so a key always maps to the
-/// same partition.
-fn fnv1a(data: &[u8]) -> u32 {
-    let mut h: u32 = 0x811c9dc5;
-    for b in data {
-        h ^= *b as u32;
-        h = h.wrapping_mul(0x01000193);
-    }
-    h
 }

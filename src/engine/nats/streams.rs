@@ -233,9 +233,9 @@ impl Streams {
         let mut retry = Vec::with_capacity(records.len());
         for r in records {
             let p = match (&r.key, &r.msg_id) {
-                (Some(k), _) => fnv1a(k) % n,
+                (Some(k), _) => key_partition(k, n),
                 // A retried publish must land where its first copy did.
-                (None, Some(id)) => fnv1a(id.as_bytes()) % n,
+                (None, Some(id)) => key_partition(id.as_bytes(), n),
                 (None, None) => (self.rr.fetch_add(1, Ordering::Relaxed) % n as u64) as u32,
             };
             let mut h = HeaderMap::new();
@@ -558,17 +558,6 @@ impl Streams {
         }
         Ok(GroupState { group: group.to_owned(), partitions })
     }
-}
-
-/// FNV-1a, the hash the embedded engines route keys by: a key lands in the
-/// same partition on every engine.
-fn fnv1a(data: &[u8]) -> u32 {
-    let mut h: u32 = 0x811c9dc5;
-    for b in data {
-        h ^= *b as u32;
-        h = h.wrapping_mul(0x01000193);
-    }
-    h
 }
 
 async fn read_offset(meta: &Meta, name: &str, group: &str, p: u32) -> Result<Option<u64>> {
