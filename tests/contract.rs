@@ -256,6 +256,26 @@ async fn visibility_timeout_redelivers_with_next_attempt(b: Backend) {
     c.ack("vis", id).await.unwrap();
 }
 
+async fn an_ack_after_the_visibility_ran_out_takes_or_is_refused_never_lost(b: Backend) {
+    let f = fixture(b).await;
+    let c = &f.client;
+    let id = c.enqueue("late", Record::new("l"), 0, 0).await.unwrap();
+    assert_eq!(c.reserve("late", 200, 0).await.unwrap().unwrap().id, id);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The embedded engines still take the ack; nats:// refuses it (the
+    // reservation is gone). Either way the job is settled exactly once.
+    match c.ack("late", id).await {
+        Ok(()) => assert!(c.reserve("late", 10_000, 500).await.unwrap().is_none(), "acked, yet delivered again"),
+        Err(Error::Conflict(_)) => {
+            let again = c.reserve("late", 10_000, 20_000).await.unwrap().expect("a refused ack leaves the job queued");
+            assert_eq!((again.id, again.attempt), (id, 2));
+            c.ack("late", id).await.unwrap();
+        }
+        other => panic!("ack after the visibility ran out: {other:?}"),
+    }
+    assert!(matches!(c.ack("late", id).await, Err(Error::NotFound(_))), "a second ack");
+}
+
 async fn nack_retry_policy_and_dead_letters(b: Backend) {
     let f = fixture(b).await;
     let c = &f.client;
@@ -770,6 +790,7 @@ contract_tests!(
     queue_orders_by_priority_then_fifo,
     queue_delay_and_long_poll,
     visibility_timeout_redelivers_with_next_attempt,
+    an_ack_after_the_visibility_ran_out_takes_or_is_refused_never_lost,
     nack_retry_policy_and_dead_letters,
     queue_workers_process_each_job_once,
     kv_set_get_delete_list_and_revisions,

@@ -22,8 +22,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	fm "github.com/flowmesh/flowmesh/bindings/go"
 	"github.com/anishathalye/porcupine"
+	fm "github.com/flowmesh/flowmesh/bindings/go"
 )
 
 type recorder struct {
@@ -133,8 +133,8 @@ func worker(ctx context.Context, id int, c *fm.Client, rec *recorder, keys int, 
 			reserved = append(reserved[:i], reserved[i+1:]...)
 			reservedJobs = append(reservedJobs[:i], reservedJobs[i+1:]...)
 			err := c.Ack(octx, "lin", jid)
-			out := qOut{Ok: err == nil, NotFound: errors.Is(err, fm.ErrNotFound), Unknown: err != nil && lost(err)}
-			if err != nil && !out.Unknown && !out.NotFound {
+			out := qOut{Ok: err == nil, NotFound: errors.Is(err, fm.ErrNotFound), Conflict: errors.Is(err, fm.ErrConflict), Unknown: err != nil && lost(err)}
+			if err != nil && !out.Unknown && !out.NotFound && !out.Conflict {
 				st.failed.Add(1)
 				break
 			}

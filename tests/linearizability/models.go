@@ -123,7 +123,8 @@ var kvModel = porcupine.NondeterministicModel{
 // a live job (a visibility timeout may hand a reserved one out again, so
 // reserving does not remove it); an ack removes a live job, and acking one
 // that is gone is NOT_FOUND: a job acked twice, or one that vanished, makes
-// the history illegal.
+// the history illegal. An ack after the reservation ran out may be refused
+// (CONFLICT: nats://) or may take (the embedded engines); both are legal.
 
 type qIn struct {
 	Op  string // enqueue, reserve, ack
@@ -134,6 +135,7 @@ type qOut struct {
 	Unknown  bool
 	Ok       bool // enqueued; reserved a job; acked
 	NotFound bool // ack of a job that is not there
+	Conflict bool // ack refused: the job is there but no longer reserved by this client
 	Job      string
 }
 
@@ -219,6 +221,9 @@ var queueModel = porcupine.NondeterministicModel{
 			case out.Ok && s.has(in.Job):
 				return []interface{}{s.without(in.Job)}
 			case out.NotFound && !s.has(in.Job):
+				return []interface{}{s}
+			case out.Conflict && s.has(in.Job):
+				// Its visibility ran out: the ack did nothing, the job is delivered again.
 				return []interface{}{s}
 			}
 		}

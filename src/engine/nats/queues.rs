@@ -26,7 +26,7 @@
 //! streams and the retry policy, and ends long polls on the server's
 //! stream-deleted advisory.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,8 +94,13 @@ pub struct Queues {
     ready: Mutex<HashSet<String>>,
     consumers: Mutex<HashMap<(String, i32), PullConsumer>>,
     reserved: Arc<Mutex<Reservations>>,
+    /// Jobs this client acked lately (the newest [`ACKED_MEMORY`]): a second
+    /// ack of one is NOT_FOUND even while a cluster is still removing it.
+    acked: Mutex<VecDeque<(String, u64)>>,
     policies: Mutex<HashMap<String, (Instant, RetryPolicy)>>,
 }
+
+const ACKED_MEMORY: usize = 1024;
 
 fn gone(queue: &str) -> Error {
     Error::NotFound(format!("queue {queue} was deleted"))
@@ -137,6 +142,7 @@ impl Queues {
             ready: Mutex::new(HashSet::new()),
             consumers: Mutex::new(HashMap::new()),
             reserved: Arc::new(Mutex::new(HashMap::new())),
+            acked: Mutex::new(VecDeque::new()),
             policies: Mutex::new(HashMap::new()),
         }
     }
@@ -384,11 +390,7 @@ impl Queues {
             }
         };
         let Some(reply) = held else {
-            return Err(if self.stored(queue, id).await? {
-                Error::Conflict(format!("job {id} of queue {queue} is not reserved by this client"))
-            } else {
-                Error::NotFound(format!("queue {queue} holds no job {id}"))
-            });
+            return Err(self.not_held(queue, id).await);
         };
         let visibility = Duration::from_millis(visibility_ms);
         let before = Instant::now();
@@ -480,19 +482,38 @@ impl Queues {
     }
 
     pub async fn ack(&self, queue: &str, id: u64) -> Result<()> {
-        let r = self
-            .take(queue, id)
-            .ok_or_else(|| Error::NotFound(format!("job {id} of queue {queue} is not reserved by this client")))?;
-        self.ack_reply(&r.reply, AckKind::Ack).await
+        let Some(r) = self.take(queue, id) else {
+            return Err(self.not_held(queue, id).await);
+        };
+        self.ack_reply(&r.reply, AckKind::Ack).await?;
+        let mut acked = self.acked.lock().unwrap();
+        if acked.len() == ACKED_MEMORY {
+            acked.pop_front();
+        }
+        acked.push_back((queue.to_owned(), id));
+        Ok(())
+    }
+
+    /// Why this client can not settle job `id`: CONFLICT while the queue
+    /// still holds it (its visibility ran out, or another client reserved
+    /// it), so the job is delivered again; NOT_FOUND once it is gone.
+    async fn not_held(&self, queue: &str, id: u64) -> Error {
+        if self.acked.lock().unwrap().iter().any(|(q, j)| *j == id && q == queue) {
+            return Error::NotFound(format!("job {id} of queue {queue} was acked"));
+        }
+        match self.stored(queue, id).await {
+            Ok(true) => Error::Conflict(format!(
+                "job {id} of queue {queue} is not reserved by this client (its visibility ran out, or it was never \
+                 reserved here); it will be delivered again"
+            )),
+            Ok(false) => Error::NotFound(format!("queue {queue} holds no job {id}")),
+            Err(e) => e,
+        }
     }
 
     pub async fn nack(&self, queue: &str, id: u64, delay_ms: u64) -> Result<()> {
         let Some(r) = self.take(queue, id) else {
-            return Err(if self.stored(queue, id).await? {
-                Error::Conflict(format!("job {id} of queue {queue} is not reserved by this client"))
-            } else {
-                Error::NotFound(format!("queue {queue} holds no job {id}"))
-            });
+            return Err(self.not_held(queue, id).await);
         };
         let policy = self.policy(queue).await?;
         if policy.max_attempts > 0 && r.attempt >= policy.max_attempts {
