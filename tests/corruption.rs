@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use flowmesh::{Client, Error, Options, Record, StartFrom, SubscribeSpec};
+use flowmesh::{Client, Error, Options, Record, StartFrom, SubscribeSpec, TxnOp};
 use futures::StreamExt;
 
 const MESSAGES: usize = 2000;
@@ -271,6 +271,40 @@ async fn a_damaged_offsets_log_is_refused_until_repaired_then_keeps_its_intact_c
         }
     }
     assert!((198..=199).contains(&intact), "{intact} of 200 commits intact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_transaction_log_is_refused_until_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let c = Client::connect(&url(dir.path()), &Options::new()).await.unwrap();
+        for i in 0..200 {
+            let put = |bucket: &str| TxnOp::Put {
+                bucket: bucket.into(),
+                key: format!("k{i}"),
+                value: payload(i).into(),
+                ttl_ms: 0,
+            };
+            c.kv_txn(vec![put("left"), put("right")]).await.unwrap();
+        }
+    }
+    let log = files(dir.path(), "txn/kv.log").pop().expect("the transaction log");
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert!(size > 0, "the log still holds the transactions");
+    flip(&log, size as usize / 2);
+    let err = Client::connect(&url(dir.path()), &Options::new()).await.err().expect("a damaged log is refused");
+    let msg = err.to_string();
+    assert!(msg.contains(&log.display().to_string()) && msg.contains("flowmesh check --repair"), "{msg}");
+    let (code, out) = check(dir.path(), false);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&log.display().to_string()), "{out}");
+    let (code, out) = check(dir.path(), true);
+    assert_eq!(code, 0, "{out}");
+    // The buckets had every transaction already: nothing is lost but the log's copy.
+    let c = Client::connect(&url(dir.path()), &Options::new()).await.unwrap();
+    for bucket in ["left", "right"] {
+        assert_eq!(c.kv_keys(bucket, "").await.unwrap().len(), 200, "{bucket}");
+    }
 }
 
 #[test]

@@ -63,8 +63,10 @@ pub fn check(dir: &Path, repair: bool) -> Result<CheckReport> {
     files.sort();
     for path in files {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        // Write-ahead logs here; segments below, a partition at a time.
-        if matches!(name, "queue.log" | "bucket.log" | "offsets.log") {
+        let in_txn = path.parent().and_then(|p| p.file_name()).is_some_and(|d| d == "txn");
+        // Write-ahead logs (and the transaction log, framed alike) here;
+        // segments below, a partition at a time.
+        if matches!(name, "queue.log" | "bucket.log" | "offsets.log") || (in_txn && name == "kv.log") {
             report.files += 1;
             check_wal(&path, repair, &mut report)?;
         }
