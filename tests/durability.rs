@@ -171,3 +171,31 @@ async fn next_message(sub: &mut flowmesh::MessageStream) -> flowmesh::Message {
     let item = tokio::time::timeout(Duration::from_secs(30), sub.next()).await;
     item.expect("subscription stalled").expect("subscription ended").expect("feed error")
 }
+
+/// A child process being spawned holds copies of the parent's open files
+/// (the data directory's lock too) until it execs: a client that closes and
+/// reopens its directory meanwhile must not take its own lock for another
+/// process's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_reopens_while_this_process_spawns_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spawner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut spawned = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                Command::new("true").status().unwrap();
+                spawned += 1;
+            }
+            spawned
+        })
+    };
+    for i in 0..300u64 {
+        let c = Client::connect(&url, &Options::new()).await.unwrap_or_else(|e| panic!("reopen {i}: {e}"));
+        assert_eq!(c.kv_set("cfg", "round", i.to_string(), 0).await.unwrap(), i + 1);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(spawner.join().unwrap() > 0);
+}

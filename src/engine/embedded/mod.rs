@@ -169,12 +169,23 @@ impl EmbeddedEngine {
     }
 }
 
+/// How long a busy data directory lock is tried before giving up.
+const LOCK_PATIENCE: Duration = Duration::from_secs(2);
+
 fn lock_dir(dir: &std::path::Path) -> Result<File> {
     fs::create_dir_all(dir).map_err(|e| Error::io(&format!("create data directory {}", dir.display()), e))?;
     let f = File::create(dir.join("LOCK")).map_err(|e| Error::io("create LOCK file", e))?;
+    // A lock just released can still be held for a moment: a child process
+    // being spawned anywhere in this process shares every open file
+    // description (this lock's too) until it execs. So a busy lock is tried
+    // again for a while before it counts as another process's.
+    let deadline = Instant::now() + LOCK_PATIENCE;
     // SAFETY: flock on a valid, owned fd.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(Error::Unavailable(format!("data directory {} is in use by another process", dir.display())));
+    while unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if Instant::now() >= deadline {
+            return Err(Error::Unavailable(format!("data directory {} is in use by another process", dir.display())));
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     // Finish deletes a crash interrupted (their resources are already gone).
     let trash = dir.join(TRASH);
