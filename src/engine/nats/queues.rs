@@ -454,18 +454,19 @@ impl Queues {
                 m.ack_with(AckKind::Nak(Some(visibility))).await.map_err(|e| api::link_error(&what, e))?;
                 let job = job_of(&raw, attempt)?;
                 let key = (queue.to_owned(), job.id);
-                if policy.max_attempts > 0 && attempt >= policy.max_attempts {
-                    tokio::spawn(dead_letter_on_expiry(
-                        self.js.clone(),
-                        self.reserved.clone(),
-                        key.clone(),
-                        reply.clone(),
-                    ));
+                let last = policy.max_attempts > 0 && attempt >= policy.max_attempts;
+                {
+                    let mut reserved = self.reserved.lock().unwrap();
+                    let now = Instant::now();
+                    reserved.retain(|_, r| r.until + KEEP_EXPIRED > now);
+                    let r = Reservation { reply: reply.clone(), until: before + visibility, attempt, msg: raw };
+                    reserved.insert(key.clone(), r);
                 }
-                let mut reserved = self.reserved.lock().unwrap();
-                let now = Instant::now();
-                reserved.retain(|_, r| r.until + KEEP_EXPIRED > now);
-                reserved.insert(key, Reservation { reply, until: before + visibility, attempt, msg: raw });
+                // After the insert: a timer started first could find no
+                // reservation, take the job for settled and never fire.
+                if last {
+                    tokio::spawn(dead_letter_on_expiry(self.js.clone(), self.reserved.clone(), key, reply));
+                }
                 jobs.push(job);
             }
         }
