@@ -314,8 +314,11 @@ check "go: a temporary module requires the flowmesh module (go mod edit, go mod 
 check "go: build with -tags flowmesh_pkgconfig (pkg-config flowmesh) and run" bash -c "
     set -e
     cd '$gomod'
+    # Go's build cache keys a cgo package on CGO_* but not on what
+    # pkg-config prints (golang/go#24544): name this root in CGO_CFLAGS so a
+    # build from an earlier run's root is never reused.
     PKG_CONFIG_PATH='$DL/pkgconfig' PKG_CONFIG_SYSROOT_DIR='$droot' PKG_CONFIG_LIBDIR= \
-        go build -tags flowmesh_pkgconfig -o app-pc .
+        CGO_CFLAGS=\"-O2 -g -DFLOWMESH_TEST_ROOT=$droot\" go build -tags flowmesh_pkgconfig -o app-pc .
     LD_LIBRARY_PATH='$DL' ./app-pc | tee /dev/stderr | grep -q 'go consumer OK: flowmesh $version'"
 check "go: build with CGO_CFLAGS/CGO_LDFLAGS naming the library and run" bash -c "
     set -e
