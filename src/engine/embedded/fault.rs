@@ -54,6 +54,10 @@ mod hooks {
         pub fail_fsync: bool,
         /// Crashed: nothing written any more becomes durable.
         pub crashed: bool,
+        /// fsyncs of log files asked for since the plan was armed.
+        pub fsyncs: u64,
+        /// How long each fsync takes (a slow disk), so that writers pile up.
+        pub fsync_time: Option<std::time::Duration>,
         /// Durable length of every file written since the plan was armed.
         durable: HashMap<PathBuf, u64>,
     }
@@ -74,6 +78,11 @@ mod hooks {
         }
         let plan = plans.iter_mut().find(|(d, _)| *d == dir).map(|(_, p)| p).unwrap();
         change(plan);
+    }
+
+    /// fsyncs asked for under `dir` since its plan was armed.
+    pub fn fsyncs(dir: &Path) -> u64 {
+        PLANS.lock().unwrap().iter().find(|(d, _)| d == dir).map_or(0, |(_, p)| p.fsyncs)
     }
 
     pub fn disarm(dir: &Path) {
@@ -104,7 +113,15 @@ mod hooks {
     }
 
     pub fn fsync(path: &Path) -> io::Result<()> {
-        match with_plan(path, |plan| plan.fail_fsync || plan.crashed) {
+        let (failing, time) = with_plan(path, |plan| {
+            plan.fsyncs += 1;
+            (plan.fail_fsync || plan.crashed, plan.fsync_time)
+        })
+        .unzip();
+        if let Some(t) = time.flatten() {
+            std::thread::sleep(t);
+        }
+        match failing {
             Some(true) => Err(io::Error::from_raw_os_error(libc::EIO)),
             _ => Ok(()),
         }

@@ -411,3 +411,83 @@ async fn a_full_disk_fails_writes_clearly_and_keeps_what_was_acknowledged() {
     let report = super::check(dir.path(), false).unwrap();
     assert!(report.clean(), "{report}");
 }
+
+/// Under `fsync=batch`, writes in flight together share fsyncs (group
+/// commit), whether they are futures polled by one task or separate tasks,
+/// and none is acknowledged before the fsync that covers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_in_flight_together_share_fsyncs() {
+    use futures::stream::{FuturesUnordered, TryStreamExt};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EmbeddedConfig {
+        dir: Some(dir.path().to_owned()),
+        fsync: FsyncPolicy::Batch,
+        segment_bytes: 64 << 20,
+        max_payload_bytes: 1 << 20,
+    };
+    let engine = Arc::new(EmbeddedEngine::open(cfg, None).unwrap());
+    engine.publish(STREAM, vec![Record::new("first")]).await.unwrap();
+    engine.kv_set(BUCKET, "first", Bytes::from("v"), 0).await.unwrap();
+    // A disk where each fsync takes 5 ms: writes made meanwhile must wait
+    // for the next one, and share it.
+    fault::arm(dir.path(), |p| p.fsync_time = Some(Duration::from_millis(5)));
+
+    let one_task: FuturesUnordered<_> =
+        (0..256).map(|i| engine.publish(STREAM, vec![Record::new(format!("m{i}"))])).collect();
+    let positions: Vec<_> = one_task.try_collect().await.unwrap();
+    let mut offsets: Vec<u64> = positions.iter().map(|p| p[0].offset).collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, (1..=256).collect::<Vec<_>>());
+    let fsyncs = fault::fsyncs(dir.path());
+    assert!(fsyncs < 64, "256 publishes in flight from one task took {fsyncs} fsyncs");
+
+    fault::arm(dir.path(), |p| p.fsyncs = 0);
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                for i in 0..16 {
+                    engine.kv_set(BUCKET, &format!("k{t}"), Bytes::from(format!("{i}")), 0).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let fsyncs = fault::fsyncs(dir.path());
+    assert!(fsyncs < 64, "256 KV sets from 16 tasks took {fsyncs} fsyncs");
+
+    // Everything acknowledged was covered by an fsync: a power loss now keeps it all.
+    fault::crash(dir.path());
+    drop(engine);
+    fault::power_loss(dir.path(), |_| 0);
+    let engine = open(dir.path(), FsyncPolicy::Batch);
+    assert_eq!(engine.stream_info(STREAM).await.unwrap().partitions[0].latest, 257);
+    for t in 0..16 {
+        assert_eq!(engine.kv_get(BUCKET, &format!("k{t}")).await.unwrap().value, "15");
+    }
+}
+
+/// A failed fsync fails every write waiting for it; none hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_shared_fsync_fails_every_waiting_write() {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), FsyncPolicy::Batch);
+    engine.publish(STREAM, vec![Record::new("first")]).await.unwrap();
+    fault::arm(dir.path(), |p| {
+        p.fail_fsync = true;
+        p.fsync_time = Some(Duration::from_millis(5));
+    });
+    let writes: FuturesUnordered<_> =
+        (0..64).map(|i| engine.publish(STREAM, vec![Record::new(format!("m{i}"))])).collect();
+    let outcomes: Vec<_> =
+        tokio::time::timeout(Duration::from_secs(60), writes.collect()).await.expect("every waiting write ends");
+    assert_eq!(outcomes.len(), 64);
+    for r in outcomes {
+        let err = r.expect_err("no write is acknowledged after a failed fsync");
+        assert!(err.to_string().contains("fsync"), "{err}");
+    }
+    fault::disarm(dir.path());
+}

@@ -13,7 +13,7 @@ use crate::engine::{KvEntry, KvEvent, KvEventStream, KvOp, ResumedWatch, WatchCu
 use crate::error::{Error, Result};
 
 use super::codec::{self, Reader};
-use super::log::{make_durable, FsyncPolicy, SyncRegistry, Syncer};
+use super::log::{FsyncPolicy, PendingSync, SyncRegistry, Syncer};
 use super::now_ms;
 use super::wal::{Compaction, Wal};
 
@@ -109,7 +109,7 @@ impl Bucket {
     }
 
     /// Writes `value` if `expected` matches (None = unconditional).
-    pub fn put(&self, key: &str, value: Bytes, ttl_ms: u64, expected: Option<u64>) -> Result<u64> {
+    pub async fn put(&self, key: &str, value: Bytes, ttl_ms: u64, expected: Option<u64>) -> Result<u64> {
         let now = now_ms();
         let (rev, sync) = {
             let mut st = self.state.lock().unwrap();
@@ -134,7 +134,7 @@ impl Bucket {
             (rev, sync)
         };
         if let Some((syncer, ticket)) = sync {
-            make_durable(self.fsync, &syncer, ticket)?;
+            PendingSync::one(syncer, ticket).wait(self.fsync).await?;
         }
         Ok(rev)
     }
@@ -175,7 +175,7 @@ impl Bucket {
         st.entries.get(key).is_some_and(|e| e.live(now_ms()))
     }
 
-    pub fn delete(&self, key: &str) -> Result<bool> {
+    pub async fn delete(&self, key: &str) -> Result<bool> {
         let sync = {
             let mut st = self.state.lock().unwrap();
             self.check_live(&st)?;
@@ -197,7 +197,7 @@ impl Bucket {
             sync
         };
         if let Some((syncer, ticket)) = sync {
-            make_durable(self.fsync, &syncer, ticket)?;
+            PendingSync::one(syncer, ticket).wait(self.fsync).await?;
         }
         Ok(true)
     }
@@ -520,9 +520,9 @@ mod watch_resume_tests {
     async fn resumes_exactly_from_a_kept_cursor() {
         let b = bucket();
         let (start, _) = b.watch_resume("", None).unwrap();
-        b.put("a", Bytes::from_static(b"1"), 0, None).unwrap();
-        b.put("b", Bytes::from_static(b"2"), 0, None).unwrap();
-        b.delete("a").unwrap();
+        b.put("a", Bytes::from_static(b"1"), 0, None).await.unwrap();
+        b.put("b", Bytes::from_static(b"2"), 0, None).await.unwrap();
+        b.delete("a").await.unwrap();
         let (_, mut w) = b.watch_resume("", Some(start)).unwrap();
         let mut seen = Vec::new();
         for _ in 0..3 {
@@ -532,13 +532,13 @@ mod watch_resume_tests {
         assert_eq!(seen, vec![(KvOp::Put, "a".into(), 1), (KvOp::Put, "b".into(), 2), (KvOp::Delete, "a".into(), 3)]);
         // From the middle: only what came after.
         let (_, mut w) = b.watch_resume("b", Some(WatchCursor { epoch: start.epoch, seq: 1 })).unwrap();
-        b.put("b", Bytes::from_static(b"3"), 0, None).unwrap();
+        b.put("b", Bytes::from_static(b"3"), 0, None).await.unwrap();
         assert_eq!(w.next().await.unwrap().unwrap().cursor.seq, 2);
         assert_eq!(w.next().await.unwrap().unwrap().cursor.seq, 4);
     }
 
-    #[test]
-    fn refuses_what_it_can_not_replay() {
+    #[tokio::test]
+    async fn refuses_what_it_can_not_replay() {
         let b = bucket();
         let (start, _) = b.watch_resume("", None).unwrap();
         assert!(matches!(
@@ -546,7 +546,7 @@ mod watch_resume_tests {
             Err(Error::Conflict(_))
         ));
         for i in 0..HISTORY_EVENTS + 1 {
-            b.put("k", Bytes::from(i.to_string()), 0, None).unwrap();
+            b.put("k", Bytes::from(i.to_string()), 0, None).await.unwrap();
         }
         assert!(matches!(b.watch_resume("", Some(start)), Err(Error::Conflict(_))));
         let recent = WatchCursor { epoch: start.epoch, seq: HISTORY_EVENTS as u64 };

@@ -1,11 +1,17 @@
 //! An append-only file with group-commit fsync: many writers append under
 //! their owner's lock, then wait for durability outside it, so one fsync
 //! covers every append that happened before it.
+//!
+//! Waiting is asynchronous: one fsync per file runs at a time on the
+//! blocking pool, and every writer whose append it does not cover waits for
+//! the next one. A writer thus never holds a runtime worker while the disk
+//! works, so many writes in flight from one task, from many tasks or from
+//! many threads all share the same few fsyncs.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crate::error::{Error, Result};
@@ -41,7 +47,12 @@ pub struct Syncer {
     bytes: AtomicU64,
     failed: OnceLock<String>,
     /// Already in a SyncRegistry: registering is then a no-op.
-    registered: std::sync::atomic::AtomicBool,
+    registered: AtomicBool,
+    /// The ticket known durable, for writers waiting asynchronously; it
+    /// also changes (to wake them) when an fsync fails or ends.
+    durable: tokio::sync::watch::Sender<u64>,
+    /// An fsync for asynchronous waiters is running on the blocking pool.
+    flushing: AtomicBool,
 }
 
 impl Syncer {
@@ -66,7 +77,37 @@ impl Syncer {
         }
         fault::synced(&self.path, len);
         synced.1 = target;
+        self.durable.send_replace(target);
         Ok(())
+    }
+
+    /// Waits until every append with a ticket up to `ticket` is durable,
+    /// without blocking the calling thread: at most one fsync runs at a
+    /// time, and it covers every append made before it started.
+    pub async fn wait_durable(self: &Arc<Self>, ticket: u64) -> Result<()> {
+        let mut durable = self.durable.subscribe();
+        loop {
+            self.check()?;
+            if *durable.borrow_and_update() >= ticket {
+                return Ok(());
+            }
+            if !self.flushing.swap(true, Ordering::AcqRel) {
+                let me = Arc::clone(self);
+                tokio::task::spawn_blocking(move || me.flush_for_waiters());
+            }
+            // The sender lives in `self`, which we hold: changed() cannot fail.
+            let _ = durable.changed().await;
+        }
+    }
+
+    /// One fsync on behalf of every waiter; the error, if any, is kept in
+    /// `failed` where each waiter's next check() finds it.
+    fn flush_for_waiters(&self) {
+        let _ = self.sync_to(self.written());
+        self.flushing.store(false, Ordering::Release);
+        // Wakes waiters this fsync did not cover (and all of them if it
+        // failed) after `flushing` is clear, so one of them starts the next.
+        self.durable.send_modify(|_| ());
     }
 
     /// Fails once an fsync of this file has failed.
@@ -189,6 +230,7 @@ impl LogFile {
         let mut synced = self.syncer.synced.lock().unwrap();
         synced.0 = dup;
         synced.1 = self.syncer.written.load(Ordering::Acquire);
+        self.syncer.durable.send_replace(synced.1);
         self.syncer.bytes.store(contents.len() as u64, Ordering::Release);
         self.file = file;
         self.len = contents.len() as u64;
@@ -203,7 +245,9 @@ impl LogFile {
             written: AtomicU64::new(0),
             bytes: AtomicU64::new(len),
             failed: OnceLock::new(),
-            registered: std::sync::atomic::AtomicBool::new(false),
+            registered: AtomicBool::new(false),
+            durable: tokio::sync::watch::Sender::new(0),
+            flushing: AtomicBool::new(false),
         });
         Ok(LogFile { path: path.to_owned(), file, len, syncer })
     }
@@ -280,21 +324,37 @@ pub fn sync_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Applies the policy after an append made outside the owner's lock.
-pub fn make_durable(policy: FsyncPolicy, syncer: &Syncer, ticket: u64) -> Result<()> {
-    match policy {
-        FsyncPolicy::Batch => blocking_io(|| syncer.sync_to(ticket)),
-        FsyncPolicy::Interval(_) | FsyncPolicy::Never => Ok(()),
-    }
-}
+/// The appends a write made, which its acknowledgement must wait for under
+/// `fsync=batch`. Writers collect them under their owner's lock and wait
+/// after releasing it.
+#[must_use = "a write is acknowledged only after waiting for its durability"]
+#[derive(Default)]
+pub struct PendingSync(Vec<(Arc<Syncer>, u64)>);
 
-/// Runs a blocking disk wait. On a multi-threaded runtime's worker it hands
-/// the worker's other tasks to another thread first, so concurrent writers
-/// keep running, reach `sync_to` and share one fsync (group commit).
-fn blocking_io<T>(f: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
+impl PendingSync {
+    /// Nothing to wait for.
+    pub fn none() -> PendingSync {
+        PendingSync(Vec::new())
+    }
+
+    /// One append (`ticket`) to `syncer`'s file.
+    pub fn one(syncer: Arc<Syncer>, ticket: u64) -> PendingSync {
+        PendingSync(vec![(syncer, ticket)])
+    }
+
+    pub fn add(&mut self, syncer: Arc<Syncer>, ticket: u64) {
+        self.0.push((syncer, ticket));
+    }
+
+    /// Waits as the policy asks: under `Batch` until every append is
+    /// durable (the files' fsyncs run concurrently); otherwise not at all.
+    pub async fn wait(self, policy: FsyncPolicy) -> Result<()> {
+        match (policy, self.0.len()) {
+            (FsyncPolicy::Interval(_) | FsyncPolicy::Never, _) | (_, 0) => Ok(()),
+            (FsyncPolicy::Batch, 1) => self.0[0].0.wait_durable(self.0[0].1).await,
+            (FsyncPolicy::Batch, _) => {
+                futures::future::try_join_all(self.0.iter().map(|(s, t)| s.wait_durable(*t))).await.map(|_| ())
+            }
+        }
     }
 }

@@ -419,10 +419,10 @@ impl Inner {
     }
 
     /// A KV write; one racing a bucket delete lands in the re-created bucket.
-    fn put(&self, bucket: &str, key: &str, value: Bytes, ttl_ms: u64, expected: Option<u64>) -> Result<u64> {
+    async fn put(&self, bucket: &str, key: &str, value: Bytes, ttl_ms: u64, expected: Option<u64>) -> Result<u64> {
         loop {
             let b = self.bucket(bucket)?;
-            match b.put(key, value.clone(), ttl_ms, expected) {
+            match b.put(key, value.clone(), ttl_ms, expected).await {
                 Err(_) if b.is_deleted() => continue,
                 r => return r,
             }
@@ -474,7 +474,7 @@ impl Engine for EmbeddedEngine {
         // A delete racing this publish: it lands in the re-created stream.
         loop {
             let s = self.inner().stream(stream, Some(StreamConfig::default()))?;
-            match s.publish(&records, &self.inner().registry) {
+            match s.publish(&records, &self.inner().registry).await {
                 Err(_) if s.is_deleted() => continue,
                 r => return r,
             }
@@ -515,7 +515,7 @@ impl Engine for EmbeddedEngine {
 
     async fn commit_offset(&self, stream: &str, group: &str, partition: u32, offset: u64) -> Result<()> {
         names::check_group(group)?;
-        self.inner().stream(stream, None)?.commit(group, partition, offset)
+        self.inner().stream(stream, None)?.commit(group, partition, offset).await
     }
 
     async fn get_offset(&self, stream: &str, group: &str, partition: u32) -> Result<u64> {
@@ -532,7 +532,7 @@ impl Engine for EmbeddedEngine {
         self.inner().check_size(record.size())?;
         loop {
             let q = self.inner().queue(queue)?;
-            match q.enqueue(record.clone(), delay_ms, priority) {
+            match q.enqueue(record.clone(), delay_ms, priority).await {
                 Err(_) if q.is_deleted() => continue,
                 r => return r,
             }
@@ -544,19 +544,19 @@ impl Engine for EmbeddedEngine {
     }
 
     async fn ack(&self, queue: &str, job_id: u64) -> Result<()> {
-        self.inner().queue(queue)?.ack(job_id)
+        self.inner().queue(queue)?.ack(job_id).await
     }
 
     async fn nack(&self, queue: &str, job_id: u64, delay_ms: u64) -> Result<()> {
-        self.inner().queue(queue)?.nack(job_id, delay_ms)
+        self.inner().queue(queue)?.nack(job_id, delay_ms).await
     }
 
     async fn queue_stats(&self, queue: &str) -> Result<QueueStats> {
-        self.inner().queue(queue)?.stats()
+        self.inner().queue(queue)?.stats().await
     }
 
     async fn set_retry_policy(&self, queue: &str, policy: RetryPolicy) -> Result<()> {
-        self.inner().queue(queue)?.set_policy(policy)
+        self.inner().queue(queue)?.set_policy(policy).await
     }
 
     async fn get_retry_policy(&self, queue: &str) -> Result<RetryPolicy> {
@@ -564,27 +564,27 @@ impl Engine for EmbeddedEngine {
     }
 
     async fn dlq_list(&self, queue: &str, max: usize) -> Result<Vec<Job>> {
-        self.inner().queue(queue)?.dlq_list(max)
+        self.inner().queue(queue)?.dlq_list(max).await
     }
 
     async fn dlq_replay(&self, queue: &str, job_id: u64) -> Result<()> {
-        self.inner().queue(queue)?.dlq_replay(job_id)
+        self.inner().queue(queue)?.dlq_replay(job_id).await
     }
 
     async fn dlq_replay_all(&self, queue: &str, header: Option<(String, String)>) -> Result<u64> {
-        self.inner().queue(queue)?.dlq_replay_all(header)
+        self.inner().queue(queue)?.dlq_replay_all(header).await
     }
 
     async fn kv_set(&self, bucket: &str, key: &str, value: Bytes, ttl_ms: u64) -> Result<u64> {
         names::check_key(key)?;
         self.inner().check_size(value.len())?;
-        self.inner().put(bucket, key, value, ttl_ms, None)
+        self.inner().put(bucket, key, value, ttl_ms, None).await
     }
 
     async fn kv_cas(&self, bucket: &str, key: &str, value: Bytes, expected: u64, ttl_ms: u64) -> Result<u64> {
         names::check_key(key)?;
         self.inner().check_size(value.len())?;
-        self.inner().put(bucket, key, value, ttl_ms, Some(expected))
+        self.inner().put(bucket, key, value, ttl_ms, Some(expected)).await
     }
 
     async fn kv_get(&self, bucket: &str, key: &str) -> Result<KvEntry> {
@@ -594,7 +594,7 @@ impl Engine for EmbeddedEngine {
 
     async fn kv_delete(&self, bucket: &str, key: &str) -> Result<bool> {
         names::check_key(key)?;
-        self.inner().bucket(bucket)?.delete(key)
+        self.inner().bucket(bucket)?.delete(key).await
     }
 
     async fn kv_exists(&self, bucket: &str, key: &str) -> Result<bool> {
@@ -615,7 +615,7 @@ impl Engine for EmbeddedEngine {
     }
 
     async fn kv_txn(&self, ops: Vec<TxnOp>) -> Result<Vec<TxnResult>> {
-        self.inner().kv_txn(ops)
+        self.inner().kv_txn(ops).await
     }
 
     async fn sync(&self) -> Result<()> {
@@ -649,15 +649,15 @@ impl Engine for EmbeddedEngine {
     }
 
     async fn purge_stream(&self, stream: &str) -> Result<u64> {
-        self.inner().stream(stream, None)?.purge()
+        self.inner().stream(stream, None)?.purge().await
     }
 
     async fn purge_queue(&self, queue: &str) -> Result<u64> {
-        self.inner().existing_queue(queue)?.purge()
+        self.inner().existing_queue(queue)?.purge().await
     }
 
     async fn extend(&self, queue: &str, job_id: u64, visibility_ms: u64) -> Result<()> {
-        self.inner().queue(queue)?.extend(job_id, visibility_ms)
+        self.inner().queue(queue)?.extend(job_id, visibility_ms).await
     }
 
     async fn update_stream(&self, stream: &str, update: StreamUpdate) -> Result<StreamConfig> {
@@ -672,7 +672,7 @@ impl Engine for EmbeddedEngine {
         let queues: Vec<(String, Arc<Queue>)> =
             inner.queues.read().unwrap().iter().map(|(n, q)| (n.clone(), q.clone())).collect();
         for (name, q) in queues {
-            inv.queues.push((name, q.stats()?));
+            inv.queues.push((name, q.stats().await?));
         }
         let buckets: Vec<(String, Arc<Bucket>)> =
             inner.buckets.read().unwrap().iter().map(|(n, b)| (n.clone(), b.clone())).collect();

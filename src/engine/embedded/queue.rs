@@ -16,7 +16,7 @@ use crate::engine::{Job, QueueStats, Record, RetryPolicy};
 use crate::error::{Error, Result};
 
 use super::codec::{self, Reader};
-use super::log::{make_durable, FsyncPolicy, SyncRegistry};
+use super::log::{FsyncPolicy, PendingSync, SyncRegistry};
 use super::now_ms;
 use super::wal::{Compaction, Wal};
 
@@ -124,52 +124,59 @@ impl Queue {
         Ok(Queue { name: name.to_owned(), state: Mutex::new(st), arrived: Notify::new(), fsync })
     }
 
-    /// Runs `f` under the lock, then makes its log writes durable outside it.
-    fn with_state<T>(&self, f: impl FnOnce(&mut QueueState, i64) -> Result<T>) -> Result<T> {
-        let (out, sync) = {
-            let mut st = self.state.lock().unwrap();
-            if st.deleted {
-                return Err(Error::NotFound(format!("queue {} was deleted", self.name)));
-            }
-            st.ticket = 0;
-            let now = now_ms();
-            st.promote(now);
-            let out = f(&mut st, now);
-            if let Some(e) = st.log_error.take() {
-                return Err(e);
-            }
-            let sync = st.log.as_ref().filter(|_| st.ticket > 0).map(|l| (l.syncer().clone(), st.ticket));
-            if out.is_ok() {
-                st.compact_if_large()?;
-            }
-            (out?, sync)
-        };
-        if let Some((syncer, ticket)) = sync {
-            make_durable(self.fsync, &syncer, ticket)?;
-        }
+    /// Runs `f` under the lock, then waits for its log writes to be durable
+    /// outside it.
+    async fn with_state<T>(&self, f: impl FnOnce(&mut QueueState, i64) -> Result<T>) -> Result<T> {
+        let (out, pending) = self.locked(f)?;
+        pending.wait(self.fsync).await?;
         Ok(out)
     }
 
-    pub fn enqueue(&self, record: Record, delay_ms: u64, priority: i32) -> Result<u64> {
-        let id = self.with_state(|st, now| {
-            let id = st.next_id;
-            st.next_id += 1;
-            let state = if delay_ms > 0 { State::Delayed(now + delay_ms as i64) } else { State::Ready };
-            let job = JobRec {
-                id,
-                priority,
-                enqueued_ms: now,
-                attempt: 0,
-                payload: record.payload,
-                headers: record.headers,
-                state: State::Dead, // placed below
-            };
-            st.log_put(&job, state);
-            if st.log_error.is_none() {
-                st.insert(job, state); // only a logged job exists
-            }
-            Ok(id)
-        })?;
+    /// Runs `f` under the lock; returns what its log writes wait for.
+    fn locked<T>(&self, f: impl FnOnce(&mut QueueState, i64) -> Result<T>) -> Result<(T, PendingSync)> {
+        let mut st = self.state.lock().unwrap();
+        if st.deleted {
+            return Err(Error::NotFound(format!("queue {} was deleted", self.name)));
+        }
+        st.ticket = 0;
+        let now = now_ms();
+        st.promote(now);
+        let out = f(&mut st, now);
+        if let Some(e) = st.log_error.take() {
+            return Err(e);
+        }
+        let pending = match st.log.as_ref().filter(|_| st.ticket > 0) {
+            Some(l) => PendingSync::one(l.syncer().clone(), st.ticket),
+            None => PendingSync::none(),
+        };
+        if out.is_ok() {
+            st.compact_if_large()?;
+        }
+        Ok((out?, pending))
+    }
+
+    pub async fn enqueue(&self, record: Record, delay_ms: u64, priority: i32) -> Result<u64> {
+        let id = self
+            .with_state(|st, now| {
+                let id = st.next_id;
+                st.next_id += 1;
+                let state = if delay_ms > 0 { State::Delayed(now + delay_ms as i64) } else { State::Ready };
+                let job = JobRec {
+                    id,
+                    priority,
+                    enqueued_ms: now,
+                    attempt: 0,
+                    payload: record.payload,
+                    headers: record.headers,
+                    state: State::Dead, // placed below
+                };
+                st.log_put(&job, state);
+                if st.log_error.is_none() {
+                    st.insert(job, state); // only a logged job exists
+                }
+                Ok(id)
+            })
+            .await?;
         self.arrived.notify_waiters();
         Ok(id)
     }
@@ -184,20 +191,22 @@ impl Queue {
             let arrived = self.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            let (jobs, next_due) = self.with_state(|st, now| {
-                let mut jobs = Vec::new();
-                while jobs.len() < max {
-                    let Some((_, id)) = st.ready.pop_first() else {
-                        break;
-                    };
-                    st.ready_key.remove(&id);
-                    let attempt = st.jobs[&id].attempt + 1;
-                    let until = now + visibility;
-                    st.set_state(id, State::InFlight(until), attempt);
-                    jobs.push(st.jobs[&id].to_job());
-                }
-                Ok((jobs, st.next_due()))
-            })?;
+            let (jobs, next_due) = self
+                .with_state(|st, now| {
+                    let mut jobs = Vec::new();
+                    while jobs.len() < max {
+                        let Some((_, id)) = st.ready.pop_first() else {
+                            break;
+                        };
+                        st.ready_key.remove(&id);
+                        let attempt = st.jobs[&id].attempt + 1;
+                        let until = now + visibility;
+                        st.set_state(id, State::InFlight(until), attempt);
+                        jobs.push(st.jobs[&id].to_job());
+                    }
+                    Ok((jobs, st.next_due()))
+                })
+                .await?;
             if !jobs.is_empty() {
                 return Ok(jobs);
             }
@@ -217,7 +226,7 @@ impl Queue {
         }
     }
 
-    pub fn ack(&self, job_id: u64) -> Result<()> {
+    pub async fn ack(&self, job_id: u64) -> Result<()> {
         self.with_state(|st, _| match st.jobs.get(&job_id).map(|j| j.state) {
             None | Some(State::Dead) => Err(Error::NotFound(format!("job {job_id} is not in queue {}", self.name))),
             Some(_) => {
@@ -226,9 +235,10 @@ impl Queue {
                 Ok(())
             }
         })
+        .await
     }
 
-    pub fn nack(&self, job_id: u64, delay_ms: u64) -> Result<()> {
+    pub async fn nack(&self, job_id: u64, delay_ms: u64) -> Result<()> {
         self.with_state(|st, now| match st.jobs.get(&job_id).map(|j| j.state) {
             Some(State::InFlight(_)) => {
                 st.fail(job_id, now, Some(delay_ms).filter(|d| *d > 0));
@@ -236,13 +246,14 @@ impl Queue {
             }
             None | Some(State::Dead) => Err(Error::NotFound(format!("job {job_id} is not in queue {}", self.name))),
             Some(_) => Err(Error::Conflict(format!("job {job_id} is not reserved"))),
-        })?;
+        })
+        .await?;
         self.arrived.notify_waiters();
         Ok(())
     }
 
     /// Gives an in-flight job `visibility_ms` from now.
-    pub fn extend(&self, job_id: u64, visibility_ms: u64) -> Result<()> {
+    pub async fn extend(&self, job_id: u64, visibility_ms: u64) -> Result<()> {
         if visibility_ms == 0 {
             return Err(Error::invalid("visibility_ms must be at least 1"));
         }
@@ -256,11 +267,11 @@ impl Queue {
                 "job {job_id} of queue {} is no longer reserved (its visibility ran out, or it was nacked or dead-lettered)",
                 self.name
             ))),
-        })
+        }).await
     }
 
     /// Removes every pending and delayed job; in-flight and dead jobs stay.
-    pub fn purge(&self) -> Result<u64> {
+    pub async fn purge(&self) -> Result<u64> {
         self.with_state(|st, _| {
             let mut ids: Vec<u64> = st.ready.values().copied().collect();
             ids.extend(st.delayed.iter().map(|(_, id)| *id));
@@ -270,6 +281,7 @@ impl Queue {
             }
             Ok(ids.len() as u64)
         })
+        .await
     }
 
     pub fn is_deleted(&self) -> bool {
@@ -282,7 +294,7 @@ impl Queue {
         self.arrived.notify_waiters();
     }
 
-    pub fn stats(&self) -> Result<QueueStats> {
+    pub async fn stats(&self) -> Result<QueueStats> {
         self.with_state(|st, _| {
             Ok(QueueStats {
                 pending: st.ready.len() as u64,
@@ -291,9 +303,10 @@ impl Queue {
                 dead: st.dead.len() as u64,
             })
         })
+        .await
     }
 
-    pub fn set_policy(&self, policy: RetryPolicy) -> Result<()> {
+    pub async fn set_policy(&self, policy: RetryPolicy) -> Result<()> {
         if !(policy.multiplier.is_finite() && policy.multiplier >= 1.0) {
             return Err(Error::invalid("retry multiplier must be a finite number >= 1"));
         }
@@ -302,44 +315,48 @@ impl Queue {
             st.log_policy();
             Ok(())
         })
+        .await
     }
 
     pub fn policy(&self) -> RetryPolicy {
         self.state.lock().unwrap().policy
     }
 
-    pub fn dlq_list(&self, max: usize) -> Result<Vec<Job>> {
-        self.with_state(|st, _| Ok(st.dead.iter().take(max).map(|id| st.jobs[id].to_job()).collect()))
+    pub async fn dlq_list(&self, max: usize) -> Result<Vec<Job>> {
+        self.with_state(|st, _| Ok(st.dead.iter().take(max).map(|id| st.jobs[id].to_job()).collect())).await
     }
 
-    pub fn dlq_replay(&self, job_id: u64) -> Result<()> {
+    pub async fn dlq_replay(&self, job_id: u64) -> Result<()> {
         self.with_state(|st, _| {
             if !st.dead.contains(&job_id) {
                 return Err(Error::NotFound(format!("job {job_id} is not in the dead-letter queue of {}", self.name)));
             }
             st.set_state(job_id, State::Ready, 0);
             Ok(())
-        })?;
+        })
+        .await?;
         self.arrived.notify_waiters();
         Ok(())
     }
 
-    pub fn dlq_replay_all(&self, header: Option<(String, String)>) -> Result<u64> {
-        let n = self.with_state(|st, _| {
-            let ids: Vec<u64> = st
-                .dead
-                .iter()
-                .copied()
-                .filter(|id| match &header {
-                    None => true,
-                    Some((k, v)) => st.jobs[id].headers.iter().any(|(hk, hv)| hk == k && hv == v),
-                })
-                .collect();
-            for id in &ids {
-                st.set_state(*id, State::Ready, 0);
-            }
-            Ok(ids.len() as u64)
-        })?;
+    pub async fn dlq_replay_all(&self, header: Option<(String, String)>) -> Result<u64> {
+        let n = self
+            .with_state(|st, _| {
+                let ids: Vec<u64> = st
+                    .dead
+                    .iter()
+                    .copied()
+                    .filter(|id| match &header {
+                        None => true,
+                        Some((k, v)) => st.jobs[id].headers.iter().any(|(hk, hv)| hk == k && hv == v),
+                    })
+                    .collect();
+                for id in &ids {
+                    st.set_state(*id, State::Ready, 0);
+                }
+                Ok(ids.len() as u64)
+            })
+            .await?;
         if n > 0 {
             self.arrived.notify_waiters();
         }

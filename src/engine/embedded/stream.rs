@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 
 use super::codec::{self, Reader};
 use super::dedup::DedupWindow;
-use super::log::{make_durable, FsyncPolicy, SyncRegistry};
+use super::log::{FsyncPolicy, PendingSync, SyncRegistry};
 use super::now_ms;
 use super::partition::{FilePartition, MemoryPartition, Partition};
 use super::wal::{Compaction, Wal};
@@ -185,16 +185,26 @@ impl Stream {
         }
     }
 
-    pub fn publish(&self, records: &[Record], registry: &SyncRegistry) -> Result<Vec<Position>> {
-        if records.iter().any(|r| r.msg_id.is_some()) {
-            return self.publish_deduplicated(records, registry);
-        }
-        self.append(&records.iter().collect::<Vec<_>>(), registry)
+    /// Stores records; returns once they are durable as the policy asks.
+    pub async fn publish(&self, records: &[Record], registry: &SyncRegistry) -> Result<Vec<Position>> {
+        let (positions, pending) = if records.iter().any(|r| r.msg_id.is_some()) {
+            self.publish_deduplicated(records, registry)?
+        } else {
+            self.append(&records.iter().collect::<Vec<_>>(), registry)?
+        };
+        pending.wait(self.fsync).await?;
+        // Feeds wake only for what is durable.
+        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+        Ok(positions)
     }
 
     /// Stores each record whose message id is new; a known id (earlier, or
     /// earlier in this batch) gets the position of its first copy.
-    fn publish_deduplicated(&self, records: &[Record], registry: &SyncRegistry) -> Result<Vec<Position>> {
+    fn publish_deduplicated(
+        &self,
+        records: &[Record],
+        registry: &SyncRegistry,
+    ) -> Result<(Vec<Position>, PendingSync)> {
         enum Slot {
             Known(Position),
             SameAs(usize),
@@ -222,7 +232,8 @@ impl Stream {
             };
             slots.push(slot);
         }
-        let stored = if fresh.is_empty() { Vec::new() } else { self.append(&fresh, registry)? };
+        let (stored, mut pending) =
+            if fresh.is_empty() { (Vec::new(), PendingSync::none()) } else { self.append(&fresh, registry)? };
         let mut positions: Vec<Position> = Vec::with_capacity(records.len());
         let mut known_partitions = Vec::new();
         for slot in &slots {
@@ -254,13 +265,13 @@ impl Stream {
                 .get(p as usize)
                 .and_then(|part| part.lock().unwrap().sync_point());
             if let Some((syncer, ticket)) = point {
-                make_durable(self.fsync, &syncer, ticket)?;
+                pending.add(syncer, ticket);
             }
         }
-        Ok(positions)
+        Ok((positions, pending))
     }
 
-    fn append(&self, records: &[&Record], registry: &SyncRegistry) -> Result<Vec<Position>> {
+    fn append(&self, records: &[&Record], registry: &SyncRegistry) -> Result<(Vec<Position>, PendingSync)> {
         let now = now_ms();
         let layout = self.layout.read().unwrap();
         if self.is_deleted() {
@@ -268,7 +279,7 @@ impl Stream {
         }
         let routes: Vec<u32> = records.iter().map(|r| self.route(layout.config.partitions, r)).collect();
         let mut positions = vec![Position { partition: 0, offset: 0 }; records.len()];
-        let mut to_sync = Vec::new();
+        let mut pending = PendingSync::none();
         for p in 0..layout.config.partitions {
             let batch: Vec<&Record> = records.iter().zip(&routes).filter(|(_, &rp)| rp == p).map(|(r, _)| *r).collect();
             if batch.is_empty() {
@@ -286,15 +297,10 @@ impl Stream {
             }
             if let Some((syncer, ticket)) = appended.sync {
                 registry.register(&syncer);
-                to_sync.push((syncer, ticket));
+                pending.add(syncer, ticket);
             }
         }
-        drop(layout);
-        for (syncer, ticket) in to_sync {
-            make_durable(self.fsync, &syncer, ticket)?;
-        }
-        self.appended.send_modify(|v| *v = v.wrapping_add(1));
-        Ok(positions)
+        Ok((positions, pending))
     }
 
     pub fn read(&self, partition: u32, offset: u64, max: usize) -> Result<Vec<Message>> {
@@ -332,7 +338,14 @@ impl Stream {
 
     /// Removes every retained message; offsets continue from where they
     /// were, and committed offsets inside the removed range move to its end.
-    pub fn purge(&self) -> Result<u64> {
+    pub async fn purge(&self) -> Result<u64> {
+        let (removed, pending) = self.purge_locked()?;
+        pending.wait(self.fsync).await?;
+        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+        Ok(removed)
+    }
+
+    fn purge_locked(&self) -> Result<(u64, PendingSync)> {
         let layout = self.layout.read().unwrap();
         if self.is_deleted() {
             return Err(self.gone());
@@ -362,11 +375,11 @@ impl Stream {
             }
         }
         drop(o);
-        if let Some((syncer, ticket)) = last {
-            make_durable(self.fsync, &syncer, ticket)?;
-        }
-        self.appended.send_modify(|v| *v = v.wrapping_add(1));
-        Ok(removed)
+        let pending = match last {
+            Some((syncer, ticket)) => PendingSync::one(syncer, ticket),
+            None => PendingSync::none(),
+        };
+        Ok((removed, pending))
     }
 
     /// Applies an update: new partitions first (empty directories are
@@ -438,16 +451,13 @@ impl Stream {
         }
     }
 
-    pub fn commit(&self, group: &str, partition: u32, offset: u64) -> Result<()> {
+    pub async fn commit(&self, group: &str, partition: u32, offset: u64) -> Result<()> {
         self.partition(partition)?;
-        let (syncer, ticket) = {
-            let mut o = self.offsets.lock().unwrap();
-            match o.append(group, partition, offset)? {
-                Some(t) => t,
-                None => return Ok(()),
-            }
-        };
-        make_durable(self.fsync, &syncer, ticket)
+        let appended = self.offsets.lock().unwrap().append(group, partition, offset)?;
+        match appended {
+            Some((syncer, ticket)) => PendingSync::one(syncer, ticket).wait(self.fsync).await,
+            None => Ok(()),
+        }
     }
 
     pub fn committed(&self, group: &str, partition: u32) -> Option<u64> {

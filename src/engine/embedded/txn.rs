@@ -26,7 +26,7 @@ use crate::txn::{self, TxnOp, TxnResult};
 
 use super::codec::{self, Piece, Reader};
 use super::kv::{Bucket, Locked, TxnWrite};
-use super::log::{make_durable, LogFile, SyncRegistry};
+use super::log::{LogFile, PendingSync, SyncRegistry};
 use super::wal::damage_error;
 use super::{now_ms, Inner};
 
@@ -94,7 +94,15 @@ impl TxnLog {
 }
 
 impl Inner {
-    pub(super) fn kv_txn(&self, ops: Vec<TxnOp>) -> Result<Vec<TxnResult>> {
+    /// Runs a transaction; returns once it is durable as the policy asks.
+    pub(super) async fn kv_txn(&self, ops: Vec<TxnOp>) -> Result<Vec<TxnResult>> {
+        let (results, pending) = self.kv_txn_locked(ops)?;
+        pending.wait(self.cfg.fsync).await?;
+        Ok(results)
+    }
+
+    /// Validates, applies and logs a transaction under its buckets' locks.
+    fn kv_txn_locked(&self, ops: Vec<TxnOp>) -> Result<(Vec<TxnResult>, PendingSync)> {
         txn::validate(&ops, self.cfg.max_payload_bytes)?;
         let mut names: Vec<String> = ops.iter().map(|o| o.bucket().to_owned()).collect();
         names.sort_unstable();
@@ -139,7 +147,7 @@ impl Inner {
             .map(|(b, w)| (names[b].clone(), w))
             .collect();
         if staged.is_empty() {
-            return Ok(results);
+            return Ok((results, PendingSync::none()));
         }
         let mut commit_log = self.txn_log.file.lock().unwrap();
         let ticket = match commit_log.as_mut() {
@@ -177,10 +185,11 @@ impl Inner {
         drop(commit_log);
         // When the log was emptied, sync_dirty above already made this
         // transaction durable in its buckets.
-        if let (Some((syncer, ticket)), false) = (ticket, full) {
-            make_durable(self.cfg.fsync, &syncer, ticket)?;
-        }
-        Ok(results)
+        let pending = match (ticket, full) {
+            (Some((syncer, ticket)), false) => PendingSync::one(syncer, ticket),
+            _ => PendingSync::none(),
+        };
+        Ok((results, pending))
     }
 }
 
