@@ -8,7 +8,8 @@
 # w3 queue, w4 KV, w5 C ABI, w6 payload sizes, w7 memory tier vs NATS core),
 # --no-grpc, --out-dir DIR.
 #
-# It installs the peers from Debian if missing, starts them itself on free
+# It installs Redis from Debian if missing (nats-server v2.15.3 comes from
+# scripts/nats-server.sh), starts them itself on free
 # loopback ports in a temporary directory (nats-server with JetStream file
 # storage; redis-server with appendonly yes + appendfsync everysec), starts
 # the flowmesh broker (target/release/flowmesh serve), runs the
@@ -46,8 +47,10 @@ say() { printf '\033[1m[bench]\033[0m %s\n' "$*" >&2; }
 T0=$(date +%s)
 
 # ---- 1. peers and tools ---------------------------------------------------
+# nats-server v2.15.3, the release users run (built once into a cache by
+# scripts/nats-server.sh); Redis from Debian.
+NATS_SERVER="$("$ROOT/scripts/nats-server.sh")"
 need_apt=()
-command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]} from Debian"
@@ -118,7 +121,7 @@ jetstream {
 }
 EOF
 say "starting nats-server (JetStream, file storage) on 127.0.0.1:$NATS_PORT"
-nats-server -c "$WORK/nats.conf" > "$WORK/nats.log" 2>&1 &
+"$NATS_SERVER" -c "$WORK/nats.conf" > "$WORK/nats.log" 2>&1 &
 PIDS+=($!); wait_port "$NATS_PORT" nats "$!"
 
 REDIS_PORT=$(free_port)
@@ -188,7 +191,7 @@ meta = {
   "disk": sh("df -h /tmp | awk 'NR==2 {print \$1\" (\"\$2\")\"}'"),
   "flowmesh": sh("cd $ROOT && git describe --always --dirty") + "$STALE",
   "rustc": sh("rustc --version"),
-  "nats_server": sh("nats-server --version"),
+  "nats_server": sh("$NATS_SERVER --version"),
   "redis_server": sh("redis-server --version | cut -d' ' -f1-3"),
   "async_nats": "$(lockver async-nats)", "redis_crate": "$(lockver redis)",
   "broker": "$BROKER_NOTE",

@@ -15,7 +15,8 @@ use flowmesh::ffi::queue::{
     fm_job, fm_job_free, fm_job_id, fm_jobs, fm_jobs_free, fm_jobs_get, fm_jobs_len,
     fm_queue_ack, fm_queue_enqueue, fm_queue_receive, fm_queue_reserve,
 };
-use flowmesh::ffi::stream::{fm_msg, fm_position, fm_publish, fm_publish_batch};
+use flowmesh::ffi::args::fm_msg;
+use flowmesh::ffi::stream::{fm_position, fm_publish, fm_publish_batch};
 use flowmesh::error::Status;
 use flowmesh::ffi::{fm_last_error, fm_status};
 use flowmesh::{Options, Record};
