@@ -451,18 +451,27 @@ async fn per_token_limits_refuse_clearly_and_spare_others() {
         assert!(Instant::now() < deadline, "subscription slot not given back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // In flight: a long poll holds the one slot; the next call is refused at once.
-    let waiter = {
-        let small = small.clone();
-        tokio::spawn(async move { small.reserve("jobs", 30_000, 1500).await })
-    };
-    // The long poll may take a while to reach the broker on a busy machine.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let err = loop {
-        match small.queue_stats("jobs").await {
-            Err(e) => break e,
-            Ok(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
-            Ok(_) => panic!("the long poll never held the slot"),
+    // In flight: a long poll holds the one slot; the next call is refused at
+    // once. The first probe can reach the broker before the long poll does
+    // and refuse it instead, so a long poll that ended without the probes
+    // ever being refused is started again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (waiter, err) = 'held: loop {
+        assert!(Instant::now() < deadline, "the long poll never held the slot");
+        let waiter = {
+            let small = small.clone();
+            tokio::spawn(async move { small.reserve("jobs", 30_000, 3000).await })
+        };
+        while !waiter.is_finished() {
+            match small.queue_stats("jobs").await {
+                Err(e) => break 'held (waiter, e),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        match waiter.await.unwrap() {
+            Err(Error::Unavailable(m)) if m.contains("in flight") => {} // a probe held the slot
+            Ok(None) => {}                                              // the probes missed the poll
+            other => panic!("the long poll ended with {other:?}"),
         }
     };
     assert!(matches!(&err, Error::Unavailable(m) if m.contains("in flight")), "{err:?}");
